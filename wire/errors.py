@@ -1,0 +1,44 @@
+"""Errors of the wire contract.
+
+    WireError                      anything wire refuses; never a bare ValueError/KeyError/…
+    ├── DecodeError                bytes that are not a valid batch: the peer is at fault
+    │   ├── UnsupportedEncodingError   content-coding or format version we do not speak (415)
+    │   ├── TooLargeError          a cap was hit: wire size, decoded size, counts (413)
+    │   └── InvalidBatchError      well-formed bytes, invalid contents: NaN, bad lengths, … (400)
+    ├── EncodeError                our own batch cannot be encoded (a local bug or bad reading)
+    └── SignatureError             signature, digest or key not acceptable (401); one message
+                                   for the client, the reason for our logs only
+
+Callers decide by class: a receiver maps DecodeError subclasses to 4xx codes and SignatureError to a
+single 401 body; an agent that gets EncodeError drops nothing and reports the reading it refused.
+"""
+
+from __future__ import annotations
+
+
+class WireError(Exception):
+    """Base of every error raised by wire."""
+
+
+class DecodeError(WireError):
+    """The peer sent bytes that are not a valid batch."""
+
+
+class UnsupportedEncodingError(DecodeError):
+    """A content-coding, format or version this side does not speak."""
+
+
+class TooLargeError(DecodeError):
+    """A size or count cap was reached; decoding stopped there."""
+
+
+class InvalidBatchError(DecodeError):
+    """The bytes decode, but what they say breaks the contract."""
+
+
+class EncodeError(WireError):
+    """A batch built on this side cannot be encoded."""
+
+
+class SignatureError(WireError):
+    """A signature, Content-Digest or key that must not be trusted."""
