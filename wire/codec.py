@@ -148,11 +148,11 @@ def decode_batch(body: bytes) -> Batch:
     try:
         wire = _decoder.decode(body)
     except msgspec.ValidationError as exc:
-        if "length" in str(exc):
+        if "`array` of length" in str(exc):  # a count cap, not a malformed field
             raise TooLargeError(f"batch body: {exc}") from exc
         raise InvalidBatchError(f"batch body: {exc}") from exc
-    except msgspec.DecodeError as exc:
-        raise InvalidBatchError(f"batch body is not MessagePack: {exc}") from exc
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec lets bad UTF-8 through
+        raise InvalidBatchError(f"batch body is not valid MessagePack: {exc}") from exc
     if wire.version != PROTOCOL_VERSION:
         raise UnsupportedEncodingError(f"batch version {wire.version} is not supported")
     total = sum(len(s.dt) + 1 for s in wire.series)
