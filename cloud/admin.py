@@ -1,0 +1,149 @@
+"""Operator API under `/v1/admin/`, behind the admin bearer token.
+
+    POST /v1/admin/tokens                       {"device_id","ttl_s"}
+                                                -> 201 {"token","device_id","expires_ms"}
+    GET  /v1/admin/devices                      devices with sync state
+    GET  /v1/admin/devices/{id}                 one device with its keys and chain events
+    POST /v1/admin/devices/{id}/disable|enable  device status
+    POST /v1/admin/devices/{id}/revoke          revoke every key of the device
+    POST /v1/admin/keys/{keyid}/revoke          revoke one key
+
+A token is shown once, in the 201 answer; only its hash is stored. Issuing a token for a device
+that already exists (re-enrolment after a lost or revoked key) keeps its chain.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cloud import responses
+from cloud.auth import require_bearer
+from cloud.context import Context
+from cloud.enroll import JSON, valid_device_id
+from cloud.errors import RejectedError
+from cloud.ingest import require_content_type
+from cloud.limits import read_body
+from cloud.storage.base import DeviceStatus
+from cloud.tokens import issue_token
+from cloud.views import device_view
+
+log = logging.getLogger("cloud.admin")
+
+
+class TokenBody(msgspec.Struct, forbid_unknown_fields=True):
+    device_id: str
+    ttl_s: int = 24 * 3600
+
+
+def _not_found(what: str) -> RejectedError:
+    return RejectedError(404, responses.NOT_FOUND, reason=f"{what} not found")
+
+
+class AdminHandlers:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def _auth(self, request: Request) -> None:
+        require_bearer(request, self.ctx.config.admin)
+
+    async def create_token(self, request: Request) -> Response:
+        self._auth(request)
+        require_content_type(request, JSON)
+        limits = self.ctx.config.limits
+        raw = await read_body(request, limits.max_json_bytes, timeout_s=limits.body_timeout_s)
+        try:
+            body = msgspec.json.decode(raw, type=TokenBody)
+        except msgspec.DecodeError as exc:
+            message = 'expected {"device_id": str, "ttl_s": int}'
+            raise RejectedError(400, responses.bad_request(message), reason="token body") from exc
+        if not valid_device_id(body.device_id):
+            message = "device_id must be 1-128 printable characters"
+            raise RejectedError(400, responses.bad_request(message), reason=message)
+        if not 0 < body.ttl_s <= self.ctx.config.max_token_ttl_s:
+            message = f"ttl_s must be 1..{self.ctx.config.max_token_ttl_s}"
+            raise RejectedError(400, responses.bad_request(message), reason=message)
+        token, record = issue_token(
+            body.device_id, now_ms=self.ctx.now_ms(), ttl_ms=body.ttl_s * 1000
+        )
+        await self.ctx.store.create_token(record)
+        log.info("enrolment token %s issued for %r", record.token_id, body.device_id)
+        return responses.json_response(
+            201, {"token": token, "device_id": body.device_id, "expires_ms": record.expires_ms}
+        )
+
+    async def list_devices(self, request: Request) -> Response:
+        self._auth(request)
+        devices = await self.ctx.store.list_devices()
+        return responses.json_response(200, {"devices": [device_view(d) for d in devices]})
+
+    async def show_device(self, request: Request) -> Response:
+        self._auth(request)
+        device = await self.ctx.store.get_device(request.path_params["device_id"])
+        if device is None:
+            raise _not_found("device")
+        return responses.json_response(200, device_view(device, detail=True))
+
+    async def _set_status(self, request: Request, status: DeviceStatus) -> Response:
+        self._auth(request)
+        device_id = request.path_params["device_id"]
+        device = await self.ctx.store.get_device(device_id)
+        if device is None:
+            raise _not_found("device")
+        if device.status is DeviceStatus.PENDING:
+            message = "device has not enrolled yet"
+            raise RejectedError(409, {"error": "conflict", "message": message}, reason=message)
+        await self.ctx.store.set_device_status(device_id, status)
+        self.ctx.key_records.invalidate()
+        log.info("device %r set %s", device_id, status)
+        return responses.json_response(200, {"device_id": device_id, "status": str(status)})
+
+    async def disable(self, request: Request) -> Response:
+        return await self._set_status(request, DeviceStatus.DISABLED)
+
+    async def enable(self, request: Request) -> Response:
+        return await self._set_status(request, DeviceStatus.ACTIVE)
+
+    async def revoke_device(self, request: Request) -> Response:
+        self._auth(request)
+        device_id = request.path_params["device_id"]
+        if await self.ctx.store.get_device(device_id) is None:
+            raise _not_found("device")
+        n = await self.ctx.store.revoke_device_keys(device_id, self.ctx.now_ms())
+        self.ctx.key_records.invalidate()
+        log.info("device %r: %d key(s) revoked", device_id, n)
+        return responses.json_response(200, {"device_id": device_id, "revoked": n})
+
+    async def revoke_key(self, request: Request) -> Response:
+        self._auth(request)
+        keyid = request.path_params["keyid"]
+        key = await self.ctx.store.get_key(keyid)
+        if key is None:
+            raise _not_found("key")
+        await self.ctx.store.revoke_key(keyid, self.ctx.now_ms())
+        self.ctx.key_records.invalidate()
+        log.info("key %s of %r revoked", keyid, key.device_id)
+        return responses.json_response(
+            200, {"keyid": keyid, "device_id": key.device_id, "status": "revoked"}
+        )
+
+
+def routes(ctx: Context) -> list[Route]:
+    h = AdminHandlers(ctx)
+    e = ctx.endpoint
+    dev = "/v1/admin/devices/{device_id:path}"
+    return [
+        Route("/v1/admin/tokens", e("admin_tokens", h.create_token), methods=["POST"]),
+        Route("/v1/admin/devices", e("admin_devices", h.list_devices), methods=["GET"]),
+        Route(f"{dev}/disable", e("admin_disable", h.disable), methods=["POST"]),
+        Route(f"{dev}/enable", e("admin_enable", h.enable), methods=["POST"]),
+        Route(f"{dev}/revoke", e("admin_revoke_device", h.revoke_device), methods=["POST"]),
+        Route(dev, e("admin_device", h.show_device), methods=["GET"]),
+        Route(
+            "/v1/admin/keys/{keyid}/revoke", e("admin_revoke_key", h.revoke_key), methods=["POST"]
+        ),
+    ]

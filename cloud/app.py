@@ -1,0 +1,75 @@
+"""The ASGI application: `create_app(config, store)` wires handlers, limits and metrics.
+
+The app does not open or close the store and reads no environment: the entry point
+(`cloud.server`) builds the real store, clock and config and passes them in, so tests can run
+the same app in-process over any store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cloud import admin, enroll, ingest, openapi, query, responses
+from cloud.config import Config
+from cloud.context import Context, wall_clock_ms
+from cloud.errors import StoreError
+from cloud.storage.base import Store
+
+
+def create_app(
+    config: Config,
+    store: Store,
+    *,
+    now_ms: Callable[[], int] = wall_clock_ms,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> Starlette:
+    ctx = Context(config, store, now_ms=now_ms, monotonic=monotonic)
+    spec = responses.json_response(200, openapi.document(config.public_url))
+
+    async def healthz(request: Request) -> Response:
+        return responses.json_response(200, {"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        try:
+            await store.ping()
+        except StoreError:
+            return responses.json_response(503, responses.UNAVAILABLE, {"retry-after": "5"})
+        return responses.json_response(200, {"status": "ready"})
+
+    async def metrics(request: Request) -> Response:
+        return Response(
+            ctx.metrics.render(),
+            headers={"cache-control": "no-store"},
+            media_type="text/plain; version=0.0.4; charset=utf-8",
+        )
+
+    async def openapi_json(request: Request) -> Response:
+        return spec
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        body = {404: responses.NOT_FOUND, 405: {"error": "method_not_allowed"}}.get(
+            status, responses.INTERNAL
+        )
+        return responses.json_response(status, body)
+
+    routes = [
+        *ingest.routes(ctx),
+        *enroll.routes(ctx),
+        *admin.routes(ctx),
+        *query.routes(ctx),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/openapi.json", openapi_json, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app.state.ctx = ctx
+    return app

@@ -1,0 +1,234 @@
+"""`edge-cloud serve|migrate`: flags, environment variables, one-line errors.
+
+Every option can also come from an environment variable (for the container); a flag wins over
+the variable, the variable over the default:
+
+    --db                 TIERLESS_DB                 sqlite:///./tierless-cloud.db
+    --host               TIERLESS_HOST               127.0.0.1
+    --port               TIERLESS_PORT               8080
+    --public-url         TIERLESS_PUBLIC_URL         http(s)://HOST:PORT
+    --tls-cert/--tls-key TIERLESS_TLS_CERT/_KEY      (none: plain HTTP)
+    --admin-token-file   TIERLESS_ADMIN_TOKEN_FILE   (or TIERLESS_ADMIN_TOKEN; else created)
+    --read-token-file    TIERLESS_READ_TOKEN_FILE    (or TIERLESS_READ_TOKEN; else created)
+    --token-dir          TIERLESS_TOKEN_DIR          beside the SQLite file, else the cwd
+    --allow-insecure-http TIERLESS_ALLOW_INSECURE_HTTP=1
+    --device-rate/--device-burst TIERLESS_DEVICE_RATE/_BURST      10/s, 60
+    --enroll-rate/--enroll-burst TIERLESS_ENROLL_RATE/_BURST      5/min, 10 (per address)
+    --limit-concurrency, --pool-size, --log-level (TIERLESS_LIMIT_CONCURRENCY, _POOL_SIZE, ...)
+
+Exit codes: 0 done, 1 the database refused or is unreachable, 2 bad configuration. Errors are one
+line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from cloud.config import Limits, normalise_public_url
+from cloud.errors import CloudError, ConfigError, StoreError
+from cloud.server import ServeSettings, serve, stderr
+from cloud.storage import describe_url, store_from_url
+from cloud.tokenfiles import load_or_create
+
+DEFAULT_DB = "sqlite:///./tierless-cloud.db"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-cloud", description="Tierless receiver: verify, de-duplicate, store."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_p = sub.add_parser("serve", help="run the receiver")
+    migrate_p = sub.add_parser("migrate", help="apply pending schema migrations")
+    for p in (serve_p, migrate_p):
+        p.add_argument("--db", help=f"sqlite:///path.db or postgresql://… (default {DEFAULT_DB})")
+    serve_p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve_p.add_argument("--port", type=int, help="port (default 8080)")
+    serve_p.add_argument("--public-url", help="base URL gateways sign (default http://HOST:PORT)")
+    serve_p.add_argument("--tls-cert", help="PEM certificate chain (TLS 1.2+)")
+    serve_p.add_argument("--tls-key", help="PEM private key for --tls-cert")
+    serve_p.add_argument("--admin-token-file", type=Path, help="file (mode 0600) with the token")
+    serve_p.add_argument("--read-token-file", type=Path, help="file (mode 0600) with the token")
+    serve_p.add_argument("--token-dir", type=Path, help="where tokens are created if not given")
+    serve_p.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        default=None,
+        help="serve plain HTTP on a non-loopback address (TLS ends at a proxy)",
+    )
+    serve_p.add_argument("--device-rate", type=float, help="batches/s per device (default 10)")
+    serve_p.add_argument("--device-burst", type=int, help="burst per device (default 60)")
+    serve_p.add_argument(
+        "--enroll-rate", type=float, help="enrolments/min per client address (default 5)"
+    )
+    serve_p.add_argument(
+        "--enroll-burst", type=int, help="enrolment burst per address (default 10)"
+    )
+    serve_p.add_argument("--limit-concurrency", type=int, help="open requests (default 200)")
+    serve_p.add_argument("--pool-size", type=int, help="PostgreSQL connections (default 8)")
+    serve_p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def _pick(flag: object, env: Mapping[str, str], name: str, default: str | None) -> str | None:
+    if flag is not None:
+        return str(flag)
+    return env.get(name) or default
+
+
+def _int(value: str | None, what: str) -> int:
+    try:
+        return int(value or "")
+    except ValueError as exc:
+        raise ConfigError(f"{what} must be an integer, not {value!r}") from exc
+
+
+def _float(value: str | None, what: str) -> float:
+    try:
+        return float(value or "")
+    except ValueError as exc:
+        raise ConfigError(f"{what} must be a number, not {value!r}") from exc
+
+
+def _token_dir(db_url: str) -> Path:
+    if db_url.startswith("sqlite:///"):
+        return Path(db_url.removeprefix("sqlite:///")).resolve().parent
+    return Path.cwd()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_settings(
+    args: argparse.Namespace, env: Mapping[str, str]
+) -> tuple[ServeSettings, list[str]]:
+    """Settings from flags and environment, and notices to print (created token files)."""
+    db = _pick(args.db, env, "TIERLESS_DB", DEFAULT_DB) or DEFAULT_DB
+    store_from_url(db)  # validates the URL before anything is created
+    host = _pick(args.host, env, "TIERLESS_HOST", "127.0.0.1") or "127.0.0.1"
+    port = _int(_pick(args.port, env, "TIERLESS_PORT", "8080"), "port")
+    if not 0 < port < 65536:
+        raise ConfigError(f"port {port} is not in 1..65535")
+    cert = _pick(args.tls_cert, env, "TIERLESS_TLS_CERT", None)
+    key = _pick(args.tls_key, env, "TIERLESS_TLS_KEY", None)
+    if (cert is None) != (key is None):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    for path in (cert, key):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"TLS file {path} does not exist")
+    insecure_env = env.get("TIERLESS_ALLOW_INSECURE_HTTP", "") in ("1", "true", "yes")
+    insecure = bool(args.allow_insecure_http) or insecure_env
+    if cert is None and not _is_loopback(host) and not insecure:
+        raise ConfigError(
+            f"refusing plain HTTP on {host}: give --tls-cert/--tls-key, or "
+            "--allow-insecure-http when a TLS proxy sits in front"
+        )
+    public = _pick(args.public_url, env, "TIERLESS_PUBLIC_URL", None)
+    if public is None:
+        if host in ("0.0.0.0", "::"):  # noqa: S104 - a check, not a bind
+            raise ConfigError(f"--public-url is required when listening on {host}")
+        scheme = "https" if cert else "http"
+        public = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+    public = normalise_public_url(public)
+
+    token_dir = Path(_pick(args.token_dir, env, "TIERLESS_TOKEN_DIR", None) or _token_dir(db))
+    notices = []
+    tokens = []
+    for what, flag in (("admin", args.admin_token_file), ("read", args.read_token_file)):
+        upper = what.upper()
+        file = _pick(flag, env, f"TIERLESS_{upper}_TOKEN_FILE", None)
+        token, notice = load_or_create(
+            file=Path(file) if file else None,
+            value=env.get(f"TIERLESS_{upper}_TOKEN") or None,
+            default_file=token_dir / f"tierless-{what}.token",
+            what=what,
+        )
+        tokens.append(token)
+        if notice:
+            notices.append(notice)
+    defaults = Limits()
+    limits = Limits(
+        device_rate_per_s=_float(
+            _pick(args.device_rate, env, "TIERLESS_DEVICE_RATE", str(defaults.device_rate_per_s)),
+            "device rate",
+        ),
+        device_burst=_int(
+            _pick(args.device_burst, env, "TIERLESS_DEVICE_BURST", str(defaults.device_burst)),
+            "device burst",
+        ),
+        enroll_rate_per_s=_float(
+            _pick(args.enroll_rate, env, "TIERLESS_ENROLL_RATE", "5"), "enrol rate"
+        )
+        / 60,
+        enroll_burst=_int(
+            _pick(args.enroll_burst, env, "TIERLESS_ENROLL_BURST", str(defaults.enroll_burst)),
+            "enrol burst",
+        ),
+    )
+    settings = ServeSettings(
+        db_url=db,
+        host=host,
+        port=port,
+        public_url=public,
+        admin_token=tokens[0],
+        read_token=tokens[1],
+        tls_cert=cert,
+        tls_key=key,
+        limits=limits,
+        limit_concurrency=_int(
+            _pick(args.limit_concurrency, env, "TIERLESS_LIMIT_CONCURRENCY", "200"),
+            "limit concurrency",
+        ),
+        pool_size=_int(_pick(args.pool_size, env, "TIERLESS_POOL_SIZE", "8"), "pool size"),
+        log_level=_pick(args.log_level, env, "TIERLESS_LOG_LEVEL", "info") or "info",
+    )
+    return settings, notices
+
+
+async def _migrate(db_url: str) -> str:
+    store = store_from_url(db_url)
+    await store.open()
+    try:
+        applied = await store.migrate()
+        version = await store.schema_version()
+    finally:
+        await store.close()
+    done = f"applied {applied}" if applied else "nothing to apply"
+    return f"{describe_url(db_url)}: schema at version {version} ({done})"
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    environ = os.environ if env is None else env
+    try:
+        if args.command == "migrate":
+            db = _pick(args.db, environ, "TIERLESS_DB", DEFAULT_DB) or DEFAULT_DB
+            stderr(asyncio.run(_migrate(db)))
+            return 0
+        settings, notices = serve_settings(args, environ)
+        for notice in notices:
+            stderr(notice)
+        asyncio.run(serve(settings, say=stderr))
+        return 0
+    except ConfigError as exc:
+        stderr(f"edge-cloud: error: {exc}")
+        return 2
+    except StoreError as exc:
+        stderr(f"edge-cloud: error: {' '.join(str(exc).split())}")  # drivers' messages span lines
+        return 1
+    except CloudError as exc:  # pragma: no cover - every CloudError is one of the above
+        stderr(f"edge-cloud: error: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,182 @@
+"""`POST /v1/batches` and `GET /v1/chain/head`: the device data path.
+
+Order of checks for a batch (each refusal is final; later steps never run):
+
+    1. declared Content-Length over the wire cap          413  (nothing read)
+    2. Content-Type / Content-Encoding not accepted       415
+    3. signature headers, key look-up, signature          401  (one body for all)
+    4. key revoked/expired, device disabled               403
+    5. per-device rate                                    429 + Retry-After
+    6. body read, cut at the wire cap                     413
+    7. Content-Digest against the body as received        401
+    8. bounded decompression, bounded decoding            413 / 415 / 400   (in `decode_slots`)
+    9. body's device_id is the key's device               403
+   10. one store transaction: chain check + all writes    200 stored/duplicate, 409
+
+Decode work for bodies over `decode_in_thread_bytes` runs in a worker thread so that one large
+batch does not stall the event loop; `decode_slots` bounds how many run at once (memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cloud import responses
+from cloud.auth import authenticate_device, unauthorized
+from cloud.context import Context
+from cloud.errors import RejectedError
+from cloud.limits import check_declared_size, read_body
+from cloud.storage.base import BatchMeta, IngestResult, Outcome
+from wire.codec import MEDIA_TYPE, batch_digest, decode_batch
+from wire.compression import available_encodings, decompress
+from wire.digest import verify_content_digest
+from wire.errors import (
+    DecodeError,
+    SignatureError,
+    TooLargeError,
+    UnsupportedEncodingError,
+)
+from wire.keys import b64url_encode
+from wire.models import Batch
+
+_ENCODINGS = frozenset(available_encodings())
+EMPTY_BODY_CAP = 1024
+
+
+def unsupported(reason: str) -> RejectedError:
+    return RejectedError(415, responses.UNSUPPORTED, reason=reason)
+
+
+def require_content_type(request: Request, media_type: str) -> None:
+    values = request.headers.getlist("content-type")
+    if len(values) != 1 or values[0].split(";")[0].strip().lower() != media_type:
+        raise unsupported("content-type")
+
+
+def content_encoding(request: Request) -> str | None:
+    """The one content-coding of the body, None for none; 415 for anything we do not read."""
+    values = request.headers.getlist("content-encoding")
+    if not values:
+        return None
+    coding = values[0].strip().lower() if len(values) == 1 else ""
+    if coding not in _ENCODINGS:
+        raise unsupported("content-encoding")
+    return coding
+
+
+def check_digest(headers: dict[str, str], body: bytes) -> None:
+    try:
+        verify_content_digest(headers.get("content-digest", ""), body)
+    except SignatureError as exc:
+        raise unauthorized(f"digest: {exc}") from exc
+
+
+def decode(body: bytes, encoding: str | None, max_decoded: int) -> tuple[Batch, bytes]:
+    """Decompress and decode; RejectedError with the protocol status on failure."""
+    try:
+        raw = decompress(body, encoding, max_decoded)
+        return decode_batch(raw), batch_digest(raw)
+    except TooLargeError as exc:
+        raise RejectedError(413, responses.TOO_LARGE, reason=f"decode: {exc}") from exc
+    except UnsupportedEncodingError as exc:
+        raise unsupported(f"decode: {exc}") from exc
+    except DecodeError as exc:
+        raise RejectedError(400, responses.bad_request("invalid batch"), reason=f"{exc}") from exc
+
+
+def result_response(result: IngestResult, server_time_ms: int) -> Response:
+    if result.outcome in (Outcome.STORED, Outcome.DUPLICATE):
+        body: dict[str, object] = {
+            "status": str(result.outcome),
+            "seq": result.seq,
+            "server_time_ms": server_time_ms,
+        }
+        return responses.json_response(200, body)
+    body = {"error": str(result.outcome), "expected_seq": result.expected_seq}
+    if result.outcome is Outcome.CHAIN_CONFLICT:
+        body["reason"] = result.reason
+    return responses.json_response(409, body)
+
+
+class IngestHandlers:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    async def post_batch(self, request: Request) -> Response:
+        ctx, limits = self.ctx, self.ctx.config.limits
+        started = ctx.monotonic()
+        check_declared_size(request, limits.max_wire_bytes)
+        require_content_type(request, MEDIA_TYPE)
+        encoding = content_encoding(request)
+        key, parsed, headers = await authenticate_device(
+            request, ctx.key_records, ctx.keys, public_url=ctx.config.public_url, now_ms=ctx.now_ms
+        )
+        ctx.device_limiter.check(key.device_id, reason=f"device {key.device_id} rate")
+        body = await read_body(request, limits.max_wire_bytes, timeout_s=limits.body_timeout_s)
+        check_digest(headers, body)
+        async with ctx.decode_slots:
+            if len(body) > limits.decode_in_thread_bytes:
+                batch, digest = await asyncio.to_thread(
+                    decode, body, encoding, limits.max_decoded_bytes
+                )
+            else:
+                batch, digest = decode(body, encoding, limits.max_decoded_bytes)
+        if batch.device_id != key.device_id:
+            raise RejectedError(
+                403,
+                responses.FORBIDDEN_DEVICE,
+                reason=f"key of {key.device_id!r} sent a batch of {batch.device_id!r}",
+            )
+        meta = BatchMeta(
+            device_id=key.device_id,
+            seq=batch.seq,
+            digest=digest,
+            prev=batch.prev,
+            keyid=key.keyid,
+            sig_created=parsed.params.created,
+            received_ms=ctx.now_ms(),
+            content_encoding=encoding,
+            wire_bytes=len(body),
+        )
+        result = await ctx.store.ingest(meta, batch)
+        ctx.metrics.batches.inc(str(result.outcome))
+        if result.outcome is Outcome.STORED:
+            ctx.metrics.readings.inc(amount=batch.reading_count())
+            ctx.metrics.events.inc(amount=len(batch.events))
+        if result.outcome in (Outcome.STORED, Outcome.DUPLICATE):
+            ctx.metrics.ingest_seconds.observe(ctx.monotonic() - started)
+        return result_response(result, ctx.now_ms())
+
+    async def chain_head(self, request: Request) -> Response:
+        ctx = self.ctx
+        check_declared_size(request, EMPTY_BODY_CAP)
+        key, _, headers = await authenticate_device(
+            request, ctx.key_records, ctx.keys, public_url=ctx.config.public_url, now_ms=ctx.now_ms
+        )
+        ctx.device_limiter.check(key.device_id, reason=f"device {key.device_id} rate")
+        body = await read_body(request, EMPTY_BODY_CAP, timeout_s=ctx.config.limits.body_timeout_s)
+        check_digest(headers, body)
+        head = await ctx.store.chain_head(key.device_id)
+        if head is None:  # pragma: no cover - a key always belongs to a device
+            raise RejectedError(403, responses.FORBIDDEN, reason="device vanished")
+        return responses.json_response(
+            200,
+            {
+                "device_id": head.device_id,
+                "seq": head.seq,
+                "digest": b64url_encode(head.digest),
+                "server_time_ms": ctx.now_ms(),
+            },
+        )
+
+
+def routes(ctx: Context) -> list[Route]:
+    h = IngestHandlers(ctx)
+    return [
+        Route("/v1/batches", ctx.endpoint("batches", h.post_batch), methods=["POST"]),
+        Route("/v1/chain/head", ctx.endpoint("chain_head", h.chain_head), methods=["GET"]),
+    ]

@@ -1,0 +1,103 @@
+"""Prometheus metrics of one receiver process, rendered in the text exposition format 0.0.4.
+
+Label values come from small fixed sets (route templates, status codes, error codes, outcomes),
+never from request input, so the number of series stays bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+
+_LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def _labels(names: Sequence[str], values: Sequence[str]) -> str:
+    if not names:
+        return ""
+    escaped = (v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for v in values)
+    return "{" + ",".join(f'{n}="{v}"' for n, v in zip(names, escaped, strict=True)) + "}"
+
+
+class Counter:
+    def __init__(self, name: str, help_text: str, labels: Sequence[str] = ()) -> None:
+        self.name, self.help, self.labels = name, help_text, tuple(labels)
+        self._values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        self._values[labels] = self._values.get(labels, 0.0) + amount
+
+    def value(self, *labels: str) -> float:
+        return self._values.get(labels, 0.0)
+
+    def render(self) -> list[str]:
+        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+        if not self.labels and not self._values:
+            out.append(f"{self.name} 0")
+        for labels, value in sorted(self._values.items()):
+            out.append(f"{self.name}{_labels(self.labels, labels)} {value:g}")
+        return out
+
+
+class Histogram:
+    def __init__(
+        self, name: str, help_text: str, buckets: Sequence[float] = _LATENCY_BUCKETS_S
+    ) -> None:
+        self.name, self.help = name, help_text
+        self._bounds = tuple(buckets)
+        self._counts = [0] * (len(self._bounds) + 1)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1
+        self._sum += value
+
+    @property
+    def count(self) -> int:
+        return sum(self._counts)
+
+    def render(self) -> list[str]:
+        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        cumulative = 0
+        for bound, n in zip(self._bounds, self._counts, strict=False):
+            cumulative += n
+            out.append(f'{self.name}_bucket{{le="{bound:g}"}} {cumulative}')
+        out.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
+        out.append(f"{self.name}_sum {self._sum:.6f}")
+        out.append(f"{self.name}_count {self.count}")
+        return out
+
+
+class Metrics:
+    """The receiver's metrics; one instance per app, passed in (no module-level registry)."""
+
+    def __init__(self) -> None:
+        self.requests = Counter(
+            "tierless_http_requests_total", "HTTP requests by route and status", ("route", "status")
+        )
+        self.batches = Counter(
+            "tierless_batches_total",
+            "Batches by outcome: stored, duplicate, seq_gap, chain_conflict",
+            ("outcome",),
+        )
+        self.readings = Counter("tierless_readings_stored_total", "Readings written")
+        self.events = Counter("tierless_events_stored_total", "Events written")
+        self.rejections = Counter(
+            "tierless_rejections_total", "Refused requests by error code", ("reason",)
+        )
+        self.ingest_seconds = Histogram(
+            "tierless_ingest_seconds", "Time to answer POST /v1/batches, stored or duplicate"
+        )
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for metric in (
+            self.requests,
+            self.batches,
+            self.readings,
+            self.events,
+            self.rejections,
+            self.ingest_seconds,
+        ):
+            lines.extend(metric.render())
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,131 @@
+"""Running the receiver: open the store, check its schema, serve the app with uvicorn.
+
+This is the entry point's half that does I/O; `cloud.cli` turns flags and environment into
+`ServeSettings`. Schema policy at start-up: a brand-new empty database (SQLite file or PostgreSQL
+schema) is migrated automatically, so `edge-cloud serve` works with no setup; a database that
+holds an older schema is refused until an operator runs `edge-cloud migrate` (an upgrade of real
+data is a step someone should choose), and a newer schema is refused outright.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from cloud.app import create_app
+from cloud.config import Config, Limits
+from cloud.errors import SchemaError
+from cloud.storage import describe_url, store_from_url
+from cloud.storage.base import Store
+from cloud.storage.migrations import latest_version
+from cloud.tokens import BearerCheck
+
+log = logging.getLogger("cloud.server")
+HEADER_LIMIT_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ServeSettings:
+    db_url: str
+    host: str
+    port: int
+    public_url: str
+    admin_token: str
+    read_token: str
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    limits: Limits = field(default_factory=Limits)
+    limit_concurrency: int = 200
+    pool_size: int = 8
+    log_level: str = "info"
+    access_log: bool = False
+
+
+async def check_schema(store: Store, db_url: str, *, say: Callable[[str], None]) -> None:
+    """Migrate an empty store; refuse one whose schema is not this receiver's."""
+    want = latest_version(store.kind)
+    have = await store.schema_version()
+    if have == want:
+        return
+    if have == 0 and await store.empty():
+        applied = await store.migrate()
+        say(f"new database {describe_url(db_url)}: schema created (versions {applied})")
+        return
+    if have > want:
+        raise SchemaError(
+            f"database schema version {have} is newer than this receiver's ({want}); "
+            "upgrade edge-cloud"
+        )
+    raise SchemaError(
+        f"database schema is at version {have}, this receiver needs {want}: "
+        f"run `edge-cloud migrate --db {describe_url(db_url)}` first"
+    )
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server that reports once it is listening (whatever the log level)."""
+
+    def __init__(self, config: uvicorn.Config, on_listening: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_listening = on_listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self._on_listening()
+
+
+def tls_context_factory(
+    config: uvicorn.Config, default: Callable[[], ssl.SSLContext]
+) -> ssl.SSLContext:
+    ctx = default()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
+    store = store_from_url(settings.db_url, pool_size=settings.pool_size)
+    await store.open()
+    try:
+        await check_schema(store, settings.db_url, say=say)
+        config = Config(
+            settings.public_url,
+            admin=BearerCheck(settings.admin_token),
+            read=BearerCheck(settings.read_token),
+            limits=settings.limits,
+        )
+        listening = (
+            f"listening on {settings.host}:{settings.port}, signatures for {config.public_url}"
+        )
+        server = _Server(
+            uvicorn.Config(
+                create_app(config, store),
+                host=settings.host,
+                port=settings.port,
+                lifespan="off",
+                proxy_headers=False,  # signatures are checked against public_url, never Host/XFF
+                server_header=False,
+                limit_concurrency=settings.limit_concurrency,
+                timeout_keep_alive=5,
+                h11_max_incomplete_event_size=HEADER_LIMIT_BYTES,
+                ssl_certfile=settings.tls_cert,
+                ssl_keyfile=settings.tls_key,
+                ssl_context_factory=tls_context_factory if settings.tls_cert else None,
+                log_level=settings.log_level,
+                access_log=settings.access_log,
+            ),
+            on_listening=lambda: say(listening),
+        )
+        await server.serve()
+    finally:
+        await store.close()
+
+
+def stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,137 @@
+"""SQL text shared by both backends, written once with a placeholder style passed in.
+
+Only column names chosen here (never request input) are formatted into SQL; every value is a
+bound parameter. `ph` is "?" for SQLite and "%s" for psycopg.
+"""
+
+from __future__ import annotations
+
+from cloud.storage.base import Agg, SeriesFilter
+
+SERIES_COLUMNS = "s.id, s.device_id, s.metric, s.unit, s.site, s.area, s.process, s.medium"
+
+DEVICE_COLUMNS = (
+    "id, status, head_seq, head_digest, created_ms, last_seen_ms, last_boot_id, batches, "
+    "readings, dropped_buffer_full, dropped_damaged, rejected_invalid, clock_state, "
+    "clock_offset_ms, created_skew_ms, gaps, forks"
+)
+
+KEY_COLUMNS = (
+    "k.keyid, k.device_id, k.public_key, k.status, k.not_after_ms, k.created_ms, k.revoked_ms, "
+    "d.status"
+)
+
+UPDATE_HEAD = (
+    "UPDATE device SET head_seq = {p}, head_digest = {p}, last_seen_ms = {p}, last_boot_id = {p},"
+    " batches = batches + 1, readings = readings + {p},"
+    " dropped_buffer_full = dropped_buffer_full + {p}, dropped_damaged = dropped_damaged + {p},"
+    " rejected_invalid = rejected_invalid + {p}, clock_state = {p}, clock_offset_ms = {p},"
+    " created_skew_ms = {p} WHERE id = {p}"
+)
+
+INSERT_BATCH = (
+    "INSERT INTO batch (device_id, seq, digest, prev, keyid, sig_created, received_ms,"
+    " content_encoding, wire_bytes, boot_id, reading_count, event_count)"
+    " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
+)
+
+INSERT_EVENT = (
+    "INSERT INTO event (device_id, seq, kind, ts_ms, quality, attrs)"
+    " VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
+)
+
+SELECT_SERIES_ID = (
+    "SELECT id FROM series WHERE device_id = {p} AND metric = {p} AND unit = {p} AND site = {p}"
+    " AND area = {p} AND process = {p} AND medium = {p}"
+)
+
+
+SELECT_KEY = (
+    f"SELECT {KEY_COLUMNS} FROM device_key k JOIN device d ON d.id = k.device_id"  # noqa: S608
+    " WHERE k.keyid = {p}"
+)
+SELECT_DEVICE_KEYS = (
+    f"SELECT {KEY_COLUMNS} FROM device_key k JOIN device d ON d.id = k.device_id"  # noqa: S608
+    " WHERE k.device_id = {p} ORDER BY k.created_ms, k.keyid"
+)
+SELECT_DEVICES = f"SELECT {DEVICE_COLUMNS} FROM device ORDER BY id"  # noqa: S608
+SELECT_DEVICE = f"SELECT {DEVICE_COLUMNS} FROM device WHERE id = {{p}}"  # noqa: S608
+SELECT_SERIES = f"SELECT {SERIES_COLUMNS} FROM series s WHERE s.id = {{p}}"  # noqa: S608
+BUMP_GAPS = "UPDATE device SET gaps = gaps + 1 WHERE id = {p}"
+BUMP_FORKS = "UPDATE device SET forks = forks + 1 WHERE id = {p}"
+
+
+def fmt(template: str, ph: str) -> str:
+    return template.format(p=ph)
+
+
+def series_where(flt: SeriesFilter, ph: str) -> tuple[str, list[str]]:
+    items = flt.items()
+    if not items:
+        return "", []
+    clause = " WHERE " + " AND ".join(f"s.{column} = {ph}" for column, _ in items)
+    return clause, [value for _, value in items]
+
+
+def list_series(flt: SeriesFilter, ph: str) -> tuple[str, list[str]]:
+    where, params = series_where(flt, ph)
+    return f"SELECT {SERIES_COLUMNS} FROM series s{where} ORDER BY s.id", params  # noqa: S608
+
+
+READINGS = (
+    "SELECT ts_ms, value, quality FROM reading"
+    " WHERE series_id = {p} AND ts_ms >= {p} AND ts_ms < {p} ORDER BY ts_ms LIMIT {p}"
+)
+_BUCKETS = (
+    "SELECT (ts_ms / {p}) * {p} AS bucket, {value}, count(*) FROM reading"
+    " WHERE series_id = {p} AND ts_ms >= {p} AND ts_ms < {p} GROUP BY bucket ORDER BY bucket"
+)
+_EVENTS = (
+    "SELECT device_id, seq, kind, ts_ms, quality, attrs FROM event WHERE {where}"
+    " ORDER BY ts_ms, id LIMIT {p}"
+)
+_LATEST = "SELECT {columns}, r.ts_ms, r.value, r.quality FROM series s{join}{where} ORDER BY s.id"
+
+
+def buckets(agg: Agg, ph: str, *, last_expr: str) -> str:
+    """Aggregate per epoch-aligned bucket. Params: bucket, bucket, series, from, to."""
+    value = {
+        Agg.AVG: "avg(value)",
+        Agg.MIN: "min(value)",
+        Agg.MAX: "max(value)",
+        Agg.SUM: "sum(value)",
+        Agg.COUNT: "count(*)",
+        Agg.LAST: last_expr,
+    }[agg]
+    template = _BUCKETS
+    return template.format(p=ph, value=value)
+
+
+def events(device: str | None, kind: str | None, ph: str) -> tuple[str, list[str]]:
+    where = [f"ts_ms >= {ph}", f"ts_ms < {ph}"]
+    params: list[str] = []
+    if device is not None:
+        where.append(f"device_id = {ph}")
+        params.append(device)
+    if kind is not None:
+        where.append(f"kind = {ph}")
+        params.append(kind)
+    template = _EVENTS
+    return template.format(where=" AND ".join(where), p=ph), params
+
+
+def latest(flt: SeriesFilter, ph: str, *, backend: str) -> tuple[str, list[str]]:
+    """The newest reading of every series that matches, one index probe per series."""
+    where, params = series_where(flt, ph)
+    if backend == "postgres":
+        join = (
+            " CROSS JOIN LATERAL (SELECT ts_ms, value, quality FROM reading"
+            " WHERE series_id = s.id ORDER BY ts_ms DESC LIMIT 1) r"
+        )
+    else:
+        join = (
+            " JOIN reading r ON r.rowid = (SELECT rowid FROM reading WHERE series_id = s.id"
+            " ORDER BY ts_ms DESC LIMIT 1)"
+        )
+    template = _LATEST
+    return template.format(columns=SERIES_COLUMNS, join=join, where=where), params
