@@ -1,0 +1,1 @@
+"""Device profiles: register maps of real meters as TOML data, each citing its source document."""

@@ -1,0 +1,163 @@
+"""The ASCII source against simulated instruments on real pseudo-terminals."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from firmware_bridge.ascii_protocol import AsciiConfig
+from firmware_bridge.ascii_source import AsciiSource
+from firmware_bridge.errors import PortLostError
+from firmware_bridge.port import PtyDevice
+from firmware_bridge.source import SystemClock
+from tests.firmware_bridge.conftest import Sink, running
+from tests.firmware_bridge.test_ascii_protocol import TICKET, xor8
+from wire.models import Quality
+
+pytestmark = pytest.mark.serial
+
+
+class Scale:
+    """An MT-SICS balance: answers `SI` from a script (None: stay silent), streams on `SIR`."""
+
+    def __init__(
+        self, device: PtyDevice, answers: list[str | None], stream: list[str] | None = None
+    ):
+        self.device = device
+        self.answers = deque(answers)
+        self.stream = stream or []
+        self.commands: list[bytes] = []
+
+    async def run(self) -> None:
+        buf = b""
+        while True:
+            try:
+                buf += await self.device.read()
+            except PortLostError:
+                return
+            while b"\r\n" in buf:
+                line, buf = buf.split(b"\r\n", 1)
+                self.commands.append(line)
+                if line == b"SI" and self.answers:
+                    answer = self.answers.popleft()
+                    if answer is not None:
+                        await self.device.write(answer.encode("latin-1") + b"\r\n")
+                elif line == b"SIR":
+                    for item in self.stream:
+                        await self.device.write(item.encode("latin-1"))
+                        await asyncio.sleep(0.002)
+
+
+def config(link: Path, **kw: object) -> AsciiConfig:
+    raw = {
+        "port": {"path": str(link), "baudrate": 9600},
+        "preset": "mt-sics",
+        "poll_interval_ms": 20,
+        "answer_timeout_ms": 100,
+        "reopen_initial_ms": 20,
+        "reopen_max_ms": 100,
+        **kw,
+    }
+    return msgspec.convert(raw, AsciiConfig)
+
+
+async def test_polled_scale_with_garbage_overload_and_silence(links: Path, sink: Sink) -> None:
+    device = PtyDevice(str(links / "scale"))
+    scale = Scale(
+        device,
+        [
+            "S S     100.00 g",
+            "#%&*garbage",  # not an answer: counted, and the poll times out
+            "S +",  # overload
+            "ES",  # error answer
+            None,  # silence
+            "S D     100.10 g",  # still moving
+            "S S     100.20 g",
+        ],
+    )
+    source = AsciiSource(config(links / "scale"), clock=SystemClock())
+    async with running(scale.run(), "scale"), running(source.run(sink), "ascii"):
+        await sink.wait_for(lambda: len(sink.deliveries) >= 7)
+    got = [(r.value, r.quality, r.series.unit) for r in sink.readings[:7]]
+    assert got[0] == (100.0, Quality.GOOD, "g")
+    assert got[1] == (0.0, Quality.BAD, "g")  # garbage then timeout: explicit gap
+    assert got[2] == (0.0, Quality.BAD, "g")  # overload names no unit: the last one counts
+    assert got[3] == (0.0, Quality.BAD, "g")  # ES
+    assert got[4] == (0.0, Quality.BAD, "g")  # silence
+    assert len(sink.readings) == len(sink.deliveries)  # one series, never a unit-less twin
+    assert got[5] == (100.1, Quality.UNCERTAIN, "g")
+    assert got[6] == (100.2, Quality.GOOD, "g")
+    assert source.stats.unparsable == 1
+    assert source.stats.error_answers == 1
+    assert source.stats.timeouts == 2
+    assert scale.commands[:3] == [b"SI", b"SI", b"SI"]
+    device.close()
+
+
+async def test_streaming_scale(links: Path, sink: Sink) -> None:
+    device = PtyDevice(str(links / "scale"))
+    stream = ["S S      1.00 kg\r\n", "S D   1.5", "0 kg\r\n", "\xff\xfe noise\r\n", "S +\r\n"]
+    stream += ["x" * 400 + "\r\n", "S S      2.00 kg\r\n"]
+    scale = Scale(device, [], stream)
+    source = AsciiSource(config(links / "scale", mode="streaming"), clock=SystemClock())
+    async with running(scale.run(), "scale"), running(source.run(sink), "ascii"):
+        await sink.wait_for(lambda: len(sink.readings) >= 4)
+    got = [(r.value, r.quality) for r in sink.readings]
+    assert got == [
+        (1.0, Quality.GOOD),
+        (1.5, Quality.UNCERTAIN),
+        (0.0, Quality.BAD),
+        (2.0, Quality.GOOD),
+    ]
+    assert source.stats.unparsable == 1
+    assert source.stats.lines.oversized == 1
+    assert scale.commands == [b"SIR"]
+    device.close()
+
+
+async def test_weighbridge_tickets_become_events(links: Path, sink: Sink) -> None:
+    device = PtyDevice(str(links / "bridge"))
+    lines = []
+    for n, (material, net) in enumerate([("GRAVEL", 25340), ("SAND", 18020)]):
+        body = f"T{100 + n},{material},L-{n},{net},O*"
+        lines.append(body + xor8(body) + "\r\n")
+    lines.insert(1, "T999,SAND,L-9,1,O*00\r\n")  # bad checksum
+    raw = msgspec.to_builtins(TICKET)
+    raw.update(port={"path": str(links / "bridge")}, reopen_initial_ms=20)
+    source = AsciiSource(msgspec.convert(raw, AsciiConfig), clock=SystemClock())
+
+    async def weighbridge() -> None:
+        for line in lines:
+            await device.write(line.encode())
+
+    async with running(source.run(sink), "ascii"):
+        await asyncio.sleep(0.1)
+        async with running(weighbridge(), "weighbridge"):
+            await sink.wait_for(lambda: len(sink.events) >= 2)
+    kinds = {e.kind for e in sink.events}
+    assert kinds == {"weighbridge_ticket"}
+    assert [dict(e.attrs)["material"] for e in sink.events] == ["GRAVEL", "SAND"]
+    assert [r.value for r in sink.readings] == [25340.0, 18020.0]
+    assert source.stats.unparsable == 1
+    device.close()
+
+
+async def test_replugged_instrument_is_reopened(links: Path, sink: Sink) -> None:
+    device = PtyDevice(str(links / "scale"))
+    scale = Scale(device, ["S S 1.00 g"] * 1000)
+    source = AsciiSource(config(links / "scale"), clock=SystemClock())
+    async with running(source.run(sink), "ascii"):
+        async with running(scale.run(), "scale"):
+            await sink.wait_for(lambda: len(sink.readings) >= 3)
+        device.close()
+        await asyncio.sleep(0.1)
+        device = PtyDevice(str(links / "scale"))
+        scale = Scale(device, ["S S 2.00 g"] * 1000)
+        async with running(scale.run(), "scale again"):
+            await sink.wait_for(lambda: any(r.value == 2.0 for r in sink.readings))
+    assert source.stats.port.opens >= 2
+    device.close()

@@ -1,0 +1,298 @@
+"""The Modbus source against pymodbus' own server acting as meters, over real ptys (and TCP)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+from pymodbus.exceptions import NoSuchIdException
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+
+from firmware_bridge.modbus_config import ModbusConfig
+from firmware_bridge.modbus_map import encode_words
+from firmware_bridge.modbus_source import ModbusSource
+from firmware_bridge.port import NullModem
+from firmware_bridge.source import SystemClock
+from tests.firmware_bridge.conftest import Sink, running
+from wire.models import Quality
+
+pytestmark = pytest.mark.serial
+
+ORDERS = [("big", "big"), ("little", "big"), ("big", "little"), ("little", "little")]
+VALUES = {
+    "u16": 4660.0,
+    "i16": -2.0,
+    "u32": 305419896.0,
+    "i32": -123456.0,
+    "float32": 230.5,
+    "float64": 12345.678,
+}
+
+
+def device(registers: list[int]) -> ModbusDeviceContext:
+    # pymodbus' data blocks are 1-based: block address 1 is wire address 0.
+    return ModbusDeviceContext(
+        hr=ModbusSequentialDataBlock(1, list(registers)),
+        ir=ModbusSequentialDataBlock(1, list(registers)),
+    )
+
+
+class SilentForUnknownUnits:
+    """Wraps the server's datastore so that a unit id nobody has stays silent, as on a real bus
+    (pymodbus 3.16's `ignore_missing_devices` path falls back to unit 0 and fails with KeyError
+    before it can ignore the request, answering exception 4 instead)."""
+
+    def __init__(self, inner: Any, ids: set[int]) -> None:
+        self.inner = inner
+        self.ids = ids
+
+    def device_ids(self) -> list[int]:
+        return sorted(self.ids)
+
+    async def async_getValues(self, device_id, func_code, address, count=1):  # noqa: N802
+        if device_id not in self.ids:
+            raise NoSuchIdException(f"no unit {device_id}")
+        return await self.inner.async_getValues(device_id, func_code, address, count)
+
+    async def async_setValues(self, device_id, func_code, address, values):  # noqa: N802
+        if device_id not in self.ids:
+            raise NoSuchIdException(f"no unit {device_id}")
+        return await self.inner.async_setValues(device_id, func_code, address, values)
+
+
+@contextlib.asynccontextmanager
+async def serial_meters(links: Path, devices: dict[int, Any]) -> AsyncIterator[NullModem]:
+    """pymodbus' server on one end of a null modem; our source opens `links/bus`."""
+    async with NullModem(str(links / "meter"), str(links / "bus")) as modem:
+        server = ModbusSerialServer(
+            ModbusServerContext(devices=devices, single=False),
+            framer=FramerType.RTU,
+            port=str(links / "meter"),
+            baudrate=115200,
+            ignore_missing_devices=True,
+        )
+        server.context = SilentForUnknownUnits(server.context, set(devices))  # type: ignore[assignment]
+        task = asyncio.create_task(server.serve_forever(), name="pymodbus server")
+        try:
+            await asyncio.sleep(0.1)
+            yield modem
+        finally:
+            await server.shutdown()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def rtu_config(links: Path, devices: list[dict[str, object]], **kw: object) -> ModbusConfig:
+    raw = {
+        "transport": "rtu",
+        "port": {"path": str(links / "bus"), "baudrate": 115200},
+        "timeout_ms": 150,
+        "retries": 0,
+        "reconnect_initial_ms": 20,
+        "reconnect_max_ms": 200,
+        "devices": devices,
+        **kw,
+    }
+    return msgspec.convert(raw, ModbusConfig)
+
+
+def by_metric(sink: Sink) -> dict[str, list[tuple[float, int]]]:
+    out: dict[str, list[tuple[float, int]]] = {}
+    for r in sink.readings:
+        out.setdefault(r.series.metric, []).append((r.value, r.quality))
+    return out
+
+
+async def test_every_type_and_word_order_arrives(links: Path, sink: Sink) -> None:
+    registers = [0] * 100
+    points = []
+    address = 0
+    for dtype, value in VALUES.items():
+        for word_order, byte_order in ORDERS:
+            words = encode_words(value, dtype, word_order, byte_order)  # type: ignore[arg-type]
+            registers[address : address + len(words)] = words
+            points.append(
+                {
+                    "metric": f"{dtype}_{word_order}_{byte_order}",
+                    "address": address,
+                    "type": dtype,
+                    "function": 3 if address % 2 else 4,
+                    "word_order": word_order,
+                    "byte_order": byte_order,
+                }
+            )
+            address += len(words)
+    cfg = rtu_config(links, [{"name": "meter", "unit_id": 1, "points": points}], max_registers=16)
+    source = ModbusSource(cfg, clock=SystemClock())
+    async with serial_meters(links, {1: device(registers)}), running(source.run(sink), "modbus"):
+        await sink.wait_for(lambda: len(sink.readings) >= len(points))
+    got = by_metric(sink)
+    for dtype, value in VALUES.items():
+        for word_order, byte_order in ORDERS:
+            v, q = got[f"{dtype}_{word_order}_{byte_order}"][0]
+            assert q == Quality.GOOD
+            assert v == pytest.approx(value, rel=1e-7), (dtype, word_order, byte_order)
+    assert source.stats.units[1].ok >= 1
+
+
+async def test_profile_meter_scaled_values(links: Path, sink: Sink) -> None:
+    registers = [0] * 400
+    registers[0:2] = encode_words(231.2, "float32")  # voltage_l1
+    registers[0x48:0x4A] = encode_words(1234.5, "float32")  # energy_import
+    registers[0x156:0x158] = encode_words(1300.25, "float32")  # energy_total
+    cfg = rtu_config(
+        links,
+        [
+            {
+                "name": "sdm",
+                "unit_id": 7,
+                "profile": "eastron-sdm630",
+                "include": ["voltage_l1", "energy_import", "energy_total"],
+            }
+        ],
+    )
+    async with serial_meters(links, {7: device(registers)}):
+        source = ModbusSource(cfg, clock=SystemClock())
+        async with running(source.run(sink), "modbus"):
+            await sink.wait_for(lambda: len(sink.readings) >= 3)
+    got = by_metric(sink)
+    assert got["voltage_l1"][0][0] == pytest.approx(231.2, rel=1e-6)
+    assert got["energy_import"][0][0] == pytest.approx(1234.5)
+    assert got["energy_total"][0][0] == pytest.approx(1300.25)
+    assert sink.readings[0].series.medium == "electricity"
+
+
+async def test_exceptions_and_timeouts_are_counted_and_flagged(links: Path, sink: Sink) -> None:
+    registers = encode_words(42.0, "float32") + [0] * 8
+    cfg = rtu_config(
+        links,
+        [
+            {
+                "name": "good",
+                "unit_id": 1,
+                "poll_interval_ms": 50,
+                "points": [
+                    {"metric": "ok", "address": 0, "type": "float32"},
+                    {"metric": "beyond", "address": 500, "type": "u16"},  # exception 2
+                ],
+            },
+            {
+                "name": "dead",
+                "unit_id": 9,  # nobody answers
+                "poll_interval_ms": 50,
+                "points": [{"metric": "silent", "address": 0}],
+            },
+        ],
+        down_after_failures=2,
+        down_retry_ms=60_000,
+    )
+    source = ModbusSource(cfg, clock=SystemClock())
+    async with serial_meters(links, {1: device(registers)}), running(source.run(sink), "modbus"):
+        await sink.wait_for(lambda: len(by_metric(sink).get("ok", [])) >= 10)
+    got = by_metric(sink)
+    assert all(q == Quality.GOOD and v == 42.0 for v, q in got["ok"])
+    assert all(q == Quality.BAD for _, q in got["beyond"])
+    assert all(q == Quality.BAD and v == 0.0 for v, q in got["silent"])
+    good, dead = source.stats.units[1], source.stats.units[9]
+    assert good.exceptions.get(2, 0) >= 1
+    assert dead.timeouts == 2  # then the circuit opened: no more bus time spent on it
+    assert dead.skipped_down >= 1
+    assert len(got["silent"]) >= 3  # … but its gap stays explicit
+
+
+async def test_unplugged_adapter_is_survived(links: Path, sink: Sink) -> None:
+    registers = encode_words(7.0, "float32")
+    cfg = rtu_config(
+        links,
+        [
+            {
+                "name": "m",
+                "unit_id": 1,
+                "poll_interval_ms": 50,
+                "points": [{"metric": "v", "address": 0, "type": "float32"}],
+            }
+        ],
+    )
+    source = ModbusSource(cfg, clock=SystemClock())
+    async with (
+        serial_meters(links, {1: device(registers)}) as modem,
+        running(source.run(sink), "modbus"),
+    ):
+        await sink.wait_for(lambda: len(sink.readings) >= 3)
+        await modem.cut("b")  # USB adapter pulled
+        await sink.wait_for(lambda: sum(r.quality == Quality.BAD for r in sink.readings) >= 3)
+        await modem.splice("b")  # and plugged back in at the same path
+        n = len(sink.readings)
+        await sink.wait_for(
+            lambda: any(r.quality == Quality.GOOD for r in sink.readings[n:]), within=10
+        )
+    assert source.stats.links_lost >= 1
+    assert source.stats.connects >= 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_modbus_tcp(sink: Sink) -> None:
+    port = free_port()
+    context = ModbusServerContext(devices={3: device(encode_words(-5.5, "float64"))}, single=False)
+    server = ModbusTcpServer(context, address=("127.0.0.1", port))
+    task = asyncio.create_task(server.serve_forever(), name="pymodbus tcp server")
+    try:
+        await asyncio.sleep(0.1)
+        cfg = msgspec.convert(
+            {
+                "transport": "tcp",
+                "host": "127.0.0.1",
+                "tcp_port": port,
+                "timeout_ms": 300,
+                "devices": [
+                    {
+                        "name": "t",
+                        "unit_id": 3,
+                        "points": [{"metric": "x", "address": 0, "type": "float64"}],
+                    }
+                ],
+            },
+            ModbusConfig,
+        )
+        source = ModbusSource(cfg, clock=SystemClock())
+        async with running(source.run(sink), "modbus tcp"):
+            await sink.wait_for(lambda: len(sink.readings) >= 1)
+    finally:
+        await server.shutdown()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert sink.readings[0].value == -5.5
+
+
+async def test_missing_port_retries_with_bad_readings(links: Path, sink: Sink) -> None:
+    cfg = rtu_config(
+        links,
+        [
+            {
+                "name": "m",
+                "unit_id": 1,
+                "poll_interval_ms": 30,
+                "points": [{"metric": "v", "address": 0}],
+            }
+        ],
+    )
+    source = ModbusSource(cfg, clock=SystemClock())
+    async with running(source.run(sink), "modbus"):
+        await sink.wait_for(lambda: len(sink.readings) >= 3)
+    assert source.stats.connect_failures >= 1
+    assert all(r.quality == Quality.BAD for r in sink.readings)
