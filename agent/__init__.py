@@ -1,0 +1,1 @@
+"""The gateway agent: sources -> buffer (SQLite) -> signed batches -> receiver."""

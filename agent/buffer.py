@@ -1,0 +1,557 @@
+"""The store-and-forward buffer: one SQLite file in WAL mode, one writer.
+
+Tables: `reading` (uncut readings, oldest = lowest id), `outbox` (frozen batches: seq, digest,
+body), `series`, `epoch` (untrusted-clock stretches, see `agent.clock`) and `meta` (chain head,
+loss counters, uplink state).
+
+Invariants (each kept by one method below):
+1. Group commit (`commit`): readings reach the file in one transaction per flush, never one write
+   per reading. `PRAGMA synchronous=FULL`: the WAL is fsynced at every commit, so a commit that
+   returned survives a power cut; what is lost is what was not yet committed, i.e. at most one
+   flush interval (`buffer.flush_interval_ms`) or `flush_max_readings` readings. NORMAL would
+   lose an unbounded number of commits back to the last checkpoint, and (worse) could forget a
+   batch cut after it was sent (invariant 2).
+2. Frozen batches (`cut`): in one transaction the oldest readings (or, for a live batch, the
+   newest) are encoded as batch `head_seq + 1` with `prev = head_digest` (GENESIS for seq 1), the
+   body is inserted into `outbox`, those readings are deleted from `reading`, and the head
+   advances. With FULL this commit is durable before the body's first send, so every retry,
+   after any crash, sends the same bytes; a reused seq with other bytes would be a fork.
+3. Delete after ack (`ack`): an outbox row goes only when the receiver acknowledged its seq. A
+   reading leaves `reading` only by moving into an outbox body in the same transaction, or by a
+   counted drop (invariant 4).
+4. Bounded, loss counted (`commit`): when the file's used pages exceed `max_bytes`, the oldest
+   uncut readings are deleted and counted in `meta` in the same transaction; the count rides in
+   the next batch's `Counters` and is zeroed in the transaction that freezes that batch, so a
+   count is reported exactly once. Frozen batches are never dropped: their seq is taken.
+5. Damage (`open_buffer`): a file SQLite cannot read, or that fails `quick_check`, is renamed to
+   `<name>.damaged-<UTC time>` with its -wal/-shm (never deleted); a fresh file starts, its chain
+   unconfirmed, and the loss (readings counted in the old file if it can still be read) is
+   reported as `dropped_damaged`.
+6. A fresh file's chain is unconfirmed (`chain_confirmed = 0`) until the uplink adopts the
+   receiver's head (`adopt_head`) or gets an ack, so losing the buffer never forks the chain.
+
+Not thread-safe; the runtime calls it from one worker thread. sqlite3 errors are translated to
+StoreError here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.batcher import Row, build_body
+from agent.clock import Epoch, Reference, epoch_delta
+from agent.errors import StoreDamagedError, StoreError
+from wire.codec import batch_digest
+from wire.errors import EncodeError
+from wire.models import GENESIS, Clock, Counters, SeriesKey
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY, metric TEXT NOT NULL, unit TEXT NOT NULL, site TEXT NOT NULL,
+    area TEXT NOT NULL, process TEXT NOT NULL, medium TEXT NOT NULL,
+    last_ts_ms INTEGER, last_value REAL);
+-- A plain rowid (max + 1): a new reading always gets an id above every reading present, which is
+-- all "lower id = older" needs. (AUTOINCREMENT would cost one more page write per commit.)
+-- value may be NULL: SQLite stores NaN as NULL, and one NaN must not fail a whole group commit;
+-- the batcher counts it as rejected_invalid instead.
+CREATE TABLE IF NOT EXISTS reading (
+    id INTEGER PRIMARY KEY, series_id INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL, value REAL, quality INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY, digest BLOB NOT NULL, body BLOB NOT NULL,
+    readings INTEGER NOT NULL, oldest_ts_ms INTEGER, cut_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS epoch (
+    id INTEGER PRIMARY KEY, kernel_boot_id TEXT NOT NULL, base_ms INTEGER NOT NULL,
+    base_mono_ms INTEGER NOT NULL, delta_ms INTEGER);
+"""
+_COUNTERS = ("dropped_buffer_full", "dropped_damaged", "rejected_invalid")
+NewRow = tuple[int, int, float, int]  # series_id, ts_ms, value, quality
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    seq: int
+    digest: bytes
+    body: bytes
+    readings: int
+    oldest_ts_ms: int | None
+
+
+@dataclass(slots=True)
+class CommitResult:
+    committed: int = 0
+    dropped: int = 0
+
+
+@dataclass(slots=True)
+class Damage:
+    moved_to: str
+    readings_lost: int
+    reason: str
+
+
+@dataclass(slots=True)
+class Buffer:
+    """An open buffer file. Build it with `open_buffer`."""
+
+    conn: sqlite3.Connection
+    path: str
+    max_bytes: int
+    kernel_boot_id: str
+    series: dict[int, SeriesKey] = field(default_factory=dict)
+    deltas: dict[int, int] = field(default_factory=dict)  # epoch id -> correction, when known
+    meta: dict[str, Any] = field(default_factory=dict)
+    depth: int = 0  # readings held: uncut plus frozen in the outbox
+    damage: Damage | None = None
+    lock_fd: int = -1
+    _page_size: int = 4096
+
+    # -- reading in -------------------------------------------------------------------------
+
+    def commit(
+        self,
+        rows: Sequence[NewRow],
+        *,
+        new_series: Sequence[tuple[int, SeriesKey]] = (),
+        new_epochs: Sequence[Epoch] = (),
+        references: Sequence[Reference] = (),
+        dropped_before: int = 0,
+    ) -> CommitResult:
+        """Write one group of readings (and the metadata they need) in one transaction.
+
+        `dropped_before` counts readings the caller had to refuse before they got here (an
+        overflowing ingest queue); they are recorded as buffer-full drops.
+        """
+        result = CommitResult()
+        with self._transaction():
+            c = self.conn
+            if new_series:
+                c.executemany(
+                    "INSERT INTO series (id, metric, unit, site, area, process, medium) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    [
+                        (i, k.metric, k.unit, k.site, k.area, k.process, k.medium)
+                        for i, k in new_series
+                    ],
+                )
+            if new_epochs:
+                c.executemany(
+                    "INSERT INTO epoch (id, kernel_boot_id, base_ms, base_mono_ms) "
+                    "VALUES (?,?,?,?)",
+                    [(e.id, e.kernel_boot_id, e.base_ms, e.base_mono_ms) for e in new_epochs],
+                )
+            for ref in references:
+                self._correct_epochs(ref)
+            if rows:
+                c.executemany(
+                    "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?,?,?,?)", rows
+                )
+                last = {r[0]: r for r in rows}
+                c.executemany(
+                    "UPDATE series SET last_ts_ms = ?, last_value = ? WHERE id = ?",
+                    [(r[1], r[2], sid) for sid, r in last.items()],
+                )
+            result.committed = len(rows)
+            self.depth += len(rows)
+            self._add_counter("committed", len(rows))
+            evicted = self._enforce_bound()
+            self._add_counter("evicted", evicted)
+            result.dropped = evicted + dropped_before
+            if result.dropped:
+                self._add_counter("dropped_buffer_full", result.dropped, pending=True)
+        if new_series:
+            self.series.update(new_series)
+        return result
+
+    def _correct_epochs(self, ref: Reference) -> None:
+        rows = self.conn.execute(
+            "SELECT id, kernel_boot_id, base_ms, base_mono_ms FROM epoch WHERE delta_ms IS NULL"
+        ).fetchall()
+        for eid, boot, base_ms, base_mono in rows:
+            if boot != self.kernel_boot_id:
+                continue  # another boot's monotonic clock: cannot be related to this reference
+            delta = epoch_delta(Epoch(eid, boot, base_ms, base_mono), ref)
+            self.conn.execute("UPDATE epoch SET delta_ms = ? WHERE id = ?", (delta, eid))
+            self.deltas[eid] = delta
+
+    def _enforce_bound(self) -> int:
+        dropped = 0
+        for _ in range(8):
+            used = self.used_bytes()
+            if used <= self.max_bytes:
+                break
+            uncut = self.depth - self._outbox_readings()
+            if uncut <= 0:
+                break
+            per_reading = max(used / max(self.depth, 1), 8.0)
+            # a page's worth of slack: freed space only shows once whole pages empty
+            n = min(uncut, int((used - self.max_bytes + self._page_size) / per_reading) + 1)
+            cur = self.conn.execute(
+                "DELETE FROM reading WHERE id IN (SELECT id FROM reading ORDER BY id LIMIT ?)", (n,)
+            )
+            dropped += cur.rowcount
+            self.depth -= cur.rowcount
+        return dropped
+
+    def used_bytes(self) -> int:
+        pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+        free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return int((pages - free) * self._page_size)
+
+    # -- batches out ------------------------------------------------------------------------
+
+    def outbox_head(self) -> OutboxEntry | None:
+        """The oldest frozen batch, to send (again) before anything new is cut."""
+        row = self._query(
+            "SELECT seq, digest, body, readings, oldest_ts_ms FROM outbox ORDER BY seq LIMIT 1"
+        ).fetchone()
+        return None if row is None else OutboxEntry(*row)
+
+    def uncut(self) -> int:
+        return self.depth - self._outbox_readings()
+
+    def cut(
+        self,
+        *,
+        device_id: str,
+        boot_id: str,
+        clock: Clock,
+        max_readings: int,
+        max_bytes: int,
+        newest: bool = False,
+    ) -> OutboxEntry | None:
+        """Freeze the next batch (invariant 2); None when there is nothing to report."""
+        with self._transaction():
+            order = "DESC" if newest else "ASC"
+            rows: list[Row] = self.conn.execute(
+                f"SELECT id, series_id, ts_ms, value, quality FROM reading "  # noqa: S608
+                f"ORDER BY id {order} LIMIT ?",
+                (max_readings,),
+            ).fetchall()
+            counters = Counters(*(int(self.meta.get(f"pending_{n}", 0)) for n in _COUNTERS))
+            if not rows and counters == Counters():
+                return None
+            seq = int(self.meta.get("head_seq", 0)) + 1
+            prev = bytes(self.meta.get("head_digest", GENESIS))
+            take = len(rows)
+            while True:
+                part = rows[:take]
+                try:
+                    built = build_body(
+                        part,
+                        series=self.series,
+                        deltas=self.deltas,
+                        device_id=device_id,
+                        seq=seq,
+                        prev=prev,
+                        boot_id=boot_id,
+                        clock=clock,
+                        counters=counters,
+                    )
+                except EncodeError as exc:  # build_body filters what the codec refuses
+                    raise StoreError(f"cannot encode batch {seq}: {exc}") from exc
+                if len(built.body) <= max_bytes or take <= 1:
+                    break
+                take = max(1, take // 2)
+            digest = batch_digest(built.body)
+            if part:
+                ids = [r[0] for r in part]
+                if newest:
+                    self.conn.execute("DELETE FROM reading WHERE id >= ?", (min(ids),))
+                else:
+                    self.conn.execute("DELETE FROM reading WHERE id <= ?", (max(ids),))
+            self.conn.execute(
+                "INSERT INTO outbox (seq, digest, body, readings, oldest_ts_ms, cut_ms) "
+                "VALUES (?,?,?,?,?,?)",
+                (seq, digest, built.body, built.readings, built.oldest_ts_ms, _now_ms()),
+            )
+            self._set("head_seq", seq)
+            self._set("head_digest", digest)
+            for name in _COUNTERS:
+                self._set(f"pending_{name}", 0)
+            if built.rejected:
+                self._add_counter("rejected_invalid", built.rejected)
+            self.depth -= built.rejected
+        return OutboxEntry(seq, digest, built.body, built.readings, built.oldest_ts_ms)
+
+    def ack(self, seq: int, *, now_ms: int) -> int:
+        """The receiver has batch `seq`: forget it (invariant 3). Returns its reading count."""
+        with self._transaction():
+            row = self.conn.execute("SELECT readings FROM outbox WHERE seq = ?", (seq,)).fetchone()
+            if row is None:
+                return 0
+            self.conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
+            self.depth -= row[0]
+            self._add_counter("acked_readings", row[0])
+            self._add_counter("acked_batches", 1)
+            self._set("last_sync_ms", now_ms)
+            self._set("chain_confirmed", 1)
+        return int(row[0])
+
+    def adopt_head(self, seq: int, digest: bytes) -> None:
+        """Continue the chain from the receiver's head (invariant 6); only with an empty outbox."""
+        with self._transaction():
+            if self.conn.execute("SELECT 1 FROM outbox LIMIT 1").fetchone():
+                raise StoreError(
+                    "cannot adopt the receiver's chain head with batches in the outbox"
+                )
+            self._set("head_seq", seq)
+            self._set("head_digest", digest)
+            self._set("chain_confirmed", 1)
+
+    @property
+    def chain_confirmed(self) -> bool:
+        return bool(self.meta.get("chain_confirmed", 0))
+
+    def set_meta(self, **values: Any) -> None:
+        """Persist status fields (uplink state, last error, clock), for `edge-agent status`."""
+        changed = {k: v for k, v in values.items() if self.meta.get(k) != v}
+        if changed:
+            with self._transaction():
+                for k, v in changed.items():
+                    self._set(k, v)
+
+    def oldest_ts_ms(self) -> int | None:
+        out = self._query("SELECT min(oldest_ts_ms) FROM outbox").fetchone()[0]
+        first = self._query("SELECT ts_ms FROM reading ORDER BY id LIMIT 1").fetchone()
+        values = [v for v in (out, first[0] if first else None) if v is not None]
+        return min(values) if values else None
+
+    def last_values(self) -> dict[int, tuple[int, float]]:
+        rows = self._query(
+            "SELECT id, last_ts_ms, last_value FROM series WHERE last_ts_ms IS NOT NULL"
+        ).fetchall()
+        return {sid: (ts, value) for sid, ts, value in rows}
+
+    def clock_floor_ms(self) -> int:
+        """The newest timestamp this buffer ever committed: time cannot be earlier than that."""
+        return int(self._query("SELECT coalesce(max(last_ts_ms), 0) FROM series").fetchone()[0])
+
+    def next_epoch_id(self) -> int:
+        return int(self._query("SELECT coalesce(max(id), 0) + 1 FROM epoch").fetchone()[0])
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.close()
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _outbox_readings(self) -> int:
+        return int(self._query("SELECT coalesce(sum(readings), 0) FROM outbox").fetchone()[0])
+
+    def _set(self, key: str, value: Any) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+        self.meta[key] = value
+
+    def _add_counter(self, name: str, n: int, *, pending: bool = False) -> None:
+        if n:
+            self._set(f"total_{name}", int(self.meta.get(f"total_{name}", 0)) + n)
+            if pending:
+                self._set(f"pending_{name}", int(self.meta.get(f"pending_{name}", 0)) + n)
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self.conn.execute(sql, args)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        snapshot = dict(self.meta)
+        depth = self.depth
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            # The in-memory mirrors must not get ahead of the file.
+            self.meta, self.depth = snapshot, depth
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"{self.path}: {exc}") from exc
+            raise
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def open_buffer(path: str | Path, *, max_bytes: int, kernel_boot_id: str) -> Buffer:
+    """Open (or create) the buffer; a damaged file is moved aside and a fresh one started."""
+    p = Path(path)
+    try:
+        p.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"{p.parent}: cannot create the buffer directory: {exc.strerror}") from exc
+    lock_fd = _lock(p)
+    try:
+        buf = _open_or_replace(p, max_bytes, kernel_boot_id)
+    except BaseException:
+        os.close(lock_fd)
+        raise
+    buf.lock_fd = lock_fd
+    return buf
+
+
+def _open_or_replace(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
+    try:
+        return _open(p, max_bytes, kernel_boot_id)
+    except StoreDamagedError as exc:
+        damage = _move_aside(p, str(exc))
+    buf = _open(p, max_bytes, kernel_boot_id)
+    buf.damage = damage
+    with buf._transaction():
+        buf._set("damage", f"{damage.reason}; moved to {damage.moved_to}")
+        buf._add_counter("dropped_damaged", damage.readings_lost, pending=True)
+    log.error(
+        "buffer %s was damaged (%s): moved to %s, starting fresh; %d readings lost",
+        p,
+        damage.reason,
+        damage.moved_to,
+        damage.readings_lost,
+    )
+    return buf
+
+
+def _lock(p: Path) -> int:
+    """One writer: an exclusive flock on `<buffer>.lock`, released by the kernel if we die."""
+    try:
+        fd = os.open(f"{p}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(f"{p}.lock: cannot open: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise StoreError(f"{p} is in use by another edge-agent process") from exc
+    return fd
+
+
+def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
+    old_umask = os.umask(0o077)  # the buffer holds plant data: owner only
+    try:
+        conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False, timeout=10.0)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{p}: cannot open: {exc}") from exc
+    finally:
+        os.umask(old_umask)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"{p}: cannot switch to WAL mode (got {mode})")
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise StoreDamagedError(f"quick_check: {check}")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA journal_size_limit=4194304")  # trim the WAL after checkpoints
+        conn.executescript(_SCHEMA)
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        version = int(meta.get("schema_version", 0))
+        if version == 0:
+            conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            meta["schema_version"] = SCHEMA_VERSION
+        elif version != SCHEMA_VERSION:
+            raise StoreError(f"{p}: schema version {version}, this agent knows {SCHEMA_VERSION}")
+        series = {
+            row[0]: SeriesKey(*row[1:])
+            for row in conn.execute(
+                "SELECT id, metric, unit, site, area, process, medium FROM series"
+            )
+        }
+        deltas = dict(conn.execute("SELECT id, delta_ms FROM epoch WHERE delta_ms IS NOT NULL"))
+        depth = conn.execute("SELECT count(*) FROM reading").fetchone()[0]
+        depth += conn.execute("SELECT coalesce(sum(readings), 0) FROM outbox").fetchone()[0]
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    except sqlite3.Error as exc:
+        conn.close()
+        # Only "not a database" and "malformed" mean damage; busy, locked, I/O and permission
+        # errors are the machine's problem, and moving the file aside would lose good data.
+        if getattr(exc, "sqlite_errorcode", None) in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            raise StoreDamagedError(str(exc)) from exc
+        raise StoreError(f"{p}: {exc}") from exc
+    except StoreError:
+        conn.close()
+        raise
+    return Buffer(
+        conn=conn,
+        path=str(p),
+        max_bytes=max_bytes,
+        kernel_boot_id=kernel_boot_id,
+        series=series,
+        deltas=deltas,
+        meta=meta,
+        depth=depth,
+        _page_size=page_size,
+    )
+
+
+def _move_aside(p: Path, reason: str) -> Damage:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target = p.with_name(f"{p.name}.damaged-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = p.with_name(f"{p.name}.damaged-{stamp}-{n}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(f"{p}{suffix}")
+        if src.exists():
+            try:
+                src.rename(f"{target}{suffix}")
+            except OSError as exc:
+                raise StoreError(
+                    f"{src}: damaged, and cannot be moved aside: {exc.strerror}"
+                ) from exc
+    return Damage(str(target), _count_lost(target), reason)
+
+
+def _count_lost(target: Path) -> int:
+    """Best effort: the readings the damaged file held. Tried in order: count the tables; the
+    running totals in `meta` (committed - acknowledged - evicted - rejected, exact as of the
+    last commit); the span of reading ids ever assigned (an upper bound: over-reporting a loss
+    beats hiding one). 0 when nothing can be read, which the log line then makes visible."""
+    try:
+        conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return 0
+    meta_sql = (
+        "SELECT coalesce(sum(CASE key WHEN 'total_committed' THEN value ELSE -value END), 0) "
+        "FROM meta WHERE key IN ('total_committed', 'total_acked_readings', "
+        "'total_evicted', 'total_rejected_invalid')"
+    )
+    try:
+        for sql in (
+            "SELECT (SELECT count(*) FROM reading) + "
+            "(SELECT coalesce(sum(readings), 0) FROM outbox)",
+            meta_sql,
+            "SELECT max(id) - min(id) + 1 FROM reading",
+        ):
+            try:
+                row = conn.execute(sql).fetchone()
+            except sqlite3.Error:
+                continue
+            if row is not None and row[0] is not None:
+                return max(0, int(row[0]))
+        return 0
+    finally:
+        conn.close()

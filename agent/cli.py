@@ -1,0 +1,128 @@
+"""`edge-agent`: run the gateway daemon, show its status, check a config file.
+
+Exit codes (stable, for scripts and systemd):
+    0  success (for `run`: stopped by SIGTERM/SIGINT after a clean flush)
+    2  bad command line (argparse)
+    3  configuration problem (the file, or the key file it names)
+    4  buffer problem (cannot open, in use by another agent, unreadable)
+    5  the agent failed while running (the reason is logged)
+User errors print one line each on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from agent.config import load_config
+from agent.errors import AgentError, ConfigError, StoreError
+from agent.keyfile import load_private_key
+from agent.runtime import Agent
+from agent.status import format_status, read_status
+
+EXIT_OK = 0
+EXIT_CONFIG = 3
+EXIT_STORE = 4
+EXIT_FAILED = 5
+PROG = "edge-agent"
+
+log = logging.getLogger("agent")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format=f"{PROG}: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request at INFO: a line per batch would flood the journal.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"{PROG}: {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except AgentError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Tierless gateway agent.")
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the agent until SIGTERM")
+    run.add_argument("--config", required=True, help="the TOML config file")
+    run.set_defaults(func=_run)
+    status = sub.add_parser("status", help="buffer, uplink, chain, clock and loss state")
+    status.add_argument("--config", required=True, help="the TOML config file")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=_status)
+    check = sub.add_parser("check-config", help="validate a config file and its key file")
+    check.add_argument("file", help="the TOML config file")
+    check.set_defaults(func=_check_config)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    try:
+        asyncio.run(Agent(config).run())
+    except KeyboardInterrupt:  # before the signal handlers were installed
+        return EXIT_FAILED
+    except AgentError:
+        raise
+    except Exception as exc:  # a task failed (TaskGroup wraps it), or a bug
+        first = _first(exc)
+        if isinstance(first, AgentError):
+            raise first from None
+        # Not a user error: the traceback goes to the journal, one line to the operator.
+        log.error("failed: %r", first, exc_info=first)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    status = read_status(load_config(args.config))
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return EXIT_OK
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file)
+    load_private_key(config.device.key_file)
+    # The CA bundle is loaded the way the uplink will load it.
+    if config.cloud.ca_file:
+        import ssl
+
+        try:
+            ssl.create_default_context(cafile=config.cloud.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                [f"{args.file}: cloud.ca_file: cannot load '{config.cloud.ca_file}': {exc}"]
+            ) from exc
+    print(f"{args.file}: ok")
+    return EXIT_OK
+
+
+def _first(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

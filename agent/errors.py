@@ -1,0 +1,89 @@
+"""Errors of the gateway agent, split by what the caller does next.
+
+    AgentError                         anything the agent raises on purpose
+    ├── ConfigError                    fix the configuration; carries every problem found at once
+    │   └── KeyFileError               the device key file is missing, unsafe or not a key
+    ├── StoreError                     the local buffer cannot do its job (disk full, I/O error)
+    │   └── StoreDamagedError          the buffer file is not a usable database (moved aside)
+    ├── UplinkError                    talking to the receiver did not end in an acknowledgement
+    │   ├── TransientUplinkError       retry later: transport failure, 429, 5xx (may carry
+    │   │                              the receiver's Retry-After)
+    │   ├── SeqGapError                409 seq_gap: resend from `expected_seq`
+    │   └── RefusedError               400/401/403/409 chain_conflict/413/415: keep the data,
+    │                                  stop uploading, alarm, re-check slowly
+    └── EnrollError                    enrolment failed (the token was refused, or transport)
+
+Foreign exceptions (sqlite3, httpx, OSError, tomllib, msgspec) are translated once, in the module
+that talks to them, with `raise ... from exc`; none travels past it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class AgentError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+
+class ConfigError(AgentError):
+    """The configuration is unusable. `problems` holds one line per problem, each naming file,
+    key path and reason; `str()` joins them."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class KeyFileError(ConfigError):
+    """The device private key file cannot be used as it is."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__([problem])
+
+
+class StoreError(AgentError):
+    """The buffer database failed; the reason names the file and the SQLite error."""
+
+
+class StoreDamagedError(StoreError):
+    """The buffer file is not a usable database."""
+
+
+class UplinkError(AgentError):
+    """A request to the receiver did not end in an acknowledgement."""
+
+
+class TransientUplinkError(UplinkError):
+    """Worth retrying: `cause` is "transport", "rate_limited" or "server"; `retry_after_s` is the
+    receiver's Retry-After when it sent one."""
+
+    def __init__(self, message: str, *, cause: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.retry_after_s = retry_after_s
+
+
+class SeqGapError(UplinkError):
+    """The receiver is missing batches before this one and wants `expected_seq` next."""
+
+    def __init__(self, message: str, *, expected_seq: int) -> None:
+        super().__init__(message)
+        self.expected_seq = expected_seq
+
+
+class RefusedError(UplinkError):
+    """The receiver refused in a way a plain retry cannot fix.
+
+    `status` is the HTTP status, `code` the stable `error` code from the body (or "" when the body
+    had none); `str()` is the line shown in `edge-agent status`, e.g. "403 forbidden".
+    """
+
+    def __init__(self, message: str, *, status: int, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class EnrollError(AgentError):
+    """Enrolment did not complete; the message says whether the token was refused."""

@@ -1,0 +1,161 @@
+"""Where sources hand readings over: cheap appends on the event loop, committed in groups.
+
+Sources (see `agent.sources`) call `series_id()` once per series and then `add()` per reading.
+`add()` only appends a tuple to a list; the runtime's flusher takes the whole list every
+`flush_interval_ms` (or as soon as it holds `flush_max_readings`) and commits it to the buffer
+in one transaction. So the loss window on a crash or power cut is the readings still in this
+list: at most one flush interval.
+
+A source that must acknowledge upstream only after a reading is durable (MQTT QoS 1) awaits
+`committed()`: it returns once everything added before the call is in a committed group.
+
+If the buffer falls behind (a stalled disk), the list is capped at `max_pending` readings; beyond
+that new readings are refused and counted as buffer-full drops, so memory stays bounded and the
+loss is still reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from agent.buffer import NewRow
+from agent.clock import AgentClock, Epoch, Reference
+from wire.models import SeriesKey
+
+
+@dataclass(slots=True)
+class Group:
+    """One flush: what the buffer commits in one transaction."""
+
+    rows: list[NewRow]
+    new_series: list[tuple[int, SeriesKey]]
+    new_epochs: list[Epoch]
+    references: list[Reference]
+    dropped: int
+    generation: int
+
+
+@dataclass(slots=True)
+class _Waiter:
+    generation: int
+    future: asyncio.Future[None] = field(repr=False)
+
+
+class Ingest:
+    def __init__(
+        self,
+        clock: AgentClock,
+        *,
+        series: dict[int, SeriesKey],
+        last_values: dict[int, tuple[int, float]],
+        flush_max_readings: int,
+        max_pending: int,
+    ) -> None:
+        self._clock = clock
+        self._ids = {k: i for i, k in series.items()}
+        self._next_id = max(series, default=0) + 1
+        self._last = last_values
+        self._flush_max = flush_max_readings
+        self._max_pending = max_pending
+        self._rows: list[NewRow] = []
+        self._new_series: list[tuple[int, SeriesKey]] = []
+        self._dropped = 0
+        self._generation = 0
+        self._committed_generation = 0
+        self._waiters: list[_Waiter] = []
+        self.readings_in = 0
+        self.full = asyncio.Event()  # set when a flush should not wait for the timer
+
+    def series_id(self, key: SeriesKey) -> int:
+        sid = self._ids.get(key)
+        if sid is None:
+            sid = self._ids[key] = self._next_id
+            self._next_id += 1
+            self._new_series.append((sid, key))
+        return sid
+
+    def last_value(self, series_id: int) -> float | None:
+        """The newest value committed (or pending) for a series, across restarts."""
+        last = self._last.get(series_id)
+        return None if last is None else last[1]
+
+    def add(self, series_id: int, value: float, quality: int = 0, ts_ms: int | None = None) -> None:
+        """One reading, stamped now by the agent's clock unless the source knows its time."""
+        self.readings_in += 1
+        if len(self._rows) >= self._max_pending:
+            self._dropped += 1
+            return
+        if ts_ms is None:
+            ts_ms, flags = self._clock.now()
+            quality |= flags
+        self._rows.append((series_id, ts_ms, value, quality))
+        self._last[series_id] = (ts_ms, value)
+        if len(self._rows) >= self._flush_max:
+            self.full.set()
+
+    def add_rows(self, rows: list[NewRow]) -> None:
+        """Many readings already stamped (bulk sources, benchmarks)."""
+        self.readings_in += len(rows)
+        room = max(0, self._max_pending - len(self._rows))
+        if len(rows) > room:
+            self._dropped += len(rows) - room
+            rows = rows[:room]
+        self._rows.extend(rows)
+        if len(self._rows) >= self._flush_max:
+            self.full.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._rows)
+
+    def take(self) -> Group:
+        """Everything added so far, for one commit."""
+        self._generation += 1
+        group = Group(
+            rows=self._rows,
+            new_series=self._new_series,
+            new_epochs=self._clock.take_new_epochs(),
+            references=self._clock.take_references(),
+            dropped=self._dropped,
+            generation=self._generation,
+        )
+        self._rows, self._new_series, self._dropped = [], [], 0
+        self.full.clear()
+        return group
+
+    def give_back(self, group: Group) -> None:
+        """A commit failed: keep its contents for the next one (older rows stay first)."""
+        self._rows[:0] = group.rows
+        self._new_series[:0] = group.new_series
+        self._clock.new_epochs[:0] = group.new_epochs
+        self._clock.references[:0] = group.references
+        self._dropped += group.dropped
+        overflow = len(self._rows) - self._max_pending
+        if overflow > 0:  # still bounded: the oldest give way, counted
+            del self._rows[:overflow]
+            self._dropped += overflow
+
+    def mark_committed(self, group: Group) -> None:
+        self._committed_generation = group.generation
+        still: list[_Waiter] = []
+        for w in self._waiters:
+            if w.generation <= group.generation:
+                if not w.future.done():
+                    w.future.set_result(None)
+            else:
+                still.append(w)
+        self._waiters = still
+
+    async def committed(self) -> None:
+        """Wait until every reading added before this call is committed."""
+        if self._rows or self._new_series:
+            target = self._generation + 1  # the next group taken holds them
+            self.full.set()
+        elif self._committed_generation < self._generation:
+            target = self._generation  # taken, commit in progress
+        else:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(_Waiter(target, future))
+        await future

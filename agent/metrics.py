@@ -1,0 +1,172 @@
+"""Prometheus text endpoint on loopback: what the agent did, and what state it is in.
+
+Counters are plain integers the components add to; gauges are refreshed from the live objects
+just before each scrape (`refresh` callback). The HTTP side is a deliberately tiny asyncio server
+(GET /metrics only, one response per connection, 5 s to send the request): the endpoint is for a
+local scraper, and a full web stack on a gateway would cost more memory than everything it shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+UPLINK_STATES = ("starting", "idle", "sending", "retrying", "stopped")
+
+
+@dataclass(slots=True)
+class Metrics:
+    readings_in: int = 0
+    readings_committed: int = 0
+    dropped: dict[str, int] = field(
+        default_factory=lambda: {"buffer_full": 0, "damaged": 0, "rejected_invalid": 0}
+    )
+    batches_sent: int = 0  # attempts
+    batches_acked: dict[str, int] = field(default_factory=lambda: {"stored": 0, "duplicate": 0})
+    readings_acked: int = 0
+    retries: dict[str, int] = field(default_factory=dict)
+    refusals: dict[str, int] = field(default_factory=dict)
+    bytes_sent: int = 0
+    commits: int = 0
+    commit_seconds_total: float = 0.0
+    backlog_readings: int = 0
+    backlog_age_seconds: float = 0.0
+    uplink_state: str = "starting"
+    clock_state: int = 2
+    clock_offset_ms: int = 0
+
+    def render(self) -> str:
+        out: list[str] = []
+
+        def metric(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
+            out.append(f"# HELP edge_agent_{name} {text}")
+            out.append(f"# TYPE edge_agent_{name} {kind}")
+            for labels, value in samples:
+                out.append(f"edge_agent_{name}{labels} {_num(value)}")
+
+        metric(
+            "readings_in_total",
+            "counter",
+            "Readings handed over by sources.",
+            [("", self.readings_in)],
+        )
+        metric(
+            "readings_committed_total",
+            "counter",
+            "Readings committed to the buffer.",
+            [("", self.readings_committed)],
+        )
+        metric(
+            "readings_dropped_total",
+            "counter",
+            "Readings lost or refused, by reason.",
+            [(f'{{reason="{k}"}}', v) for k, v in sorted(self.dropped.items())],
+        )
+        metric("batches_sent_total", "counter", "Batch upload attempts.", [("", self.batches_sent)])
+        metric(
+            "batches_acked_total",
+            "counter",
+            "Batches acknowledged by the receiver.",
+            [(f'{{status="{k}"}}', v) for k, v in sorted(self.batches_acked.items())],
+        )
+        metric(
+            "readings_acked_total",
+            "counter",
+            "Readings in acknowledged batches.",
+            [("", self.readings_acked)],
+        )
+        metric(
+            "retries_total",
+            "counter",
+            "Upload retries, by cause.",
+            [(f'{{cause="{k}"}}', v) for k, v in sorted(self.retries.items())],
+        )
+        metric(
+            "refusals_total",
+            "counter",
+            "Uploads refused by the receiver, by status.",
+            [(f'{{status="{k}"}}', v) for k, v in sorted(self.refusals.items())],
+        )
+        metric(
+            "bytes_sent_total",
+            "counter",
+            "Request bytes sent (body and headers).",
+            [("", self.bytes_sent)],
+        )
+        metric("commits_total", "counter", "Group commits.", [("", self.commits)])
+        metric(
+            "commit_seconds_total",
+            "counter",
+            "Time spent in group commits.",
+            [("", self.commit_seconds_total)],
+        )
+        metric(
+            "backlog_readings",
+            "gauge",
+            "Readings held in the buffer, not yet acknowledged.",
+            [("", self.backlog_readings)],
+        )
+        metric(
+            "backlog_age_seconds",
+            "gauge",
+            "Age of the oldest reading held.",
+            [("", self.backlog_age_seconds)],
+        )
+        metric(
+            "uplink_state",
+            "gauge",
+            "1 for the uplink's current state.",
+            [(f'{{state="{s}"}}', 1 if self.uplink_state == s else 0) for s in UPLINK_STATES],
+        )
+        metric(
+            "clock_state",
+            "gauge",
+            "0 NTP-synced, 1 corrected by the receiver, 2 untrusted.",
+            [("", self.clock_state)],
+        )
+        metric(
+            "clock_offset_ms",
+            "gauge",
+            "Local wall clock minus receiver time.",
+            [("", self.clock_offset_ms)],
+        )
+        return "\n".join(out) + "\n"
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+async def serve(
+    host: str, port: int, metrics: Metrics, refresh: Callable[[], None]
+) -> asyncio.Server:
+    """Start the endpoint; the caller closes the returned server."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(5):
+                request = await reader.readuntil(b"\r\n\r\n")
+            line = request.split(b"\r\n", 1)[0].split()
+            if len(line) >= 2 and line[0] == b"GET" and line[1].split(b"?")[0] == b"/metrics":
+                refresh()
+                body = metrics.render().encode()
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+            else:
+                body = b"not found\n"
+                head = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"
+            writer.write(head + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+            writer.write(body)
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            pass  # a scraper that hangs up or dawdles gets nothing; the agent does not care
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+    return await asyncio.start_server(handle, host, port, limit=16 * 1024)

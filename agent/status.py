@@ -1,0 +1,156 @@
+"""`edge-agent status`: what the buffer file says, read-only, whether or not the agent runs.
+
+Everything shown is persisted by the running agent (chain head, loss totals, uplink state, last
+error, clock state) or counted from the tables, so status works on a stopped or crashed agent,
+and never writes (SQLite's read-only URI mode; WAL lets it read while the agent writes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.config import Config
+from agent.errors import StoreError
+from wire.keys import b64url_encode
+from wire.models import ClockState
+
+_CLOCK_NAMES = {
+    ClockState.SYNCED: "synced (NTP)",
+    ClockState.CORRECTED: "corrected against the receiver",
+    ClockState.UNTRUSTED: "untrusted (readings flagged)",
+}
+
+
+def read_status(config: Config, *, now_ms: int | None = None) -> dict[str, Any]:
+    """A plain dict (what `--json` prints); StoreError if there is no readable buffer."""
+    path = Path(config.buffer.path)
+    if not path.exists():
+        raise StoreError(f"{path}: no buffer file (has the agent run yet?)")
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            uncut = conn.execute("SELECT count(*) FROM reading").fetchone()[0]
+            batches, frozen, out_oldest = conn.execute(
+                "SELECT count(*), coalesce(sum(readings), 0), min(oldest_ts_ms) FROM outbox"
+            ).fetchone()
+            first = conn.execute("SELECT ts_ms FROM reading ORDER BY id LIMIT 1").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read: {exc}") from exc
+    oldest_candidates = [v for v in (out_oldest, first[0] if first else None) if v is not None]
+    oldest = min(oldest_candidates) if oldest_candidates else None
+    clock_state = meta.get("clock_state")
+    last_sync = meta.get("last_sync_ms")
+    digest = meta.get("head_digest")
+    return {
+        "device_id": config.device.id,
+        "agent_running": _is_locked(path),
+        "buffer": {
+            "path": str(path),
+            "file_bytes": path.stat().st_size,
+            "readings": uncut + frozen,
+            "readings_uncut": uncut,
+            "batches_frozen": batches,
+            "oldest_reading_age_s": None if oldest is None else round((now - oldest) / 1000, 1),
+            "damage": meta.get("damage"),
+        },
+        "uplink": {
+            "state": meta.get("uplink_state", "never started"),
+            "last_sync_ms": last_sync,
+            "last_sync_age_s": None if last_sync is None else round((now - last_sync) / 1000, 1),
+            "last_error": meta.get("last_error"),
+            "last_error_ms": meta.get("last_error_ms"),
+            "batches_acked": int(meta.get("total_acked_batches", 0)),
+            "readings_acked": int(meta.get("total_acked_readings", 0)),
+        },
+        "chain": {
+            "head_seq": int(meta.get("head_seq", 0)),
+            "head_digest": b64url_encode(bytes(digest)) if digest is not None else None,
+            "confirmed_with_receiver": bool(meta.get("chain_confirmed", 0)),
+        },
+        "clock": {
+            "state": None if clock_state is None else ClockState(int(clock_state)).name.lower(),
+            "offset_ms": meta.get("clock_offset_ms"),
+        },
+        "drops": {
+            name: {
+                "total": int(meta.get(f"total_{name}", 0)),
+                "not_yet_reported": int(meta.get(f"pending_{name}", 0)),
+            }
+            for name in ("dropped_buffer_full", "dropped_damaged", "rejected_invalid")
+        },
+        "readings_committed": int(meta.get("total_committed", 0)),
+    }
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The human form: one fact per line."""
+    b, u, c, k = status["buffer"], status["uplink"], status["chain"], status["clock"]
+    lines = [
+        f"device:        {status['device_id']}"
+        f" (agent {'running' if status['agent_running'] else 'not running'})",
+        f"buffer:        {b['readings']} readings ({b['readings_uncut']} waiting, "
+        f"{b['batches_frozen']} batch(es) frozen), {b['file_bytes']} bytes",
+        f"oldest:        {_age(b['oldest_reading_age_s'])}",
+        f"uplink:        {u['state']}",
+        f"last sync:     {_when(u['last_sync_ms'], u['last_sync_age_s'])}",
+        f"last error:    {u['last_error'] or 'none'}",
+        f"chain head:    seq {c['head_seq']}"
+        + ("" if c["confirmed_with_receiver"] else " (not yet confirmed with the receiver)"),
+        f"clock:         {_clock(k['state'])}"
+        + ("" if k["offset_ms"] is None else f", offset {k['offset_ms']} ms"),
+    ]
+    labels = {
+        "dropped_buffer_full": "dropped:",
+        "dropped_damaged": "damaged:",
+        "rejected_invalid": "rejected:",
+    }
+    for name, d in status["drops"].items():
+        lines.append(
+            f"{labels[name]:<15}{d['total']} total, {d['not_yet_reported']} not yet reported"
+        )
+    if b["damage"]:
+        lines.append(f"damage:        {b['damage']}")
+    return "\n".join(lines)
+
+
+def _clock(name: str | None) -> str:
+    return "unknown" if name is None else _CLOCK_NAMES[ClockState[name.upper()]]
+
+
+def _age(age_s: float | None) -> str:
+    return "nothing buffered" if age_s is None else f"{age_s:.1f} s old"
+
+
+def _when(ms: int | None, age_s: float | None) -> str:
+    if ms is None:
+        return "never"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ms / 1000))
+    return f"{stamp} ({age_s:.0f} s ago)"
+
+
+def _is_locked(path: Path) -> bool:
+    """Whether an agent holds the buffer's lock (probing with a non-blocking lock of our own)."""
+    try:
+        fd = os.open(f"{path}.lock", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

@@ -1,0 +1,251 @@
+"""The upload loop: cut a batch, deliver it until acknowledged, repeat. One batch in flight.
+
+Decisions, per outcome of `agent.uplink`:
+- Ack (stored or duplicate): delete the batch from the outbox, learn the receiver's time.
+- TransientUplinkError (transport, 429, 5xx, zstd refused): retry the same bytes with tenacity,
+  capped exponential backoff with full jitter (`retry_initial_ms` doubling up to `retry_max_s`),
+  never sooner than the receiver's Retry-After. Retries never give up: the data stays.
+- RefusedError (400, 401, 403, 409 chain_conflict, 413, 415) and a seq_gap we cannot fill:
+  state "stopped: <reason>" in status and metrics, the batch and all new readings stay buffered,
+  and the same bytes are offered again every `refused_recheck_s` (an operator may have re-enabled
+  the device). Nothing is ever dropped because the receiver said no.
+- 409 seq_gap: resend from `expected_seq` if the outbox still has it. With one batch in flight
+  every earlier batch was acknowledged, so a gap means the receiver lost batches it had acked:
+  that is an alarm, not something the agent can repair.
+
+Cutting: a batch is cut when `batch_max_readings` are waiting, or `batch_interval_ms` after the
+previous cut if anything (readings or loss counts) is waiting. After an outage the backlog drains
+in full-size batches back to back; every `live_every_batches`-th batch during a backlog is cut
+from the *newest* readings instead of the oldest, so fresh data is at most that many batch
+round trips old while a large backlog drains behind it (measured in docs/agent.md).
+
+A fresh buffer (first start, or after damage) does not know the receiver's chain head, so before
+its first cut it asks (`GET /v1/chain/head`) and continues from there instead of forking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import tenacity
+
+from agent.buffer import OutboxEntry
+from agent.clock import AgentClock
+from agent.errors import RefusedError, SeqGapError, TransientUplinkError
+from agent.metrics import Metrics
+from agent.uplink import Ack, Uplink
+from agent.worker import BufferWorker
+from wire.models import Clock, ClockState
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    device_id: str
+    boot_id: str
+    batch_max_readings: int = 20_000
+    batch_max_bytes: int = 1024 * 1024
+    batch_interval_s: float = 5.0
+    live_every_batches: int = 4
+    retry_initial_s: float = 0.5
+    retry_max_s: float = 300.0
+    refused_recheck_s: float = 900.0
+
+
+class _Backoff(tenacity.wait.wait_base):
+    """Full jitter (uniform in [0, min(cap, initial * 2^n)]), but never less than Retry-After."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self._jitter = tenacity.wait_random_exponential(multiplier=initial_s, max=max_s)
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        wait = float(self._jitter(retry_state))
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        retry_after = getattr(exc, "retry_after_s", None)
+        return max(wait, retry_after) if retry_after is not None else wait
+
+
+class Syncer:
+    def __init__(
+        self,
+        worker: BufferWorker,
+        uplink: Uplink,
+        clock: AgentClock,
+        metrics: Metrics,
+        settings: SyncSettings,
+        *,
+        wake: asyncio.Event,
+        sleep: Sleep = asyncio.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._worker = worker
+        self._buffer = worker.buffer
+        self._uplink = uplink
+        self._clock = clock
+        self._metrics = metrics
+        self._s = settings
+        self._wake = wake
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._last_cut = monotonic()
+        self._backlog_cuts = 0
+        self._probed = False
+        self.state = "starting"
+
+    async def run(self) -> None:
+        """Forever; cancel to stop (the outbox makes that safe at any await)."""
+        await self._set_state("starting")
+        while True:
+            if not self._buffer.chain_confirmed:
+                await self._with_refusals(self._resync)
+                continue
+            if not self._probed and self._clock.state == ClockState.UNTRUSTED:
+                # Only to learn the receiver's time: a refusal here must not hold batches back
+                # (the batch itself will meet the same refusal and be handled there).
+                with contextlib.suppress(RefusedError):
+                    await self._resync()
+                self._probed = True
+            entry = await self._worker.call(self._buffer.outbox_head)
+            if entry is None:
+                entry = await self._next_cut()
+            await self._with_refusals(functools.partial(self._deliver, entry))
+
+    # -- cutting --------------------------------------------------------------------------
+
+    async def _next_cut(self) -> OutboxEntry:
+        interval = self._s.batch_interval_s
+        while True:
+            self._wake.clear()
+            uncut = await self._worker.call(self._buffer.uncut)
+            due = self._monotonic() - self._last_cut >= interval
+            if uncut >= self._s.batch_max_readings or due:
+                await self._store_clock_news()
+                backlog = uncut > self._s.batch_max_readings
+                self._backlog_cuts = self._backlog_cuts + 1 if backlog else 0
+                every = self._s.live_every_batches
+                newest = backlog and every > 0 and self._backlog_cuts % every == 0
+                entry = await self._worker.call(
+                    self._buffer.cut,
+                    device_id=self._s.device_id,
+                    boot_id=self._s.boot_id,
+                    clock=Clock(self._clock.state, self._clock.offset_ms),
+                    max_readings=self._s.batch_max_readings,
+                    max_bytes=self._s.batch_max_bytes,
+                    newest=newest,
+                )
+                self._last_cut = self._monotonic()
+                if entry is not None:
+                    return entry
+                continue
+            remaining = interval - (self._monotonic() - self._last_cut)
+            try:
+                async with asyncio.timeout(max(remaining, 0.001)):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _store_clock_news(self) -> None:
+        """Commit clock epochs and corrections now rather than with the next flush, so that a
+        correction learned from the last response applies to the batch about to be cut."""
+        epochs, refs = self._clock.take_new_epochs(), self._clock.take_references()
+        if epochs or refs:
+            await self._worker.call(self._buffer.commit, [], new_epochs=epochs, references=refs)
+
+    # -- delivering -----------------------------------------------------------------------
+
+    async def _deliver(self, entry: OutboxEntry) -> None:
+        await self._set_state("sending")
+        try:
+            ack = await self._retrying(lambda: self._uplink.send_batch(entry.seq, entry.body))
+        except SeqGapError as exc:
+            if exc.expected_seq == entry.seq:  # nothing missing after all: send again
+                return
+            raise RefusedError(
+                f"409 seq_gap (receiver expects seq {exc.expected_seq}, ours is {entry.seq}; "
+                "it lost batches it had acknowledged)",
+                status=409,
+                code="seq_gap",
+            ) from exc
+        await self._acknowledged(entry, ack)
+
+    async def _acknowledged(self, entry: OutboxEntry, ack: Ack) -> None:
+        if ack.server_time_ms is not None:
+            self._clock.observe_server_time(ack.server_time_ms, ack.sent_mono_ms, ack.recv_mono_ms)
+        readings = await self._worker.call(self._buffer.ack, entry.seq, now_ms=self._clock.now_ms())
+        m = self._metrics
+        m.batches_acked[ack.status] = m.batches_acked.get(ack.status, 0) + 1
+        m.readings_acked += readings
+        m.bytes_sent += ack.wire_bytes
+        await self._set_state("idle")
+
+    async def _resync(self) -> None:
+        """Ask the receiver for its chain head: to continue the chain on a fresh buffer, and to
+        learn its time when our clock is untrusted, before the first batch is cut."""
+        head = await self._retrying(self._uplink.chain_head)
+        self._probed = True
+        if head.server_time_ms is not None:
+            self._clock.observe_server_time(
+                head.server_time_ms, head.sent_mono_ms, head.recv_mono_ms
+            )
+        if not self._buffer.chain_confirmed:
+            await self._worker.call(self._buffer.adopt_head, head.seq, head.digest)
+            log.info("continuing the receiver's chain after seq %d", head.seq)
+
+    async def _retrying(self, attempt_fn: Callable[[], Awaitable[T]]) -> T:
+        retrying = tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_exception_type(TransientUplinkError),
+            wait=_Backoff(self._s.retry_initial_s, self._s.retry_max_s),
+            sleep=self._sleep,
+            before_sleep=self._on_retry,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                self._metrics.batches_sent += 1
+                return await attempt_fn()
+        raise AssertionError("unreachable")  # pragma: no cover - tenacity never stops
+
+    async def _on_retry(self, retry_state: tenacity.RetryCallState) -> None:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        cause = getattr(exc, "cause", "unknown")
+        self._metrics.retries[cause] = self._metrics.retries.get(cause, 0) + 1
+        await self._set_state("retrying", error=str(exc))
+
+    async def _with_refusals(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run one step; on a refusal, alarm and wait `refused_recheck_s` before the next try."""
+        try:
+            await step()
+        except RefusedError as exc:
+            key = str(exc.status)
+            self._metrics.refusals[key] = self._metrics.refusals.get(key, 0) + 1
+            log.error(
+                "uploads stopped: %s; data stays buffered, re-checking in %.0f s",
+                exc,
+                self._s.refused_recheck_s,
+            )
+            await self._set_state("stopped", error=str(exc))
+            await self._sleep(self._s.refused_recheck_s)
+
+    async def _set_state(self, state: str, *, error: str | None = None) -> None:
+        self.state = f"stopped: {error}" if state == "stopped" and error else state
+        self._metrics.uplink_state = state
+        if state == "sending":
+            return  # the hot path: no write per batch
+        fields: dict[str, Any] = {
+            "uplink_state": self.state,
+            "clock_state": int(self._clock.state),
+        }
+        if error is not None:
+            fields.update(last_error=error, last_error_ms=self._clock.now_ms())
+        # Persisted for `edge-agent status`; set_meta skips unchanged values.
+        await self._worker.call(self._buffer.set_meta, **fields)

@@ -1,0 +1,244 @@
+"""The buffer's invariants, one test (or more) each; numbers refer to agent/buffer.py."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+
+import pytest
+
+from agent.buffer import open_buffer
+from agent.clock import EPOCH_SHIFT, Epoch, Reference
+from agent.errors import StoreError
+from tests.agent.helpers import BOOT, T0, cut, decode, key, open_test_buffer, values_of
+from wire.codec import batch_digest
+from wire.models import GENESIS, TIME_UNTRUSTED, Counters
+
+
+def fill(buf, n, *, series=2, start=0, quality=0):
+    new = [(i + 1, key(i + 1)) for i in range(series) if i + 1 not in buf.series]
+    rows = [
+        ((j % series) + 1, T0 + 1000 * (start + j), float(start + j), quality) for j in range(n)
+    ]
+    return buf.commit(rows, new_series=new)
+
+
+def test_cut_freezes_oldest_readings_with_seq_and_chain(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    fill(buf, 10)
+    first = cut(buf, max_readings=4)
+    assert first is not None
+    assert first.seq == 1
+    assert first.readings == 4
+    b1 = decode(first.body)
+    assert b1.prev == GENESIS
+    assert [v for _m, _t, v, _q in values_of(b1)] == [0.0, 2.0, 1.0, 3.0]  # per series, oldest
+    second = cut(buf, max_readings=100)
+    assert second is not None
+    assert second.seq == 2
+    assert second.readings == 6
+    assert decode(second.body).prev == batch_digest(first.body) == first.digest
+    assert cut(buf) is None  # nothing left, nothing to report
+    assert buf.depth == 10  # frozen batches still count until acknowledged
+
+
+def test_retry_after_reopen_sends_identical_bytes(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    fill(buf, 50)
+    entry = cut(buf)
+    buf.close()
+    again = open_test_buffer(tmp_path / "b.db")
+    head = again.outbox_head()
+    assert head is not None
+    assert (head.seq, head.body, head.digest) == (entry.seq, entry.body, entry.digest)
+    assert again.depth == 50
+
+
+def test_rows_leave_only_after_ack(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    fill(buf, 20)
+    entry = cut(buf)
+    assert buf.outbox_head() is not None
+    assert buf.ack(entry.seq, now_ms=T0) == 20
+    assert buf.outbox_head() is None
+    assert buf.depth == 0
+    assert buf.ack(entry.seq, now_ms=T0) == 0  # a repeated ack is harmless
+    assert buf.meta["total_acked_readings"] == 20
+    assert buf.chain_confirmed
+
+
+def test_full_buffer_drops_oldest_counts_exactly_and_reports_once(tmp_path):
+    bound = 256 * 1024
+    buf = open_test_buffer(tmp_path / "b.db", max_bytes=bound)
+    made = dropped = 0
+    for round_ in range(40):
+        result = fill(buf, 1000, start=made)
+        made += 1000
+        dropped += result.dropped
+        assert buf.used_bytes() <= bound
+        del round_
+    assert dropped > 0
+    assert buf.meta["total_dropped_buffer_full"] == dropped
+    assert buf.depth == made - dropped
+    held = sorted(r[0] for r in buf.conn.execute("SELECT value FROM reading"))
+    assert held == [float(v) for v in range(dropped, made)]  # exactly the oldest went
+    entry = cut(buf, max_readings=10)
+    assert decode(entry.body).counters == Counters(dropped_buffer_full=dropped)
+    buf.ack(entry.seq, now_ms=T0)
+    assert decode(cut(buf, max_readings=10).body).counters == Counters()  # reported once
+
+
+def test_frozen_batches_are_never_dropped(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db", max_bytes=128 * 1024)
+    fill(buf, 2000)
+    entry = cut(buf, max_readings=2000)
+    for i in range(20):
+        fill(buf, 1000, start=2000 + 1000 * i)
+    head = buf.outbox_head()
+    assert head is not None
+    assert head.body == entry.body
+
+
+def test_invalid_readings_are_counted_not_sent(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    buf.commit(
+        [(1, T0, 1.0, 0), (1, T0 + 1, math.nan, 0), (1, 5, 2.0, 0), (1, T0 + 2, 3.0, 99)],
+        new_series=[(1, key(1))],
+    )
+    batch = decode(cut(buf).body)
+    assert [v for _m, _t, v, _q in values_of(batch)] == [1.0]
+    assert batch.counters.rejected_invalid == 3
+    assert buf.depth == 1
+    assert buf.meta["total_rejected_invalid"] == 3
+
+
+def test_batch_is_halved_until_it_fits_max_bytes(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    rows = [(1, T0 + i, math.pi * i, 0) for i in range(4000)]  # raw floats: ~9 bytes each
+    buf.commit(rows, new_series=[(1, key(1))])
+    entry = cut(buf, max_bytes=8192)
+    assert len(entry.body) <= 8192
+    assert 0 < entry.readings < 4000
+    assert buf.uncut() == 4000 - entry.readings
+
+
+def test_newest_first_cut_takes_the_latest(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    fill(buf, 100, series=1)
+    live = decode(cut(buf, max_readings=10, newest=True).body)
+    assert [v for _m, _t, v, _q in values_of(live)] == [float(v) for v in range(99, 89, -1)]
+    rest = decode(cut(buf).body)
+    assert [v for _m, _t, v, _q in values_of(rest)] == [float(v) for v in range(90)]
+
+
+def test_untrusted_epoch_is_corrected_only_for_this_kernel_boot(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    here = Epoch(1, BOOT, base_ms=T0, base_mono_ms=1000)
+    other = Epoch(2, "another-boot", base_ms=T0, base_mono_ms=1000)
+    flag1 = TIME_UNTRUSTED | (1 << EPOCH_SHIFT)
+    flag2 = TIME_UNTRUSTED | (2 << EPOCH_SHIFT)
+    buf.commit(
+        [(1, T0 + 10, 1.0, flag1), (1, T0 + 20, 2.0, flag2 | 1)],
+        new_series=[(1, key(1))],
+        new_epochs=[here, other],
+    )
+    # The receiver says it is T0 + 60_000 when our monotonic clock reads 1500 ms: the epoch
+    # base was really T0 + 59_500, so its timestamps move by +59_500.
+    buf.commit([], references=[Reference(T0 + 60_000, 1500)])
+    batch = decode(cut(buf).body)
+    assert values_of(batch) == [("m1", T0 + 10 + 59_500, 1.0, 0), ("m1", T0 + 20, 2.0, 5)]
+
+
+def test_correction_survives_reopen(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    flag = TIME_UNTRUSTED | (1 << EPOCH_SHIFT)
+    buf.commit([(1, T0, 1.0, flag)], new_series=[(1, key(1))], new_epochs=[Epoch(1, BOOT, T0, 0)])
+    buf.commit([], references=[Reference(T0 + 5, 0)])
+    buf.close()
+    buf = open_test_buffer(tmp_path / "b.db")
+    assert values_of(decode(cut(buf).body)) == [("m1", T0 + 5, 1.0, 0)]
+    assert buf.next_epoch_id() == 2
+
+
+def test_adopt_head_continues_the_receivers_chain(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    assert not buf.chain_confirmed
+    digest = bytes(range(32))
+    buf.adopt_head(41, digest)
+    fill(buf, 3)
+    entry = cut(buf)
+    assert entry.seq == 42
+    assert decode(entry.body).prev == digest
+    with pytest.raises(StoreError, match="with batches in the outbox"):
+        buf.adopt_head(1, GENESIS)
+
+
+def test_garbage_file_is_moved_aside_not_deleted(tmp_path):
+    path = tmp_path / "b.db"
+    path.write_bytes(b"this is not a database" * 100)
+    buf = open_test_buffer(path)
+    assert buf.damage is not None
+    aside = [p for p in tmp_path.iterdir() if ".damaged-" in p.name]
+    assert len(aside) == 1
+    assert aside[0].read_bytes() == b"this is not a database" * 100
+    assert "moved to" in buf.meta["damage"]
+    fill(buf, 5)
+    assert buf.depth == 5  # a working fresh buffer
+    assert not buf.chain_confirmed
+
+
+def test_damaged_file_with_readable_parts_reports_what_was_lost(tmp_path):
+    path = tmp_path / "b.db"
+    buf = open_test_buffer(path)
+    fill(buf, 3000)
+    buf.close()
+    raw = bytearray(path.read_bytes())
+    page = 4096
+    raw[page * 3 : page * 4] = b"\xff" * page  # smash an interior page
+    path.write_bytes(bytes(raw))
+    buf = open_test_buffer(path)
+    assert buf.damage is not None
+    assert buf.depth == 0
+    entry = cut(buf)
+    lost = decode(entry.body).counters.dropped_damaged
+    assert lost == buf.damage.readings_lost >= 3000  # never under-reported
+
+
+def test_one_writer_only(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    with pytest.raises(StoreError, match="in use by another edge-agent"):
+        open_test_buffer(tmp_path / "b.db")
+    buf.close()
+    open_test_buffer(tmp_path / "b.db").close()
+
+
+def test_locked_database_is_not_mistaken_for_damage(tmp_path):
+    path = tmp_path / "b.db"
+    open_test_buffer(path).close()
+    path.chmod(0o000)
+    other = tmp_path / "sub"
+    other.mkdir()
+    # A directory where the file should be: cannot open, but nothing is moved aside.
+    (other / "b.db").mkdir()
+    with pytest.raises(StoreError):
+        open_buffer(other / "b.db", max_bytes=1 << 20, kernel_boot_id=BOOT)
+    assert not [p for p in other.iterdir() if ".damaged-" in p.name]
+
+
+def test_file_and_directory_are_private(tmp_path):
+    buf = open_test_buffer(tmp_path / "data" / "b.db")
+    fill(buf, 1)
+    assert (tmp_path / "data").stat().st_mode & 0o077 == 0
+    assert (tmp_path / "data" / "b.db").stat().st_mode & 0o077 == 0
+
+
+def test_group_commit_is_one_transaction(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    buf.commit([], new_series=[(1, key(1))])
+    changes = buf.conn.total_changes
+    buf.commit([(1, T0 + i, float(i), 0) for i in range(500)])
+    # 500 inserts + 1 series update + meta writes, all inside one BEGIN ... COMMIT
+    assert buf.conn.total_changes - changes < 510
+    conn = sqlite3.connect(tmp_path / "b.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()

@@ -1,0 +1,131 @@
+"""`edge-agent`: exit codes, one-line errors, status, and SIGTERM on a real process."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from tests.agent.helpers import write_config, write_key
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "agent.toml"
+
+
+def test_check_config_ok(tmp_path, capsys):
+    write_key(tmp_path / "keys" / "device.key")
+    path = write_config(tmp_path, url="http://127.0.0.1:9")
+    assert main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().out.strip() == f"{path}: ok"
+
+
+def test_check_config_reports_every_problem_one_line_each(tmp_path, capsys):
+    path = tmp_path / "agent.toml"
+    path.write_text('[device]\nid = ""\nkey_file = 3\n[cloud]\nurl = "x"\nspeed = 1\n')
+    assert main(["check-config", str(path)]) == 3
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        f'edge-agent: {path}: device.id: expected a string of length >= 1, got ""',
+        f"edge-agent: {path}: device.key_file: expected a string, got 3",
+        f"edge-agent: {path}: cloud.speed: unknown key",
+        f"edge-agent: {path}: buffer: missing (required)",
+    ]
+
+
+def test_too_open_key_is_exit_3_with_the_openssh_line(tmp_path, capsys):
+    key = tmp_path / "keys" / "device.key"
+    write_key(key)
+    key.chmod(0o644)
+    path = write_config(tmp_path, url="http://127.0.0.1:9")
+    assert main(["check-config", str(path)]) == 3
+    assert capsys.readouterr().err.strip() == (
+        f"edge-agent: Permissions 0644 for '{key}' are too open; chmod 600 it. Refusing to start."
+    )
+    assert main(["run", "--config", str(path)]) == 3
+
+
+def test_example_config_is_valid(tmp_path, capsys):
+    from agent.config import load_config
+
+    config = load_config(EXAMPLE)  # as shipped
+    assert config.sources
+    assert config.cloud.url.startswith("https://")
+    # and with its files present, check-config passes it as a whole
+    text = EXAMPLE.read_text()
+    text = text.replace("/var/lib/edge-agent/keys/device.key", "keys/device.key")
+    text = text.replace("/var/lib/edge-agent/buffer.db", "data/buffer.db")
+    text = text.replace('ca_file = "/etc/edge-agent/ingest-ca.pem"\n', "")
+    (tmp_path / "agent.toml").write_text(text)
+    write_key(tmp_path / "keys" / "device.key")
+    assert main(["check-config", str(tmp_path / "agent.toml")]) == 0
+
+
+def test_status_without_buffer_is_exit_4(tmp_path, capsys):
+    write_key(tmp_path / "keys" / "device.key")
+    path = write_config(tmp_path, url="http://127.0.0.1:9")
+    assert main(["status", "--config", str(path)]) == 4
+    assert "no buffer file" in capsys.readouterr().err
+
+
+def test_usage_errors_are_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["fly"])
+    assert info.value.code == 2
+
+
+def test_sigterm_flushes_and_exits_0_and_status_tells(tmp_path):
+    """A real process: the receiver is unreachable, readings pile up; SIGTERM must still exit 0
+    promptly with everything handed over committed."""
+    write_key(tmp_path / "keys" / "device.key")
+    path = write_config(
+        tmp_path,
+        url="http://127.0.0.1:9",  # discard port: connection refused
+        sources='[[sources]]\ntype = "test"\nrate_hz = 100\nseries = 2\n',
+        buffer={"flush_interval_ms": 5000},  # so the last readings are only in memory
+    )
+    with subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(path)],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        time.sleep(1.5)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=10)
+        finally:
+            proc.kill()
+        elapsed = time.monotonic() - started
+        err = proc.stderr.read() if proc.stderr else ""
+    assert code == 0, err
+    assert elapsed < 3.0
+    out = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "status", "--config", str(path), "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    status = json.loads(out)
+    assert status["agent_running"] is False
+    assert status["buffer"]["readings"] >= 200  # 1.5 s at 200 readings/s, flushed on stop
+    assert status["buffer"]["readings"] == status["readings_committed"]
+    assert status["uplink"]["state"] == "retrying"
+    assert "ConnectError" in status["uplink"]["last_error"]
+    text = subprocess.run(
+        [sys.executable, "-m", "agent.cli", "status", "--config", str(path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert re.search(r"^uplink: +retrying$", text, re.M)
+    assert re.search(r"^last sync: +never$", text, re.M)

@@ -1,0 +1,169 @@
+"""Config: every problem reported at once, with file, key path and reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import is_loopback, load_config, parse_config, parse_listen
+from agent.errors import ConfigError
+
+GOOD = """
+[device]
+id = "gw-0001"
+key_file = "keys/device.key"
+
+[cloud]
+url = "https://ingest.example.com"
+
+[buffer]
+path = "buffer.db"
+
+[[sources]]
+type = "test"
+rate_hz = 5
+series = 3
+"""
+
+
+def problems(text: str) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, name="agent.toml", base_dir=Path("/etc/edge-agent"))
+    return list(info.value.problems)
+
+
+def test_good_config_resolves_relative_paths():
+    config = parse_config(GOOD, name="agent.toml", base_dir=Path("/etc/edge-agent"))
+    assert config.device.key_file == "/etc/edge-agent/keys/device.key"
+    assert config.buffer.path == "/etc/edge-agent/buffer.db"
+    assert config.sources[0].rate_hz == 5.0
+    assert config.sources[0].series == 3
+    assert config.clock.sync_check == "auto"
+
+
+def test_every_error_is_reported_at_once_with_path_and_reason():
+    text = """
+[device]
+id = "gw-1"
+key_file = "k"
+colour = "blue"
+
+[cloud]
+url = "http://10.1.2.3:8000"
+timeout_s = -1
+batch_max_readings = 0
+
+[buffer]
+path = "b.db"
+max_mb = "lots"
+
+[[sources]]
+type = "test"
+
+[[sources]]
+type = "test"
+name = "second"
+rate_hz = -1
+series = 0
+
+[[sources]]
+type = "serial"
+
+[clock]
+sync_check = "sundial"
+"""
+    assert problems(text) == [
+        "agent.toml: device.colour: unknown key",
+        "agent.toml: cloud.timeout_s: expected a number > 0, got -1",
+        "agent.toml: cloud.batch_max_readings: expected an integer >= 1, got 0",
+        'agent.toml: buffer.max_mb: expected a number, got "lots"',
+        "agent.toml: sources[1].rate_hz: expected a number > 0, got -1",
+        "agent.toml: sources[1].series: expected an integer >= 1, got 0",
+        'agent.toml: sources[2].type: expected one of "test", got "serial"',
+        'agent.toml: clock.sync_check: expected one of "auto", "timesyncd", "adjtimex", '
+        '"assume_synced", "receiver_only", got "sundial"',
+    ]
+
+
+def test_semantic_problems_are_reported_alongside_type_errors():
+    text = (
+        GOOD.replace("https://ingest.example.com", "http://10.1.2.3") + "\n[metrics]\nlisten = 5\n"
+    )
+    found = problems(text)
+    assert "agent.toml: metrics.listen: expected a string, got 5" in found
+    assert any(
+        p.startswith("agent.toml: cloud.url: plain http to '10.1.2.3' is refused") for p in found
+    )
+
+
+def test_missing_sections_and_keys():
+    assert problems('[device]\nid = "x"\n') == [
+        "agent.toml: device.key_file: missing (required)",
+        "agent.toml: cloud: missing (required)",
+        "agent.toml: buffer: missing (required)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("http://127.0.0.1:8000", True),
+        ("http://localhost:8000", True),
+        ("http://[::1]:8000", True),
+        ("https://10.1.2.3", True),
+        ("http://10.1.2.3", False),
+        ("ftp://example.com", False),
+        ("https://user:pw@example.com", False),
+        ("https://example.com/?q=1", False),
+    ],
+)
+def test_plain_http_only_to_loopback(url, allowed):
+    text = GOOD.replace("https://ingest.example.com", url)
+    if allowed:
+        parse_config(text, name="agent.toml", base_dir=Path("/"))
+    else:
+        assert problems(text)[0].startswith("agent.toml: cloud.url: ")
+
+
+def test_insecure_http_can_be_allowed_explicitly():
+    text = GOOD.replace(
+        'url = "https://ingest.example.com"', 'url = "http://10.1.2.3"\nallow_insecure_http = true'
+    )
+    assert parse_config(text, name="a", base_dir=Path("/")).cloud.allow_insecure_http
+
+
+def test_duplicate_source_names_and_non_loopback_metrics():
+    text = GOOD + '\n[[sources]]\ntype = "test"\n\n[metrics]\nlisten = "0.0.0.0:9108"\n'
+    found = problems(text)
+    assert "agent.toml: sources[1].name: 'test' is already used by sources[0]" in found
+    assert any(
+        p.startswith("agent.toml: metrics.listen: '0.0.0.0' is not a loopback") for p in found
+    )
+
+
+def test_not_toml_and_unreadable(tmp_path):
+    assert problems("[device\n")[0].startswith("agent.toml: not valid TOML: ")
+    with pytest.raises(ConfigError, match=r"missing\.toml: cannot read: No such file"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b"# \xe9\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(bad)
+
+
+def test_frozen():
+    config = parse_config(GOOD, name="a", base_dir=Path("/"))
+    with pytest.raises(AttributeError):
+        config.device.id = "other"  # type: ignore[misc]
+
+
+def test_listen_parsing():
+    assert parse_listen("127.0.0.1:9108").port == 9108
+    assert parse_listen("[::1]:1").host == "::1"
+    for bad in ("9108", "host:99999", ":1"):
+        with pytest.raises(ValueError, match="expected|out of range"):
+            parse_listen(bad)
+    assert is_loopback("127.0.0.2")
+    assert is_loopback("::1")
+    assert not is_loopback("example.com")

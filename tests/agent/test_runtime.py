@@ -1,0 +1,136 @@
+"""The whole agent in-process (TaskGroup, flusher, sync, metrics) against a fake receiver."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from agent.config import load_config
+from agent.runtime import Agent, RuntimeDeps
+from tests.agent.fakes import SERVER_MS, FakeReceiver
+from tests.agent.helpers import write_config, write_key
+from wire.codec import decode_batch
+from wire.models import TIME_UNTRUSTED
+
+
+async def wait_for(condition, limit_s=10.0):
+    # Polling: the condition is on objects other tasks and threads change.
+    async with asyncio.timeout(limit_s):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def setup(tmp_path):
+    key = write_key(tmp_path / "keys" / "device.key")
+    receiver = FakeReceiver(key)
+
+    def make(**overrides):
+        path = write_config(tmp_path, url="https://ingest.test", **overrides)
+        return load_config(path)
+
+    return receiver, make
+
+
+async def run_agent(config, receiver, **deps):
+    stop = asyncio.Event()
+    agent = Agent(
+        config,
+        RuntimeDeps(transport=receiver.transport(), stop=stop, handle_signals=False, **deps),
+    )
+    task = asyncio.create_task(agent.run(), name="agent")
+    return agent, stop, task
+
+
+async def test_readings_flow_to_the_receiver_and_stop_is_clean(setup):
+    receiver, make = setup
+    config = make(
+        sources='[[sources]]\ntype = "test"\nrate_hz = 200\nseries = 3\nmax_readings = 60\n',
+        metrics='listen = "127.0.0.1:0"\n',
+    )
+    agent, stop, task = await run_agent(config, receiver)
+    await wait_for(lambda: len(receiver.values()) == 180)
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.metrics_port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    scrape = (await reader.read()).decode()
+    writer.close()
+    await writer.wait_closed()
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert "edge_agent_readings_committed_total 180" in scrape
+    assert 'edge_agent_uplink_state{state="idle"} 1' in scrape or "sending" in scrape
+    assert "edge_agent_backlog_readings" in scrape
+    per_series: dict[str, list[float]] = {}
+    for seq in sorted(receiver.batches):
+        for r in decode_batch(receiver.batches[seq]).readings():
+            per_series.setdefault(r.series.metric, []).append(r.value)
+    assert {k: v for k, v in per_series.items()} == {
+        f"test_counter_{i}": [float(n) for n in range(1, 61)] for i in range(3)
+    }
+
+
+async def test_untrusted_clock_is_corrected_by_the_receivers_time(setup):
+    receiver, make = setup
+    config = make(
+        clock='sync_check = "receiver_only"\n',
+        sources='[[sources]]\ntype = "test"\nrate_hz = 100\nseries = 1\nmax_readings = 20\n',
+    )
+    agent, stop, task = await run_agent(config, receiver)
+    await wait_for(lambda: len(receiver.values()) == 20)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    readings = [
+        r for s in sorted(receiver.batches) for r in decode_batch(receiver.batches[s]).readings()
+    ]
+    # The fake receiver says it is SERVER_MS; every reading is stamped on its time, none flagged.
+    assert all(abs(r.ts_ms - SERVER_MS) < 60_000 for r in readings)
+    assert not any(r.quality & TIME_UNTRUSTED for r in readings)
+    assert decode_batch(receiver.batches[max(receiver.batches)]).clock.state == 1
+
+
+async def test_stop_flushes_what_is_in_memory(setup, tmp_path):
+    receiver, make = setup
+    config = make(
+        cloud={"batch_max_readings": 100000},
+        buffer={"flush_max_readings": 1000000, "flush_interval_ms": 60000},
+        sources='[[sources]]\ntype = "test"\nrate_hz = 1000\nseries = 2\nmax_readings = 300\n',
+    )
+    agent, stop, task = await run_agent(config, receiver)
+    await wait_for(lambda: hasattr(agent, "ingest") and agent.ingest.readings_in == 600)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    import sqlite3
+
+    conn = sqlite3.connect(config.buffer.path)
+    held = conn.execute("SELECT count(*) FROM reading").fetchone()[0]
+    held += conn.execute("SELECT coalesce(sum(readings), 0) FROM outbox").fetchone()[0]
+    conn.close()
+    assert held + len(receiver.values()) == 600
+
+
+async def test_a_failing_receiver_never_loses_data(setup):
+    receiver, make = setup
+    calls = {"n": 0}
+
+    def flaky(request):
+        calls["n"] += 1
+        if calls["n"] % 3:  # two of three requests die on the wire
+            raise httpx.ReadError("reset", request=request)
+        return receiver.handle(request)
+
+    config = make(
+        sources='[[sources]]\ntype = "test"\nrate_hz = 200\nseries = 2\nmax_readings = 100\n'
+    )
+    stop = asyncio.Event()
+    agent = Agent(
+        config,
+        RuntimeDeps(transport=httpx.MockTransport(flaky), stop=stop, handle_signals=False),
+    )
+    task = asyncio.create_task(agent.run(), name="agent")
+    await wait_for(lambda: len(receiver.values()) == 200, 15)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert sorted(receiver.values()) == sorted([float(n) for n in range(1, 101)] * 2)
+    assert agent.metrics.retries["transport"] > 0
