@@ -32,16 +32,15 @@ from cloud.errors import RejectedError
 from cloud.ingest import check_digest, require_content_type
 from cloud.limits import check_declared_size, read_body
 from cloud.storage.base import EnrollRequest
-from cloud.tokens import TokenFormatError, parse_token
 from wire.digest import verify_content_digest
-from wire.errors import SignatureError
+from wire.enrollment import parse_token, rotate_pop_message
+from wire.errors import SignatureError, TokenFormatError
 from wire.keys import b64url_decode, b64url_encode, key_id, public_key_from_raw
 from wire.models import MAX_NAME_LEN
 from wire.signatures import ENROLL_TAG, verify_request
 
 log = logging.getLogger("cloud.enroll")
 JSON = "application/json"
-ROTATE_POP_PREFIX = "tierless-rotate-v1"
 T = TypeVar("T")
 
 
@@ -54,11 +53,6 @@ class EnrollBody(msgspec.Struct, forbid_unknown_fields=False):
 class RotateBody(msgspec.Struct, forbid_unknown_fields=False):
     new_public_key: str
     pop: str
-
-
-def rotate_pop_message(device_id: str, old_keyid: str, new_keyid: str) -> bytes:
-    """The bytes the new key signs to prove possession during a rotation."""
-    return f"{ROTATE_POP_PREFIX}|{device_id}|{old_keyid}|{new_keyid}".encode()
 
 
 def valid_device_id(device_id: str) -> bool:

@@ -16,65 +16,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
-from dataclasses import dataclass
 
 from cloud.storage.base import TokenRecord
-from wire.errors import SignatureError
-from wire.keys import b64url_decode, b64url_encode
-
-PREFIX = "tle1"
-MAX_TOKEN_LENGTH = 512
-_TOKEN_ID = re.compile(r"[0-9a-f]{16}")
-_DIGITS = re.compile(r"[0-9]{1,15}")
-
-
-class TokenFormatError(ValueError):
-    """The string is not an enrolment token of this format."""
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedToken:
-    device_id: str
-    expires_ms: int
-    token_id: str
-    token_hash: bytes
-
-
-def token_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode("utf-8")).digest()
+from wire.enrollment import format_token, token_hash
+from wire.keys import b64url_encode
 
 
 def issue_token(device_id: str, *, now_ms: int, ttl_ms: int) -> tuple[str, TokenRecord]:
     """A new token string (shown once) and the record to store (its hash only)."""
     expires_ms = now_ms + ttl_ms
     token_id = secrets.token_hex(8)
-    secret = b64url_encode(secrets.token_bytes(32))
-    token = ".".join(
-        (PREFIX, b64url_encode(device_id.encode("utf-8")), str(expires_ms), token_id, secret)
-    )
+    token = format_token(device_id, expires_ms, token_id, secrets.token_bytes(32))
     record = TokenRecord(token_id, token_hash(token), device_id, now_ms, expires_ms)
     return token, record
-
-
-def parse_token(token: str) -> ParsedToken:
-    """Split a token into its readable parts; TokenFormatError if it is not one."""
-    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
-        raise TokenFormatError("not an enrolment token")
-    parts = token.split(".")
-    if len(parts) != 5 or parts[0] != PREFIX:
-        raise TokenFormatError("not an enrolment token")
-    _, device_b64, expires, token_id, secret = parts
-    if _DIGITS.fullmatch(expires) is None or _TOKEN_ID.fullmatch(token_id) is None:
-        raise TokenFormatError("not an enrolment token")
-    try:
-        device_id = b64url_decode(device_b64).decode("utf-8")
-        if len(b64url_decode(secret)) != 32:
-            raise TokenFormatError("not an enrolment token")
-    except (SignatureError, UnicodeDecodeError) as exc:
-        raise TokenFormatError("not an enrolment token") from exc
-    return ParsedToken(device_id, int(expires), token_id, token_hash(token))
 
 
 def new_operator_token() -> str:

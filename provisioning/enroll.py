@@ -37,7 +37,8 @@ from provisioning.errors import (
     TokenExpiredError,
     TokenRefusedError,
 )
-from wire.enrollment import EnrollmentToken, TokenFormatError, parse_token
+from wire.enrollment import EnrollmentToken, parse_token
+from wire.errors import TokenFormatError
 from wire.keys import key_id
 from wire.models import MAX_NAME_LEN
 

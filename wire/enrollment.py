@@ -23,7 +23,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from wire.errors import SignatureError, WireError
+from wire.errors import SignatureError, TokenFormatError
 from wire.keys import b64url_decode, b64url_encode
 
 TOKEN_PREFIX = "tle1"  # noqa: S105 - the format tag, not a secret
@@ -37,10 +37,6 @@ CHAIN_HEAD_PATH = "/v1/chain/head"
 
 _TOKEN_ID = re.compile(r"[0-9a-f]{16}")
 _DIGITS = re.compile(r"[0-9]{1,15}")
-
-
-class TokenFormatError(WireError, ValueError):
-    """The string is not an enrolment token of this format (mistyped, cut off, or altered)."""
 
 
 @dataclass(frozen=True, slots=True)

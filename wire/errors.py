@@ -6,6 +6,7 @@
     │   ├── TooLargeError          a cap was hit: wire size, decoded size, counts (413)
     │   └── InvalidBatchError      well-formed bytes, invalid contents: NaN, bad lengths, … (400)
     ├── EncodeError                our own batch cannot be encoded (a local bug or bad reading)
+    ├── TokenFormatError           a string that is not an enrolment token (mistyped, cut, altered)
     └── SignatureError             signature, digest or key not acceptable (401); one message
                                    for the client, the reason for our logs only
 
@@ -38,6 +39,10 @@ class InvalidBatchError(DecodeError):
 
 class EncodeError(WireError):
     """A batch built on this side cannot be encoded."""
+
+
+class TokenFormatError(WireError, ValueError):
+    """The string is not an enrolment token of this format (mistyped, cut off, or altered)."""
 
 
 class SignatureError(WireError):

@@ -21,10 +21,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.storage.base import BatchMeta, EnrollRequest, Store
-from cloud.tokens import issue_token, parse_token
+from cloud.tokens import issue_token
 from wire.codec import MEDIA_TYPE, batch_digest, encode_batch
 from wire.compression import compress
 from wire.digest import content_digest
+from wire.enrollment import parse_token
 from wire.keys import b64url_encode, key_id, public_key_to_raw
 from wire.models import (
     GENESIS,

@@ -7,10 +7,10 @@ import json
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.config import Limits
-from cloud.enroll import rotate_pop_message
 from cloud.storage.base import Store
 from tests.cloud.conftest import Receiver, running_receiver
 from tests.cloud.helpers import Gateway
+from wire.enrollment import rotate_pop_message
 from wire.keys import b64url_encode, key_id, public_key_to_raw
 from wire.signatures import ENROLL_TAG
 

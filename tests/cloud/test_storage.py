@@ -18,8 +18,9 @@ from cloud.storage.base import (
     Store,
 )
 from cloud.storage.migrations import latest_version
-from cloud.tokens import issue_token, parse_token
+from cloud.tokens import issue_token
 from tests.cloud.helpers import START_MS, Gateway, register, row_counts
+from wire.enrollment import parse_token
 from wire.keys import public_key_to_raw
 from wire.models import GENESIS, Counters, Event
 

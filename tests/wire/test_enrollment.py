@@ -1,21 +1,21 @@
-"""`wire.enrollment`: the token format and the rotation proof-of-possession message, checked
-against the receiver's own implementation (which should move to import them from wire)."""
+"""`wire.enrollment`: the token format and the rotation proof-of-possession message."""
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloud import enroll as cloud_enroll
 from cloud import tokens as cloud_tokens
 from wire.enrollment import (
-    TokenFormatError,
     format_token,
     parse_token,
     rotate_pop_message,
     token_hash,
 )
+from wire.errors import TokenFormatError
 
 device_ids = st.text(
     st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=128
@@ -23,7 +23,7 @@ device_ids = st.text(
 
 
 @given(device_ids, st.integers(0, 10**15 - 1), st.binary(min_size=32, max_size=32))
-def test_round_trip_and_agreement_with_the_receiver(device_id, expires_ms, secret):
+def test_round_trip(device_id, expires_ms, secret):
     token = format_token(device_id, expires_ms, "0123456789abcdef", secret)
     parsed = parse_token(token)
     assert (parsed.device_id, parsed.expires_ms, parsed.token_id) == (
@@ -31,13 +31,7 @@ def test_round_trip_and_agreement_with_the_receiver(device_id, expires_ms, secre
         expires_ms,
         "0123456789abcdef",
     )
-    theirs = cloud_tokens.parse_token(token)
-    assert (theirs.device_id, theirs.expires_ms, theirs.token_id, theirs.token_hash) == (
-        parsed.device_id,
-        parsed.expires_ms,
-        parsed.token_id,
-        parsed.token_hash,
-    )
+    assert parsed.token_hash == token_hash(token)
 
 
 def test_tokens_the_receiver_issues_parse():
@@ -50,16 +44,9 @@ def test_tokens_the_receiver_issues_parse():
 
 
 @given(st.text(max_size=200))
-def test_both_parsers_refuse_the_same_strings(text):
-    try:
-        ours = parse_token(text)
-    except TokenFormatError:
-        ours = None
-    try:
-        theirs = cloud_tokens.parse_token(text)
-    except cloud_tokens.TokenFormatError:
-        theirs = None
-    assert (ours is None) == (theirs is None)
+def test_arbitrary_text_raises_only_token_format_error(text):
+    with contextlib.suppress(TokenFormatError):
+        parse_token(text)
 
 
 GOOD = "tle1.Z3ctMQ.1790000000000.0123456789abcdef." + "A" * 43
@@ -94,6 +81,5 @@ def test_format_refuses_bad_parts():
         format_token("gw", -1, "0123456789abcdef", bytes(32))
 
 
-def test_rotate_pop_message_is_the_receivers():
+def test_rotate_pop_message_bytes():
     assert rotate_pop_message("gw-1", "old", "new") == b"tierless-rotate-v1|gw-1|old|new"
-    assert rotate_pop_message("gw/1", "a", "b") == cloud_enroll.rotate_pop_message("gw/1", "a", "b")
