@@ -2,12 +2,15 @@
 
 A buffered row is `(id, series_id, ts_ms, value, quality)` where `quality` holds the wire code in
 its low byte and, for readings taken on an untrusted clock, the clock epoch above it (see
-`agent.clock`). Building a batch:
+`agent.clock`). A buffered event is `(id, kind, ts_ms, quality, attrs)`, its quality the same way
+and its attributes MessagePack (`encode_attrs`). Building a batch:
 - applies the epoch's correction if one is known (timestamp shifted, TIME_UNTRUSTED cleared),
-  else keeps the flag; the epoch number never reaches the wire;
+  else keeps the flag; the epoch number never reaches the wire; events alike;
 - sets aside rows the contract forbids (non-finite value, timestamp outside 2000..2100, unknown
-  quality code): they are counted as `rejected_invalid`, never sent, never silently lost;
-- keeps each series' readings in row order (oldest first within a series for a backlog batch).
+  quality code) and events it forbids (`Batch.validate`): they are counted as `rejected_invalid`,
+  never sent, never silently lost;
+- keeps each series' readings in row order (oldest first within a series for a backlog batch),
+  and events in the order they were added.
 """
 
 from __future__ import annotations
@@ -16,22 +19,30 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import msgspec
+
 from agent.clock import EPOCH_SHIFT, WIRE_QUALITY_MASK
 from wire.codec import encode_batch
+from wire.errors import InvalidBatchError
 from wire.models import (
+    GENESIS,
     MAX_TS_MS,
     MIN_TS_MS,
     TIME_UNTRUSTED,
     VALID_QUALITY_CODES,
+    AttrValue,
     Batch,
     Clock,
     Counters,
+    Event,
     SeriesData,
     SeriesKey,
 )
 
 # id, series_id, ts_ms, value (None: SQLite's NaN), quality (+ epoch bits)
 Row = tuple[int, int, int, float | None, int]
+# id, kind, ts_ms, quality (+ epoch bits), attrs (encode_attrs)
+EventRow = tuple[int, str, int, int, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +51,47 @@ class Built:
     readings: int
     rejected: int
     oldest_ts_ms: int | None
+    events: int = 0
+    events_rejected: int = 0
+
+
+def encode_attrs(attrs: Sequence[tuple[str, AttrValue]]) -> bytes:
+    """An event's attributes as stored in the buffer: MessagePack keeps str/int/float/bool apart."""
+    return msgspec.msgpack.encode([[name, value] for name, value in attrs])
+
+
+def _decode_attrs(data: bytes) -> tuple[tuple[str, AttrValue], ...]:
+    pairs = msgspec.msgpack.decode(data, type=list[tuple[str, str | int | float | bool]])
+    return tuple((name, value) for name, value in pairs)
+
+
+def _true_time(ts: int, quality: int, deltas: Mapping[int, int]) -> tuple[int, int]:
+    """The wire timestamp and code of a stamp that may carry an untrusted epoch."""
+    if quality > WIRE_QUALITY_MASK:
+        delta = deltas.get(quality >> EPOCH_SHIFT)
+        if delta is None:
+            return ts, quality & WIRE_QUALITY_MASK
+        return ts + delta, quality & WIRE_QUALITY_MASK & ~TIME_UNTRUSTED
+    return ts, quality
+
+
+def _event(row: EventRow, deltas: Mapping[int, int]) -> Event | None:
+    """The event a buffered row holds, or None if the contract forbids it."""
+    _id, kind, ts, quality, attrs = row
+    ts, quality = _true_time(ts, quality, deltas)
+    try:
+        event = Event(kind, ts, _decode_attrs(attrs), quality)
+        # the contract's own check, on a batch of just this event
+        Batch(device_id="-", seq=1, prev=GENESIS, boot_id="-", events=[event]).validate()
+    except (msgspec.DecodeError, msgspec.ValidationError, InvalidBatchError):
+        return None
+    return event
 
 
 def build_body(
     rows: Sequence[Row],
     *,
+    events: Sequence[EventRow] = (),
     series: Mapping[int, SeriesKey],
     deltas: Mapping[int, int],
     device_id: str,
@@ -54,19 +101,14 @@ def build_body(
     clock: Clock,
     counters: Counters,
 ) -> Built:
-    """Encode `rows` as batch `seq`. Rejected rows are left out, counted in the result and
-    added to this batch's `rejected_invalid`, so the receiver hears of them with this batch."""
+    """Encode `rows` and `events` as batch `seq`. Rejected rows and events are left out, counted
+    in the result and added to this batch's `rejected_invalid`, so the receiver hears of them
+    with this batch."""
     columns: dict[int, SeriesData] = {}
     rejected = 0
     oldest: int | None = None
     for _id, sid, ts, value, quality in rows:
-        if quality > WIRE_QUALITY_MASK:
-            delta = deltas.get(quality >> EPOCH_SHIFT)
-            if delta is None:
-                quality &= WIRE_QUALITY_MASK
-            else:
-                ts += delta
-                quality &= WIRE_QUALITY_MASK & ~TIME_UNTRUSTED
+        ts, quality = _true_time(ts, quality, deltas)
         key = series.get(sid)
         if (
             key is None
@@ -85,17 +127,25 @@ def build_body(
         col.quality.append(quality)
         if oldest is None or ts < oldest:
             oldest = ts
+    kept = [e for e in (_event(row, deltas) for row in events) if e is not None]
+    events_rejected = len(events) - len(kept)
+    for e in kept:
+        if oldest is None or e.ts_ms < oldest:
+            oldest = e.ts_ms
     batch = Batch(
         device_id=device_id,
         seq=seq,
         prev=prev,
         boot_id=boot_id,
         series=list(columns.values()),
+        events=kept,
         counters=Counters(
             counters.dropped_buffer_full,
             counters.dropped_damaged,
-            counters.rejected_invalid + rejected,
+            counters.rejected_invalid + rejected + events_rejected,
         ),
         clock=clock,
     )
-    return Built(encode_batch(batch), len(rows) - rejected, rejected, oldest)
+    return Built(
+        encode_batch(batch), len(rows) - rejected, rejected, oldest, len(kept), events_rejected
+    )

@@ -1,28 +1,35 @@
 """The store-and-forward buffer: one SQLite file in WAL mode, one writer.
 
-Tables: `reading` (uncut readings, oldest = lowest id), `outbox` (frozen batches: seq, digest,
-body), `series`, `epoch` (untrusted-clock stretches, see `agent.clock`) and `meta` (chain head,
-loss counters, uplink state).
+Tables: `reading` (uncut readings, oldest = lowest id), `event` (uncut events, likewise),
+`outbox` (frozen batches: seq, digest, body), `series`, `epoch` (untrusted-clock stretches, see
+`agent.clock`), `mcu_position` (per MCU uid, the last (boot, seq) committed; see
+`agent.watermarks`) and `meta` (chain head, loss counters, uplink state).
 
 Invariants (each kept by one method below):
-1. Group commit (`commit`): readings reach the file in one transaction per flush, never one write
-   per reading. `PRAGMA synchronous=FULL`: the WAL is fsynced at every commit, so a commit that
-   returned survives a power cut; what is lost is what was not yet committed, i.e. at most one
+1. Group commit (`commit`): readings, events and MCU positions reach the file in one transaction
+   per flush, never one write per reading. A position is committed in the same transaction as
+   the readings it ends, so after any crash the position and the readings agree.
+   `PRAGMA synchronous=FULL`: the WAL is fsynced at every commit, so a commit that returned
+   survives a power cut; what is lost is what was not yet committed, i.e. at most one
    flush interval (`buffer.flush_interval_ms`) or `flush_max_readings` readings. NORMAL would
    lose an unbounded number of commits back to the last checkpoint, and (worse) could forget a
    batch cut after it was sent (invariant 2).
 2. Frozen batches (`cut`): in one transaction the oldest readings (or, for a live batch, the
-   newest) are encoded as batch `head_seq + 1` with `prev = head_digest` (GENESIS for seq 1), the
-   body is inserted into `outbox`, those readings are deleted from `reading`, and the head
-   advances. With FULL this commit is durable before the body's first send, so every retry,
-   after any crash, sends the same bytes; a reused seq with other bytes would be a fork.
+   newest) and the oldest events are encoded as batch `head_seq + 1` with `prev = head_digest`
+   (GENESIS for seq 1), the body is inserted into `outbox`, those readings and events are deleted
+   from `reading` and `event`, and the head advances. With FULL this commit is durable before
+   the body's first send, so every retry, after any crash, sends the same bytes; a reused seq
+   with other bytes would be a fork.
 3. Delete after ack (`ack`): an outbox row goes only when the receiver acknowledged its seq. A
-   reading leaves `reading` only by moving into an outbox body in the same transaction, or by a
-   counted drop (invariant 4).
+   reading (or event) leaves its table only by moving into an outbox body in the same
+   transaction, or by a counted drop (invariant 4).
 4. Bounded, loss counted (`commit`): when the file's used pages exceed `max_bytes`, the oldest
    uncut readings are deleted and counted in `meta` in the same transaction; the count rides in
    the next batch's `Counters` and is zeroed in the transaction that freezes that batch, so a
-   count is reported exactly once. Frozen batches are never dropped: their seq is taken.
+   count is reported exactly once. Frozen batches are never dropped: their seq is taken. Events
+   take space like readings; they are evicted (oldest first, counted the same way, as
+   `dropped_buffer_full`: the wire has one loss counter) only when no uncut reading is left to
+   evict, because a ticket is worth more than a meter sample.
 5. Damage (`open_buffer`): a file SQLite cannot read, or that fails `quick_check`, is renamed to
    `<name>.damaged-<UTC time>` with its -wal/-shm (never deleted); a fresh file starts, its chain
    unconfirmed, and the loss (readings counted in the old file if it can still be read) is
@@ -42,21 +49,21 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.batcher import Row, build_body
+from agent.batcher import EventRow, Row, build_body, encode_attrs
 from agent.clock import Epoch, Reference, epoch_delta
 from agent.errors import StoreDamagedError, StoreError
-from wire.codec import batch_digest
+from wire.codec import MAX_EVENTS, batch_digest
 from wire.errors import EncodeError
-from wire.models import GENESIS, Clock, Counters, SeriesKey
+from wire.models import GENESIS, Clock, Counters, Event, SeriesKey
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: event and mcu_position tables, outbox.events
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS series (
@@ -72,13 +79,22 @@ CREATE TABLE IF NOT EXISTS reading (
     ts_ms INTEGER NOT NULL, value REAL, quality INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY, digest BLOB NOT NULL, body BLOB NOT NULL,
-    readings INTEGER NOT NULL, oldest_ts_ms INTEGER, cut_ms INTEGER NOT NULL);
+    readings INTEGER NOT NULL, oldest_ts_ms INTEGER, cut_ms INTEGER NOT NULL,
+    events INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS epoch (
     id INTEGER PRIMARY KEY, kernel_boot_id TEXT NOT NULL, base_ms INTEGER NOT NULL,
     base_mono_ms INTEGER NOT NULL, delta_ms INTEGER);
+-- attrs: MessagePack [[name, value], ...] (agent.batcher.encode_attrs)
+CREATE TABLE IF NOT EXISTS event (
+    id INTEGER PRIMARY KEY, kind TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    quality INTEGER NOT NULL, attrs BLOB NOT NULL);
+-- uid is the MCU's u64, stored as the signed 64-bit integer with the same bits
+CREATE TABLE IF NOT EXISTS mcu_position (
+    uid INTEGER PRIMARY KEY, boot INTEGER NOT NULL, seq INTEGER NOT NULL);
 """
 _COUNTERS = ("dropped_buffer_full", "dropped_damaged", "rejected_invalid")
 NewRow = tuple[int, int, float, int]  # series_id, ts_ms, value, quality
+Position = tuple[int, int]  # an MCU's (boot, seq)
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
@@ -90,12 +106,14 @@ class OutboxEntry:
     body: bytes
     readings: int
     oldest_ts_ms: int | None
+    events: int = 0
 
 
 @dataclass(slots=True)
 class CommitResult:
     committed: int = 0
-    dropped: int = 0
+    dropped: int = 0  # readings and events
+    events: int = 0
 
 
 @dataclass(slots=True)
@@ -117,6 +135,8 @@ class Buffer:
     deltas: dict[int, int] = field(default_factory=dict)  # epoch id -> correction, when known
     meta: dict[str, Any] = field(default_factory=dict)
     depth: int = 0  # readings held: uncut plus frozen in the outbox
+    events_held: int = 0  # events held, likewise
+    positions: dict[int, Position] = field(default_factory=dict)  # MCU uid -> committed
     damage: Damage | None = None
     lock_fd: int = -1
     _page_size: int = 4096
@@ -131,11 +151,15 @@ class Buffer:
         new_epochs: Sequence[Epoch] = (),
         references: Sequence[Reference] = (),
         dropped_before: int = 0,
+        events: Sequence[Event] = (),
+        positions: Mapping[int, Position | None] | None = None,
     ) -> CommitResult:
-        """Write one group of readings (and the metadata they need) in one transaction.
+        """Write one group of readings (and the events, MCU positions and metadata that go with
+        them) in one transaction.
 
-        `dropped_before` counts readings the caller had to refuse before they got here (an
-        overflowing ingest queue); they are recorded as buffer-full drops.
+        `dropped_before` counts readings and events the caller had to refuse before they got
+        here (an overflowing ingest queue); they are recorded as buffer-full drops. `positions`
+        maps an MCU uid to its new committed position, or to None to forget it.
         """
         result = CommitResult()
         with self._transaction():
@@ -166,16 +190,38 @@ class Buffer:
                     "UPDATE series SET last_ts_ms = ?, last_value = ? WHERE id = ?",
                     [(r[1], r[2], sid) for sid, r in last.items()],
                 )
+            if events:
+                c.executemany(
+                    "INSERT INTO event (kind, ts_ms, quality, attrs) VALUES (?,?,?,?)",
+                    [(e.kind, e.ts_ms, e.quality, encode_attrs(e.attrs)) for e in events],
+                )
+            for uid, pos in (positions or {}).items():
+                if pos is None:
+                    c.execute("DELETE FROM mcu_position WHERE uid = ?", (_sql_uid(uid),))
+                else:
+                    c.execute(
+                        "INSERT OR REPLACE INTO mcu_position (uid, boot, seq) VALUES (?,?,?)",
+                        (_sql_uid(uid), *pos),
+                    )
             result.committed = len(rows)
+            result.events = len(events)
             self.depth += len(rows)
+            self.events_held += len(events)
             self._add_counter("committed", len(rows))
-            evicted = self._enforce_bound()
+            self._add_counter("committed_events", len(events))
+            evicted, evicted_events = self._enforce_bound()
             self._add_counter("evicted", evicted)
-            result.dropped = evicted + dropped_before
+            self._add_counter("evicted_events", evicted_events)
+            result.dropped = evicted + evicted_events + dropped_before
             if result.dropped:
                 self._add_counter("dropped_buffer_full", result.dropped, pending=True)
         if new_series:
             self.series.update(new_series)
+        for uid, pos in (positions or {}).items():
+            if pos is None:
+                self.positions.pop(uid, None)
+            else:
+                self.positions[uid] = pos
         return result
 
     def _correct_epochs(self, ref: Reference) -> None:
@@ -189,24 +235,36 @@ class Buffer:
             self.conn.execute("UPDATE epoch SET delta_ms = ? WHERE id = ?", (delta, eid))
             self.deltas[eid] = delta
 
-    def _enforce_bound(self) -> int:
-        dropped = 0
-        for _ in range(8):
+    def _enforce_bound(self) -> tuple[int, int]:
+        """Evict until the file fits: uncut readings, oldest first; then uncut events."""
+        dropped = dropped_events = 0
+        for _ in range(16):
             used = self.used_bytes()
             if used <= self.max_bytes:
                 break
-            uncut = self.depth - self._outbox_readings()
-            if uncut <= 0:
-                break
-            per_reading = max(used / max(self.depth, 1), 8.0)
+            held = self.depth + self.events_held
+            per_item = max(used / max(held, 1), 8.0)
             # a page's worth of slack: freed space only shows once whole pages empty
-            n = min(uncut, int((used - self.max_bytes + self._page_size) / per_reading) + 1)
+            n = int((used - self.max_bytes + self._page_size) / per_item) + 1
+            uncut = self.depth - self._outbox_readings()
+            if uncut > 0:
+                cur = self.conn.execute(
+                    "DELETE FROM reading WHERE id IN (SELECT id FROM reading ORDER BY id LIMIT ?)",
+                    (min(uncut, n),),
+                )
+                dropped += cur.rowcount
+                self.depth -= cur.rowcount
+                continue
+            uncut_events = self.events_held - self._outbox_events()
+            if uncut_events <= 0:
+                break
             cur = self.conn.execute(
-                "DELETE FROM reading WHERE id IN (SELECT id FROM reading ORDER BY id LIMIT ?)", (n,)
+                "DELETE FROM event WHERE id IN (SELECT id FROM event ORDER BY id LIMIT ?)",
+                (min(uncut_events, n),),
             )
-            dropped += cur.rowcount
-            self.depth -= cur.rowcount
-        return dropped
+            dropped_events += cur.rowcount
+            self.events_held -= cur.rowcount
+        return dropped, dropped_events
 
     def used_bytes(self) -> int:
         pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
@@ -218,12 +276,20 @@ class Buffer:
     def outbox_head(self) -> OutboxEntry | None:
         """The oldest frozen batch, to send (again) before anything new is cut."""
         row = self._query(
-            "SELECT seq, digest, body, readings, oldest_ts_ms FROM outbox ORDER BY seq LIMIT 1"
+            "SELECT seq, digest, body, readings, oldest_ts_ms, events FROM outbox "
+            "ORDER BY seq LIMIT 1"
         ).fetchone()
         return None if row is None else OutboxEntry(*row)
 
     def uncut(self) -> int:
         return self.depth - self._outbox_readings()
+
+    def uncut_events(self) -> int:
+        return self.events_held - self._outbox_events()
+
+    def waiting(self) -> int:
+        """Readings and events not yet cut into a batch: what decides when to cut."""
+        return self.uncut() + self.uncut_events()
 
     def cut(
         self,
@@ -243,17 +309,23 @@ class Buffer:
                 f"ORDER BY id {order} LIMIT ?",
                 (max_readings,),
             ).fetchall()
+            # events go oldest first in every batch, live or not: they are few and in order
+            events: list[EventRow] = self.conn.execute(
+                "SELECT id, kind, ts_ms, quality, attrs FROM event ORDER BY id LIMIT ?",
+                (min(max_readings, MAX_EVENTS),),
+            ).fetchall()
             counters = Counters(*(int(self.meta.get(f"pending_{n}", 0)) for n in _COUNTERS))
-            if not rows and counters == Counters():
+            if not rows and not events and counters == Counters():
                 return None
             seq = int(self.meta.get("head_seq", 0)) + 1
             prev = bytes(self.meta.get("head_digest", GENESIS))
-            take = len(rows)
+            take, take_events = len(rows), len(events)
             while True:
-                part = rows[:take]
+                part, part_events = rows[:take], events[:take_events]
                 try:
                     built = build_body(
                         part,
+                        events=part_events,
                         series=self.series,
                         deltas=self.deltas,
                         device_id=device_id,
@@ -265,9 +337,9 @@ class Buffer:
                     )
                 except EncodeError as exc:  # build_body filters what the codec refuses
                     raise StoreError(f"cannot encode batch {seq}: {exc}") from exc
-                if len(built.body) <= max_bytes or take <= 1:
+                if len(built.body) <= max_bytes or (take <= 1 and take_events <= 1):
                     break
-                take = max(1, take // 2)
+                take, take_events = max(1, take // 2), max(1, take_events // 2)
             digest = batch_digest(built.body)
             if part:
                 ids = [r[0] for r in part]
@@ -275,29 +347,47 @@ class Buffer:
                     self.conn.execute("DELETE FROM reading WHERE id >= ?", (min(ids),))
                 else:
                     self.conn.execute("DELETE FROM reading WHERE id <= ?", (max(ids),))
+            if part_events:
+                self.conn.execute("DELETE FROM event WHERE id <= ?", (part_events[-1][0],))
             self.conn.execute(
-                "INSERT INTO outbox (seq, digest, body, readings, oldest_ts_ms, cut_ms) "
-                "VALUES (?,?,?,?,?,?)",
-                (seq, digest, built.body, built.readings, built.oldest_ts_ms, _now_ms()),
+                "INSERT INTO outbox (seq, digest, body, readings, oldest_ts_ms, cut_ms, events) "
+                "VALUES (?,?,?,?,?,?,?)",
+                (
+                    seq,
+                    digest,
+                    built.body,
+                    built.readings,
+                    built.oldest_ts_ms,
+                    _now_ms(),
+                    built.events,
+                ),
             )
             self._set("head_seq", seq)
             self._set("head_digest", digest)
             for name in _COUNTERS:
                 self._set(f"pending_{name}", 0)
-            if built.rejected:
-                self._add_counter("rejected_invalid", built.rejected)
+            if built.rejected or built.events_rejected:
+                self._add_counter("rejected_invalid", built.rejected + built.events_rejected)
+                self._add_counter("rejected_events", built.events_rejected)
             self.depth -= built.rejected
-        return OutboxEntry(seq, digest, built.body, built.readings, built.oldest_ts_ms)
+            self.events_held -= built.events_rejected
+        return OutboxEntry(
+            seq, digest, built.body, built.readings, built.oldest_ts_ms, built.events
+        )
 
     def ack(self, seq: int, *, now_ms: int) -> int:
         """The receiver has batch `seq`: forget it (invariant 3). Returns its reading count."""
         with self._transaction():
-            row = self.conn.execute("SELECT readings FROM outbox WHERE seq = ?", (seq,)).fetchone()
+            row = self.conn.execute(
+                "SELECT readings, events FROM outbox WHERE seq = ?", (seq,)
+            ).fetchone()
             if row is None:
                 return 0
             self.conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
             self.depth -= row[0]
+            self.events_held -= row[1]
             self._add_counter("acked_readings", row[0])
+            self._add_counter("acked_events", row[1])
             self._add_counter("acked_batches", 1)
             self._set("last_sync_ms", now_ms)
             self._set("chain_confirmed", 1)
@@ -329,7 +419,8 @@ class Buffer:
     def oldest_ts_ms(self) -> int | None:
         out = self._query("SELECT min(oldest_ts_ms) FROM outbox").fetchone()[0]
         first = self._query("SELECT ts_ms FROM reading ORDER BY id LIMIT 1").fetchone()
-        values = [v for v in (out, first[0] if first else None) if v is not None]
+        event = self._query("SELECT ts_ms FROM event ORDER BY id LIMIT 1").fetchone()
+        values = [v for v in (out, first and first[0], event and event[0]) if v is not None]
         return min(values) if values else None
 
     def last_values(self) -> dict[int, tuple[int, float]]:
@@ -358,6 +449,9 @@ class Buffer:
     def _outbox_readings(self) -> int:
         return int(self._query("SELECT coalesce(sum(readings), 0) FROM outbox").fetchone()[0])
 
+    def _outbox_events(self) -> int:
+        return int(self._query("SELECT coalesce(sum(events), 0) FROM outbox").fetchone()[0])
+
     def _set(self, key: str, value: Any) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
         self.meta[key] = value
@@ -377,14 +471,14 @@ class Buffer:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         snapshot = dict(self.meta)
-        depth = self.depth
+        depth, events_held = self.depth, self.events_held
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             yield
             self.conn.execute("COMMIT")
         except BaseException as exc:
             # The in-memory mirrors must not get ahead of the file.
-            self.meta, self.depth = snapshot, depth
+            self.meta, self.depth, self.events_held = snapshot, depth, events_held
             if self.conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self.conn.execute("ROLLBACK")
@@ -395,6 +489,15 @@ class Buffer:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _sql_uid(uid: int) -> int:
+    """An MCU's u64 uid as SQLite's signed 64-bit integer (same bits)."""
+    return uid - (1 << 64) if uid >= 1 << 63 else uid
+
+
+def _mcu_uid(value: int) -> int:
+    return value + (1 << 64) if value < 0 else value
 
 
 def open_buffer(path: str | Path, *, max_bytes: int, kernel_boot_id: str) -> Buffer:
@@ -468,8 +571,14 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
         conn.executescript(_SCHEMA)
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         version = int(meta.get("schema_version", 0))
-        if version == 0:
-            conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+        if version == 1:  # the tables of 2 exist by now (IF NOT EXISTS); the outbox needs a column
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+            if "events" not in columns:
+                conn.execute("ALTER TABLE outbox ADD COLUMN events INTEGER NOT NULL DEFAULT 0")
+        if version in (0, 1):
+            conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,)
+            )
             meta["schema_version"] = SCHEMA_VERSION
         elif version != SCHEMA_VERSION:
             raise StoreError(f"{p}: schema version {version}, this agent knows {SCHEMA_VERSION}")
@@ -482,6 +591,12 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
         deltas = dict(conn.execute("SELECT id, delta_ms FROM epoch WHERE delta_ms IS NOT NULL"))
         depth = conn.execute("SELECT count(*) FROM reading").fetchone()[0]
         depth += conn.execute("SELECT coalesce(sum(readings), 0) FROM outbox").fetchone()[0]
+        events_held = conn.execute("SELECT count(*) FROM event").fetchone()[0]
+        events_held += conn.execute("SELECT coalesce(sum(events), 0) FROM outbox").fetchone()[0]
+        positions = {
+            _mcu_uid(uid): (boot, seq)
+            for uid, boot, seq in conn.execute("SELECT uid, boot, seq FROM mcu_position")
+        }
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     except sqlite3.Error as exc:
         conn.close()
@@ -502,6 +617,8 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
         deltas=deltas,
         meta=meta,
         depth=depth,
+        events_held=events_held,
+        positions=positions,
         _page_size=page_size,
     )
 
@@ -541,8 +658,10 @@ def _count_lost(target: Path) -> int:
     )
     try:
         for sql in (
+            "SELECT (SELECT count(*) FROM reading) + (SELECT count(*) FROM event) + "
+            "(SELECT coalesce(sum(readings) + sum(events), 0) FROM outbox)",
             "SELECT (SELECT count(*) FROM reading) + "
-            "(SELECT coalesce(sum(readings), 0) FROM outbox)",
+            "(SELECT coalesce(sum(readings), 0) FROM outbox)",  # a schema 1 file
             meta_sql,
             "SELECT max(id) - min(id) + 1 FROM reading",
         ):

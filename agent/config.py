@@ -10,7 +10,10 @@ Invariants:
 - plain HTTP is accepted only to a loopback host unless `cloud.allow_insecure_http` says so.
 
 `sources` is a list of tables tagged by `type`; each source type is one struct here, and a new
-type is one more struct in `SourceConfig` (the serial and MQTT issues add theirs).
+type is one more struct in `SourceConfig` plus, if types alone cannot say everything, one entry in
+`_SOURCE_CHECKS`. The serial sources (`modbus`, `ascii`, `mcu`) are firmware_bridge's own config
+structs with the tag added, so the bridge's checks (register maps, profiles, regular expressions)
+run here, once, with their problems reported at `sources[i].<key>` like any other.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -28,6 +32,11 @@ from urllib.parse import urlsplit
 import msgspec
 
 from agent.errors import ConfigError
+from firmware_bridge.ascii_protocol import AsciiConfig, compile_spec
+from firmware_bridge.errors import ConfigError as BridgeConfigError
+from firmware_bridge.mcu_source import McuConfig
+from firmware_bridge.modbus_config import ModbusConfig, resolve
+from firmware_bridge.port import PortConfig
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _Tag = Annotated[str, msgspec.Meta(max_length=128)]
@@ -86,7 +95,20 @@ class TestSourceConfig(_Section, frozen=True, tag="test", tag_field="type"):
     max_readings: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 
-SourceConfig = TestSourceConfig  # a tagged union on `type` once there is more than one
+class ModbusSourceConfig(ModbusConfig, frozen=True, tag="modbus", tag_field="type"):
+    """Modbus RTU/TCP meters on one bus: `firmware_bridge.modbus_config.ModbusConfig`."""
+
+
+class AsciiSourceConfig(AsciiConfig, frozen=True, tag="ascii", tag_field="type"):
+    """A line-based ASCII instrument: `firmware_bridge.ascii_protocol.AsciiConfig`."""
+
+
+class McuSourceConfig(McuConfig, frozen=True, tag="mcu", tag_field="type"):
+    """One MCU running our firmware: `firmware_bridge.mcu_source.McuConfig`."""
+
+
+# A tagged union on `type`: one more source type is one more member here.
+SourceConfig = TestSourceConfig | ModbusSourceConfig | AsciiSourceConfig | McuSourceConfig
 
 
 class MetricsConfig(_Section, frozen=True):
@@ -138,18 +160,18 @@ def parse_config(text: str, *, name: str, base_dir: Path) -> Config:
     problems: list[str] = []
     _check(raw, Config, "", problems)
     if not problems:
-        config = msgspec.convert(raw, Config)
+        config = _resolve_paths(msgspec.convert(raw, Config), base_dir)
         problems.extend(_semantic_problems(config))
     else:
         # Still judge the meaning of every section that is well-typed, so that one run of
         # check-config shows everything there is to fix.
-        problems.extend(_section_problems(raw, problems))
+        problems.extend(_section_problems(raw, problems, base_dir))
     if problems:
         raise ConfigError([f"{name}: {p}" for p in problems])
-    return _resolve_paths(config, base_dir)
+    return config
 
 
-def _section_problems(raw: dict[str, Any], found: list[str]) -> list[str]:
+def _section_problems(raw: dict[str, Any], found: list[str], base_dir: Path) -> list[str]:
     out: list[str] = []
     checks: dict[str, tuple[type[msgspec.Struct], Any]] = {
         "device": (DeviceConfig, _device_problems),
@@ -157,12 +179,23 @@ def _section_problems(raw: dict[str, Any], found: list[str]) -> list[str]:
         "metrics": (MetricsConfig, _metrics_problems),
     }
     for section, (cls, check) in checks.items():
-        if section in raw and not any(p.startswith(section) for p in found):
+        if section in raw and not any(_under(p, section) for p in found):
             out.extend(check(msgspec.convert(raw[section], cls)))
     sources = raw.get("sources")
-    if isinstance(sources, list) and not any(p.startswith("sources") for p in found):
-        out.extend(_source_problems([msgspec.convert(s, SourceConfig) for s in sources]))
+    if isinstance(sources, list):
+        # each well-typed source is judged; the ill-typed ones already have their problems
+        typed = {
+            i: _resolve_source(msgspec.convert(s, SourceConfig), base_dir)
+            for i, s in enumerate(sources)
+            if not any(_under(p, f"sources[{i}]") for p in found)
+        }
+        out.extend(_source_problems(typed))
     return out
+
+
+def _under(problem: str, path: str) -> bool:
+    """Whether a problem line is about `path` or something inside it."""
+    return problem.startswith(path) and problem[len(path) : len(path) + 1] in (":", ".", "[")
 
 
 def parse_listen(listen: str) -> ListenAddress:
@@ -221,11 +254,22 @@ def _check(value: Any, typ: Any, path: str, problems: list[str]) -> None:
         for i, item in enumerate(value):
             _check(item, item_type, f"{path}[{i}]", problems)
         return
-    if origin in (typing.Union, types.UnionType) and all(
-        isinstance(t, type) and issubclass(t, msgspec.Struct) for t in typing.get_args(typ)
-    ):
-        _check_tagged(value, typing.get_args(typ), path, problems)
+    if origin is dict:
+        _key_type, value_type = typing.get_args(typ)
+        if not isinstance(value, dict):
+            problems.append(f"{path}: expected a table, got {_show(value)}")
+            return
+        for k, item in value.items():
+            _check(item, value_type, f"{path}.{k}", problems)
         return
+    if origin in (typing.Union, types.UnionType):
+        members = tuple(t for t in typing.get_args(typ) if t is not type(None))
+        if len(members) == 1:  # `X | None`: TOML has no null to give, so it is an X
+            _check(value, members[0], path, problems)
+            return
+        if all(isinstance(t, type) and issubclass(t, msgspec.Struct) for t in members):
+            _check_tagged(value, members, path, problems)
+            return
     try:
         msgspec.convert(value, typ)
     except msgspec.ValidationError as exc:
@@ -300,7 +344,7 @@ def _semantic_problems(config: Config) -> list[str]:
         *_device_problems(config.device),
         *_url_problems(config.cloud),
         *_metrics_problems(config.metrics),
-        *_source_problems(config.sources),
+        *_source_problems(dict(enumerate(config.sources))),
     ]
 
 
@@ -325,17 +369,65 @@ def _metrics_problems(metrics: MetricsConfig) -> list[str]:
     return []
 
 
-def _source_problems(sources: list[SourceConfig]) -> list[str]:
+def _source_problems(sources: dict[int, SourceConfig]) -> list[str]:
+    """Names and ports unique; each type's own checks (by index: `sources[i]`)."""
     problems: list[str] = []
-    seen: dict[str, int] = {}
-    for i, source in enumerate(sources):
-        if source.name in seen:
-            first = seen[source.name]
+    names: dict[str, int] = {}
+    ports: dict[str, int] = {}
+    for i, source in sources.items():
+        if source.name in names:
+            first = names[source.name]
             problems.append(
                 f"sources[{i}].name: {source.name!r} is already used by sources[{first}]"
             )
-        seen.setdefault(source.name, i)
+        names.setdefault(source.name, i)
+        port = getattr(source, "port", None)
+        if isinstance(port, PortConfig):
+            path = str(Path(port.path).resolve())  # two names for one device are one port
+            if path in ports:
+                problems.append(
+                    f"sources[{i}].port.path: {port.path!r} is already used by "
+                    f"sources[{ports[path]}] (one source per serial port)"
+                )
+            ports.setdefault(path, i)
+        check = _SOURCE_CHECKS.get(type(source))
+        if check is not None:
+            problems.extend(check(source, f"sources[{i}]"))
     return problems
+
+
+def _modbus_problems(source: ModbusSourceConfig, where: str) -> list[str]:
+    try:
+        resolve(source, where=where)  # profile paths are absolute by now (`_resolve_source`)
+    except BridgeConfigError as exc:
+        return list(exc.problems)
+    return []
+
+
+def _ascii_problems(source: AsciiSourceConfig, where: str) -> list[str]:
+    try:
+        compile_spec(source, where=where)
+    except BridgeConfigError as exc:
+        return list(exc.problems)
+    return []
+
+
+def _mcu_problems(source: McuSourceConfig, where: str) -> list[str]:
+    problems: list[str] = []
+    for channel in source.channels:
+        if not (channel.isdigit() and int(channel) <= 65535):
+            problems.append(
+                f"{where}.channels.{channel}: expected a channel number 0..65535 "
+                f'(a key like "0"), got {_show(channel)}'
+            )
+    return problems
+
+
+_SOURCE_CHECKS: dict[type[Any], Callable[[Any, str], list[str]]] = {
+    ModbusSourceConfig: _modbus_problems,
+    AsciiSourceConfig: _ascii_problems,
+    McuSourceConfig: _mcu_problems,
+}
 
 
 def _url_problems(cloud: CloudConfig) -> list[str]:
@@ -358,12 +450,33 @@ def _url_problems(cloud: CloudConfig) -> list[str]:
 
 
 def _resolve_paths(config: Config, base: Path) -> Config:
-    def resolve(p: str) -> str:
-        return str(base / p) if p and not Path(p).is_absolute() else p
-
-    device = msgspec.structs.replace(config.device, key_file=resolve(config.device.key_file))
+    device = msgspec.structs.replace(config.device, key_file=_resolve(base, config.device.key_file))
     cloud = config.cloud
     if cloud.ca_file:
-        cloud = msgspec.structs.replace(cloud, ca_file=resolve(cloud.ca_file))
-    buffer = msgspec.structs.replace(config.buffer, path=resolve(config.buffer.path))
-    return msgspec.structs.replace(config, device=device, cloud=cloud, buffer=buffer)
+        cloud = msgspec.structs.replace(cloud, ca_file=_resolve(base, cloud.ca_file))
+    buffer = msgspec.structs.replace(config.buffer, path=_resolve(base, config.buffer.path))
+    sources = [_resolve_source(s, base) for s in config.sources]
+    return msgspec.structs.replace(
+        config, device=device, cloud=cloud, buffer=buffer, sources=sources
+    )
+
+
+def _resolve_source(source: SourceConfig, base: Path) -> SourceConfig:
+    """Serial port paths and Modbus profile files, relative to the config file."""
+    port = getattr(source, "port", None)
+    if isinstance(port, PortConfig):
+        port = msgspec.structs.replace(port, path=_resolve(base, port.path))
+        source = msgspec.structs.replace(source, port=port)
+    if isinstance(source, ModbusSourceConfig):
+        devices = [
+            msgspec.structs.replace(d, profile=_resolve(base, d.profile))
+            if d.profile and d.profile.endswith(".toml")
+            else d
+            for d in source.devices
+        ]
+        source = msgspec.structs.replace(source, devices=devices)
+    return source
+
+
+def _resolve(base: Path, p: str) -> str:
+    return str(base / p) if p and not Path(p).is_absolute() else p

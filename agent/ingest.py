@@ -6,12 +6,16 @@ Sources (see `agent.sources`) call `series_id()` once per series and then `add()
 in one transaction. So the loss window on a crash or power cut is the readings still in this
 list: at most one flush interval.
 
+Events (`add_event`) ride in the same group, and so do MCU positions (`set_position`, used by
+`agent.watermarks.BufferWatermarks`): a position set after some readings is committed in the same
+transaction as they are, never before.
+
 A source that must acknowledge upstream only after a reading is durable (MQTT QoS 1) awaits
 `committed()`: it returns once everything added before the call is in a committed group.
 
-If the buffer falls behind (a stalled disk), the list is capped at `max_pending` readings; beyond
-that new readings are refused and counted as buffer-full drops, so memory stays bounded and the
-loss is still reported.
+If the buffer falls behind (a stalled disk), the list is capped at `max_pending` readings and
+events together; beyond that new ones are refused and counted as buffer-full drops, so memory
+stays bounded and the loss is still reported.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from agent.buffer import NewRow
+from agent.buffer import NewRow, Position
 from agent.clock import AgentClock, Epoch, Reference
-from wire.models import SeriesKey
+from wire.models import Event, SeriesKey
 
 
 @dataclass(slots=True)
@@ -34,6 +38,19 @@ class Group:
     references: list[Reference]
     dropped: int
     generation: int
+    events: list[Event] = field(default_factory=list)
+    positions: dict[int, Position | None] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not (
+            self.rows
+            or self.new_series
+            or self.new_epochs
+            or self.references
+            or self.dropped
+            or self.events
+            or self.positions
+        )
 
 
 @dataclass(slots=True)
@@ -59,12 +76,15 @@ class Ingest:
         self._flush_max = flush_max_readings
         self._max_pending = max_pending
         self._rows: list[NewRow] = []
+        self._events: list[Event] = []
+        self._positions: dict[int, Position | None] = {}
         self._new_series: list[tuple[int, SeriesKey]] = []
         self._dropped = 0
         self._generation = 0
         self._committed_generation = 0
         self._waiters: list[_Waiter] = []
         self.readings_in = 0
+        self.events_in = 0
         self.full = asyncio.Event()  # set when a flush should not wait for the timer
 
     def series_id(self, key: SeriesKey) -> int:
@@ -83,7 +103,7 @@ class Ingest:
     def add(self, series_id: int, value: float, quality: int = 0, ts_ms: int | None = None) -> None:
         """One reading, stamped now by the agent's clock unless the source knows its time."""
         self.readings_in += 1
-        if len(self._rows) >= self._max_pending:
+        if self.pending >= self._max_pending:
             self._dropped += 1
             return
         if ts_ms is None:
@@ -94,10 +114,25 @@ class Ingest:
         if len(self._rows) >= self._flush_max:
             self.full.set()
 
+    def add_event(self, event: Event) -> None:
+        """One event, as the source stamped it (`ts_ms` and quality from the agent's clock, so
+        untrusted time is flagged and corrected like a reading's)."""
+        self.events_in += 1
+        if self.pending >= self._max_pending:
+            self._dropped += 1
+            return
+        self._events.append(event)
+        if self.pending >= self._flush_max:
+            self.full.set()
+
+    def set_position(self, uid: int, position: Position | None) -> None:
+        """Commit `position` (None: forget it) for MCU `uid` with what was added before."""
+        self._positions[uid] = position
+
     def add_rows(self, rows: list[NewRow]) -> None:
         """Many readings already stamped (bulk sources, benchmarks)."""
         self.readings_in += len(rows)
-        room = max(0, self._max_pending - len(self._rows))
+        room = max(0, self._max_pending - self.pending)
         if len(rows) > room:
             self._dropped += len(rows) - room
             rows = rows[:room]
@@ -107,7 +142,8 @@ class Ingest:
 
     @property
     def pending(self) -> int:
-        return len(self._rows)
+        """Readings and events waiting for the next commit."""
+        return len(self._rows) + len(self._events)
 
     def take(self) -> Group:
         """Everything added so far, for one commit."""
@@ -119,21 +155,30 @@ class Ingest:
             references=self._clock.take_references(),
             dropped=self._dropped,
             generation=self._generation,
+            events=self._events,
+            positions=self._positions,
         )
         self._rows, self._new_series, self._dropped = [], [], 0
+        self._events, self._positions = [], {}
         self.full.clear()
         return group
 
     def give_back(self, group: Group) -> None:
         """A commit failed: keep its contents for the next one (older rows stay first)."""
         self._rows[:0] = group.rows
+        self._events[:0] = group.events
         self._new_series[:0] = group.new_series
         self._clock.new_epochs[:0] = group.new_epochs
         self._clock.references[:0] = group.references
         self._dropped += group.dropped
+        self._positions = {**group.positions, **self._positions}  # newer ones win
         overflow = len(self._rows) - self._max_pending
         if overflow > 0:  # still bounded: the oldest give way, counted
             del self._rows[:overflow]
+            self._dropped += overflow
+        overflow = self.pending - self._max_pending
+        if overflow > 0:  # events last: the readings have already made room where they could
+            del self._events[:overflow]
             self._dropped += overflow
 
     def mark_committed(self, group: Group) -> None:
@@ -149,7 +194,7 @@ class Ingest:
 
     async def committed(self) -> None:
         """Wait until every reading added before this call is committed."""
-        if self._rows or self._new_series:
+        if self._rows or self._new_series or self._events or self._positions:
             target = self._generation + 1  # the next group taken holds them
             self.full.set()
         elif self._committed_generation < self._generation:

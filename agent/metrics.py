@@ -1,28 +1,63 @@
 """Prometheus text endpoint on loopback: what the agent did, and what state it is in.
 
 Counters are plain integers the components add to; gauges are refreshed from the live objects
-just before each scrape (`refresh` callback). The HTTP side is a deliberately tiny asyncio server
-(GET /metrics only, one response per connection, 5 s to send the request): the endpoint is for a
-local scraper, and a full web stack on a gateway would cost more memory than everything it shows.
+just before each scrape (`refresh` callback), and so are the sources' own `stats` (serial
+sources count polls, timeouts, frames, reopens …): `source_counters()` flattens a stats dataclass
+into `counter name -> value` (`port.opens`, `units.3.timeouts`, `mcu_errors.5`), exported as
+`edge_agent_source_counter_total{source="…",counter="…"}`.
+
+The HTTP side is a deliberately tiny asyncio server (GET /metrics only, one response per
+connection, 5 s to send the request): the endpoint is for a local scraper, and a full web stack
+on a gateway would cost more memory than everything it shows.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 UPLINK_STATES = ("starting", "idle", "sending", "retrying", "stopped")
+# Fields of source stats that are not counters (a deadline, a run length that resets).
+_NOT_COUNTERS = frozenset({"down_until", "consecutive_failures"})
+
+
+def source_counters(stats: Any) -> dict[str, int]:
+    """A source's stats dataclass as `dotted.name -> count`; non-counters are left out."""
+    out: dict[str, int] = {}
+
+    def walk(value: Any, name: str) -> None:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                if f.name not in _NOT_COUNTERS:
+                    walk(getattr(value, f.name), f"{name}.{f.name}" if name else f.name)
+        elif isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, f"{name}.{k}")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            out[name] = value
+
+    walk(stats, "")
+    return out
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 @dataclass(slots=True)
 class Metrics:
     readings_in: int = 0
     readings_committed: int = 0
+    events_in: int = 0
+    events_committed: int = 0
+    events_acked: int = 0
     dropped: dict[str, int] = field(
         default_factory=lambda: {"buffer_full": 0, "damaged": 0, "rejected_invalid": 0}
     )
@@ -39,6 +74,10 @@ class Metrics:
     uplink_state: str = "starting"
     clock_state: int = 2
     clock_offset_ms: int = 0
+    key_reloads: int = 0
+    key_reload_failures: int = 0
+    key_reload_failing: int = 0  # 1 while the key file on disk cannot be used
+    sources: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> counters
 
     def render(self) -> str:
         out: list[str] = []
@@ -66,6 +105,21 @@ class Metrics:
             "counter",
             "Readings lost or refused, by reason.",
             [(f'{{reason="{k}"}}', v) for k, v in sorted(self.dropped.items())],
+        )
+        metric(
+            "events_in_total", "counter", "Events handed over by sources.", [("", self.events_in)]
+        )
+        metric(
+            "events_committed_total",
+            "counter",
+            "Events committed to the buffer.",
+            [("", self.events_committed)],
+        )
+        metric(
+            "events_acked_total",
+            "counter",
+            "Events in acknowledged batches.",
+            [("", self.events_acked)],
         )
         metric("batches_sent_total", "counter", "Batch upload attempts.", [("", self.batches_sent)])
         metric(
@@ -134,6 +188,34 @@ class Metrics:
             "gauge",
             "Local wall clock minus receiver time.",
             [("", self.clock_offset_ms)],
+        )
+        metric(
+            "key_reloads_total",
+            "counter",
+            "Device keys loaded from a changed key file (a rotation).",
+            [("", self.key_reloads)],
+        )
+        metric(
+            "key_reload_failures_total",
+            "counter",
+            "Changed key files that could not be used (the key in use was kept).",
+            [("", self.key_reload_failures)],
+        )
+        metric(
+            "key_reload_failing",
+            "gauge",
+            "1 while the key file on disk cannot be used and the previous key signs.",
+            [("", self.key_reload_failing)],
+        )
+        metric(
+            "source_counter_total",
+            "counter",
+            "Counters of each source (polls, timeouts, frames, reopens ...), by counter name.",
+            [
+                (f'{{source="{_label(source)}",counter="{_label(name)}"}}', value)
+                for source, counters in sorted(self.sources.items())
+                for name, value in sorted(counters.items())
+            ],
         )
         return "\n".join(out) + "\n"
 

@@ -36,11 +36,12 @@ from agent.clock import (
 from agent.config import Config, parse_listen
 from agent.errors import StoreError
 from agent.ingest import Ingest
-from agent.keyfile import load_private_key
-from agent.metrics import Metrics, serve
-from agent.sources import Source, build_source
+from agent.keyfile import DeviceKey
+from agent.metrics import Metrics, serve, source_counters
+from agent.sources import Source, SourceContext, build_source
 from agent.sync import Syncer, SyncSettings
 from agent.uplink import Uplink, make_client
+from agent.watermarks import BufferWatermarks
 from agent.worker import BufferWorker
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ class Agent:
 
     async def run(self) -> None:
         cfg = self.config
-        key = load_private_key(cfg.device.key_file)
+        device_key = DeviceKey(cfg.device.key_file)
+        log.info("signing with device key %s", device_key.keyid)
         kernel_boot_id = read_kernel_boot_id(cfg.device.boot_id_file)
         buffer = open_buffer(
             cfg.buffer.path,
@@ -97,13 +99,19 @@ class Agent:
             uplink = Uplink(
                 client,
                 base_url=cfg.cloud.url,
-                key=key,
+                key=device_key.key,
                 now_ms=self.clock.now_ms,
                 mono_ms=self.deps.time_source.mono_ms,
                 timeout_s=cfg.cloud.timeout_s,
             )
             self.syncer = Syncer(
-                self.worker, uplink, self.clock, self.metrics, _settings(cfg), wake=self.wake
+                self.worker,
+                uplink,
+                self.clock,
+                self.metrics,
+                _settings(cfg),
+                wake=self.wake,
+                device_key=device_key,
             )
             if cfg.metrics.listen:
                 addr = parse_listen(cfg.metrics.listen)
@@ -140,8 +148,12 @@ class Agent:
             max_pending=cfg.buffer.flush_max_readings * 10,
         )
         self.wake = asyncio.Event()
+        self.watermarks = BufferWatermarks(buffer.positions, self.ingest)
+        context = SourceContext(clock=self.clock, watermarks=self.watermarks)
         self.sources = (
-            deps.sources if deps.sources is not None else [build_source(s) for s in cfg.sources]
+            deps.sources
+            if deps.sources is not None
+            else [build_source(s, context) for s in cfg.sources]
         )
 
     async def _run_tasks(self) -> None:
@@ -181,9 +193,7 @@ class Agent:
 
     async def _commit_group(self) -> None:
         group = self.ingest.take()
-        if not (
-            group.rows or group.new_series or group.new_epochs or group.references or group.dropped
-        ):
+        if group.is_empty():
             self.ingest.mark_committed(group)
             return
         started = time.perf_counter()
@@ -196,6 +206,8 @@ class Agent:
                 new_epochs=group.new_epochs,
                 references=group.references,
                 dropped_before=group.dropped,
+                events=group.events,
+                positions=group.positions,
             )
         except StoreError:
             self.ingest.give_back(group)
@@ -204,6 +216,7 @@ class Agent:
         m.commits += 1
         m.commit_seconds_total += time.perf_counter() - started
         m.readings_committed += result.committed
+        m.events_committed += result.events
         m.dropped["buffer_full"] += result.dropped
         self.ingest.mark_committed(group)
         self.oldest_ts_ms = await self.worker.call(buffer.oldest_ts_ms)
@@ -231,6 +244,7 @@ class Agent:
     def _refresh_gauges(self) -> None:
         m = self.metrics
         m.readings_in = self.ingest.readings_in
+        m.events_in = self.ingest.events_in
         m.backlog_readings = self.worker.buffer.depth + self.ingest.pending
         oldest = self.oldest_ts_ms
         m.backlog_age_seconds = (
@@ -238,6 +252,11 @@ class Agent:
         )
         m.clock_state = int(self.clock.state)
         m.clock_offset_ms = self.clock.offset_ms
+        m.sources = {
+            s.name: source_counters(stats)
+            for s in self.sources
+            if (stats := getattr(s, "stats", None)) is not None
+        }
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:

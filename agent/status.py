@@ -42,6 +42,7 @@ def read_status(config: Config, *, now_ms: int | None = None) -> dict[str, Any]:
                 "SELECT count(*), coalesce(sum(readings), 0), min(oldest_ts_ms) FROM outbox"
             ).fetchone()
             first = conn.execute("SELECT ts_ms FROM reading ORDER BY id LIMIT 1").fetchone()
+            events = _events_held(conn)
         finally:
             conn.close()
     except sqlite3.Error as exc:
@@ -59,6 +60,7 @@ def read_status(config: Config, *, now_ms: int | None = None) -> dict[str, Any]:
             "file_bytes": path.stat().st_size,
             "readings": uncut + frozen,
             "readings_uncut": uncut,
+            "events": events,
             "batches_frozen": batches,
             "oldest_reading_age_s": None if oldest is None else round((now - oldest) / 1000, 1),
             "damage": meta.get("damage"),
@@ -81,6 +83,10 @@ def read_status(config: Config, *, now_ms: int | None = None) -> dict[str, Any]:
             "state": None if clock_state is None else ClockState(int(clock_state)).name.lower(),
             "offset_ms": meta.get("clock_offset_ms"),
         },
+        "key": {
+            "keyid": meta.get("key_id"),  # the key the agent signs with
+            "reload_error": meta.get("key_error"),  # why a replaced key file was not taken
+        },
         "drops": {
             name: {
                 "total": int(meta.get(f"total_{name}", 0)),
@@ -95,10 +101,12 @@ def read_status(config: Config, *, now_ms: int | None = None) -> dict[str, Any]:
 def format_status(status: dict[str, Any]) -> str:
     """The human form: one fact per line."""
     b, u, c, k = status["buffer"], status["uplink"], status["chain"], status["clock"]
+    key = status["key"]
+    events = f", {b['events']} events" if b["events"] else ""
     lines = [
         f"device:        {status['device_id']}"
         f" (agent {'running' if status['agent_running'] else 'not running'})",
-        f"buffer:        {b['readings']} readings ({b['readings_uncut']} waiting, "
+        f"buffer:        {b['readings']} readings{events} ({b['readings_uncut']} waiting, "
         f"{b['batches_frozen']} batch(es) frozen), {b['file_bytes']} bytes",
         f"oldest:        {_age(b['oldest_reading_age_s'])}",
         f"uplink:        {u['state']}",
@@ -108,6 +116,8 @@ def format_status(status: dict[str, Any]) -> str:
         + ("" if c["confirmed_with_receiver"] else " (not yet confirmed with the receiver)"),
         f"clock:         {_clock(k['state'])}"
         + ("" if k["offset_ms"] is None else f", offset {k['offset_ms']} ms"),
+        f"key:           {key['keyid'] or 'unknown'}"
+        + (f" (key file not taken: {key['reload_error']})" if key["reload_error"] else ""),
     ]
     labels = {
         "dropped_buffer_full": "dropped:",
@@ -121,6 +131,16 @@ def format_status(status: dict[str, Any]) -> str:
     if b["damage"]:
         lines.append(f"damage:        {b['damage']}")
     return "\n".join(lines)
+
+
+def _events_held(conn: sqlite3.Connection) -> int:
+    try:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM event) + (SELECT coalesce(sum(events), 0) FROM outbox)"
+        ).fetchone()
+    except sqlite3.OperationalError:  # a schema 1 file: no events yet
+        return 0
+    return int(row[0])
 
 
 def _clock(name: str | None) -> str:

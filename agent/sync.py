@@ -13,14 +13,20 @@ Decisions, per outcome of `agent.uplink`:
   every earlier batch was acknowledged, so a gap means the receiver lost batches it had acked:
   that is an alarm, not something the agent can repair.
 
-Cutting: a batch is cut when `batch_max_readings` are waiting, or `batch_interval_ms` after the
-previous cut if anything (readings or loss counts) is waiting. After an outage the backlog drains
+Cutting: a batch is cut when `batch_max_readings` are waiting (readings and events together), or
+`batch_interval_ms` after the previous cut if anything (readings, events or loss counts) is
+waiting. After an outage the backlog drains
 in full-size batches back to back; every `live_every_batches`-th batch during a backlog is cut
 from the *newest* readings instead of the oldest, so fresh data is at most that many batch
 round trips old while a large backlog drains behind it (measured in docs/agent.md).
 
 A fresh buffer (first start, or after damage) does not know the receiver's chain head, so before
 its first cut it asks (`GET /v1/chain/head`) and continues from there instead of forking.
+
+Key rotation: before every attempt (batch or chain head) the device key file is checked
+(`DeviceKey.refresh`, one lstat) and, if it was replaced, the new key signs from that attempt on.
+A replaced file that cannot be used leaves the old key signing (valid at the receiver for the
+rotation's overlap) and shows in status (`key_error`) and metrics until the file is fixed.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import tenacity
 from agent.buffer import OutboxEntry
 from agent.clock import AgentClock
 from agent.errors import RefusedError, SeqGapError, TransientUplinkError
+from agent.keyfile import DeviceKey
 from agent.metrics import Metrics
 from agent.uplink import Ack, Uplink
 from agent.worker import BufferWorker
@@ -87,6 +94,7 @@ class Syncer:
         wake: asyncio.Event,
         sleep: Sleep = asyncio.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        device_key: DeviceKey | None = None,
     ) -> None:
         self._worker = worker
         self._buffer = worker.buffer
@@ -100,6 +108,8 @@ class Syncer:
         self._last_cut = monotonic()
         self._backlog_cuts = 0
         self._probed = False
+        self._device_key = device_key
+        self._key_state: tuple[str, str | None] | None = None
         self.state = "starting"
 
     async def run(self) -> None:
@@ -126,7 +136,7 @@ class Syncer:
         interval = self._s.batch_interval_s
         while True:
             self._wake.clear()
-            uncut = await self._worker.call(self._buffer.uncut)
+            uncut = await self._worker.call(self._buffer.waiting)
             due = self._monotonic() - self._last_cut >= interval
             if uncut >= self._s.batch_max_readings or due:
                 await self._store_clock_news()
@@ -185,6 +195,7 @@ class Syncer:
         m = self._metrics
         m.batches_acked[ack.status] = m.batches_acked.get(ack.status, 0) + 1
         m.readings_acked += readings
+        m.events_acked += entry.events
         m.bytes_sent += ack.wire_bytes
         await self._set_state("idle")
 
@@ -211,9 +222,25 @@ class Syncer:
         )
         async for attempt in retrying:
             with attempt:
+                await self._follow_key()
                 self._metrics.batches_sent += 1
                 return await attempt_fn()
         raise AssertionError("unreachable")  # pragma: no cover - tenacity never stops
+
+    async def _follow_key(self) -> None:
+        """Sign with the key file's current key; persist the key state when it changes."""
+        dk = self._device_key
+        if dk is None:
+            return
+        if dk.refresh():
+            self._uplink.key = dk.key
+        m = self._metrics
+        m.key_reloads, m.key_reload_failures = dk.reloads, dk.failures
+        m.key_reload_failing = int(dk.error is not None)
+        state = (dk.keyid, dk.error)
+        if state != self._key_state:
+            self._key_state = state
+            await self._worker.call(self._buffer.set_meta, key_id=dk.keyid, key_error=dk.error)
 
     async def _on_retry(self, retry_state: tenacity.RetryCallState) -> None:
         exc = retry_state.outcome.exception() if retry_state.outcome else None

@@ -98,7 +98,7 @@ class Uplink:
     ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
-        self._key = key
+        self.key = key  # the caller swaps it after a key rotation; each request signs with it
         self._now_ms = now_ms
         self._mono_ms = mono_ms
         self._timeout_s = timeout_s
@@ -169,7 +169,7 @@ class Uplink:
         url = self._base + path
         headers = {**headers, "content-digest": content_digest(data)}
         created = max(0, self._now_ms() // 1000)
-        headers.update(sign_request(self._key, method, url, headers, created=created, tag=TAG))
+        headers.update(sign_request(self.key, method, url, headers, created=created, tag=TAG))
         try:
             # httpx's own timeouts are per phase; this bounds the whole exchange.
             async with asyncio.timeout(self._timeout_s * 2):

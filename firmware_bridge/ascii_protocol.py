@@ -125,11 +125,13 @@ class AsciiSpec:
     status_map: dict[str, QualityName]
 
 
-def compile_spec(config: AsciiConfig) -> AsciiSpec:
-    """Apply the preset and check everything at once; ConfigError lists every problem."""
+def compile_spec(config: AsciiConfig, *, where: str | None = None) -> AsciiSpec:
+    """Apply the preset and check everything at once; ConfigError lists every problem, each
+    starting with its key path below `where` (default `ascii '<name>'`; the agent passes
+    `sources[i]`)."""
     preset = PRESETS.get(config.preset or "", {})
     problems: list[str] = []
-    where = f"ascii {config.name!r}"
+    where = where if where is not None else f"ascii {config.name!r}"
     command = config.command
     if not command and "command" in preset:
         commands = preset["command"]
@@ -142,27 +144,36 @@ def compile_spec(config: AsciiConfig) -> AsciiSpec:
     preset_map = preset.get("status_map", {})
     status_map = dict(config.status_map) or dict(preset_map if isinstance(preset_map, dict) else {})
     if config.mode == "polled" and not command:
-        problems.append(f"{where}: polled mode needs a command (or a preset)")
+        problems.append(f"{where}.command: polled mode needs a command (or a preset)")
     pattern = _compile(pattern_text, f"{where}.pattern", problems)
     error_pattern = _compile(error_text, f"{where}.error_pattern", problems) if error_text else None
     if not pattern_text:
-        problems.append(f"{where}: no pattern (set `pattern` or a preset)")
+        problems.append(f"{where}.pattern: no pattern (set `pattern` or a preset)")
     if not values and config.event is None:
-        problems.append(f"{where}: neither values nor an event to emit")
+        problems.append(f"{where}.values: neither values nor an event to emit")
     groups = set(pattern.groupindex) if pattern is not None else set()
-    needed = [v.group for v in values] + [v.unit_group for v in values if v.unit_group]
+    # (key path, group) for every group the config names
+    needed = [(f"values[{k}].group", v.group) for k, v in enumerate(config.values)]
+    needed += [
+        (f"values[{k}].unit_group", v.unit_group)
+        for k, v in enumerate(config.values)
+        if v.unit_group
+    ]
+    if not config.values:  # the preset's values
+        needed += [("preset", v.group) for v in values]
+        needed += [("preset", v.unit_group) for v in values if v.unit_group]
     if status_group:
-        needed.append(status_group)
+        needed.append(("status_group" if config.status_group else "preset", status_group))
     if config.checksum is not None:
-        needed.append(config.checksum.group)
+        needed.append(("checksum.group", config.checksum.group))
     if config.event is not None:
-        needed += list(config.event.attrs.values())
-    for group in needed:
+        needed += [(f"event.attrs.{name}", g) for name, g in config.event.attrs.items()]
+    for key, group in needed:
         if pattern is not None and group not in groups:
-            problems.append(f"{where}: pattern has no group named {group!r}")
+            problems.append(f"{where}.{key}: pattern has no group named {group!r}")
     metrics = [v.metric for v in values]
     if len(set(metrics)) != len(metrics):
-        problems.append(f"{where}: a metric appears twice in values")
+        problems.append(f"{where}.values: a metric appears twice in values")
     if problems or pattern is None:
         raise ConfigError(problems)
     return AsciiSpec(config, command, pattern, error_pattern, values, status_group, status_map)

@@ -138,27 +138,33 @@ def load_profile(name: str, *, base_dir: Path | None = None) -> Profile:
         raise ConfigError([f"profile {name!r}: {exc}"]) from exc
 
 
-def resolve(config: ModbusConfig, *, base_dir: Path | None = None) -> list[DevicePlan]:
-    """Every device's points and read plan; ConfigError listing every problem found."""
+def resolve(
+    config: ModbusConfig, *, base_dir: Path | None = None, where: str | None = None
+) -> list[DevicePlan]:
+    """Every device's points and read plan; ConfigError listing every problem found.
+
+    Each problem starts with the key path it is about, below `where` (default `modbus '<name>'`;
+    the agent passes `sources[i]`), e.g. `sources[0].devices[1].unit_id: ...`.
+    """
     problems: list[str] = []
-    where = f"modbus {config.name!r}"
+    where = where if where is not None else f"modbus {config.name!r}"
     if config.transport == "rtu" and config.port is None:
-        problems.append(f"{where}: transport rtu needs `port`")
+        problems.append(f"{where}.port: missing (transport rtu needs `port`)")
     if config.transport == "tcp" and not config.host:
-        problems.append(f"{where}: transport tcp needs `host`")
+        problems.append(f"{where}.host: missing (transport tcp needs `host`)")
     if not config.devices:
-        problems.append(f"{where}: no devices")
+        problems.append(f"{where}.devices: no devices")
     plans: list[DevicePlan] = []
     seen_units: set[int] = set()
     seen_names: set[str] = set()
     for i, dev in enumerate(config.devices):
-        dwhere = f"{where}.devices[{i}] ({dev.name})"
+        dwhere = f"{where}.devices[{i}]"
         if dev.unit_id in seen_units:
-            problems.append(f"{dwhere}: unit_id {dev.unit_id} appears twice on one bus")
+            problems.append(f"{dwhere}.unit_id: unit_id {dev.unit_id} appears twice on one bus")
         if config.transport == "rtu" and not 1 <= dev.unit_id <= 247:
-            problems.append(f"{dwhere}: an RTU unit_id is 1..247, not {dev.unit_id}")
+            problems.append(f"{dwhere}.unit_id: an RTU unit_id is 1..247, not {dev.unit_id}")
         if dev.name in seen_names:
-            problems.append(f"{dwhere}: device name appears twice")
+            problems.append(f"{dwhere}.name: device name appears twice ({dev.name!r})")
         seen_units.add(dev.unit_id)
         seen_names.add(dev.name)
         plan = _device_plan(config, dev, dwhere, problems, base_dir)
@@ -171,8 +177,9 @@ def resolve(config: ModbusConfig, *, base_dir: Path | None = None) -> list[Devic
             other = seen_series.get(key)
             if other is not None and other != plan.name:
                 problems.append(
-                    f"{where}: devices {other!r} and {plan.name!r} both make series {p.metric!r} "
-                    "with the same unit and tags; set metric_prefix or a distinguishing tag"
+                    f"{where}.devices: devices {other!r} and {plan.name!r} both make series "
+                    f"{p.metric!r} with the same unit and tags; set metric_prefix or a "
+                    "distinguishing tag"
                 )
             seen_series[key] = plan.name
     if problems:
@@ -193,29 +200,37 @@ def _device_plan(
         try:
             profile = load_profile(dev.profile, base_dir=base_dir)
         except ConfigError as exc:
-            problems.extend(f"{where}: {p}" for p in exc.problems)
+            problems.extend(f"{where}.profile: {p}" for p in exc.problems)
             return None
         meta = profile.profile
         known = {p.metric for p in profile.points}
         missing = [m for m in dev.include if m not in known]
         if missing:
-            problems.append(f"{where}: include names unknown metrics {missing} of {dev.profile}")
+            problems.append(
+                f"{where}.include: include names unknown metrics {missing} of {dev.profile}"
+            )
         sources = [p for p in profile.points if not dev.include or p.metric in dev.include]
     elif dev.include:
-        problems.append(f"{where}: include needs a profile")
+        problems.append(f"{where}.include: include needs a profile")
+    from_profile = len(sources)
     sources += dev.points
     if not sources:
-        problems.append(f"{where}: no points")
+        problems.append(f"{where}.points: no points")
         return None
     points: list[Point] = []
     metrics: set[str] = set()
     for j, pc in enumerate(sources):
         point = _point(dev, meta, pc)
+        # a profile's point is reported at `profile`, a device's own at its index
+        own = j >= from_profile
+        pwhere = f"{where}.points[{j - from_profile}]" if own else f"{where}.profile"
         if point.metric in metrics:
-            problems.append(f"{where}.points[{j}]: metric {point.metric!r} appears twice")
+            at = f"{pwhere}.metric" if own else pwhere
+            problems.append(f"{at}: metric {point.metric!r} appears twice")
         metrics.add(point.metric)
         if point.address + REGISTERS[point.dtype] > 65536:
-            problems.append(f"{where}.points[{j}] ({pc.metric}): runs past register 65535")
+            at = f"{pwhere}.address" if own else pwhere
+            problems.append(f"{at}: {pc.metric} runs past register 65535")
         points.append(point)
     max_registers = min(config.max_registers, meta.max_registers if meta else 125)
     requests = plan_requests(

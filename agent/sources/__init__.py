@@ -7,9 +7,16 @@ of the agent only through the `Sink` it is given:
 - `series_id(key)` once per series (cheap, in memory; persisted with the next commit);
 - `add(series_id, value, quality=0, ts_ms=None)` per reading: an append, never a write; the agent
   stamps the time from its clock (and flags untrusted time) unless the source knows better;
+- `add_event(event)` per event (a weighbridge ticket): committed in the same group as readings,
+  sent in the same batches;
 - `await committed()` when the source must not acknowledge upstream (MQTT QoS 1, a Modbus
   sequence register) before the readings are durable;
 - `last_value(series_id)` to resume a counter after a restart.
+
+A source stamping its own readings should use the `SourceContext.clock` it is built with (the
+agent's clock): its stamps carry the untrusted-time flag and epoch the buffer corrects later. A
+source may have a `stats` attribute, a dataclass of counters (nested dataclasses and dicts
+allowed); the metrics endpoint exports it (`edge_agent_source_counter_total`).
 
 A source that fails raises; the runtime stops the agent with that error (systemd restarts it),
 so a source should retry its own transient faults (a serial adapter that re-enumerates, a
@@ -19,10 +26,19 @@ type: a struct in `agent.config.SourceConfig`, a module here, a branch in `build
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-from agent.config import SourceConfig, TestSourceConfig
-from wire.models import SeriesKey
+from agent.clock import AgentClock
+from agent.config import (
+    AsciiSourceConfig,
+    McuSourceConfig,
+    ModbusSourceConfig,
+    SourceConfig,
+    TestSourceConfig,
+)
+from agent.watermarks import BufferWatermarks
+from wire.models import Event, SeriesKey
 
 
 class Sink(Protocol):
@@ -30,6 +46,7 @@ class Sink(Protocol):
     def add(
         self, series_id: int, value: float, quality: int = 0, ts_ms: int | None = None
     ) -> None: ...
+    def add_event(self, event: Event) -> None: ...
     def last_value(self, series_id: int) -> float | None: ...
     async def committed(self) -> None: ...
 
@@ -40,10 +57,30 @@ class Source(Protocol):
     async def run(self, sink: Sink) -> None: ...
 
 
-def build_source(config: SourceConfig) -> Source:
-    """The source a config table describes."""
+@dataclass(frozen=True, slots=True)
+class SourceContext:
+    """The agent's collaborators a source may need; the runtime builds one for all sources."""
+
+    clock: AgentClock
+    watermarks: BufferWatermarks  # MCU positions, committed with the readings
+
+
+def build_source(config: SourceConfig, context: SourceContext) -> Source:
+    """The source a config table describes (the config is validated: this does not fail)."""
     if isinstance(config, TestSourceConfig):
         from agent.sources.test import TestSource
 
         return TestSource(config)
+    if isinstance(config, ModbusSourceConfig):
+        from agent.sources.modbus import ModbusAgentSource
+
+        return ModbusAgentSource(config, clock=context.clock)
+    if isinstance(config, AsciiSourceConfig):
+        from agent.sources.ascii import AsciiAgentSource
+
+        return AsciiAgentSource(config, clock=context.clock)
+    if isinstance(config, McuSourceConfig):
+        from agent.sources.mcu import McuAgentSource
+
+        return McuAgentSource(config, clock=context.clock, watermarks=context.watermarks)
     raise TypeError(f"no source for {type(config).__name__}")  # pragma: no cover

@@ -96,6 +96,9 @@ def test_sigterm_flushes_and_exits_0_and_status_tells(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     ) as proc:
+        deadline = time.monotonic() + 10  # start-up time varies with the machine's load
+        while not (tmp_path / "data" / "buffer.db").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         time.sleep(1.5)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -129,3 +132,42 @@ def test_sigterm_flushes_and_exits_0_and_status_tells(tmp_path):
     ).stdout
     assert re.search(r"^uplink: +retrying$", text, re.M)
     assert re.search(r"^last sync: +never$", text, re.M)
+
+
+def test_check_config_reports_serial_problems_with_file_key_and_reason(tmp_path, capsys):
+    write_key(tmp_path / "keys" / "device.key")
+    sources = (
+        '[[sources]]\ntype = "modbus"\nname = "bus"\nport = { path = "/dev/ttyUSB0" }\n'
+        '[[sources.devices]]\nname = "m"\nunit_id = 1\n'
+        'points = [{ metric = "v", address = 0, type = "float16" }]\n\n'
+        '[[sources]]\ntype = "ascii"\nname = "scale"\nport = { path = "/dev/ttyUSB1" }\n'
+        'command = "SI"\npattern = "(?P<w>[0-9]+"\nvalues = [{ group = "w", metric = "w" }]\n\n'
+        '[[sources]]\ntype = "mcu"\nname = "node"\n'
+    )
+    path = write_config(tmp_path, url="http://127.0.0.1:9", sources=sources)
+    assert main(["check-config", str(path)]) == 3
+    assert capsys.readouterr().err.splitlines() == [
+        f'edge-agent: {path}: sources[0].devices[0].points[0].type: expected one of "u16", '
+        '"i16", "u32", "i32", "float32", "float64", got "float16"',
+        f"edge-agent: {path}: sources[2].port: missing (required)",
+        f"edge-agent: {path}: sources[1].pattern: not a valid regular expression: missing ), "
+        "unterminated subpattern at position 0",
+    ]
+
+
+def test_example_serial_sources_are_valid_once_uncommented(tmp_path):
+    from agent.config import (
+        AsciiSourceConfig,
+        McuSourceConfig,
+        ModbusSourceConfig,
+        parse_config,
+    )
+
+    # "#key = ..." lines are the commented-out TOML; "# text" lines stay comments
+    text = re.sub(r"^#(?=[^ \-\n]|$)", "", EXAMPLE.read_text(), flags=re.M)
+    config = parse_config(text, name="agent.toml", base_dir=tmp_path)
+    kinds = [type(s) for s in config.sources[1:]]
+    assert kinds == [ModbusSourceConfig, AsciiSourceConfig, AsciiSourceConfig, McuSourceConfig]
+    weighbridge = config.sources[3]
+    assert isinstance(weighbridge, AsciiSourceConfig)
+    assert weighbridge.event is not None

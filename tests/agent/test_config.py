@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import is_loopback, load_config, parse_config, parse_listen
+from agent.config import TestSourceConfig, is_loopback, load_config, parse_config, parse_listen
 from agent.errors import ConfigError
 
 GOOD = """
@@ -37,8 +37,10 @@ def test_good_config_resolves_relative_paths():
     config = parse_config(GOOD, name="agent.toml", base_dir=Path("/etc/edge-agent"))
     assert config.device.key_file == "/etc/edge-agent/keys/device.key"
     assert config.buffer.path == "/etc/edge-agent/buffer.db"
-    assert config.sources[0].rate_hz == 5.0
-    assert config.sources[0].series == 3
+    source = config.sources[0]
+    assert isinstance(source, TestSourceConfig)
+    assert source.rate_hz == 5.0
+    assert source.series == 3
     assert config.clock.sync_check == "auto"
 
 
@@ -80,7 +82,8 @@ sync_check = "sundial"
         'agent.toml: buffer.max_mb: expected a number, got "lots"',
         "agent.toml: sources[1].rate_hz: expected a number > 0, got -1",
         "agent.toml: sources[1].series: expected an integer >= 1, got 0",
-        'agent.toml: sources[2].type: expected one of "test", got "serial"',
+        'agent.toml: sources[2].type: expected one of "ascii", "mcu", "modbus", "test", '
+        'got "serial"',
         'agent.toml: clock.sync_check: expected one of "auto", "timesyncd", "adjtimex", '
         '"assume_synced", "receiver_only", got "sundial"',
     ]
@@ -167,3 +170,111 @@ def test_listen_parsing():
     assert is_loopback("127.0.0.2")
     assert is_loopback("::1")
     assert not is_loopback("example.com")
+
+
+SERIAL = """
+[[sources]]
+type = "modbus"
+name = "main-bus"
+port = { path = "/dev/serial/by-id/usb-FTDI-if00-port0", baudrate = 9600 }
+
+[[sources.devices]]
+name = "incomer"
+unit_id = 1
+profile = "eastron-sdm630"
+include = ["power_total"]
+
+[[sources.devices]]
+name = "boiler"
+unit_id = 12
+profile = "meters/boiler.toml"
+
+[[sources]]
+type = "ascii"
+name = "balance"
+port = { path = "tty/balance" }
+preset = "mt-sics"
+
+[[sources]]
+type = "mcu"
+name = "press-3"
+port = { path = "/dev/serial/by-id/usb-Tierless-0042" }
+channels = { "0" = { metric = "line_pressure", unit = "bar" } }
+"""
+
+
+def test_serial_sources_parse_into_the_bridges_structs(tmp_path):
+    from agent.config import AsciiSourceConfig, McuSourceConfig, ModbusSourceConfig
+    from firmware_bridge.ascii_protocol import AsciiConfig
+    from firmware_bridge.mcu_source import McuConfig
+    from firmware_bridge.modbus_config import ModbusConfig
+
+    (tmp_path / "meters").mkdir()
+    profile = Path(__file__).resolve().parents[2] / "firmware_bridge/profiles/tuf2000.toml"
+    (tmp_path / "meters" / "boiler.toml").write_text(profile.read_text())
+    config = parse_config(GOOD + SERIAL, name="agent.toml", base_dir=tmp_path)
+    modbus, ascii_, mcu = config.sources[1:]
+    # the bridge's own structs, with the agent's `type` tag on top
+    assert isinstance(modbus, ModbusSourceConfig)
+    assert isinstance(modbus, ModbusConfig)
+    assert isinstance(ascii_, AsciiSourceConfig)
+    assert isinstance(ascii_, AsciiConfig)
+    assert isinstance(mcu, McuSourceConfig)
+    assert isinstance(mcu, McuConfig)
+    assert modbus.devices[1].profile == str(tmp_path / "meters" / "boiler.toml")  # resolved
+    assert modbus.devices[0].profile == "eastron-sdm630"  # a shipped profile, by name
+    assert ascii_.port.path == str(tmp_path / "tty" / "balance")
+    assert mcu.channels["0"].unit == "bar"
+
+
+def test_every_serial_problem_has_its_key_path():
+    text = GOOD + (
+        SERIAL.replace(
+            'include = ["power_total"]',
+            'include = ["power_total"]\npoints = [{ metric = "v", address = 0, type = "f16" }]',
+        )
+        .replace('preset = "mt-sics"', 'command = "SI"\npattern = "(?P<w>\\\\d+"')
+        .replace('port = { path = "/dev/serial/by-id/usb-Tierless-0042" }\n', "")
+    )
+    found = problems(text)
+    assert found[:3] == [
+        'agent.toml: sources[1].devices[0].points[0].type: expected one of "u16", "i16", "u32", '
+        '"i32", "float32", "float64", got "f16"',
+        "agent.toml: sources[3].port: missing (required)",
+        "agent.toml: sources[2].pattern: not a valid regular expression: missing ), "
+        "unterminated subpattern at position 0",
+    ]
+    assert found[3].startswith("agent.toml: sources[2].values: neither values nor an event")
+    assert len(found) == 4
+
+
+def test_serial_meaning_problems_name_the_key():
+    text = GOOD + (
+        SERIAL.replace(
+            'port = { path = "/dev/serial/by-id/usb-FTDI-if00-port0", baudrate = 9600 }\n', ""
+        )
+        .replace('"eastron-sdm630"', '"nowhere.toml"')
+        .replace(
+            'profile = "meters/boiler.toml"',
+            'points = [{ metric = "f", address = 65535, type = "u32" }]',
+        )
+        .replace('path = "tty/balance"', 'path = "/dev/serial/by-id/usb-Tierless-0042"')
+        .replace('values = [{ group = "w"', "")
+        .replace('preset = "mt-sics"', 'preset = "mt-sics"\nstatus_group = "flag"')
+        .replace('"0" = { metric', '"zero" = { metric')
+    )
+    found = problems(text)
+    assert found[1].startswith(
+        "agent.toml: sources[1].devices[0].profile: profile '/etc/edge-agent/nowhere.toml': "
+        "cannot read: "
+    )
+    del found[1]
+    assert found == [
+        "agent.toml: sources[1].port: missing (transport rtu needs `port`)",
+        "agent.toml: sources[1].devices[1].points[0].address: f runs past register 65535",
+        "agent.toml: sources[2].status_group: pattern has no group named 'flag'",
+        "agent.toml: sources[3].port.path: '/dev/serial/by-id/usb-Tierless-0042' is already "
+        "used by sources[2] (one source per serial port)",
+        "agent.toml: sources[3].channels.zero: expected a channel number 0..65535 "
+        '(a key like "0"), got "zero"',
+    ]

@@ -82,3 +82,64 @@ async def test_committed_waits_for_the_group_holding_earlier_readings():
     ingest.mark_committed(group)
     await asyncio.wait_for(waiter, 1)
     await asyncio.wait_for(ingest.committed(), 1)  # nothing pending: returns at once
+
+
+def test_events_share_the_group_and_the_bound():
+    from wire.models import Event
+
+    ingest = make(flush_max=4, max_pending=6)
+    ingest.add(3, 1.0)
+    for n in range(3):
+        ingest.add_event(Event("ticket", T + n))
+    assert ingest.full.is_set()  # readings and events together reach flush_max
+    for n in range(3, 6):
+        ingest.add_event(Event("ticket", T + n))
+    group = ingest.take()
+    assert len(group.rows) == 1
+    assert [e.ts_ms for e in group.events] == [T, T + 1, T + 2, T + 3, T + 4]
+    assert group.dropped == 1  # the sixth event found no room
+    assert ingest.events_in == 6
+
+
+async def test_committed_waits_for_events_and_positions_too():
+    from wire.models import Event
+
+    for hand_over in (
+        lambda i: i.add_event(Event("ticket", T)),
+        lambda i: i.set_position(7, (1, 2)),
+    ):
+        ingest = make()
+        hand_over(ingest)
+        waiter = asyncio.create_task(ingest.committed())
+        await asyncio.sleep(0)
+        assert not waiter.done()
+        ingest.mark_committed(ingest.take())
+        await asyncio.wait_for(waiter, 1)
+
+
+def test_positions_latest_wins_and_a_failed_group_gives_them_back():
+    ingest = make()
+    ingest.set_position(7, (1, 5))
+    ingest.set_position(7, (1, 9))
+    ingest.set_position(8, (2, 1))
+    group = ingest.take()
+    assert group.positions == {7: (1, 9), 8: (2, 1)}
+    ingest.set_position(8, None)  # forgotten after the failed commit was taken: that wins
+    ingest.give_back(group)
+    assert ingest.take().positions == {7: (1, 9), 8: None}
+
+
+def test_buffer_watermarks_stage_through_the_ingest():
+    from agent.watermarks import BufferWatermarks
+    from firmware_bridge.source import McuPosition
+
+    ingest = make()
+    marks = BufferWatermarks({7: (1, 3)}, ingest)
+    assert marks.load(7) == (1, 3)
+    marks.stage(McuPosition(7, 1, 9))
+    assert marks.load(7) == (1, 3)  # staged is not committed
+    marks.save(7, (1, 9))  # the bridge, after the commit
+    assert marks.load(7) == (1, 9)
+    marks.forget(7)
+    assert marks.load(7) is None
+    assert ingest.take().positions == {7: None}  # the forget is committed with the next group

@@ -92,3 +92,62 @@ def test_wrong_owner_is_refused(keydir):
     os.chown(path, 12345, -1)
     with pytest.raises(KeyFileError, match="owned by uid 12345"):
         load_private_key(path)
+
+
+def rotate_file(path, key, *, mode=0o600):
+    """What `edgectl rotate-key` does: write `<key>.next`, rename it over the key file."""
+    nxt = path.with_name(path.name + ".next")
+    write_private_key(nxt, key)
+    nxt.chmod(mode)
+    os.replace(nxt, path)
+
+
+def test_device_key_follows_a_rotated_file(keydir, monkeypatch, caplog):
+    import agent.keyfile as keyfile
+    from agent.keyfile import DeviceKey
+
+    path = keydir / "device.key"
+    old = Ed25519PrivateKey.generate()
+    write_private_key(path, old)
+    dk = DeviceKey(path)
+    assert dk.keyid == key_id(old.public_key())
+    loads = []
+    real_load = keyfile._load
+
+    def counting_load(p):
+        loads.append(p)
+        return real_load(p)
+
+    monkeypatch.setattr(keyfile, "_load", counting_load)
+    assert dk.refresh() is False
+    assert loads == []  # unchanged file: a stat, no read
+    new = Ed25519PrivateKey.generate()
+    rotate_file(path, new)
+    with caplog.at_level("INFO", logger="agent.keyfile"):
+        assert dk.refresh() is True
+    assert dk.keyid == key_id(new.public_key())
+    assert dk.key.private_bytes_raw() == new.private_bytes_raw()
+    assert (dk.reloads, dk.error) == (1, None)
+    assert f"signing with {dk.keyid}" in caplog.text  # the new key id is logged
+    assert dk.refresh() is False
+
+
+def test_an_unusable_new_key_file_keeps_the_current_key_until_fixed(keydir):
+    from agent.keyfile import DeviceKey
+
+    path = keydir / "device.key"
+    old = Ed25519PrivateKey.generate()
+    write_private_key(path, old)
+    dk = DeviceKey(path)
+    rotate_file(path, Ed25519PrivateKey.generate(), mode=0o644)  # a careless rotation
+    assert dk.refresh() is False
+    assert dk.keyid == key_id(old.public_key())  # still signing with the old key
+    assert "too open" in (dk.error or "")
+    assert dk.refresh() is False  # the same bad file is not read again
+    assert dk.failures == 1
+    path.chmod(0o600)  # the fix changes only the mode (ctime), not the content
+    assert dk.refresh() is True
+    assert dk.error is None
+    path.unlink()  # gone: reported, the key in use stays
+    assert dk.refresh() is False
+    assert "does not exist" in (dk.error or "")

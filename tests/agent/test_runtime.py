@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import httpx
 import pytest
@@ -12,7 +13,9 @@ from agent.runtime import Agent, RuntimeDeps
 from tests.agent.fakes import SERVER_MS, FakeReceiver
 from tests.agent.helpers import write_config, write_key
 from wire.codec import decode_batch
-from wire.models import TIME_UNTRUSTED
+from wire.models import TIME_UNTRUSTED, Event, SeriesKey
+
+T_EVENT = 1_800_000_000_000
 
 
 async def wait_for(condition, limit_s=10.0):
@@ -134,3 +137,60 @@ async def test_a_failing_receiver_never_loses_data(setup):
     await asyncio.wait_for(task, 5)
     assert sorted(receiver.values()) == sorted([float(n) for n in range(1, 101)] * 2)
     assert agent.metrics.retries["transport"] > 0
+
+
+@dataclasses.dataclass
+class _PortStats:
+    opens: int = 2
+
+
+@dataclasses.dataclass
+class _Stats:
+    port: _PortStats = dataclasses.field(default_factory=_PortStats)
+    events: int = 0
+    exceptions: dict[int, int] = dataclasses.field(default_factory=lambda: {2: 5})
+    down_until: float = 12.5  # not a counter: left out
+    healthy: bool = True  # not a counter either
+
+
+class TicketSource:
+    """Hands over readings and events like the ASCII weighbridge, with stats of its own."""
+
+    name = 'scale "A"'
+
+    def __init__(self) -> None:
+        self.stats = _Stats()
+
+    async def run(self, sink) -> None:
+        sid = sink.series_id(SeriesKey("net_mass", "kg"))
+        for n in range(3):
+            sink.add(sid, 100.0 + n)
+            sink.add_event(Event("weighbridge_ticket", T_EVENT + n, (("lot", f"L-{n}"),)))
+            self.stats.events += 1
+
+
+async def test_events_travel_with_readings_and_source_stats_are_metrics(setup):
+    receiver, make = setup
+    config = make(sources="", metrics='listen = "127.0.0.1:0"\n')
+    source = TicketSource()
+    agent, stop, task = await run_agent(config, receiver, sources=[source])
+    await wait_for(lambda: sum(len(decode_batch(b).events) for b in receiver.batches.values()) == 3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.metrics_port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    scrape = (await reader.read()).decode()
+    writer.close()
+    await writer.wait_closed()
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    events = [e for s in sorted(receiver.batches) for e in decode_batch(receiver.batches[s]).events]
+    assert [(e.kind, e.ts_ms, e.attrs) for e in events] == [
+        ("weighbridge_ticket", T_EVENT + n, (("lot", f"L-{n}"),)) for n in range(3)
+    ]
+    assert sorted(receiver.values()) == [100.0, 101.0, 102.0]
+    assert "edge_agent_events_committed_total 3" in scrape
+    label = 'source="scale \\"A\\""'
+    assert f'edge_agent_source_counter_total{{{label},counter="events"}} 3' in scrape
+    assert f'edge_agent_source_counter_total{{{label},counter="port.opens"}} 2' in scrape
+    assert f'edge_agent_source_counter_total{{{label},counter="exceptions.2"}} 5' in scrape
+    assert "down_until" not in scrape
+    assert "healthy" not in scrape
