@@ -56,6 +56,10 @@ T = TypeVar("T")
 Sleep = Callable[[float], Awaitable[None]]
 
 
+# While uploads are stopped by a refusal, the key file is looked at this often (one lstat).
+KEY_POLL_S = 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class SyncSettings:
     device_id: str
@@ -261,7 +265,24 @@ class Syncer:
                 self._s.refused_recheck_s,
             )
             await self._set_state("stopped", error=str(exc))
-            await self._sleep(self._s.refused_recheck_s)
+            await self._wait_after_refusal()
+
+    async def _wait_after_refusal(self) -> None:
+        """Wait `refused_recheck_s`, but try again at once when the key file is replaced: a
+        re-enrolment or a rotation is how an operator answers most refusals."""
+        left = self._s.refused_recheck_s
+        if self._device_key is None:
+            await self._sleep(left)
+            return
+        while left > 0:
+            step = min(KEY_POLL_S, left)
+            await self._sleep(step)
+            left -= step
+            dk = self._device_key
+            if dk is not None and dk.refresh():
+                self._uplink.key = dk.key
+                log.info("the device key changed while uploads were stopped: trying again now")
+                return
 
     async def _set_state(self, state: str, *, error: str | None = None) -> None:
         self.state = f"stopped: {error}" if state == "stopped" and error else state

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,12 +14,13 @@ import tenacity
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.clock import AgentClock
+from agent.keyfile import DeviceKey, write_private_key
 from agent.metrics import Metrics
-from agent.sync import Syncer, SyncSettings, _Backoff
+from agent.sync import KEY_POLL_S, Syncer, SyncSettings, _Backoff
 from agent.uplink import Uplink, make_client
 from agent.worker import BufferWorker
 from tests.agent.fakes import FakeReceiver, reply
-from tests.agent.helpers import BOOT, T0, decode, key, open_test_buffer, values_of
+from tests.agent.helpers import BOOT, T0, decode, key, open_test_buffer, values_of, write_key
 from wire.models import GENESIS
 
 
@@ -34,8 +36,11 @@ class FakeTime:
 
 
 class Harness:
-    def __init__(self, tmp_path, receiver: FakeReceiver, **settings):
+    def __init__(self, tmp_path, receiver: FakeReceiver, device_key=None, **settings):
         self.receiver = receiver
+        self.on_sleep: Callable[[int], None] | None = (
+            None  # called with the number of sleeps so far, before each returns
+        )
         self.buffer = open_test_buffer(tmp_path / "b.db")
         self.worker = BufferWorker(self.buffer)
         self.time = FakeTime()
@@ -70,10 +75,13 @@ class Harness:
             SyncSettings(**defaults),
             wake=asyncio.Event(),
             sleep=self.sleep,
+            device_key=device_key,
         )
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+        if self.on_sleep is not None:
+            self.on_sleep(len(self.sleeps))
         await asyncio.sleep(0)
 
     def fill(self, n: int, start: int = 0) -> None:
@@ -163,6 +171,27 @@ async def test_refusal_stops_keeps_data_and_rechecks_slowly(harness, receiver):
     assert [v for *_, v, _q in values_of(decode(receiver.batches[1]))] == [
         float(i) for i in range(10)
     ]
+
+
+async def test_a_replaced_key_file_ends_the_refusal_wait_early(harness, receiver, tmp_path):
+    key_file = tmp_path / "keys" / "device.key"
+    receiver.key = write_key(key_file)
+    receiver.script = [lambda r: reply(403, {"error": "forbidden"})]
+    h = harness(device_key=DeviceKey(key_file))
+    h.buffer.adopt_head(0, GENESIS)
+    h.fill(10)
+    new = Ed25519PrivateKey.generate()
+
+    def re_enrol(sleeps: int) -> None:
+        if sleeps == 2:  # ten seconds into the wait, an operator re-enrols the gateway
+            write_private_key(key_file, new, overwrite=True)
+            receiver.key = new  # ... and the receiver knows only the new key
+
+    h.on_sleep = re_enrol
+    await h.run_until(lambda: h.metrics.readings_acked == 10)
+    assert h.sleeps == [KEY_POLL_S, KEY_POLL_S]  # not the 900 s recheck
+    assert h.metrics.refusals == {"403": 1}
+    assert h.metrics.key_reloads == 1
 
 
 async def test_stopped_state_is_persisted_for_status(harness, receiver):
