@@ -36,5 +36,11 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
+# Receiver + gateway + emulated devices on this machine (demo/). Ctrl-C stops it; SECONDS=N runs
+# N seconds, then prints the summary and fails on any reading lost or duplicated. DEMO_PORT=N
+# picks the receiver's port (default: a free one).
+demo: $(STAMP)
+	$(BIN)/python -m demo $(if $(SECONDS),--seconds $(SECONDS)) $(if $(DEMO_PORT),--port $(DEMO_PORT))
+
 clean:
 	rm -rf $(VENV) .bench .mypy_cache .pytest_cache .ruff_cache

@@ -17,10 +17,10 @@ import pytest
 
 from firmware_bridge.emulator import Emulator, FlashLog
 from firmware_bridge.port import PtyDevice
+from firmware_bridge.simulators import Ticket
 from tests.agent.e2e import ROOT, make_agent
 from tests.agent.helpers import write_config, write_key
 from tests.firmware_bridge.conftest import running, wait_until
-from tests.firmware_bridge.test_ascii_protocol import xor8
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serial]
 
@@ -53,8 +53,7 @@ attrs = {{ ticket = "ticket", material = "material", lot = "lot", net_kg = "net"
 
 
 def ticket_line(n: int) -> bytes:
-    body = f"T{n},{'GRAVEL' if n % 2 else 'SAND'},L-{n},{20000 + n},O*"
-    return (body + xor8(body) + "\r\n").encode()
+    return Ticket(n, "GRAVEL" if n % 2 else "SAND", f"L-{n}", 20000 + n).line()
 
 
 async def test_weighbridge_tickets_reach_the_receiver_as_events(tmp_path, links, receiver, agents):

@@ -12,14 +12,13 @@ from typing import Any
 import msgspec
 import pytest
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
-from pymodbus.exceptions import NoSuchIdException
-from pymodbus.framer import FramerType
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server import ModbusTcpServer
 
 from firmware_bridge.modbus_config import ModbusConfig
 from firmware_bridge.modbus_map import encode_words
 from firmware_bridge.modbus_source import ModbusSource
 from firmware_bridge.port import NullModem
+from firmware_bridge.simulators import ModbusRtuBus
 from firmware_bridge.source import SystemClock
 from tests.firmware_bridge.conftest import Sink, running
 from wire.models import Quality
@@ -45,50 +44,11 @@ def device(registers: list[int]) -> ModbusDeviceContext:
     )
 
 
-class SilentForUnknownUnits:
-    """Wraps the server's datastore so that a unit id nobody has stays silent, as on a real bus
-    (pymodbus 3.16's `ignore_missing_devices` path falls back to unit 0 and fails with KeyError
-    before it can ignore the request, answering exception 4 instead)."""
-
-    def __init__(self, inner: Any, ids: set[int]) -> None:
-        self.inner = inner
-        self.ids = ids
-
-    def device_ids(self) -> list[int]:
-        return sorted(self.ids)
-
-    async def async_getValues(self, device_id, func_code, address, count=1):  # noqa: N802
-        if device_id not in self.ids:
-            raise NoSuchIdException(f"no unit {device_id}")
-        return await self.inner.async_getValues(device_id, func_code, address, count)
-
-    async def async_setValues(self, device_id, func_code, address, values):  # noqa: N802
-        if device_id not in self.ids:
-            raise NoSuchIdException(f"no unit {device_id}")
-        return await self.inner.async_setValues(device_id, func_code, address, values)
-
-
 @contextlib.asynccontextmanager
 async def serial_meters(links: Path, devices: dict[int, Any]) -> AsyncIterator[NullModem]:
     """pymodbus' server on one end of a null modem; our source opens `links/bus`."""
-    async with NullModem(str(links / "meter"), str(links / "bus")) as modem:
-        server = ModbusSerialServer(
-            ModbusServerContext(devices=devices, single=False),
-            framer=FramerType.RTU,
-            port=str(links / "meter"),
-            baudrate=115200,
-            ignore_missing_devices=True,
-        )
-        server.context = SilentForUnknownUnits(server.context, set(devices))  # type: ignore[assignment]
-        task = asyncio.create_task(server.serve_forever(), name="pymodbus server")
-        try:
-            await asyncio.sleep(0.1)
-            yield modem
-        finally:
-            await server.shutdown()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+    async with ModbusRtuBus(str(links / "meter"), str(links / "bus"), devices) as bus:
+        yield bus.modem
 
 
 def rtu_config(links: Path, devices: list[dict[str, object]], **kw: object) -> ModbusConfig:
