@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from agent.errors import ConfigError
+from agent.sources.mqtt_config import MqttSourceConfig, mqtt_config_problems, resolve_mqtt_paths
 from firmware_bridge.ascii_protocol import AsciiConfig, compile_spec
 from firmware_bridge.errors import ConfigError as BridgeConfigError
 from firmware_bridge.mcu_source import McuConfig
@@ -108,7 +109,9 @@ class McuSourceConfig(McuConfig, frozen=True, tag="mcu", tag_field="type"):
 
 
 # A tagged union on `type`: one more source type is one more member here.
-SourceConfig = TestSourceConfig | ModbusSourceConfig | AsciiSourceConfig | McuSourceConfig
+SourceConfig = (
+    TestSourceConfig | ModbusSourceConfig | AsciiSourceConfig | McuSourceConfig | MqttSourceConfig
+)
 
 
 class MetricsConfig(_Section, frozen=True):
@@ -427,6 +430,7 @@ _SOURCE_CHECKS: dict[type[Any], Callable[[Any, str], list[str]]] = {
     ModbusSourceConfig: _modbus_problems,
     AsciiSourceConfig: _ascii_problems,
     McuSourceConfig: _mcu_problems,
+    MqttSourceConfig: mqtt_config_problems,
 }
 
 
@@ -475,6 +479,8 @@ def _resolve_source(source: SourceConfig, base: Path) -> SourceConfig:
             for d in source.devices
         ]
         source = msgspec.structs.replace(source, devices=devices)
+    if isinstance(source, MqttSourceConfig):
+        source = resolve_mqtt_paths(source, base)
     return source
 
 

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
@@ -149,7 +150,11 @@ class Agent:
         )
         self.wake = asyncio.Event()
         self.watermarks = BufferWatermarks(buffer.positions, self.ingest)
-        context = SourceContext(clock=self.clock, watermarks=self.watermarks)
+        context = SourceContext(
+            clock=self.clock,
+            watermarks=self.watermarks,
+            state_dir=Path(self.config.buffer.path).parent,
+        )
         self.sources = (
             deps.sources
             if deps.sources is not None

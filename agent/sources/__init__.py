@@ -27,18 +27,15 @@ type: a struct in `agent.config.SourceConfig`, a module here, a branch in `build
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 from agent.clock import AgentClock
-from agent.config import (
-    AsciiSourceConfig,
-    McuSourceConfig,
-    ModbusSourceConfig,
-    SourceConfig,
-    TestSourceConfig,
-)
 from agent.watermarks import BufferWatermarks
 from wire.models import Event, SeriesKey
+
+if TYPE_CHECKING:  # agent.config imports source config modules from this package
+    from agent.config import SourceConfig
 
 
 class Sink(Protocol):
@@ -63,10 +60,19 @@ class SourceContext:
 
     clock: AgentClock
     watermarks: BufferWatermarks  # MCU positions, committed with the readings
+    state_dir: Path | None = None  # where a source may keep small state files (MQTT)
 
 
 def build_source(config: SourceConfig, context: SourceContext) -> Source:
     """The source a config table describes (the config is validated: this does not fail)."""
+    from agent.config import (
+        AsciiSourceConfig,
+        McuSourceConfig,
+        ModbusSourceConfig,
+        TestSourceConfig,
+    )
+    from agent.sources.mqtt_config import MqttSourceConfig
+
     if isinstance(config, TestSourceConfig):
         from agent.sources.test import TestSource
 
@@ -83,4 +89,8 @@ def build_source(config: SourceConfig, context: SourceContext) -> Source:
         from agent.sources.mcu import McuAgentSource
 
         return McuAgentSource(config, clock=context.clock, watermarks=context.watermarks)
+    if isinstance(config, MqttSourceConfig):
+        from agent.sources.mqtt import MqttSource
+
+        return MqttSource(config, clock=context.clock, state_dir=context.state_dir)
     raise TypeError(f"no source for {type(config).__name__}")  # pragma: no cover

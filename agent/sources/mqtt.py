@@ -1,0 +1,572 @@
+"""The MQTT source: sensors on the gateway's broker, each message acknowledged only once its
+readings are committed to the buffer.
+
+    broker ─PUBLISH─▶ on_message: map → sink.add ─┐         acker: await sink.committed()
+                                                  └─queue─▶        record (mid, hash) → PUBACK
+
+Invariants:
+1. Nothing the broker holds for us is thrown away by us. QoS 1 subscriptions in a persistent
+   session: MQTT 3.1.1 `clean_session = false`, MQTT 5 `clean_start = false` with a
+   `session_expiry_s` (aiomqtt's default, clean start on the first connect of every process,
+   would discard the queue on each restart), and a fixed client id. A QoS 2 publish reaches us
+   as QoS 1 (paho sends PUBREC before the application sees a QoS 2 message: not ack-late-safe).
+2. Ack after commit. paho's `manual_ack` holds back the PUBACK; aiomqtt 2.5 does not expose it
+   (empicano/aiomqtt#345), so `_Client` is the one place that touches aiomqtt internals:
+   `_client` (paho) for manual ack, `_on_message` to take paho's message (with its DUP flag)
+   straight from the read loop, `_on_connect` for the session-present flag. A message's readings
+   are added to the sink in the read callback; the acker takes everything received so far, awaits
+   `sink.committed()`, records the group (invariant 3), then PUBACKs it in arrival order on the
+   connection that delivered it. A delivery whose connection has gone is not acked: the broker
+   sends it again. The broker's in-flight window (MQTT 5 Receive Maximum, `receive_maximum`;
+   Mosquitto's `max_inflight_messages` for 3.1.1) bounds what is held in memory: backpressure
+   (Mosquitto 2.0 overshoots it while draining a resumed backlog; see docs/mqtt.md).
+3. Exactly once across redelivery (`agent.sources.mqtt_seen`): a redelivered message (DUP set,
+   session present) whose packet id and topic+payload hash match one of the last
+   `2 * receive_maximum` handled is acked without adding its readings again; the record of
+   what was committed is written after each commit, so this holds across kill -9 too. Left: a
+   crash between a commit and that write duplicates that one group (docs/mqtt.md measures it).
+4. Bad input never stops the source: every message is mapped by `Mapper` (pure, never raises),
+   problems are counted by reason in `stats.problems` and logged at most once a minute per
+   reason; the message is acked after the commit like any other.
+5. Connection faults are retried forever with capped, jittered backoff (`reconnect_initial_ms`
+   doubling to `reconnect_max_s`, times 0.5-1.0); only configuration faults (an unsafe password
+   file) raise. A broker that comes back without our session (no persistence, session expired)
+   is logged as a warning and counted in `stats.session_lost`: what it held is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import math
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from agent.errors import ConfigError
+from agent.sources.mqtt_config import (
+    MqttSourceConfig,
+    default_client_id,
+    mqtt_config_problems,
+    parse_broker_url,
+    read_secret_file,
+)
+from agent.sources.mqtt_mapping import CompiledRule, Mapper, compile_rule
+from agent.sources.mqtt_presets import PRESETS
+from agent.sources.mqtt_seen import Entry, Seen, fingerprint
+from wire.models import SeriesKey
+
+if TYPE_CHECKING:
+    from agent.sources import Sink
+
+log = logging.getLogger(__name__)
+
+QUIET_REASONS = frozenset({"no_values", "retained"})  # counted, not logged
+# Logged at INFO: a topic the subscription takes in but no rule wants is usually by design
+# (a Shelly's status/sys under status/+ when the rule takes status/switch:{channel}).
+INFO_REASONS = frozenset({"unknown_topic"})
+
+
+# -- the source -------------------------------------------------------------------------------
+
+
+class Clock(Protocol):
+    """What the source needs of `agent.clock.AgentClock`: (time ms, quality flags) now; flags
+    are non-zero while the agent's clock cannot be trusted."""
+
+    def now(self) -> tuple[int, int]: ...
+
+
+class _SystemClock:
+    def now(self) -> tuple[int, int]:
+        return time.time_ns() // 1_000_000, 0
+
+
+@dataclass(slots=True)
+class MqttStats:
+    """Running totals since start; `problems` by reason (see mqtt_mapping.REASONS)."""
+
+    messages: int = 0
+    readings: int = 0
+    acked: int = 0
+    duplicates: int = 0
+    connects: int = 0
+    disconnects: int = 0
+    session_lost: int = 0
+    broker_dropped: int = 0  # the broker's own count (all its clients), as last reported
+    problems: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class MqttSource:
+    def __init__(
+        self,
+        config: MqttSourceConfig,
+        *,
+        state_dir: Path | None = None,
+        clock: Clock | None = None,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        problems = mqtt_config_problems(config, f"sources.{config.name}")
+        if problems:
+            raise ConfigError(problems)
+        self.config = config
+        self.name = config.name
+        self.address = parse_broker_url(config.url)
+        self.client_id = config.client_id or default_client_id(config.name)
+        rules: list[CompiledRule] = [compile_rule(r, PRESETS) for r in config.rules]
+        self.mapper = Mapper(
+            rules,
+            max_payload_bytes=config.max_payload_bytes,
+            max_readings_per_message=config.max_readings_per_message,
+        )
+        self._needs_time = any(r.ts_steps is not None for r in rules)
+        self._clock: Clock = clock or _SystemClock()
+        self._sleep = sleep
+        self._rng = rng
+        self.stats = MqttStats()
+        self._problems = _ProblemLog(self.name, monotonic)
+        identity = f"{config.url}\0{self.client_id}".encode()
+        path = None if state_dir is None else state_dir / f"{config.name}.mqtt-seen"
+        keep = max(2 * config.receive_maximum, 256)
+        self._seen = Seen(path, identity, keep, enabled=config.dedupe == "packet_id")
+        self._series: dict[SeriesKey, int] = {}
+        self._pending: list[tuple[_Connection, int, Entry | None]] = []
+        self._generation = 0
+        self._pending_ready = asyncio.Event()
+        self._had_session = False
+        self._drops_first = True
+        self._drops_refused = False
+        self._lost_at: float | None = None
+        self._monotonic = monotonic
+        self.connected = asyncio.Event()  # set while subscribed (tests, status)
+
+    async def run(self, sink: Sink) -> None:
+        self._had_session = self._seen.load()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._acker(sink), name=f"source:{self.name}:acker")
+                tg.create_task(self._connections(sink), name=f"source:{self.name}:connection")
+        except BaseExceptionGroup as group:
+            if len(group.exceptions) == 1:  # one task failed: raise its error, not a group
+                raise group.exceptions[0] from None
+            raise
+        finally:
+            # Stopping: what was handed over is committed by the agent's final flush, so the
+            # broker's redelivery of it must be recognised (see docs/mqtt.md, "Stopping").
+            self._seen.persist(self._seen.snapshot())
+            self._seen.close()
+
+    # -- connection ---------------------------------------------------------------------------
+
+    async def _connections(self, sink: Sink) -> None:
+        backoff = _Backoff(self.config.reconnect_initial_ms / 1000, self.config.reconnect_max_s)
+        while True:
+            self._generation += 1
+            conn = _Connection(gen=self._generation)
+            try:
+                await self._session(sink, conn, backoff)
+                reason = "the connection ended"  # pragma: no cover (messages never ends cleanly)
+            except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+                reason = _describe(exc)
+            finally:
+                conn.alive = False
+                self.connected.clear()
+                if conn.client is not None:
+                    conn.client.retrieve_disconnect_error()
+            if conn.subscribed:
+                self.stats.disconnects += 1
+                self._lost_at = self._monotonic()
+                log.warning("%s: lost the broker at %s: %s", self.name, self.config.url, reason)
+            elif backoff.attempts % 10 == 0:  # the first failure, then every tenth
+                log.warning(
+                    "%s: cannot reach the broker at %s (attempt %d): %s",
+                    self.name,
+                    self.config.url,
+                    backoff.attempts + 1,
+                    reason,
+                )
+            await self._sleep(backoff.next(self._rng()))
+
+    async def _session(self, sink: Sink, conn: _Connection, backoff: _Backoff) -> None:
+        cfg = self.config
+        client = self._make_client(lambda m: self._on_message(sink, conn, m), self._on_session)
+        conn.client = client
+        # Alive from the start: redeliveries can be handled before __aenter__ returns.
+        conn.alive = True
+        timeout = cfg.timeout_s
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                async with asyncio.timeout(timeout * 2 + 5):  # backstop: aiomqtt times out first
+                    await stack.enter_async_context(client)
+            except BaseException:
+                client.close_failed_tls()
+                raise
+            subscribing = asyncio.create_task(
+                self._subscribe(client), name=f"source:{self.name}:subscribe"
+            )
+            try:
+                if client.session_present:
+                    # The subscriptions live in the session and messages flow already; the
+                    # SUBACK can queue behind a large backlog for many seconds (Mosquitto 2.0),
+                    # so it is checked when it comes instead of holding the connection up.
+                    subscribing.add_done_callback(self._subscribed_late)
+                else:
+                    async with asyncio.timeout(timeout):
+                        await asyncio.shield(subscribing)
+                conn.subscribed = True
+                self.connected.set()
+                backoff.reset()
+                away = ""
+                if self._lost_at is not None:
+                    away = f", back after {self._monotonic() - self._lost_at:.1f} s"
+                    self._lost_at = None
+                log.info(
+                    "%s: subscribed to %s at %s as %r (session %s%s)",
+                    self.name,
+                    ", ".join(self.mapper.filters),
+                    cfg.url,
+                    self.client_id,
+                    "resumed" if client.session_present else "new",
+                    away,
+                )
+                # Messages never reach aiomqtt's queue (see _Client): this waits for the end.
+                async for _ in client.messages:  # pragma: no cover
+                    pass
+            finally:
+                subscribing.cancel()
+                await asyncio.gather(subscribing, return_exceptions=True)
+
+    async def _subscribe(self, client: _Client) -> None:
+        """Subscribe (the data filters at QoS 1, the broker's drop count at QoS 0) and check
+        what was granted; MqttError if a data filter was refused."""
+        subscriptions = self._subscriptions()
+        granted = await client.subscribe(subscriptions, timeout=math.inf)
+        codes = [_code(c) for c in granted]
+        for (topic, _opts), code in zip(subscriptions, codes, strict=False):
+            if topic == self.config.broker_drops_topic:
+                if code >= 0x80 and not self._drops_refused:
+                    self._drops_refused = True
+                    log.info("%s: the broker does not let us read %r", self.name, topic)
+            elif code >= 0x80:
+                raise aiomqtt.MqttError(f"the broker refused the subscription to {topic!r}")
+            elif code == 0:
+                log.warning("%s: only QoS 0 granted for %r: messages can be lost", self.name, topic)
+
+    def _subscribed_late(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("%s: re-subscribing in the resumed session failed: %s", self.name, exc)
+
+    def _on_session(self, present: bool) -> None:  # noqa: FBT001
+        """Called from paho's CONNACK handling, before any message of this connection."""
+        self.stats.connects += 1
+        if not present:
+            if self._had_session:
+                self.stats.session_lost += 1
+                log.warning(
+                    "%s: the broker has no session for %r: messages it queued for us while we "
+                    "were away are lost (broker restarted without persistence, or the session "
+                    "expired after %d s)",
+                    self.name,
+                    self.client_id,
+                    self.config.session_expiry_s,
+                )
+            self._seen.clear()  # nothing can be redelivered in a new session
+        self._had_session = True
+
+    def _broker_drops(self, payload: bytes) -> None:
+        try:
+            value = int(payload)
+        except ValueError:
+            return
+        seen, self.stats.broker_dropped = self.stats.broker_dropped, value
+        if value > seen:
+            since = "since it started" if self._drops_first else f"{value - seen} more"
+            log.warning(
+                "%s: the broker reports %d messages dropped at its queue limits (%s; all its "
+                "clients): raise max_queued_messages in mosquitto.conf (docs/mqtt.md)",
+                self.name,
+                value,
+                since,
+            )
+        self._drops_first = False
+
+    def _subscriptions(self) -> list[tuple[str, Any]]:
+        drops = self.config.broker_drops_topic
+        if self.config.protocol == "5":
+            # retainHandling 1: retained messages only when the subscription is new; the drop
+            # count (retained by Mosquitto) on every subscribe, so we learn it at each connect.
+            opts = SubscribeOptions(qos=1, retainHandling=1)
+            out: list[tuple[str, Any]] = [(f, opts) for f in self.mapper.filters]
+            return out + ([(drops, SubscribeOptions(qos=0))] if drops else [])
+        return [(f, 1) for f in self.mapper.filters] + ([(drops, 0)] if drops else [])
+
+    def _make_client(
+        self,
+        on_message: Callable[[paho.MQTTMessage], None],
+        on_session: Callable[[bool], None],
+    ) -> _Client:
+        cfg = self.config
+        v5 = cfg.protocol == "5"
+        properties = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = cfg.session_expiry_s
+            properties.ReceiveMaximum = cfg.receive_maximum
+        password = (
+            read_secret_file(cfg.password_file, "password file") if cfg.password_file else None
+        )
+        return _Client(
+            self.address.host,
+            self.address.port,
+            on_message=on_message,
+            on_session=on_session,
+            identifier=self.client_id,
+            username=cfg.username or None,
+            password=password,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            clean_session=None if v5 else False,
+            # paho refuses clean_start for 3.1.1 unless it is left at its default
+            clean_start=False if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            properties=properties,
+            keepalive=cfg.keepalive_s,
+            timeout=cfg.timeout_s,
+            tls_context=self._tls_context() if self.address.tls else None,
+        )
+
+    def _tls_context(self) -> _TlsContext:
+        cfg = self.config
+        try:
+            context = _TlsContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
+            if cfg.ca_file:
+                context.load_verify_locations(cafile=cfg.ca_file)
+            else:
+                context.load_default_certs()
+            if cfg.cert_file:
+                read_secret_file(cfg.key_file, "client key file")  # refuse an unsafe key first
+                context.load_cert_chain(cfg.cert_file, cfg.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError([f"sources.{self.name}: cannot load TLS files: {exc}"]) from exc
+        return context
+
+    # -- messages (called by paho from the event loop's reader callback; must not raise) -------
+
+    def _on_message(self, sink: Sink, conn: _Connection, message: paho.MQTTMessage) -> None:
+        qos = message.qos
+        entry = None
+        try:
+            entry = self._handle(sink, conn, message)
+        except Exception:  # a bug here must not drop the connection (paho would re-raise)
+            self._problem("internal_error", "?", "see the traceback logged once")
+            if self.stats.problems["internal_error"] == 1:
+                log.exception("%s: failed to handle a message", self.name)
+        if qos:
+            self._pending.append((conn, message.mid, entry))
+            self._pending_ready.set()
+
+    def _handle(self, sink: Sink, conn: _Connection, message: paho.MQTTMessage) -> Entry | None:
+        """Map one message into the sink; the redelivery entry to mark when it is acked."""
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            self.stats.messages += 1
+            self._problem("bad_topic", "?", "topic is not UTF-8")
+            return None
+        payload = message.payload
+        if not isinstance(payload, bytes):
+            payload = bytes(payload)
+        if not message.qos and topic == self.config.broker_drops_topic:
+            self._broker_drops(payload)
+            return None
+        self.stats.messages += 1
+        mid = message.mid
+        fp = 0
+        if message.qos and self._seen.enabled:
+            fp = fingerprint(topic, payload)
+            if message.dup:
+                known = self._seen.match(mid, fp)
+                if known is not None:
+                    self.stats.duplicates += 1
+                    return known
+            else:
+                self._seen.fresh(conn.gen)
+        if message.retain and self.config.retained == "ignore":
+            self._problem("retained", topic, "retained message ignored")
+            return None
+        now_ms: int | None = None
+        if self._needs_time:
+            ts, flags = self._clock.now()
+            now_ms = None if flags else ts
+        mapped = self.mapper.map(topic, payload, now_ms=now_ms)
+        for reason, detail in mapped.problems:
+            self._problem(reason, topic, detail)
+        for key, value, quality, ts_ms in mapped.readings:
+            sid = self._series.get(key)
+            if sid is None:
+                if len(self._series) >= self.config.max_series:
+                    self._problem("too_many_series", topic, f"cap of {self.config.max_series}")
+                    continue
+                sid = self._series[key] = sink.series_id(key)
+            sink.add(sid, value, quality, ts_ms)
+            self.stats.readings += 1
+        return self._seen.add(mid, fp, conn.gen) if message.qos else None
+
+    def _problem(self, reason: str, topic: str, detail: str) -> None:
+        self.stats.problems[reason] += 1
+        if reason not in QUIET_REASONS:
+            self._problems.report(reason, topic, detail)
+
+    # -- acknowledgement ----------------------------------------------------------------------
+
+    async def _acker(self, sink: Sink) -> None:
+        while True:
+            await self._pending_ready.wait()
+            group, self._pending = self._pending, []
+            self._pending_ready.clear()
+            seen = self._seen.snapshot()
+            await sink.committed()
+            self._seen.persist(seen)
+            for conn, mid, entry in group:
+                if conn.alive and conn.client is not None:
+                    conn.client.ack(mid)
+                    self.stats.acked += 1
+                    if entry is not None:
+                        self._seen.acked(mid, entry)
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client with acknowledgement left to us (the only use of its internals)."""
+
+    def __init__(
+        self,
+        *args: Any,
+        on_message: Callable[[paho.MQTTMessage], None],
+        on_session: Callable[[bool], None],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._client.manual_ack_set(on=True)  # before connecting: redeliveries follow CONNACK
+        self._deliver = on_message
+        self._on_session = on_session
+        self.session_present = False
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        if not self._connected.done() and reason_code == paho.CONNACK_ACCEPTED:
+            # Here, before paho reads the redeliveries that follow the CONNACK.
+            self.session_present = bool(flags.session_present)
+            self._on_session(self.session_present)
+        super()._on_connect(client, userdata, flags, reason_code, properties)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._deliver(message)
+
+    def ack(self, mid: int) -> None:
+        self._client.ack(mid, 1)
+
+    def retrieve_disconnect_error(self) -> None:
+        """aiomqtt's exit leaves a lost connection's error unread (asyncio then logs "Future
+        exception was never retrieved"); we report it ourselves."""
+        if self._disconnected.done() and not self._disconnected.cancelled():
+            self._disconnected.exception()
+
+    def close_failed_tls(self) -> None:
+        context = self._client._ssl_context
+        if isinstance(context, _TlsContext):
+            context.close_opened()
+
+
+class _TlsContext(ssl.SSLContext):
+    """paho leaves the socket open when a TLS handshake fails (`_ssl_wrap_socket`); this context
+    remembers what it wrapped so a failed connect can close it."""
+
+    opened: list[ssl.SSLSocket]
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        sock = super().wrap_socket(*args, **kwargs)
+        self.__dict__.setdefault("opened", []).append(sock)
+        return sock
+
+    def close_opened(self) -> None:
+        for sock in self.__dict__.pop("opened", []):
+            sock.close()
+
+
+@dataclass(slots=True, eq=False)
+class _Connection:
+    gen: int
+    client: _Client | None = None
+    alive: bool = False
+    subscribed: bool = False
+
+
+def _code(code: Any) -> int:
+    return int(code.value) if isinstance(code, ReasonCode) else int(code)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, aiomqtt.MqttError) and cause is not None and str(cause):
+        text = f"{text} ({cause})"
+    return text
+
+
+class _Backoff:
+    """Capped exponential backoff with jitter: initial * 2^n up to max, times 0.5..1.0."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self.initial_s = initial_s
+        self.max_s = max_s
+        self.attempts = 0
+
+    def next(self, uniform: float) -> float:
+        base = min(self.max_s, self.initial_s * 2.0 ** min(self.attempts, 32))
+        self.attempts += 1
+        return base * (0.5 + uniform / 2)
+
+    def reset(self) -> None:
+        self.attempts = 0
+
+
+class _ProblemLog:
+    """One line per reason at most once a minute, with the count of what it held back."""
+
+    def __init__(self, name: str, monotonic: Callable[[], float], interval_s: float = 60.0) -> None:
+        self.name = name
+        self.monotonic = monotonic
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._held: collections.Counter[str] = collections.Counter()
+
+    def report(self, reason: str, topic: str, detail: str) -> None:
+        now = self.monotonic()
+        last = self._last.get(reason)
+        if last is not None and now - last < self.interval_s:
+            self._held[reason] += 1
+            return
+        held = self._held.pop(reason, 0)
+        self._last[reason] = now
+        more = f" (and {held} more since the last report)" if held else ""
+        level = logging.INFO if reason in INFO_REASONS else logging.WARNING
+        log.log(level, "%s: %s on %r: %s%s", self.name, reason, topic[:200], detail[:200], more)
