@@ -39,11 +39,13 @@ ROWS: list[tuple[str, str | None, str, tuple[str, float] | None]] = [
     ("cloud.readings_per_s.postgres", "cloud.limit_readings_per_s.postgres", "/s", (">=", 0.5)),
     ("cloud.small_batches_per_s.sqlite", "cloud.empty_post_per_s", "/s", (">=", 1 / 3)),
     ("cloud.small_batches_per_s.postgres", "cloud.empty_post_per_s", "/s", (">=", 1 / 3)),
-    ("mqtt.readings_per_s", "mqtt.baseline_msgs_per_s", "/s", None),
+    ("mqtt.msgs_per_s", "mqtt.baseline_msgs_per_s", "/s", None),
+    ("mqtt.readings_per_s", None, "/s", None),
     ("serial.mcu_frames_per_s", None, "/s", None),
     ("serial.modbus_polls_per_s", None, "/s", None),
+    ("dashboard.overview_ms", None, "ms", None),
 ]
-SUITES = ("codec", "agent", "cloud", "mqtt", "serial")
+SUITES = ("codec", "agent", "cloud", "mqtt", "serial", "dashboard")
 
 
 def _fmt(x: float) -> str:

@@ -454,6 +454,8 @@ def _serve_empty(port: int) -> None:
             await super().startup(sockets=sockets)
             print("listening on", port, file=sys.stderr, flush=True)
 
+    from cloud.server import tune_gc
+
     app = Starlette(routes=[Route("/empty", empty, methods=["POST"])])
     config = uvicorn.Config(
         app,
@@ -464,6 +466,7 @@ def _serve_empty(port: int) -> None:
         lifespan="off",
         limit_concurrency=1000,
     )
+    tune_gc()  # as `edge-cloud serve` does: the same process settings on both sides
     Server(config).run()
 
 

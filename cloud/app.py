@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cloud import admin, enroll, ingest, openapi, query, responses
+from cloud import admin, dashboard, enroll, ingest, openapi, query, responses
 from cloud.config import Config
 from cloud.context import Context, wall_clock_ms
 from cloud.errors import StoreError
@@ -29,6 +29,7 @@ def create_app(
     *,
     now_ms: Callable[[], int] = wall_clock_ms,
     monotonic: Callable[[], float] = time.monotonic,
+    dashboard_config: dashboard.DashboardConfig | None = None,
 ) -> Starlette:
     ctx = Context(config, store, now_ms=now_ms, monotonic=monotonic)
     spec = responses.json_response(200, openapi.document(config.public_url))
@@ -65,6 +66,7 @@ def create_app(
         *enroll.routes(ctx),
         *admin.routes(ctx),
         *query.routes(ctx),
+        *dashboard.routes(ctx, dashboard_config or dashboard.DashboardConfig()),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

@@ -28,12 +28,17 @@ def _ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any
 _SIGNED: list[dict[str, list[str]]] = [{"httpSignature": []}]
 _ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
 _READ: list[dict[str, list[str]]] = [{"readToken": []}, {"adminToken": []}]
+_VIEWER: list[dict[str, list[str]]] = [{"viewerCookie": []}, {"viewerToken": []}]
 _DEVICE_AUTH = {
     "401": _error("signature, digest or key not valid (one body for every case)"),
     "403": _error("key revoked or expired, device disabled, or another device's batch"),
     "429": _error("rate limited; see Retry-After"),
 }
 _OPERATOR_AUTH = {"401": _error("missing or wrong bearer token")}
+
+
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {}}}
 
 
 def _param(name: str, where: str = "query", kind: str = "string", **extra: Any) -> dict[str, Any]:
@@ -200,6 +205,90 @@ def document(public_url: str) -> dict[str, Any]:
                     "responses": {"200": _ok("events"), **_OPERATOR_AUTH},
                 }
             },
+            "/v1/figures/consumption": {
+                "get": {
+                    "summary": "Consumption per interval from cumulative counters",
+                    "security": _READ,
+                    "parameters": [
+                        *_RANGE,
+                        _param("interval", enum=["hour", "day", "month", "total"]),
+                        _param("tz", description="IANA time zone, default UTC"),
+                        _param(
+                            "group_by",
+                            description="device, site, area, process, medium (comma list) or none",
+                        ),
+                        _param("detail", enum=["groups", "series"]),
+                        _param("max_step_ms", kind="integer"),
+                        *_FILTERS,
+                    ],
+                    "responses": {
+                        "200": _ok("figures", {"$ref": "#/components/schemas/Consumption"}),
+                        "400": _error("bad parameter, or too many readings for one request"),
+                        **_OPERATOR_AUTH,
+                    },
+                }
+            },
+            "/v1/figures/materials": {
+                "get": {
+                    "summary": "Raw material received per material from weighbridge tickets",
+                    "security": _READ,
+                    "parameters": [
+                        *_RANGE,
+                        _param("interval", enum=["hour", "day", "month", "total"]),
+                        _param("tz"),
+                        _param("device"),
+                        _param("kind"),
+                    ],
+                    "responses": {
+                        "200": _ok("materials"),
+                        "400": _error("bad parameter, or too many tickets"),
+                        **_OPERATOR_AUTH,
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "The plant dashboard (HTML); ?token= once sets the session cookie",
+                    "security": _VIEWER,
+                    "parameters": [_param("token"), _param("series"), _param("tz")],
+                    "responses": {
+                        "200": _html("the dashboard"),
+                        "303": {"description": "token accepted: cookie set, token removed"},
+                        "401": _html("the sign-in page"),
+                    },
+                }
+            },
+            "/dashboard/fragment": {
+                "get": {
+                    "summary": "The refreshing part of the dashboard (HTML)",
+                    "security": _VIEWER,
+                    "parameters": [_param("series"), _param("tz")],
+                    "responses": {"200": _html("content"), "401": _html("sign in")},
+                }
+            },
+            "/login": {
+                "post": {
+                    "summary": "Sign in to the dashboard with a viewer or read token (form field)",
+                    "requestBody": {"content": {"application/x-www-form-urlencoded": {}}},
+                    "responses": {
+                        "303": {"description": "signed in: cookie set"},
+                        "401": _html("token refused"),
+                    },
+                }
+            },
+            "/logout": {
+                "post": {
+                    "summary": "Sign out of the dashboard",
+                    "responses": {"303": {"description": "cookie cleared"}},
+                }
+            },
+            "/static/{name}": {
+                "get": {
+                    "summary": "The dashboard's own script and stylesheet",
+                    "parameters": [_param("name", "path")],
+                    "responses": {"200": {"description": "the file"}, "404": _html("unknown")},
+                }
+            },
             "/healthz": {"get": {"summary": "Process is up", "responses": {"200": _ok("ok")}}},
             "/readyz": {
                 "get": {
@@ -222,6 +311,12 @@ def document(public_url: str) -> dict[str, Any]:
                 },
                 "adminToken": {"type": "http", "scheme": "bearer"},
                 "readToken": {"type": "http", "scheme": "bearer"},
+                "viewerToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "a viewer token or the read token (not the admin token)",
+                },
+                "viewerCookie": {"type": "apiKey", "in": "cookie", "name": "tierless_view"},
             },
             "schemas": {
                 "Error": {
@@ -232,6 +327,34 @@ def document(public_url: str) -> dict[str, Any]:
                         "message": {"type": "string"},
                         "expected_seq": {"type": "integer"},
                         "reason": {"type": "string"},
+                    },
+                },
+                "Consumption": {
+                    "type": "object",
+                    "required": ["from_ms", "to_ms", "interval", "tz", "intervals", "groups"],
+                    "properties": {
+                        "intervals": {"type": "array", "items": {"type": "integer"}},
+                        "groups": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "key": {"type": "object"},
+                                    "unit": {"type": "string"},
+                                    "values": {
+                                        "type": "array",
+                                        "items": {"type": ["number", "null"]},
+                                    },
+                                    "status": {
+                                        "type": "array",
+                                        "items": {"enum": ["complete", "partial", "gap", "future"]},
+                                    },
+                                    "coverage": {"type": "array", "items": {"type": "number"}},
+                                    "total": {"type": "number"},
+                                    "unattributed": {"type": "number"},
+                                },
+                            },
+                        },
                     },
                 },
                 "Ack": {

@@ -6,27 +6,38 @@
     GET /v1/series/{id}/readings?from_ms=&to_ms=&bucket_ms=&agg=   avg|min|max|last|sum|count
     GET /v1/latest?<same filters as /v1/series>
     GET /v1/events?device=&kind=&from_ms=&to_ms=&limit=
+    GET /v1/figures/consumption?from_ms=&to_ms=&interval=&tz=&group_by=&detail=&<filters>
+    GET /v1/figures/materials?from_ms=&to_ms=&interval=&tz=&device=&kind=
 
-Time ranges are [from_ms, to_ms) in epoch milliseconds; the default is the last 24 hours.
-Raw reads are capped (`limits.raw_readings_limit`) and a bucketed read at 100,000 buckets.
+Time ranges are [from_ms, to_ms) in epoch milliseconds; the default is the last 24 hours, and
+for figures the current local day of `tz`. Raw reads are capped (`limits.raw_readings_limit`),
+a bucketed read at 100,000 buckets, a figure at 10,000 intervals, 400 days and
+`FIGURE_ROW_BUDGET` readings read. Figures are defined in `cloud.figures` and docs/figures.md.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cloud import responses
+from cloud import figures, responses
 from cloud.auth import require_bearer
 from cloud.context import Context
 from cloud.errors import RejectedError
-from cloud.storage.base import Agg, SeriesFilter
+from cloud.figures import CounterPolicy, Figure, Interval, Role, Trace
+from cloud.storage.base import Agg, SeriesFilter, SeriesInfo, Store
+from cloud.storage.figures import RowBudgetError, row_reader, series_points
 from cloud.views import (
     bucket_view,
+    consumption_view,
     device_view,
     event_view,
     latest_view,
+    materials_view,
     point_view,
     series_view,
 )
@@ -34,6 +45,100 @@ from cloud.views import (
 DAY_MS = 24 * 3600 * 1000
 MAX_BUCKETS = 100_000
 FILTERS = ("device", "metric", "site", "area", "process", "medium")
+GROUP_TAGS = ("device", "site", "area", "process", "medium")
+MAX_INTERVALS = 10_000
+MAX_FIGURE_RANGE_MS = 400 * DAY_MS
+FIGURE_ROW_BUDGET = 5_000_000  # readings one figures request may read (about 5 s of work)
+MAX_TICKETS = 100_000
+DEFAULT_POLICY = CounterPolicy()
+
+
+@dataclass
+class SeriesResult:
+    """One counter series: its role, its cleaned trace and its figure on each grid."""
+
+    info: SeriesInfo
+    role: Role
+    unit: str  # the unit of the sums
+    factor: float  # to that unit
+    trace: Trace
+    figures: dict[str, Figure] = field(default_factory=dict)
+
+
+@dataclass
+class GroupResult:
+    key: dict[str, str]
+    unit: str
+    series: list[int]
+    figures: dict[str, Figure]
+
+
+async def counter_results(
+    store: Store,
+    series: list[SeriesInfo],
+    grids: dict[str, list[int]],
+    *,
+    until_ms: int,
+    policy: CounterPolicy,
+    budget_rows: int = FIGURE_ROW_BUDGET,
+) -> list[SeriesResult]:
+    """The consumption figures of every counter among `series`, on each of `grids` (boundaries,
+    all over the same [from, to)). Rows are read a chunk of series at a time and computed before
+    the next chunk is read, so the event loop is never held for long."""
+    role_of = figures.roles(series)
+    by_id = {s.series_id: s for s in series if s.series_id in role_of}
+    first = next(iter(grids.values()))
+    from_ms, to_ms = first[0], first[-1]
+    out = []
+    chunks = series_points(
+        row_reader(store),
+        list(by_id),
+        from_ms,
+        to_ms,
+        context_ms=policy.context_ms,
+        budget_rows=budget_rows,
+        probe_after=to_ms + policy.context_ms < until_ms,
+    )
+    async for chunk in chunks:
+        for sid, points in chunk:
+            info = by_id[sid]
+            unit, factor = figures.COUNTER_UNITS[info.unit.strip()]
+            trace = figures.clean_counter(points, policy)
+            result = SeriesResult(info, role_of[sid], unit, factor, trace)
+            for name, boundaries in grids.items():
+                result.figures[name] = figures.attribute(
+                    trace, boundaries, until_ms=until_ms, max_step_ms=policy.max_step_ms
+                )
+            out.append(result)
+    return out
+
+
+def group_results(results: list[SeriesResult], group_by: tuple[str, ...]) -> list[GroupResult]:
+    """Consumption counters summed per tag values (and unit), biggest first."""
+    members: dict[tuple[str, ...], list[SeriesResult]] = {}
+    for r in results:
+        if r.role is not Role.CONSUMPTION:
+            continue
+        tags = {"device": r.info.device_id, **_tags(r.info)}
+        members.setdefault((*(tags[t] for t in group_by), r.unit), []).append(r)
+    groups = []
+    for key, rs in members.items():
+        names = rs[0].figures.keys()
+        combined = {n: figures.combine([(r.figures[n], r.factor) for r in rs]) for n in names}
+        groups.append(
+            GroupResult(
+                dict(zip(group_by, key[:-1], strict=True)),
+                key[-1],
+                [r.info.series_id for r in rs],
+                combined,
+            )
+        )
+    groups.sort(key=lambda g: (g.unit, -next(iter(g.figures.values())).total, list(g.key.values())))
+    return groups
+
+
+def _tags(s: SeriesInfo) -> dict[str, str]:
+    return {"site": s.site, "area": s.area, "process": s.process, "medium": s.medium}
 
 
 def _bad(message: str) -> RejectedError:
@@ -53,12 +158,27 @@ def _int_param(request: Request, name: str, default: int, *, minimum: int = 0) -
     return value
 
 
-def series_filter(request: Request) -> SeriesFilter:
+def series_filter(request: Request, *, others: tuple[str, ...] = ()) -> SeriesFilter:
     q = request.query_params
-    unknown = set(q.keys()) - set(FILTERS)
+    unknown = set(q.keys()) - set(FILTERS) - set(others)
     if unknown:
         raise _bad(f"unknown filter {sorted(unknown)[0]!r}; use {', '.join(FILTERS)}")
     return SeriesFilter(**{name: q.get(name) for name in FILTERS})
+
+
+def time_zone(request: Request) -> ZoneInfo:
+    name = request.query_params.get("tz") or "UTC"
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise _bad("tz must be an IANA time zone name, e.g. Europe/Berlin") from exc
+
+
+def _choice(request: Request, name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = request.query_params.get(name) or default
+    if value not in allowed:
+        raise _bad(f"{name} must be one of {', '.join(allowed)}")
+    return value
 
 
 class QueryHandlers:
@@ -128,6 +248,85 @@ class QueryHandlers:
         found = await self.ctx.store.events(q.get("device"), q.get("kind"), from_ms, to_ms, limit)
         return responses.json_response(200, {"events": [event_view(e) for e in found]})
 
+    def _figure_window(
+        self, request: Request, tz: ZoneInfo, default_interval: str
+    ) -> tuple[int, int, Interval]:
+        now = self.ctx.now_ms()
+        day_start, day_end = figures.local_day(now, tz)
+        to_ms = _int_param(request, "to_ms", day_end)
+        from_ms = _int_param(request, "from_ms", day_start if to_ms == day_end else to_ms - DAY_MS)
+        if from_ms >= to_ms:
+            raise _bad("from_ms must be before to_ms")
+        if to_ms - from_ms > MAX_FIGURE_RANGE_MS:
+            raise _bad("a figure covers at most 400 days")
+        allowed = tuple(i.value for i in Interval)
+        interval = Interval(_choice(request, "interval", default_interval, allowed))
+        return from_ms, to_ms, interval
+
+    def _boundaries(self, from_ms: int, to_ms: int, interval: Interval, tz: ZoneInfo) -> list[int]:
+        if interval is Interval.HOUR and (to_ms - from_ms) // 3_600_000 > MAX_INTERVALS:
+            raise _bad(f"more than {MAX_INTERVALS} intervals; use a coarser interval")
+        return figures.grid(from_ms, to_ms, interval, tz)
+
+    async def consumption(self, request: Request) -> Response:
+        self._auth(request)
+        extra = ("from_ms", "to_ms", "interval", "tz", "group_by", "detail", "max_step_ms")
+        flt = series_filter(request, others=extra)
+        tz = time_zone(request)
+        from_ms, to_ms, interval = self._figure_window(request, tz, "hour")
+        raw_group = request.query_params.get("group_by", "medium")
+        group_by = tuple(t for t in raw_group.split(",") if t) if raw_group != "none" else ()
+        if len(set(group_by)) != len(group_by) or not set(group_by) <= set(GROUP_TAGS):
+            raise _bad(f"group_by takes a comma list of {', '.join(GROUP_TAGS)}, or none")
+        detail = _choice(request, "detail", "groups", ("groups", "series"))
+        policy = CounterPolicy(
+            max_step_ms=_int_param(request, "max_step_ms", DEFAULT_POLICY.max_step_ms, minimum=1)
+        )
+        if policy.max_step_ms > DAY_MS:
+            raise _bad("max_step_ms is at most one day")
+        boundaries = self._boundaries(from_ms, to_ms, interval, tz)
+        until_ms = min(to_ms, self.ctx.now_ms() + 1)
+        series = await self.ctx.store.list_series(flt)
+        try:
+            results = await counter_results(
+                self.ctx.store, series, {"v": boundaries}, until_ms=until_ms, policy=policy
+            )
+        except RowBudgetError as exc:
+            raise _bad("too many readings for one figure; narrow the range or the series") from exc
+        groups = group_results(results, group_by)
+        body = consumption_view(
+            boundaries,
+            until_ms=until_ms,
+            interval=str(interval),
+            tz=tz.key,
+            group_by=group_by,
+            groups=[(g.key, g.unit, g.series, g.figures["v"]) for g in groups],
+            series=(
+                [(r.info, str(r.role), r.trace, r.figures["v"]) for r in results]
+                if detail == "series"
+                else None
+            ),
+        )
+        return responses.json_response(200, body)
+
+    async def materials(self, request: Request) -> Response:
+        self._auth(request)
+        q = request.query_params
+        allowed = {"from_ms", "to_ms", "interval", "tz", "device", "kind"}
+        unknown = set(q.keys()) - allowed
+        if unknown:
+            raise _bad(f"unknown parameter {sorted(unknown)[0]!r}")
+        tz = time_zone(request)
+        from_ms, to_ms, interval = self._figure_window(request, tz, "day")
+        boundaries = self._boundaries(from_ms, to_ms, interval, tz)
+        kind = q.get("kind") or figures.TICKET_KIND
+        found = await self.ctx.store.events(q.get("device"), kind, from_ms, to_ms, MAX_TICKETS + 1)
+        if len(found) > MAX_TICKETS:
+            raise _bad(f"more than {MAX_TICKETS} tickets; narrow the range")
+        report = figures.materials_received(found, boundaries, kind=kind)
+        body = materials_view(report, interval=str(interval), tz=tz.key, kind=kind)
+        return responses.json_response(200, body)
+
 
 def routes(ctx: Context) -> list[Route]:
     h = QueryHandlers(ctx)
@@ -138,4 +337,6 @@ def routes(ctx: Context) -> list[Route]:
         Route("/v1/series/{series_id:int}/readings", e("readings", h.readings), methods=["GET"]),
         Route("/v1/latest", e("latest", h.latest), methods=["GET"]),
         Route("/v1/events", e("events", h.events), methods=["GET"]),
+        Route("/v1/figures/consumption", e("consumption", h.consumption), methods=["GET"]),
+        Route("/v1/figures/materials", e("materials", h.materials), methods=["GET"]),
     ]

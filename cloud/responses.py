@@ -37,9 +37,24 @@ def bad_request(message: str) -> dict[str, str]:
     return {"error": "bad_request", "message": message}
 
 
+_BASE_RAW = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in BASE_HEADERS.items()]
+_JSON_TYPE = (b"content-type", b"application/json")
+
+
+class _JsonResponse(Response):
+    """Starlette's Response with the common case's header list built from pre-encoded parts
+    (every batch answer comes through here); extra headers take Starlette's generic path."""
+
+    media_type = "application/json"
+
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        if headers:
+            super().init_headers({**BASE_HEADERS, **headers})
+            return
+        length = (b"content-length", str(len(self.body)).encode("latin-1"))
+        self.raw_headers = [*_BASE_RAW, length, _JSON_TYPE]
+
+
 def json_response(status: int, body: object, headers: Mapping[str, str] | None = None) -> Response:
     content = UNAUTHORIZED_BYTES if body is UNAUTHORIZED else msgspec.json.encode(body)
-    merged = dict(BASE_HEADERS)
-    if headers:
-        merged.update(headers)
-    return Response(content, status, merged, media_type="application/json")
+    return _JsonResponse(content, status, headers)

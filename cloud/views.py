@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+from cloud.figures import Figure, MaterialsReport, Trace
 from cloud.storage.base import (
     BucketPoint,
     ChainEvent,
@@ -106,4 +108,95 @@ def event_view(e: EventRecord) -> dict[str, Any]:
         "ts_ms": e.ts_ms,
         "quality": e.quality,
         "attrs": e.attrs,
+    }
+
+
+def figure_view(f: Figure) -> dict[str, Any]:
+    """Values per interval (aligned with the `intervals` of the answer) and how much is known."""
+    last = len(f.boundaries) - 1
+    return {
+        "values": f.values,
+        "status": [str(f.status(k)) for k in range(last)],
+        "coverage": [round(f.coverage(k), 4) for k in range(last)],
+        "total": f.total,
+        "unattributed": f.unattributed,
+    }
+
+
+def gap_view(f: Figure) -> list[dict[str, Any]]:
+    return [
+        {"from_ms": g.from_ms, "to_ms": g.to_ms, "consumption": g.consumption, "reset": g.reset}
+        for g in f.gaps
+    ]
+
+
+def consumption_view(
+    boundaries: Sequence[int],
+    *,
+    until_ms: int,
+    interval: str,
+    tz: str,
+    group_by: Sequence[str],
+    groups: Sequence[tuple[dict[str, str], str, list[int], Figure]],
+    series: Sequence[tuple[SeriesInfo, str, Trace, Figure]] | None,
+) -> dict[str, Any]:
+    lo, hi = boundaries[0], boundaries[-1]
+    out: dict[str, Any] = {
+        "from_ms": lo,
+        "to_ms": hi,
+        "until_ms": until_ms,
+        "interval": interval,
+        "tz": tz,
+        "group_by": list(group_by),
+        "intervals": list(boundaries[:-1]),
+        "groups": [
+            {"key": key, "unit": unit, "series": ids, **figure_view(f), "gaps": len(f.gaps)}
+            for key, unit, ids, f in groups
+        ],
+    }
+    if series is not None:
+        out["series"] = [
+            {
+                "series": series_view(info),
+                "role": role,
+                **figure_view(f),
+                "gaps": gap_view(f),
+                "resets": [
+                    trace.ts[i]
+                    for i, m in trace.breaks.items()
+                    if m is None and lo <= trace.ts[i] < hi
+                ],
+                "rollovers": [
+                    {"ts_ms": trace.ts[i], "modulus": m}
+                    for i, m in trace.breaks.items()
+                    if m is not None and lo <= trace.ts[i] < hi
+                ],
+                "excursions": trace.excursions,
+                "excluded": trace.excluded,
+            }
+            for info, role, trace, f in series
+        ]
+    return out
+
+
+def materials_view(r: MaterialsReport, *, interval: str, tz: str, kind: str) -> dict[str, Any]:
+    return {
+        "from_ms": r.boundaries[0],
+        "to_ms": r.boundaries[-1],
+        "interval": interval,
+        "tz": tz,
+        "kind": kind,
+        "intervals": r.boundaries[:-1],
+        "materials": [
+            {
+                "material": m.material,
+                "net_kg": m.net_kg,
+                "tickets": m.tickets,
+                "total_kg": m.total_kg,
+                "total_tickets": m.total_tickets,
+            }
+            for m in r.materials
+        ],
+        "skipped": r.skipped,
+        "flagged": r.flagged,
     }

@@ -19,7 +19,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from wire.models import Batch
 
@@ -307,3 +307,14 @@ class Store(Protocol):
 
     async def bulk_insert_readings(self, rows: Sequence[tuple[int, int, float, int]]) -> None:
         """Append raw reading rows in one transaction: the storage limit the bench compares with."""
+
+
+@runtime_checkable
+class RowReader(Protocol):
+    """A store that runs one read-only statement and returns all its rows: the seam through which
+    `cloud.storage.figures` reads (its SQL is written per backend, chosen by `kind`). Driver
+    errors come out as `cloud.errors.StoreError`, as from every Store method."""
+
+    kind: str
+
+    async def fetch_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]: ...

@@ -20,24 +20,38 @@ from cloud.tokens import BearerCheck
 from tests.cloud.helpers import START_MS, Frozen, Gateway, serve_app
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """A migrated, open store: SQLite in a temp file, or PostgreSQL in a fresh schema."""
+@contextlib.asynccontextmanager
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A migrated, open store of kind `request.param`: "sqlite" in a temp file, or PostgreSQL
+    in a fresh schema: "postgres" as configured by default, "postgres-large-path" with the
+    one-statement small-batch path turned off, so every batch takes the COPY path."""
     s: Store
     if request.param == "sqlite":
         from cloud.storage.sqlite import SqliteStore
 
         s = SqliteStore(str(tmp_path / "cloud.db"))
     else:
-        from cloud.storage.postgres import PostgresStore
+        from cloud.storage.postgres import SMALL_BATCH_MAX, PostgresStore
 
-        s = PostgresStore(request.getfixturevalue("pg_dsn"), pool_size=4)
+        large_only = request.param == "postgres-large-path"
+        s = PostgresStore(
+            request.getfixturevalue("pg_dsn"),
+            pool_size=4,
+            small_batch_max=-1 if large_only else SMALL_BATCH_MAX,
+        )
     await s.open()
     try:
         await s.migrate()
         yield s
     finally:
         await s.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A migrated, open store: SQLite in a temp file, or PostgreSQL in a fresh schema."""
+    async with open_store(request, tmp_path) as s:
+        yield s
 
 
 class FakeClock:

@@ -1,9 +1,16 @@
-"""One suite, both backends: the chain transaction, enrolment, keys, and the queries."""
+"""One suite, both backends: the chain transaction, enrolment, keys, and the queries.
+
+PostgreSQL runs the suite twice: as configured (a small batch is one `ingest_batch(...)` call,
+migration 0002) and with that path turned off (every batch locks, decides in Python and COPYs),
+so both ways of running the batch transaction keep the same contract.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -18,11 +25,26 @@ from cloud.storage.base import (
     Store,
 )
 from cloud.storage.migrations import latest_version
+from cloud.storage.postgres import SMALL_BATCH_MAX, PostgresStore
+from cloud.storage.sqlite import SqliteStore
 from cloud.tokens import issue_token
+from tests.cloud.conftest import open_store
 from tests.cloud.helpers import START_MS, Gateway, register, row_counts
 from wire.enrollment import parse_token
 from wire.keys import public_key_to_raw
-from wire.models import GENESIS, Counters, Event
+from wire.models import GENESIS, Counters, Event, SeriesData, SeriesKey
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("postgres-large-path", marks=pytest.mark.postgres),
+    ]
+)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    async with open_store(request, tmp_path) as s:
+        yield s
 
 
 async def test_migrate_is_idempotent(store: Store) -> None:
@@ -330,3 +352,128 @@ async def test_bulk_insert_readings(store: Store) -> None:
     assert (await row_counts(store))["reading"] == 1000
     got = await store.readings(1, 0, 2**62, 5)
     assert [p.value for p in got] == [0.0, 0.5, 1.0, 1.5, 2.0]
+
+
+def _twin(store: Store) -> Store:
+    """A second store on the same database, like a second receiver process."""
+    if isinstance(store, SqliteStore):
+        return SqliteStore(store.path)
+    assert isinstance(store, PostgresStore)
+    return PostgresStore(store.dsn, pool_size=4, small_batch_max=store.small_batch_max)
+
+
+async def test_two_stores_on_one_database_store_each_batch_once(store: Store) -> None:
+    other = _twin(store)
+    await other.open()
+    try:
+        gws = [Gateway(f"gw-{i}") for i in range(3)]
+        for gw in gws:
+            await register(store, gw)
+        for _ in range(4):
+            batches = [(gw, gw.next_batch(n_readings=12, n_series=3)) for gw in gws]
+            calls = [
+                s.ingest(gw.meta(b), b.batch)
+                for gw, b in batches
+                for s in (store, other, store, other)
+            ]
+            results = await asyncio.gather(*calls)
+            assert sorted(r.outcome for r in results) == sorted(
+                [Outcome.DUPLICATE] * 9 + [Outcome.STORED] * 3
+            )
+    finally:
+        await other.close()
+    counts = await row_counts(store)
+    assert (counts["batch"], counts["reading"], counts["series"]) == (12, 144, 9)
+    for device in await store.list_devices():
+        assert (device.head_seq, device.batches, device.readings) == (4, 4, 48)
+
+
+async def test_unknown_device_is_an_integrity_error_and_writes_nothing(store: Store) -> None:
+    gw = Gateway("gw-ghost")
+    b = gw.next_batch()
+    before = await row_counts(store)
+    with pytest.raises(IntegrityError):
+        await store.ingest(gw.meta(b), b.batch)
+    assert await row_counts(store) == before
+
+
+async def test_awkward_names_values_and_attributes_round_trip_exactly(store: Store) -> None:
+    gw = Gateway("gw-1")
+    await register(store, gw)
+    names = ['a "quoted" \\ back,slash', "{braces}", "NULL", "", " spaced ", "é中😀"]
+    series = []
+    for i, name in enumerate(names):
+        key = SeriesKey(f"m{i}-{name}" if name else f"m{i}", name, name, name, name, name)
+        series.append(SeriesData(key))
+    values = [1e16, -0.0, 5e-324, 1.7976931348623157e308, 0.1 + 0.2, -123.456, 0.0]
+    for s in series:
+        for j, v in enumerate(values):
+            s.append(START_MS + j, v, j % 4)
+    attrs = (("q", 'say "hi" \\ {x}, NULL'), ("n", 1.5e16), ("neg", -7), ("ok", False))
+    frozen = gw.build(1, GENESIS, n_readings=0, events=[Event('t"k', START_MS, attrs, 2)])
+    frozen.batch.series.extend(series)
+    r = await store.ingest(gw.meta(frozen), frozen.batch)
+    assert r.outcome is Outcome.STORED
+    stored = await store.list_series(SeriesFilter(device="gw-1"))
+    assert sorted(
+        (s.metric, s.unit, s.site, s.area, s.process, s.medium) for s in stored
+    ) == sorted(
+        (s.key.metric, s.key.unit, s.key.site, s.key.area, s.key.process, s.key.medium)
+        for s in series
+    )
+    for info in stored:
+        points = await store.readings(info.series_id, 0, 2**62, 100)
+        assert [(p.ts_ms, p.value, p.quality) for p in points] == [
+            (START_MS + j, v, j % 4) for j, v in enumerate(values)
+        ]
+    [ev] = await store.events("gw-1", None, 0, 2**62, 10)
+    assert (ev.kind, ev.quality, ev.attrs) == ('t"k', 2, dict(attrs))
+    # the second batch finds every series by the ids cached from the first
+    second = gw.build(2, frozen.digest, n_readings=0)
+    second.batch.series.extend(SeriesData(s.key, [START_MS + 100], [1.0], [0]) for s in series)
+    assert (await store.ingest(gw.meta(second), second.batch)).outcome is Outcome.STORED
+    assert len(await store.list_series(SeriesFilter())) == len(series)
+
+
+async def test_small_and_large_batches_share_one_chain(store: Store) -> None:
+    gw = Gateway("gw-1")
+    await register(store, gw)
+    sizes = [10, SMALL_BATCH_MAX + 1, 3, 0, SMALL_BATCH_MAX]  # both sides of PostgreSQL's limit
+    for n in sizes:
+        b = gw.next_batch(n_readings=n, n_series=1 if n else 0)
+        assert (await store.ingest(gw.meta(b), b.batch)).outcome is Outcome.STORED
+        again = await store.ingest(gw.meta(b), b.batch)
+        assert again.outcome is Outcome.DUPLICATE
+    device = await store.get_device("gw-1")
+    assert device is not None
+    assert (device.head_seq, device.batches) == (len(sizes), len(sizes))
+    assert device.readings == sum(sizes) == (await row_counts(store))["reading"]
+
+
+@pytest.mark.postgres
+async def test_postgres_takes_one_statement_for_small_batches(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PostgresStore(pg_dsn, pool_size=2)
+    await store.open()
+    try:
+        await store.migrate()
+        gw = Gateway("gw-1")
+        await register(store, gw)
+        statements: list[str] = []
+        fetchone = store._pool.fetchone
+
+        async def spy(sql, params):
+            statements.append(sql)
+            return await fetchone(sql, params)
+
+        monkeypatch.setattr(store._pool, "fetchone", spy)
+        b = gw.next_batch(n_readings=SMALL_BATCH_MAX, n_series=4)
+        assert (await store.ingest(gw.meta(b), b.batch)).outcome is Outcome.STORED
+        assert len(statements) == 1
+        assert "ingest_batch(" in statements[0]
+        big = gw.next_batch(n_readings=SMALL_BATCH_MAX + 1, n_series=1)  # COPY, not fetchone
+        assert (await store.ingest(gw.meta(big), big.batch)).outcome is Outcome.STORED
+        assert len(statements) == 1
+    finally:
+        await store.close()

@@ -1,0 +1,177 @@
+"""Dashboard benchmark: `run(size) -> {"dashboard.…": float}`.
+
+A SQLite receiver holding 500 series of one-minute data (40 % meter counters in kWh, m3 and Nm3,
+60 % gauges) for `days` days, plus 200 weighbridge tickets a day. The clock is set to 23:59 of
+the last day, so "today" is a full day of readings (1,440 per series). Measured, each the median
+of a few runs with the dashboard's view cache off:
+- `dashboard.overview_ms`: the refresh request (`/dashboard/fragment`): series, latest values,
+  devices, today's consumption of every counter (hour and day), tickets, trend, HTML;
+- `dashboard.page_ms`: the whole page (`/`), the same work plus the shell;
+- `dashboard.latest_ms`: the newest reading of every series (one index probe each);
+- `dashboard.figures_today_ms`: `/v1/figures/consumption` for today by hour, all counters;
+- `dashboard.rows_total` and `dashboard.rows_today_counters`: what the store holds and what a
+  view reads.
+BENCH_SIZE=small is 500 series x 2 days (1.4 M readings); full is 500 x 30 days (21.6 M).
+The table holds about a year of one series in ~525,600 rows; the queries only touch today's rows
+of the counters and one index entry per series, so their cost follows the day, not the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from cloud.app import create_app
+from cloud.config import Config
+from cloud.dashboard import DashboardConfig
+from cloud.storage.base import SeriesFilter
+from cloud.storage.sqlite import SqliteStore
+from cloud.tokens import BearerCheck
+
+SERIES = 500
+COUNTER_SHARE = 0.4
+MIN = 60_000
+DAY = 86_400_000
+DAY0 = 1_795_651_200_000  # 2026-11-26 00:00 UTC: the first stored day
+TOKEN = "bench-read-token-0123456789"
+SIZES = {"small": 2, "full": 30}
+REPEATS = 5
+
+
+def _series_rows() -> list[tuple[int, str, str, str, str, str, str, str]]:
+    rows = []
+    units = [("energy_import", "kWh", "electricity"), ("cooling_water", "m3", "water")]
+    units.append(("natural_gas", "Nm3", "gas"))
+    n_counters = int(SERIES * COUNTER_SHARE)
+    for i in range(SERIES):
+        area = f"hall-{i % 8}"
+        process = f"process-{i % 12}"
+        if i < n_counters:
+            metric, unit, medium = units[i % 3]
+        else:
+            metric, unit, medium = (f"temperature_{i}", "degC", "")
+        device = f"gw-{i % 25:02d}"
+        rows.append((i + 1, device, f"{metric}_{i}", unit, "plant", area, process, medium))
+    return rows
+
+
+def build(path: Path, days: int) -> int:
+    """The schema through the store, then rows with plain sqlite3 (the fastest way in)."""
+
+    async def migrate() -> None:
+        store = SqliteStore(str(path), synchronous="NORMAL")
+        await store.open()
+        await store.migrate()
+        await store.close()
+
+    asyncio.run(migrate())
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA cache_size = -2000000")  # 2 GB while building: the index fits
+    conn.execute("BEGIN")
+    series = _series_rows()
+    for device in sorted({s[1] for s in series}):
+        conn.execute(
+            "INSERT INTO device (id, status, head_digest, created_ms, last_seen_ms, clock_state,"
+            " clock_offset_ms) VALUES (?, 'active', ?, ?, ?, 0, 3)",
+            (device, bytes(32), DAY0, DAY0 + days * DAY - 5_000),
+        )
+    conn.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?, ?)", series)
+    counters = int(SERIES * COUNTER_SHARE)
+    total = 0
+    for minute in range(0, days * 1440, 60):  # an hour of the whole plant per executemany
+        rows = []
+        for m in range(minute, minute + 60):
+            ts = DAY0 + m * MIN
+            for sid in range(1, SERIES + 1):
+                if sid <= counters:
+                    value = 10_000.0 + sid + m * (0.5 + (sid % 7) / 10)
+                else:
+                    value = 20.0 + 5 * math.sin(m / 90 + sid)
+                rows.append((sid, ts, value, 0))
+        conn.executemany("INSERT INTO reading VALUES (?, ?, ?, ?)", rows)
+        total += len(rows)
+    tickets = [
+        (f"gw-{d % 25:02d}", 1, "weighbridge_ticket", DAY0 + d * DAY // 200, 0,
+         f'{{"ticket": {d}, "material": "M{d % 5}", "net_kg": {20_000 + d % 9_000}}}')
+        for d in range(days * 200)
+    ]  # fmt: skip
+    conn.executemany(
+        "INSERT INTO event (device_id, seq, kind, ts_ms, quality, attrs) VALUES (?, ?, ?, ?, ?, ?)",
+        tickets,
+    )
+    conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    conn.close()
+    return total
+
+
+async def measure(path: Path, days: int) -> dict[str, float]:
+    now = DAY0 + (days - 1) * DAY + 1439 * MIN
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        config = Config("http://bench", read=BearerCheck(TOKEN))
+        app = create_app(
+            config, store, now_ms=lambda: now, dashboard_config=DashboardConfig(cache_s=0)
+        )
+        headers = {"authorization": f"Bearer {TOKEN}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+
+            async def timed(path: str) -> float:
+                samples = []
+                for _ in range(REPEATS):
+                    started = time.perf_counter()
+                    r = await client.get(path, headers=headers)
+                    samples.append((time.perf_counter() - started) * 1000)
+                    if r.status_code != 200:
+                        raise RuntimeError(f"{path}: {r.status_code} {r.text[:200]}")
+                return statistics.median(samples)
+
+            await client.get("/dashboard/fragment", headers=headers)  # warm the page cache
+            out = {
+                "dashboard.overview_ms": await timed("/dashboard/fragment"),
+                "dashboard.page_ms": await timed("/"),
+                "dashboard.figures_today_ms": await timed("/v1/figures/consumption"),
+            }
+        samples = []
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            await store.latest(SeriesFilter())
+            samples.append((time.perf_counter() - started) * 1000)
+        out["dashboard.latest_ms"] = statistics.median(samples)
+        out["dashboard.rows_today_counters"] = float(int(SERIES * COUNTER_SHARE) * 1440)
+        return out
+    finally:
+        await store.close()
+
+
+def run(size: str) -> dict[str, float]:
+    days = SIZES[size]
+    with tempfile.TemporaryDirectory(prefix="tierless-dash-") as tmp:
+        path = Path(tmp) / "cloud.db"
+        started = time.perf_counter()
+        total = build(path, days)
+        print(
+            f"bench: dashboard store: {total:,} readings in {time.perf_counter() - started:.0f} s,"
+            f" {path.stat().st_size / 1e6:.0f} MB",
+            file=sys.stderr,
+        )
+        out = asyncio.run(measure(path, days))
+        out["dashboard.rows_total"] = float(total)
+        return out
+
+
+if __name__ == "__main__":
+    size = sys.argv[1] if len(sys.argv) > 1 else "small"
+    for key, value in run(size).items():
+        print(f"{key:34} {value:12,.1f}")

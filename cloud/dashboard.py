@@ -1,0 +1,352 @@
+"""The plant dashboard at `/`: routes, the viewer's authentication, and the data behind a view.
+
+Authentication: a *viewer* token (`DashboardConfig.viewer`) or the read token; the admin token
+is refused here on purpose, so it never sits in a browser. A token arrives once, by the sign-in
+form (`POST /login`) or as `/?token=...` (the link the demo prints), and is answered with a
+redirect that drops it from the address bar and sets the `tierless_view` cookie: HttpOnly,
+SameSite=Strict, Secure when the public URL is https. Scripts and apps may send
+`Authorization: Bearer` instead. Without a valid token every page is a 401 sign-in page; the token
+is never logged (keep uvicorn's access log off when `?token=` links are used: it logs queries).
+
+Cost: one view reads the series list, the newest reading of each series (one index probe each),
+the devices, today's readings of the counter series only (`cloud.storage.figures`: index range
+scans), today's tickets and the trend series' last 24 hours. The plant part is shared by every
+viewer for `cache_s`, so wall screens refreshing every few seconds cost one computation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import importlib.resources
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlencode, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cloud import dashboard_view, figures
+from cloud.context import Context
+from cloud.figures import Interval, MaterialsReport
+from cloud.query import (
+    DEFAULT_POLICY,
+    FIGURE_ROW_BUDGET,
+    MAX_TICKETS,
+    GroupResult,
+    SeriesResult,
+    counter_results,
+    group_results,
+)
+from cloud.storage.base import (
+    Agg,
+    DeviceState,
+    EventRecord,
+    LatestValue,
+    SeriesFilter,
+    SeriesInfo,
+)
+from cloud.storage.figures import RowBudgetError
+from cloud.tokens import BearerCheck
+
+COOKIE = "tierless_view"
+COOKIE_MAX_AGE_S = 30 * 24 * 3600
+MAX_FORM_BYTES = 4096
+TREND_MS = 24 * 3_600_000
+TREND_BUCKET_MS = 5 * 60_000
+POWER_UNITS = ("W", "kW", "MW")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+HTML_HEADERS = {
+    "cache-control": "no-store",
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    viewer: BearerCheck = field(default_factory=BearerCheck)  # besides the read token
+    timezone: str = "UTC"  # whose calendar day "today" is; `?tz=` overrides per view
+    refresh_s: float = 5.0
+    cache_s: float = 2.0  # how long one computed plant view serves every viewer
+
+
+@dataclass
+class Overview:
+    """What every viewer of one time zone sees; computed at most once per `cache_s`."""
+
+    now_ms: int
+    tz: ZoneInfo
+    day: tuple[int, int]
+    series: list[SeriesInfo]
+    latest: list[LatestValue]
+    devices: list[DeviceState]
+    counters: list[SeriesResult]
+    by_medium: list[GroupResult]
+    by_process: list[GroupResult]
+    materials: MaterialsReport
+    tickets: list[EventRecord]
+    notice: str = ""
+
+
+@dataclass
+class Trend:
+    series: SeriesInfo | None
+    counter: SeriesResult | None = None  # hourly consumption, for a counter
+    points: list[tuple[int, float, float, float]] = field(default_factory=list)  # avg/min/max
+    span: tuple[int, int] = (0, 1)
+
+
+def _b64(token: str) -> str:
+    return base64.urlsafe_b64encode(token.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def _unb64(value: str) -> str | None:
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+def _static(name: str) -> bytes:
+    return importlib.resources.files("cloud.static").joinpath(name).read_bytes()
+
+
+class Dashboard:
+    def __init__(self, ctx: Context, config: DashboardConfig) -> None:
+        self.ctx = ctx
+        self.config = config
+        self._viewers = config.viewer.merged(ctx.config.read)
+        self._secure = ctx.config.public_url.startswith("https://")
+        self._cache: dict[str, tuple[float, Overview]] = {}
+        self._lock = asyncio.Lock()
+        self._assets = {
+            "dashboard.css": (_static("dashboard.css"), "text/css; charset=utf-8"),
+            "dashboard.js": (_static("dashboard.js"), "text/javascript; charset=utf-8"),
+        }
+
+    # -- authentication ---------------------------------------------------------------------
+
+    def _accepts(self, token: str | None) -> bool:
+        return bool(token) and self._viewers.accepts(f"Bearer {token}")
+
+    def _authorised(self, request: Request) -> bool:
+        header = request.headers.get("authorization")
+        if header is not None:
+            return self._viewers.accepts(header)
+        cookie = request.cookies.get(COOKIE)
+        return cookie is not None and self._accepts(_unb64(cookie))
+
+    def _cookie(self, token: str, max_age: int = COOKIE_MAX_AGE_S) -> str:
+        secure = "; Secure" if self._secure else ""
+        return (
+            f"{COOKIE}={_b64(token) if token else ''}; Path=/; Max-Age={max_age}; HttpOnly;"
+            f" SameSite=Strict{secure}"
+        )
+
+    def _html(
+        self, body: str, status: int = 200, headers: dict[str, str] | None = None
+    ) -> Response:
+        return Response(
+            body, status, {**HTML_HEADERS, **(headers or {})}, media_type="text/html; charset=utf-8"
+        )
+
+    def _sign_in(self, message: str = "") -> Response:
+        return self._html(dashboard_view.sign_in_page(message), 401)
+
+    @staticmethod
+    def _same_origin(request: Request) -> bool:
+        origin = request.headers.get("origin")
+        if origin is None or origin == "null":
+            return origin is None
+        return urlsplit(origin).netloc == request.headers.get("host", "")
+
+    # -- handlers ---------------------------------------------------------------------------
+
+    async def page(self, request: Request) -> Response:
+        token = request.query_params.get("token")
+        if token is not None:
+            if not self._accepts(token):
+                return self._sign_in("That token was not accepted.")
+            rest = [(k, v) for k, v in request.query_params.multi_items() if k != "token"]
+            location = "/" + (f"?{urlencode(rest)}" if rest else "")
+            return Response(
+                status_code=303,
+                headers={**HTML_HEADERS, "location": location, "set-cookie": self._cookie(token)},
+            )
+        if not self._authorised(request):
+            return self._sign_in()
+        tz = self._tz(request)
+        overview = await self.overview(tz)
+        trend = await self.trend(overview, request.query_params.get("series"))
+        content = dashboard_view.content(overview, trend)
+        sites = sorted({s.site for s in overview.series if s.site})
+        refresh_ms = int(self.config.refresh_s * 1000)
+        return self._html(dashboard_view.page(content, refresh_ms=refresh_ms, sites=sites))
+
+    async def fragment(self, request: Request) -> Response:
+        if not self._authorised(request):
+            return Response("sign in", 401, HTML_HEADERS, media_type="text/plain")
+        overview = await self.overview(self._tz(request))
+        trend = await self.trend(overview, request.query_params.get("series"))
+        return self._html(dashboard_view.content(overview, trend))
+
+    async def login(self, request: Request) -> Response:
+        if not self._same_origin(request):
+            return self._sign_in("Sign in from this page.")
+        body = await _small_body(request)
+        token = (parse_qs(body).get("token") or [""])[0].strip() if body is not None else ""
+        if not self._accepts(token):
+            return self._sign_in("That token was not accepted.")
+        return Response(
+            status_code=303,
+            headers={**HTML_HEADERS, "location": "/", "set-cookie": self._cookie(token)},
+        )
+
+    async def logout(self, request: Request) -> Response:
+        if not self._same_origin(request):
+            return self._sign_in()
+        return Response(
+            status_code=303,
+            headers={**HTML_HEADERS, "location": "/", "set-cookie": self._cookie("", 0)},
+        )
+
+    async def asset(self, request: Request) -> Response:
+        found = self._assets.get(request.path_params["name"])
+        if found is None:
+            return Response("not found", 404, media_type="text/plain")
+        data, media_type = found
+        headers = {"cache-control": "no-cache", "x-content-type-options": "nosniff"}
+        return Response(data, 200, headers, media_type=media_type)
+
+    def _tz(self, request: Request) -> ZoneInfo:
+        name = request.query_params.get("tz") or self.config.timezone
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            return ZoneInfo(self.config.timezone)
+
+    # -- data -------------------------------------------------------------------------------
+
+    async def overview(self, tz: ZoneInfo) -> Overview:
+        """The plant view for `tz`, from the cache while it is younger than `cache_s`."""
+        key = tz.key
+        hit = self._cache.get(key)
+        if hit is not None and self.ctx.monotonic() - hit[0] < self.config.cache_s:
+            return hit[1]
+        async with self._lock:  # one computation at a time; the others wait and reuse it
+            hit = self._cache.get(key)
+            if hit is not None and self.ctx.monotonic() - hit[0] < self.config.cache_s:
+                return hit[1]
+            overview = await self._compute(tz)
+            self._cache[key] = (self.ctx.monotonic(), overview)
+            return overview
+
+    async def _compute(self, tz: ZoneInfo) -> Overview:
+        store = self.ctx.store
+        now = self.ctx.now_ms()
+        day = figures.local_day(now, tz)
+        hours = figures.grid(day[0], day[1], Interval.HOUR, tz)
+        series = await store.list_series(SeriesFilter())
+        latest = await store.latest(SeriesFilter())
+        devices = await store.list_devices()
+        notice = ""
+        try:
+            counters = await counter_results(
+                store,
+                series,
+                {"hour": hours, "day": list(day)},
+                until_ms=now + 1,
+                policy=DEFAULT_POLICY,
+                budget_rows=FIGURE_ROW_BUDGET,
+            )
+        except RowBudgetError:
+            counters = []
+            notice = "Too many readings today to compute consumption live; use the figures API."
+        events = await store.events(None, figures.TICKET_KIND, day[0], day[1], MAX_TICKETS)
+        return Overview(
+            now_ms=now,
+            tz=tz,
+            day=day,
+            series=series,
+            latest=latest,
+            devices=devices,
+            counters=counters,
+            by_medium=group_results(counters, ("medium",)),
+            by_process=group_results(counters, ("process", "medium")),
+            materials=figures.materials_received(events, list(day)),
+            tickets=sorted(events, key=lambda e: e.ts_ms, reverse=True)[:8],
+            notice=notice,
+        )
+
+    async def trend(self, overview: Overview, wanted: str | None) -> Trend:
+        """The chosen series over the last 24 hours: hourly consumption for a counter, else
+        5-minute averages with their minimum and maximum."""
+        chosen = _pick_trend(overview, wanted)
+        if chosen is None:
+            return Trend(None)
+        now = overview.now_ms
+        start = (now - TREND_MS) // 3_600_000 * 3_600_000
+        span = (start, now + 1)
+        store = self.ctx.store
+        if figures.is_counter(chosen.metric, chosen.unit):
+            hours = figures.grid(start, start + TREND_MS + 3_600_000, Interval.HOUR, overview.tz)
+            found = await counter_results(
+                store, [chosen], {"hour": hours}, until_ms=now + 1, policy=DEFAULT_POLICY
+            )
+            return Trend(chosen, counter=found[0] if found else None, span=span)
+        sid = chosen.series_id
+        avg, low, high = [
+            await store.buckets(sid, span[0], span[1], TREND_BUCKET_MS, agg)
+            for agg in (Agg.AVG, Agg.MIN, Agg.MAX)
+        ]
+        lows = {b.ts_ms: b.value for b in low}
+        highs = {b.ts_ms: b.value for b in high}
+        points = [(b.ts_ms, b.value, lows[b.ts_ms], highs[b.ts_ms]) for b in avg]
+        return Trend(chosen, points=points, span=span)
+
+
+def _pick_trend(overview: Overview, wanted: str | None) -> SeriesInfo | None:
+    by_id = {s.series_id: s for s in overview.series}
+    if wanted is not None and wanted.isdigit() and int(wanted) in by_id:
+        return by_id[int(wanted)]
+    for s in overview.series:
+        if s.unit in POWER_UNITS and "total" in s.metric:
+            return s
+    power = [s for s in overview.series if s.unit in POWER_UNITS]
+    if power:
+        return power[0]
+    return overview.series[0] if overview.series else None
+
+
+async def _small_body(request: Request) -> str | None:
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            return None
+        chunks.append(chunk)
+    try:
+        return b"".join(chunks).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def routes(ctx: Context, config: DashboardConfig) -> list[Route]:
+    d = Dashboard(ctx, config)
+    e = ctx.endpoint
+    return [
+        Route("/", e("dashboard", d.page), methods=["GET"]),
+        Route("/dashboard/fragment", e("dashboard_fragment", d.fragment), methods=["GET"]),
+        Route("/login", e("login", d.login), methods=["POST"]),
+        Route("/logout", e("logout", d.logout), methods=["POST"]),
+        Route("/static/{name}", e("static", d.asset), methods=["GET"]),
+    ]

@@ -1,0 +1,414 @@
+"""The dashboard's HTML: the page shell, the sign-in page and the content that refreshes.
+
+Pure rendering from `cloud.dashboard.Overview`; every string from a gateway (names, tags,
+materials, lots) is escaped (`charts.esc`). No inline script or style: the page's CSP forbids
+both, and colours come from classes or SVG attributes. Numbers that tests and people look for
+carry `data-` attributes with the exact value next to the rounded text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from cloud import charts, figures
+from cloud.charts import Bar, esc, fmt
+from cloud.figures import Figure
+from cloud.storage.base import SeriesInfo
+
+if TYPE_CHECKING:
+    from cloud.dashboard import Overview, Trend
+    from cloud.query import GroupResult
+
+STALE_MS = 5 * 60_000
+MEDIUM_ORDER = ("electricity", "water", "gas", "steam", "air")
+CLOCK_STATES = {0: "synced", 1: "corrected", 2: "untrusted"}
+QUALITY = {0: "good", 1: "uncertain", 2: "bad"}
+
+
+def _local(ts_ms: int, tz: ZoneInfo, pattern: str = "%H:%M") -> str:
+    return datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(tz).strftime(pattern)
+
+
+def ago(ms: int) -> str:
+    """A duration for people: 12 s, 5 min, 2 h 10 min, 3 d."""
+    s = max(0, ms) // 1000
+    if s < 90:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    if s < 2 * 86400:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400} d"
+
+
+def _title(text: str) -> str:
+    return text[:1].upper() + text[1:] if text else "(no medium)"
+
+
+def _ordered(groups: Sequence[GroupResult]) -> list[GroupResult]:
+    """Electricity, water, gas, steam, air, then the rest by name; one unit after another."""
+
+    def key(g: GroupResult) -> tuple[int, str, str]:
+        medium = g.key.get("medium", "")
+        rank = MEDIUM_ORDER.index(medium) if medium in MEDIUM_ORDER else len(MEDIUM_ORDER)
+        return (rank, medium, g.unit)
+
+    return sorted(groups, key=key)
+
+
+def _medium_class(medium: str) -> str:
+    return f"m-{medium}" if medium in charts.MEDIUM_COLOURS else "m-other"
+
+
+def page(content: str, *, refresh_ms: int, sites: Sequence[str] = ()) -> str:
+    where = "Plant overview" + (f" · {esc(', '.join(sites))}" if sites else "")
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Tierless · plant overview</title>
+<link rel="stylesheet" href="/static/dashboard.css">
+<script src="/static/dashboard.js" defer></script>
+</head>
+<body data-refresh-ms="{refresh_ms}">
+<header class="top">
+<div class="brand">Tierless</div>
+<div class="where">{where}</div>
+<div id="refresh-status" class="status ok" aria-live="polite">live</div>
+<form method="post" action="/logout"><button class="link" type="submit">Sign out</button></form>
+</header>
+<main id="content">{content}</main>
+</body>
+</html>
+"""
+
+
+def sign_in_page(message: str = "") -> str:
+    note = f'<p class="error" role="alert">{esc(message)}</p>' if message else ""
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Tierless · sign in</title>
+<link rel="stylesheet" href="/static/dashboard.css">
+</head>
+<body class="signin">
+<form class="card signin-card" method="post" action="/login">
+<h1>Tierless</h1>
+<p>This dashboard needs a viewer token (the read token works too).</p>
+{note}
+<label for="token">Token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required>
+<button type="submit">Sign in</button>
+</form>
+</body>
+</html>
+"""
+
+
+def content(o: Overview, trend: Trend) -> str:
+    parts = []
+    if o.notice:
+        parts.append(f'<p class="notice">{esc(o.notice)}</p>')
+    parts.append(_kpis(o))
+    parts.append('<div class="grid">')
+    parts.append(_hourly(o))
+    parts.append(_by_process(o))
+    parts.append(_materials(o))
+    parts.append(_trend(o, trend))
+    parts.append(_gateways(o))
+    parts.append("</div>")
+    parts.append(_live(o))
+    day = _local(o.day[0], o.tz, "%Y-%m-%d")
+    parts.append(
+        f'<p class="foot">Updated <span id="updated" data-ms="{o.now_ms}">'
+        f"{_local(o.now_ms, o.tz, '%H:%M:%S')}</span> · day {day} ({esc(o.tz.key)}) · "
+        "consumption from cumulative meter registers (docs/figures.md)</p>"
+    )
+    return "\n".join(parts)
+
+
+def _members(o: Overview, ids: Sequence[int]) -> list[Figure]:
+    wanted = set(ids)
+    return [r.figures["day"] for r in o.counters if r.info.series_id in wanted]
+
+
+def _kpis(o: Overview) -> str:
+    tiles = []
+    for g in _ordered(o.by_medium):
+        medium = g.key.get("medium", "")
+        day = g.figures["day"]
+        value = day.values[0]
+        incomplete = sum(1 for f in _members(o, g.series) if f.status(0) != figures.Status.COMPLETE)
+        n = len(g.series)
+        note = f"today so far · {n} meter{'s' if n != 1 else ''}"
+        warn = ""
+        if value is None:
+            warn = '<span class="warn">no data today</span>'
+        elif incomplete:
+            warn = f'<span class="warn">{incomplete} with gaps</span>'
+        tiles.append(
+            f'<div class="kpi {_medium_class(medium)}" data-kpi="{esc(medium)}|{esc(g.unit)}"'
+            f' data-value="{"" if value is None else repr(value)}">'
+            f'<div class="kpi-label"><span class="dot"></span>{esc(_title(medium))}</div>'
+            f'<div class="kpi-value">{esc(fmt(value))} <span class="unit">{esc(g.unit)}</span>'
+            f'</div><div class="kpi-note">{note} {warn}</div></div>'
+        )
+    total_kg = sum(m.total_kg for m in o.materials.materials)
+    tickets = sum(m.total_tickets for m in o.materials.materials)
+    tonnes = total_kg / 1000
+    tiles.append(
+        f'<div class="kpi m-material" data-kpi="material|t" data-value="{tonnes!r}">'
+        '<div class="kpi-label"><span class="dot"></span>Material received</div>'
+        f'<div class="kpi-value">{esc(fmt(tonnes))} <span class="unit">t</span></div>'
+        f'<div class="kpi-note">today · {tickets} ticket{"s" if tickets != 1 else ""}</div></div>'
+    )
+    if len(tiles) == 1:
+        tiles.insert(0, '<div class="kpi empty">No meter counters (kWh, m³, Nm³) yet.</div>')
+    return '<section class="kpis">' + "".join(tiles) + "</section>"
+
+
+def _hour_bars(f: Figure, tz: ZoneInfo, unit: str) -> list[Bar]:
+    bars = []
+    for k in range(len(f.boundaries) - 1):
+        start, end = f.boundaries[k], f.boundaries[k + 1]
+        hour = datetime.fromtimestamp(start / 1000, UTC).astimezone(tz).hour
+        span = f"{_local(start, tz)}–{_local(end, tz)}"
+        bars.append(
+            Bar(
+                label=f"{hour:02d}" if hour % 3 == 0 else "",
+                value=f.values[k],
+                status=str(f.status(k)),
+                title=f"{span}: {fmt(f.values[k], unit)}",
+            )
+        )
+    return bars
+
+
+def _hourly(o: Overview) -> str:
+    blocks = []
+    for g in _ordered(o.by_medium):
+        medium = g.key.get("medium", "")
+        name = f"{_title(medium)} · {g.unit}"
+        blocks.append(
+            f'<figure class="chart-box"><figcaption>{esc(name)}</figcaption>'
+            + charts.bar_chart(
+                _hour_bars(g.figures["hour"], o.tz, g.unit),
+                unit=g.unit,
+                colour=charts.colour(medium),
+                chart=f"hourly-{medium}-{g.unit}",
+                label=f"{name} per hour today",
+            )
+            + "</figure>"
+        )
+    body = "".join(blocks) or '<p class="empty">No meter counters yet.</p>'
+    legend = (
+        '<p class="small legend">Solid: complete · pale: incomplete (a meter had a gap) · '
+        "hatched: no data · hover a bar for its value</p>"
+    )
+    return f'<article class="card wide"><h2>Today by hour</h2>{body}{legend}</article>'
+
+
+def _by_process(o: Overview) -> str:
+    per_unit: dict[str, list[tuple[str, float, str]]] = {}
+    for g in _ordered(o.by_process):
+        value = g.figures["day"].values[0]
+        if value is None:
+            continue
+        medium = g.key.get("medium", "")
+        per_unit.setdefault(g.unit, []).append((g.key.get("process") or "—", value, medium))
+    blocks = []
+    for unit, items in per_unit.items():
+        items.sort(key=lambda i: -i[1])
+        media = sorted({m for _, _, m in items})
+        rows = [(name, value, _title(m) if len(media) > 1 else "") for name, value, m in items]
+        blocks.append(
+            f'<figure class="chart-box"><figcaption>{esc(unit)} by process</figcaption>'
+            + charts.hbar_chart(
+                rows,
+                unit=unit,
+                colour=charts.colour(media[0] if len(media) == 1 else ""),
+                chart=f"process-{unit}",
+                label=f"{unit} by process today",
+            )
+            + "</figure>"
+        )
+    body = "".join(blocks) or '<p class="empty">No consumption recorded today.</p>'
+    return f'<article class="card"><h2>Today by process</h2>{body}</article>'
+
+
+def _materials(o: Overview) -> str:
+    ms = o.materials.materials
+    if not ms:
+        return (
+            '<article class="card"><h2>Raw material received today</h2>'
+            '<p class="empty">No weighbridge tickets today.</p></article>'
+        )
+    in_t = max(m.total_kg for m in ms) >= 1000
+    unit, div = ("t", 1000.0) if in_t else ("kg", 1.0)
+    rows = [
+        (
+            m.material,
+            m.total_kg / div,
+            f"{m.total_tickets} ticket{'s' if m.total_tickets != 1 else ''}",
+        )
+        for m in ms
+    ]
+    chart = charts.hbar_chart(
+        rows, unit=unit, colour=charts.colour("material"), chart="materials", label="materials"
+    )
+    lines = []
+    for e in o.tickets:
+        a = e.attrs
+        net = figures.number(a.get("net_kg"))
+        lines.append(
+            f"<tr><td>{_local(e.ts_ms, o.tz)}</td><td>{esc(a.get('ticket', ''))}</td>"
+            f"<td>{esc(a.get('material', ''))}</td><td>{esc(a.get('lot', ''))}</td>"
+            f'<td class="num">{esc(fmt(net, "kg"))}</td></tr>'
+        )
+    skipped = sum(o.materials.skipped.values())
+    note = (
+        f'<p class="small">{skipped} ticket(s) not counted (see the figures API).</p>'
+        if skipped
+        else ""
+    )
+    return (
+        '<article class="card"><h2>Raw material received today</h2>'
+        f'{chart}<table class="tickets"><thead><tr><th>Time</th><th>Ticket</th><th>Material</th>'
+        f'<th>Lot</th><th class="num">Net</th></tr></thead><tbody>{"".join(lines)}</tbody></table>'
+        f"{note}</article>"
+    )
+
+
+def _series_name(s: SeriesInfo) -> str:
+    where = " · ".join(t for t in (s.area, s.process) if t)
+    return f"{s.metric} ({where})" if where else s.metric
+
+
+def _trend(o: Overview, t: Trend) -> str:
+    options = []
+    for s in o.series:
+        selected = " selected" if t.series is not None and s.series_id == t.series.series_id else ""
+        options.append(
+            f'<option value="{s.series_id}"{selected}>{esc(s.device_id)} / '
+            f"{esc(_series_name(s))} [{esc(s.unit)}]</option>"
+        )
+    form = (
+        '<form class="trend-pick" method="get" action="/"><label for="trend-series">Series</label>'
+        f'<select id="trend-series" name="series">{"".join(options)}</select>'
+        '<noscript><button type="submit">Show</button></noscript></form>'
+    )
+    if t.series is None:
+        empty = '<p class="empty">No series yet.</p>'
+        return f'<article class="card"><h2>Trend</h2>{form}{empty}</article>'
+    s = t.series
+    colour = charts.colour(s.medium)
+    if t.counter is not None:
+        f = t.counter.figures["hour"]
+        chart = charts.bar_chart(
+            _hour_bars(f, o.tz, s.unit),
+            unit=s.unit,
+            colour=colour,
+            chart="trend",
+            label=f"{s.metric} per hour",
+        )
+        caption = f"{esc(_series_name(s))}: consumption per hour, last 24 h"
+    else:
+        start = t.span[0]
+        ticks = [
+            (start + h * 3_600_000, _local(start + h * 3_600_000, o.tz)) for h in range(0, 25, 4)
+        ]
+        chart = charts.line_chart(
+            t.points,
+            x_labels=ticks,
+            span=t.span,
+            unit=s.unit,
+            colour=colour,
+            chart="trend",
+            label=f"{s.metric} last 24 hours",
+        )
+        caption = f"{esc(_series_name(s))}: 5-minute mean with min–max, last 24 h"
+    return (
+        f'<article class="card"><h2>Trend</h2>{form}<figure class="chart-box">'
+        f"<figcaption>{caption}</figcaption>{chart}</figure></article>"
+    )
+
+
+def _health_class(age_ms: int | None) -> str:
+    if age_ms is None:
+        return "bad"
+    return "ok" if age_ms < 2 * 60_000 else "warn" if age_ms < 15 * 60_000 else "bad"
+
+
+def _gateways(o: Overview) -> str:
+    newest: dict[str, int] = {}
+    for v in o.latest:
+        device = v.series.device_id
+        newest[device] = max(newest.get(device, v.ts_ms), v.ts_ms)
+    rows = []
+    for d in o.devices:
+        seen_age = None if d.last_seen_ms is None else o.now_ms - d.last_seen_ms
+        seen = "never" if seen_age is None else f"{ago(seen_age)} ago"
+        data = newest.get(d.device_id)
+        data_text = "–" if data is None else ago(o.now_ms - data)
+        if data is not None and d.last_seen_ms is not None and d.last_seen_ms - data > STALE_MS:
+            data_text += f' <span class="warn">behind {ago(d.last_seen_ms - data)}</span>'
+        state = "" if d.status == "active" else f' <span class="warn">{esc(d.status)}</span>'
+        dropped = d.dropped_buffer_full + d.dropped_damaged + d.rejected_invalid
+        drop_title = (
+            f"buffer full {d.dropped_buffer_full}, damaged {d.dropped_damaged},"
+            f" rejected {d.rejected_invalid}"
+        )
+        chain = "ok" if not (d.gaps or d.forks) else f"{d.gaps} gap(s) · {d.forks} fork(s)"
+        clock = CLOCK_STATES.get(d.clock_state or 0, "?") if d.clock_state is not None else "–"
+        offset = "" if d.clock_offset_ms is None else f" {d.clock_offset_ms:+d} ms"
+        rows.append(
+            f'<tr data-device="{esc(d.device_id)}"><td>{esc(d.device_id)}{state}</td>'
+            f'<td class="{_health_class(seen_age)}">{seen}</td><td>{data_text}</td>'
+            f'<td class="num">{d.readings:,}</td>'
+            f'<td class="num {"bad" if dropped else ""}" title="{esc(drop_title)}">{dropped:,}</td>'
+            f'<td class="{"bad" if d.gaps or d.forks else "ok"}">{chain}</td>'
+            f'<td class="{"warn" if d.clock_state == 2 else ""}">{clock}{offset}</td></tr>'
+        )
+    body = "".join(rows) or '<tr><td colspan="7" class="empty">No gateways yet.</td></tr>'
+    return (
+        '<article class="card"><h2>Gateways</h2><table class="health"><thead><tr>'
+        "<th>Gateway</th><th>Last upload</th><th>Newest data</th>"
+        '<th class="num">Readings</th><th class="num">Dropped</th><th>Chain</th><th>Clock</th>'
+        f"</tr></thead><tbody>{body}</tbody></table>"
+        '<p class="small">Gateways do not report their buffer size: "behind" is how much older '
+        "the newest reading is than the last upload, a gateway catching up after an outage.</p>"
+        "</article>"
+    )
+
+
+def _live(o: Overview) -> str:
+    rows = []
+    ordered = sorted(
+        o.latest,
+        key=lambda v: (v.series.device_id, v.series.area, v.series.process, v.series.metric),
+    )
+    for v in ordered:
+        s = v.series
+        age = o.now_ms - v.ts_ms
+        quality = QUALITY.get(v.quality & 3, "?")
+        cls = "bad" if quality == "bad" else "stale" if age > STALE_MS else ""
+        rows.append(
+            f'<tr class="{cls}" data-series="{s.series_id}"><td>{esc(s.device_id)}</td>'
+            f"<td>{esc(' · '.join(t for t in (s.area, s.process) if t))}</td>"
+            f"<td>{esc(s.metric)}</td>"
+            f'<td class="num" data-value="{v.value!r}">{esc(fmt(v.value))}</td>'
+            f"<td>{esc(s.unit)}</td><td>{ago(age)}</td><td>{quality}</td></tr>"
+        )
+    body = "".join(rows) or '<tr><td colspan="7" class="empty">No readings yet.</td></tr>'
+    return (
+        '<section class="card"><h2>Live values</h2><div class="scroll"><table class="live">'
+        "<thead><tr><th>Gateway</th><th>Area · process</th><th>Metric</th>"
+        '<th class="num">Value</th><th>Unit</th><th>Age</th><th>Quality</th></tr></thead>'
+        f"<tbody>{body}</tbody></table></div></section>"
+    )
