@@ -8,6 +8,7 @@ single member with nothing after it; zstd a single frame with a window of at mos
 
 from __future__ import annotations
 
+import threading
 import zlib
 from types import ModuleType
 
@@ -27,6 +28,11 @@ _ZSTD_STEP = 128
 _ZSTD_MAX_WINDOW = 8 * 1024 * 1024
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
+
+# One zstd decoder context per thread, reused: creating one costs ~8 us, 90 % of decoding a small
+# batch. Each decompressobj() resets the context's session, so no data carries over between
+# bodies; a context keeps at most one window buffer (<= 8 MiB) between calls.
+_zstd_contexts = threading.local()
 
 
 def available_encodings() -> tuple[str, ...]:
@@ -99,9 +105,10 @@ def _unzstd(data: bytes, max_size: int) -> bytes:
     if zstd is None:  # pragma: no cover - decompress() checked; keeps the type narrow
         raise UnsupportedEncodingError("zstd is not installed on this side")
     try:
-        dobj = zstd.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW).decompressobj(
-            read_across_frames=False
-        )
+        dctx = getattr(_zstd_contexts, "dctx", None)
+        if dctx is None:
+            dctx = _zstd_contexts.dctx = zstd.ZstdDecompressor(max_window_size=_ZSTD_MAX_WINDOW)
+        dobj = dctx.decompressobj(read_across_frames=False)
         out = bytearray()
         view = memoryview(data)
         # Small input steps bound each step's output: a zstd block of 4 bytes may stand for

@@ -288,12 +288,70 @@ def sign_request(
     }
 
 
+# The exact text our own signers send (canonical RFC 8941, parameters in the signing order):
+# `parse_signature` reads it with one match, and everything else with the general parser. The
+# fast path only ever accepts; on any doubt it defers, so refusals and their reasons are the
+# general parser's (tests/wire/test_signatures.py compares the two on mutated inputs).
+_SF_CHARS = r"[\x20\x21\x23-\x5b\x5d-\x7e]"  # an sf-string's characters without escapes
+_CANONICAL_INPUT = re.compile(
+    r"(?P<label>[a-z*][a-z0-9_\-.*]*)="
+    rf'(?P<value>\((?P<components>"{_SF_CHARS}+"(?: "{_SF_CHARS}+")*)\)'
+    r";created=(?P<created>0|[1-9][0-9]{0,14})"
+    rf';keyid="(?P<keyid>{_SF_CHARS}+)";alg="ed25519";tag="(?P<tag>{_SF_CHARS}*)")'
+)
+_CANONICAL_SIGNATURE = re.compile(r"(?P<label>[a-z*][a-z0-9_\-.*]*)=:(?P<b64>[A-Za-z0-9+/]{86}==):")
+
+
+def _parse_canonical(signature_input: str, signature: str) -> ParsedSignature | None:
+    """The profile's canonical form, parsed in one step; None for anything else."""
+    if len(signature_input) > MAX_FIELD_LENGTH or len(signature) > MAX_FIELD_LENGTH:
+        return None
+    inp = _CANONICAL_INPUT.fullmatch(signature_input)
+    sig = _CANONICAL_SIGNATURE.fullmatch(signature)
+    if inp is None or sig is None or inp["label"] != sig["label"]:
+        return None
+    components = inp["components"][1:-1].split('" "')
+    if len(components) > MAX_COMPONENTS or len(set(components)) != len(components):
+        return None
+    try:
+        for name in components:
+            _check_component_name(name)
+    except SignatureError:
+        return None
+    encoded = sig["b64"]
+    raw = base64.b64decode(encoded)  # the pattern admits only valid, padded base64
+    if base64.b64encode(raw).decode("ascii") != encoded:  # unused bits set: not canonical
+        return None
+    params = SignatureParams(
+        created=int(inp["created"]),
+        keyid=inp["keyid"],
+        alg=ALG,
+        tag=inp["tag"],
+        order=("created", "keyid", "alg", "tag"),
+    )
+    return ParsedSignature(
+        label=inp["label"],
+        components=tuple(components),
+        params=params,
+        signature=raw,
+        serialized_params=inp["value"],  # canonical text: what params.serialize() rebuilds
+    )
+
+
 def parse_signature(signature_input: str, signature: str) -> ParsedSignature:
     """Parse the Signature-Input and Signature fields under the profile's strict rules.
 
     Both must carry exactly one member, under the same label. See invariant 2 for what else is
     required; any departure is SignatureError.
     """
+    if isinstance(signature_input, str) and isinstance(signature, str):
+        canonical = _parse_canonical(signature_input, signature)
+        if canonical is not None:
+            return canonical
+    return _parse_general(signature_input, signature)
+
+
+def _parse_general(signature_input: str, signature: str) -> ParsedSignature:
     inputs = parse_dictionary(
         signature_input,
         field="signature-input",

@@ -39,6 +39,8 @@ from wire.signatures import (
     TAG,
     ParsedSignature,
     SignatureParams,
+    _parse_canonical,
+    _parse_general,
     parse_signature,
     sign_request,
     signature_base,
@@ -729,3 +731,77 @@ def test_mutated_valid_headers_are_refused_or_mean_the_same(which, edits):
     assert parsed.serialized_params == _VALID_PARSED.serialized_params
     assert parsed.signature == _VALID_PARSED.signature
     assert parsed.label == _VALID_PARSED.label
+
+
+# The canonical fast path of parse_signature must mean exactly what the general parser means.
+
+
+def test_our_own_signatures_take_the_canonical_path():
+    parsed = _parse_canonical(_VALID["signature-input"], _VALID["signature"])
+    assert parsed is not None
+    assert parsed == _parse_general(_VALID["signature-input"], _VALID["signature"])
+
+
+@given(
+    which=st.sampled_from(["signature-input", "signature"]),
+    edits=st.lists(
+        st.tuples(
+            st.sampled_from(["delete", "insert", "replace", "duplicate"]),
+            st.integers(min_value=0, max_value=400),
+            st.sampled_from(list(_SF_CHARS) + ["\u00e9", "\x00", "A", "Z", "0", "="]),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_canonical_path_agrees_with_the_general_parser_on_mutations(which, edits):
+    text = _VALID[which]
+    for operation, position, char in edits:
+        i = position % (len(text) + 1)
+        if operation == "delete":
+            text = text[:i] + text[i + 1 :]
+        elif operation == "insert":
+            text = text[:i] + char + text[i:]
+        elif operation == "replace":
+            text = text[:i] + char + text[i + 1 :]
+        else:
+            text = text[:i] + text[i : i + 8] + text[i:]
+    headers = {**_VALID, which: text}
+    fast = _parse_canonical(headers["signature-input"], headers["signature"])
+    if fast is not None:
+        assert fast == _parse_general(headers["signature-input"], headers["signature"])
+
+
+_NAMES = st.sampled_from(["@method", "@target-uri", "@path", "@query", "content-type", "x-a"]) | (
+    st.text(alphabet="@abcA-_.*", min_size=1, max_size=6)
+)
+_SF = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=12)
+
+
+@given(
+    label=st.sampled_from(["sig1", "a", "*x", "s-1.b*", "Sig"]),
+    components=st.lists(_NAMES, min_size=1, max_size=18, unique=True) | st.lists(_NAMES),
+    created=st.integers(min_value=0, max_value=10**16),
+    keyid=_SF,
+    tag=_SF,
+    raw=st.binary(min_size=63, max_size=65),
+    padding=st.sampled_from(["", "0", " "]),
+)
+def test_canonical_path_agrees_with_the_general_parser_on_built_fields(
+    label, components, created, keyid, tag, raw, padding
+):
+    inner = "(" + " ".join(f'"{c}"' for c in components) + ")"
+    quoted_keyid = keyid.replace("\\", "\\\\").replace('"', '\\"')
+    quoted_tag = tag.replace("\\", "\\\\").replace('"', '\\"')
+    signature_input = (
+        f'{label}={inner};created={padding}{created};keyid="{quoted_keyid}";alg="ed25519"'
+        f';tag="{quoted_tag}"'
+    )
+    signature = f"{label}=:{base64.b64encode(raw).decode('ascii')}:"
+    fast = _parse_canonical(signature_input, signature)
+    try:
+        general = _parse_general(signature_input, signature)
+    except SignatureError:
+        assert fast is None
+        return
+    assert fast is None or fast == general
