@@ -70,42 +70,10 @@ def probe_sql(kind: str, n: int, *, before: bool) -> str:
     )
 
 
-class _SqliteReader:
-    """Until `SqliteStore.fetch_rows` exists: the same read path, through its reader thread."""
-
-    kind = "sqlite"
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    async def fetch_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = await self._store._read(
-            lambda c: c.execute(sql, params).fetchall()
-        )
-        return rows
-
-
-class _PostgresReader:
-    """Until `PostgresStore.fetch_rows` exists: the same read path, on a pooled connection."""
-
-    kind = "postgres"
-
-    def __init__(self, store: Any) -> None:
-        self._store = store
-
-    async def fetch_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = await self._store._fetchall(sql, params)
-        return rows
-
-
 def row_reader(store: Store) -> RowReader:
-    """The store's read seam (`RowReader`), or an adapter to the backend's own read path."""
+    """The store's read seam; every backend implements `RowReader`."""
     if isinstance(store, RowReader):
         return store
-    if store.kind == "sqlite" and hasattr(store, "_read"):
-        return _SqliteReader(store)
-    if store.kind == "postgres" and hasattr(store, "_fetchall"):
-        return _PostgresReader(store)
     raise StoreError(f"store {store.kind!r} cannot run the figures queries")
 
 

@@ -173,6 +173,10 @@ class PostgresStore:
                 cur = await conn.execute(sql, params)
                 return await cur.fetchall()
 
+    async def fetch_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """`RowReader`: one read-only statement on a pooled connection (the figures' queries)."""
+        return await self._fetchall(sql, params)
+
     async def _rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
         async with self._pool.connection() as conn:
             with _translate():

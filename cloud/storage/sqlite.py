@@ -137,6 +137,11 @@ class SqliteStore:
         conn = self._rconn
         return await self._run(self._reader, lambda: fn(conn))
 
+    async def fetch_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """`RowReader`: one read-only statement on the reader thread (the figures' queries)."""
+        rows: list[tuple[Any, ...]] = await self._read(lambda c: c.execute(sql, params).fetchall())
+        return rows
+
     @staticmethod
     def _tx(conn: Conn, body: Callable[[], T]) -> T:
         conn.execute("BEGIN IMMEDIATE")
