@@ -145,6 +145,11 @@ class Ingest:
         """Readings and events waiting for the next commit."""
         return len(self._rows) + len(self._events)
 
+    def room(self) -> int:
+        """How many readings `add` takes now before it starts refusing (and counting) them. A
+        source that can leave data with its sender (MQTT QoS 1) asks first instead of losing it."""
+        return max(0, self._max_pending - self.pending)
+
     def take(self) -> Group:
         """Everything added so far, for one commit."""
         self._generation += 1

@@ -11,7 +11,9 @@ of the agent only through the `Sink` it is given:
   sent in the same batches;
 - `await committed()` when the source must not acknowledge upstream (MQTT QoS 1, a Modbus
   sequence register) before the readings are durable;
-- `last_value(series_id)` to resume a counter after a restart.
+- `last_value(series_id)` to resume a counter after a restart;
+- `room()`: how many readings `add` takes before it refuses (and counts) them, for a source
+  that can leave data with its sender instead.
 
 A source stamping its own readings should use the `SourceContext.clock` it is built with (the
 agent's clock): its stamps carry the untrusted-time flag and epoch the buffer corrects later. A
@@ -44,6 +46,7 @@ class Sink(Protocol):
         self, series_id: int, value: float, quality: int = 0, ts_ms: int | None = None
     ) -> None: ...
     def add_event(self, event: Event) -> None: ...
+    def room(self) -> int: ...
     def last_value(self, series_id: int) -> float | None: ...
     async def committed(self) -> None: ...
 

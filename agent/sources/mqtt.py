@@ -32,6 +32,11 @@ Invariants:
    doubling to `reconnect_max_s`, times 0.5-1.0); only configuration faults (an unsafe password
    file) raise. A broker that comes back without our session (no persistence, session expired)
    is logged as a warning and counted in `stats.session_lost`: what it held is gone.
+6. A full sink never loses a message. When the agent's ingest has no room for a message's
+   readings (the broker overshot its in-flight window while draining a backlog faster than the
+   buffer commits), the message is not added and not acknowledged, nor is anything after it on
+   that connection; once the messages before it are acked, the connection is closed and the
+   broker delivers the rest again on the next one (`stats.overflows` counts these).
 """
 
 from __future__ import annotations
@@ -106,6 +111,7 @@ class MqttStats:
     connects: int = 0
     disconnects: int = 0
     session_lost: int = 0
+    overflows: int = 0  # connections closed to leave messages with the broker (invariant 6)
     broker_dropped: int = 0  # the broker's own count (all its clients), as last reported
     problems: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -145,7 +151,7 @@ class MqttSource:
         keep = max(2 * config.receive_maximum, 256)
         self._seen = Seen(path, identity, keep, enabled=config.dedupe == "packet_id")
         self._series: dict[SeriesKey, int] = {}
-        self._pending: list[tuple[_Connection, int, Entry | None]] = []
+        self._pending: list[tuple[_Connection, int, Entry | _NotTaken | None]] = []
         self._generation = 0
         self._pending_ready = asyncio.Event()
         self._had_session = False
@@ -378,7 +384,9 @@ class MqttSource:
             self._pending.append((conn, message.mid, entry))
             self._pending_ready.set()
 
-    def _handle(self, sink: Sink, conn: _Connection, message: paho.MQTTMessage) -> Entry | None:
+    def _handle(
+        self, sink: Sink, conn: _Connection, message: paho.MQTTMessage
+    ) -> Entry | _NotTaken | None:
         """Map one message into the sink; the redelivery entry to mark when it is acked."""
         try:
             topic = message.topic
@@ -412,6 +420,16 @@ class MqttSource:
             ts, flags = self._clock.now()
             now_ms = None if flags else ts
         mapped = self.mapper.map(topic, payload, now_ms=now_ms)
+        if message.qos and (conn.overflowed or sink.room() < len(mapped.readings)):
+            if not conn.overflowed:
+                conn.overflowed = True
+                self.stats.overflows += 1
+                log.warning(
+                    "%s: the agent's buffer is not keeping up; leaving messages with the broker "
+                    "and reconnecting to take them again",
+                    self.name,
+                )
+            return _NOT_TAKEN
         for reason, detail in mapped.problems:
             self._problem(reason, topic, detail)
         for key, value, quality, ts_ms in mapped.readings:
@@ -440,12 +458,20 @@ class MqttSource:
             seen = self._seen.snapshot()
             await sink.committed()
             self._seen.persist(seen)
+            overflowed: list[_Connection] = []
             for conn, mid, entry in group:
+                if isinstance(entry, _NotTaken):
+                    if conn not in overflowed:
+                        overflowed.append(conn)
+                    continue
                 if conn.alive and conn.client is not None:
                     conn.client.ack(mid)
                     self.stats.acked += 1
                     if entry is not None:
                         self._seen.acked(mid, entry)
+            for conn in overflowed:
+                if conn.alive and conn.client is not None:
+                    conn.client.drop_connection()  # the broker sends the unacked ones again
 
 
 class _Client(aiomqtt.Client):
@@ -484,6 +510,10 @@ class _Client(aiomqtt.Client):
     def ack(self, mid: int) -> None:
         self._client.ack(mid, 1)
 
+    def drop_connection(self) -> None:
+        """Disconnect, keeping the session: unacknowledged messages come again on reconnect."""
+        self._client.disconnect()
+
     def retrieve_disconnect_error(self) -> None:
         """aiomqtt's exit leaves a lost connection's error unread (asyncio then logs "Future
         exception was never retrieved"); we report it ourselves."""
@@ -518,6 +548,17 @@ class _Connection:
     client: _Client | None = None
     alive: bool = False
     subscribed: bool = False
+    # The sink had no room for a message: it and everything after it on this connection stay
+    # unacknowledged, and the connection is closed once the taken ones are acked, so the broker
+    # delivers them again (invariant 6).
+    overflowed: bool = False
+
+
+class _NotTaken:
+    """Marks a message the sink had no room for: never acknowledged."""
+
+
+_NOT_TAKEN = _NotTaken()
 
 
 def _code(code: Any) -> int:

@@ -56,6 +56,9 @@ class FakeSink:
     def last_value(self, series_id: int) -> float | None:
         return None
 
+    def room(self) -> int:
+        return 1_000_000
+
     async def committed(self) -> None:
         await self.commits_allowed.wait()
 
