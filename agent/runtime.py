@@ -75,6 +75,12 @@ class Agent:
         self.stop = self.deps.stop or asyncio.Event()
 
     async def run(self) -> None:
+        # Signals first: a SIGTERM that arrives while the buffer opens or the uplink is built
+        # must still end in a clean stop (exit 0), not in the default action.
+        with self._signals():
+            await self._run()
+
+    async def _run(self) -> None:
         cfg = self.config
         device_key = DeviceKey(cfg.device.key_file)
         log.info("signing with device key %s", device_key.keyid)
@@ -118,8 +124,7 @@ class Agent:
                 addr = parse_listen(cfg.metrics.listen)
                 server = await serve(addr.host, addr.port, self.metrics, self._refresh_gauges)
                 self.metrics_port = server.sockets[0].getsockname()[1]
-            with self._signals():
-                await self._run_tasks()
+            await self._run_tasks()
         finally:
             if server is not None:
                 server.close()
@@ -204,15 +209,20 @@ class Agent:
         started = time.perf_counter()
         buffer = self.worker.buffer
         try:
-            result = await self.worker.call(
-                buffer.commit,
-                group.rows,
-                new_series=group.new_series,
-                new_epochs=group.new_epochs,
-                references=group.references,
-                dropped_before=group.dropped,
-                events=group.events,
-                positions=group.positions,
+            # Shielded: the group has left the ingest, so a stop that cancels this task while
+            # the commit still waits its turn on the buffer thread must not cancel the commit
+            # with it (the readings would vanish uncounted). The final flush queues behind it.
+            result = await asyncio.shield(
+                self.worker.call(
+                    buffer.commit,
+                    group.rows,
+                    new_series=group.new_series,
+                    new_epochs=group.new_epochs,
+                    references=group.references,
+                    dropped_before=group.dropped,
+                    events=group.events,
+                    positions=group.positions,
+                )
             )
         except StoreError:
             self.ingest.give_back(group)

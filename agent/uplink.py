@@ -83,6 +83,10 @@ def make_client(
     )
 
 
+# The `status` values of a receiver's 200 that acknowledge a batch (docs/protocol.md).
+ACK_STATUSES = ("stored", "duplicate")
+
+
 class Uplink:
     """Signed requests for one device."""
 
@@ -117,9 +121,17 @@ class Uplink:
         payload = _json(response)
         status = response.status_code
         if status == 200:
+            # Only a receiver's own acknowledgement of this very batch deletes it: a 200 from
+            # something else (a wrong URL, a proxy's default page) must never empty the buffer.
+            if payload.get("status") not in ACK_STATUSES or payload.get("seq") != seq:
+                raise RefusedError(
+                    f"200 without an acknowledgement of seq {seq} (is cloud.url the receiver?)",
+                    status=200,
+                    code="not_an_ack",
+                )
             return Ack(
-                seq=int(payload.get("seq", seq)),
-                status=str(payload.get("status", "stored")),
+                seq=seq,
+                status=str(payload["status"]),
                 server_time_ms=_int_or_none(payload.get("server_time_ms")),
                 sent_mono_ms=sent,
                 recv_mono_ms=recv,

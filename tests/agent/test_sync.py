@@ -199,9 +199,19 @@ async def test_stopped_state_is_persisted_for_status(harness, receiver):
     h = harness()
     h.buffer.adopt_head(0, GENESIS)
     h.fill(5)
-    await h.run_until(lambda: h.buffer.meta.get("uplink_state", "").startswith("stopped"))
-    assert h.buffer.meta["uplink_state"].startswith("stopped: 409 chain_conflict")
-    assert h.buffer.meta["last_error"].startswith("409 chain_conflict")
+    seen: list[tuple[str, str]] = []
+
+    def stopped() -> bool:
+        # read both at the moment the state is persisted: the loop re-checks right after
+        meta = h.buffer.meta
+        if meta.get("uplink_state", "").startswith("stopped"):
+            seen.append((meta["uplink_state"], meta.get("last_error", "")))
+        return bool(seen)
+
+    await h.run_until(stopped)
+    state, error = seen[0]
+    assert state.startswith("stopped: 409 chain_conflict")
+    assert error.startswith("409 chain_conflict")
 
 
 async def test_unfillable_seq_gap_stops(harness, receiver):

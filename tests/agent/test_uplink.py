@@ -90,6 +90,25 @@ async def test_refusals_stop_with_status_and_code(key, body, status, payload, co
     assert str(info.value).startswith(f"{status} {code} (")
 
 
+@pytest.mark.parametrize(
+    "response",
+    [
+        lambda r: httpx.Response(200, text="<html>Welcome to nginx!</html>"),
+        lambda r: reply(200, {"status": "stored", "seq": 7}),  # another batch's ack
+        lambda r: reply(200, {"status": "ok"}),
+        lambda r: reply(200, {}),
+    ],
+)
+async def test_a_200_that_is_not_this_batchs_ack_deletes_nothing(key, body, response):
+    """A wrong cloud.url answering 200 must never count as an acknowledgement."""
+    receiver = FakeReceiver(key, script=[response])
+    uplink, client = await make_uplink(receiver, key)
+    async with client:
+        with pytest.raises(RefusedError) as info:
+            await uplink.send_batch(body.seq, body.body)
+    assert (info.value.status, info.value.code) == (200, "not_an_ack")
+
+
 async def test_403_reads_well_in_status(key, body):
     receiver = FakeReceiver(key, script=[lambda r: reply(403, {"error": "forbidden"})])
     uplink, client = await make_uplink(receiver, key)
