@@ -5,13 +5,12 @@
     │   └── KeyFileError               the device key file is missing, unsafe or not a key
     ├── StoreError                     the local buffer cannot do its job (disk full, I/O error)
     │   └── StoreDamagedError          the buffer file is not a usable database (moved aside)
-    ├── UplinkError                    talking to the receiver did not end in an acknowledgement
-    │   ├── TransientUplinkError       retry later: transport failure, 429, 5xx (may carry
-    │   │                              the receiver's Retry-After)
-    │   ├── SeqGapError                409 seq_gap: resend from `expected_seq`
-    │   └── RefusedError               400/401/403/409 chain_conflict/413/415: keep the data,
-    │                                  stop uploading, alarm, re-check slowly
-    └── EnrollError                    enrolment failed (the token was refused, or transport)
+    └── UplinkError                    talking to the receiver did not end in an acknowledgement
+        ├── TransientUplinkError       retry later: transport failure, 429, 5xx (may carry
+        │                              the receiver's Retry-After)
+        ├── SeqGapError                409 seq_gap: resend from `expected_seq`
+        └── RefusedError               400/401/403/409 chain_conflict/413/415: keep the data,
+                                       stop uploading, alarm, re-check slowly
 
 Foreign exceptions (sqlite3, httpx, OSError, tomllib, msgspec) are translated once, in the module
 that talks to them, with `raise ... from exc`; none travels past it.
@@ -83,7 +82,3 @@ class RefusedError(UplinkError):
         super().__init__(message)
         self.status = status
         self.code = code
-
-
-class EnrollError(AgentError):
-    """Enrolment did not complete; the message says whether the token was refused."""

@@ -29,13 +29,13 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.errors import ConfigError, EnrollError, RefusedError, SeqGapError, TransientUplinkError
+from agent.errors import ConfigError, RefusedError, SeqGapError, TransientUplinkError
 from wire.codec import MEDIA_TYPE
 from wire.compression import GZIP, ZSTD, choose_encoding, compress
 from wire.digest import content_digest
 from wire.errors import SignatureError
-from wire.keys import b64url_decode, b64url_encode, public_key_to_raw
-from wire.signatures import ENROLL_TAG, TAG, sign_request
+from wire.keys import b64url_decode
+from wire.signatures import TAG, sign_request
 
 _TRANSIENT = {429: "rate_limited", 500: "server", 502: "server", 503: "server", 504: "server"}
 MAX_RETRY_AFTER_S = 3600.0  # a receiver may ask for patience, but not for a day of silence
@@ -253,63 +253,3 @@ def _header_bytes(request: httpx.Request) -> int:
     # request line + "name: value\r\n" per header + the blank line
     line = len(request.method) + len(request.url.raw_path) + len(" HTTP/1.1\r\n") + 1
     return line + sum(len(k) + len(v) + 4 for k, v in request.headers.raw) + 2
-
-
-@dataclass(frozen=True, slots=True)
-class Enrolled:
-    device_id: str
-    keyid: str
-    head_seq: int
-    head_digest: bytes
-    server_time_ms: int | None
-
-
-async def post_enroll(
-    client: httpx.AsyncClient,
-    *,
-    base_url: str,
-    key: Ed25519PrivateKey,
-    token: str,
-    device_id: str,
-    now_ms: int,
-    timeout_s: float = 30.0,
-) -> Enrolled:
-    """POST /v1/enroll, signed by the new key (the proof of possession); EnrollError if refused."""
-    url = base_url.rstrip("/") + "/v1/enroll"
-    body = json.dumps(
-        {
-            "token": token,
-            "device_id": device_id,
-            "public_key": b64url_encode(public_key_to_raw(key.public_key())),
-        },
-        separators=(",", ":"),
-    ).encode()
-    headers = {"content-type": "application/json", "content-digest": content_digest(body)}
-    headers.update(
-        sign_request(key, "POST", url, headers, created=max(0, now_ms // 1000), tag=ENROLL_TAG)
-    )
-    try:
-        async with asyncio.timeout(timeout_s * 2):
-            response = await client.post(url, content=body, headers=headers)
-    except (httpx.HTTPError, TimeoutError) as exc:
-        raise EnrollError(f"cannot reach {url}: {type(exc).__name__}: {exc}") from exc
-    payload = _json(response)
-    if response.status_code == 401:
-        raise EnrollError(
-            "enrolment refused: the token is unknown, used, expired or for another device"
-        )
-    if response.status_code != 201:
-        code = payload.get("error", "error")
-        raise EnrollError(f"enrolment failed: {response.status_code} {code}")
-    try:
-        return Enrolled(
-            device_id=str(payload["device_id"]),
-            keyid=str(payload["keyid"]),
-            head_seq=int(payload.get("head_seq", 0)),
-            head_digest=b64url_decode(str(payload["head_digest"]))
-            if payload.get("head_digest")
-            else bytes(32),
-            server_time_ms=_int_or_none(payload.get("server_time_ms")),
-        )
-    except (KeyError, TypeError, ValueError, SignatureError) as exc:
-        raise EnrollError("enrolment response is malformed") from exc

@@ -189,7 +189,7 @@ class _Receiver:
                 time.sleep(0.05)
 
     def enrol(self, device_id: str, key_file: Path) -> None:
-        from agent.enroll import enroll
+        from tests.agent.helpers import enrol_key
 
         request = urllib.request.Request(  # noqa: S310
             f"{self.url}/v1/admin/tokens",
@@ -199,7 +199,7 @@ class _Receiver:
         )
         with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310
             token = json.loads(r.read())["token"]
-        asyncio.run(enroll(url=self.url, token=token, device_id=device_id, key_file=key_file))
+        enrol_key(self.url, token, device_id, key_file)
 
     def close(self) -> None:
         self.proc.terminate()

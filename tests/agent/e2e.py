@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.enroll import enroll
-from tests.agent.helpers import write_config
+from tests.agent.helpers import enrol_key, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -148,11 +147,7 @@ class Receiver:
 
     def enroll_device(self, device_id: str, key_file: Path) -> None:
         token = self.admin("POST", "/v1/admin/tokens", {"device_id": device_id, "ttl_s": 600})
-        asyncio.run(
-            enroll(
-                url=self.public_url, token=token["token"], device_id=device_id, key_file=key_file
-            )
-        )
+        enrol_key(self.public_url, token["token"], device_id, key_file)
 
     # -- what the cloud holds (read from its SQLite file) ----------------------------------
 

@@ -40,6 +40,20 @@ def decode(body: bytes) -> Batch:
     return decode_batch(body)
 
 
+def enrol_key(url: str, token: str, device_id: str, key_file: Path) -> None:
+    """A new device key in `key_file` (0600), enrolled through edgectl's receiver client."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from agent.keyfile import write_private_key
+    from provisioning.client import Receiver
+
+    key = Ed25519PrivateKey.generate()
+    key_file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_private_key(key_file, key)
+    with Receiver(url) as receiver:
+        receiver.enroll(key, token, device_id)
+
+
 def write_key(path: Path):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
