@@ -72,6 +72,7 @@ from agent.sources.mqtt_config import (
 from agent.sources.mqtt_mapping import CompiledRule, Mapper, compile_rule
 from agent.sources.mqtt_presets import PRESETS
 from agent.sources.mqtt_seen import Entry, Seen, fingerprint
+from firmware_bridge.backoff import Backoff
 from wire.models import SeriesKey
 
 if TYPE_CHECKING:
@@ -124,7 +125,7 @@ class MqttSource:
         state_dir: Path | None = None,
         clock: Clock | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
-        rng: Callable[[], float] = random.random,
+        rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         problems = mqtt_config_problems(config, f"sources.{config.name}")
@@ -180,7 +181,9 @@ class MqttSource:
     # -- connection ---------------------------------------------------------------------------
 
     async def _connections(self, sink: Sink) -> None:
-        backoff = _Backoff(self.config.reconnect_initial_ms / 1000, self.config.reconnect_max_s)
+        backoff = Backoff(
+            self.config.reconnect_initial_ms / 1000, self.config.reconnect_max_s, self._rng
+        )
         while True:
             self._generation += 1
             conn = _Connection(gen=self._generation)
@@ -206,9 +209,9 @@ class MqttSource:
                     backoff.attempts + 1,
                     reason,
                 )
-            await self._sleep(backoff.next(self._rng()))
+            await self._sleep(backoff.next_delay())
 
-    async def _session(self, sink: Sink, conn: _Connection, backoff: _Backoff) -> None:
+    async def _session(self, sink: Sink, conn: _Connection, backoff: Backoff) -> None:
         cfg = self.config
         client = self._make_client(lambda m: self._on_message(sink, conn, m), self._on_session)
         conn.client = client
@@ -571,23 +574,6 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiomqtt.MqttError) and cause is not None and str(cause):
         text = f"{text} ({cause})"
     return text
-
-
-class _Backoff:
-    """Capped exponential backoff with jitter: initial * 2^n up to max, times 0.5..1.0."""
-
-    def __init__(self, initial_s: float, max_s: float) -> None:
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self.attempts = 0
-
-    def next(self, uniform: float) -> float:
-        base = min(self.max_s, self.initial_s * 2.0 ** min(self.attempts, 32))
-        self.attempts += 1
-        return base * (0.5 + uniform / 2)
-
-    def reset(self) -> None:
-        self.attempts = 0
 
 
 class _ProblemLog:

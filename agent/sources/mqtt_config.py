@@ -109,6 +109,11 @@ def mqtt_config_problems(config: MqttSourceConfig, where: str) -> list[str]:
         problems.append(f"{where}.password_file: needs a username")
     if config.client_id and not _printable_ascii(config.client_id):
         problems.append(f"{where}.client_id: printable ASCII without spaces, please")
+    if config.reconnect_initial_ms / 1000 > config.reconnect_max_s:
+        problems.append(
+            f"{where}.reconnect_initial_ms: {config.reconnect_initial_ms} ms is more than "
+            f"reconnect_max_s ({config.reconnect_max_s:g} s)"
+        )
     if not config.rules:
         problems.append(f"{where}.rules: at least one rule (or preset) is needed")
     for i, rule in enumerate(config.rules):

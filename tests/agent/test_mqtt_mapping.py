@@ -486,6 +486,13 @@ def test_source_config_problems_are_reported_with_their_path(tmp_path):
         msgspec.convert({"type": "mqtt", "rules": [], "colour": 1}, MqttSourceConfig)
     empty = msgspec.convert({"type": "mqtt", "rules": []}, MqttSourceConfig)
     assert mqtt_config_problems(empty, "s") == ["s.rules: at least one rule (or preset) is needed"]
+    slow = msgspec.convert(
+        {"type": "mqtt", "rules": [{"preset": "tasmota"}], "reconnect_initial_ms": 60_000},
+        MqttSourceConfig,
+    )
+    assert mqtt_config_problems(slow, "s") == [
+        "s.reconnect_initial_ms: 60000 ms is more than reconnect_max_s (30 s)"
+    ]
 
 
 def test_broker_urls():
@@ -495,16 +502,6 @@ def test_broker_urls():
     for bad in ("http://x", "mqtt://", "mqtt://h/path", "mqtt://h:99999"):
         with pytest.raises(ValueError, match=r"."):
             parse_broker_url(bad)
-
-
-def test_reconnect_backoff_doubles_to_its_cap_with_jitter():
-    from agent.sources.mqtt import _Backoff
-
-    backoff = _Backoff(0.5, 30.0)
-    lows = [backoff.next(0.0) for _ in range(10)]
-    assert lows == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 15.0, 15.0, 15.0]
-    backoff.reset()
-    assert [backoff.next(1.0) for _ in range(3)] == [0.5, 1.0, 2.0]
 
 
 # -- the redelivery record -------------------------------------------------------------------
