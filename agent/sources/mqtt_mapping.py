@@ -349,9 +349,8 @@ class Mapper:
         return list(dict.fromkeys(r.filter for r in self.rules))
 
     def match(self, topic: str) -> tuple[CompiledRule, dict[str, str]] | None:
-        hit = self._topics.get(topic, _MISSING)
-        if hit is not _MISSING:
-            return hit  # type: ignore[no-any-return]
+        if topic in self._topics:
+            return self._topics[topic]
         found = None
         levels = topic.split("/")
         for rule in self.rules:
