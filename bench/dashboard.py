@@ -30,11 +30,11 @@ from pathlib import Path
 import httpx
 
 from cloud.app import create_app
+from cloud.apps.dashboard import DashboardConfig
 from cloud.config import Config
-from cloud.dashboard import DashboardConfig
+from cloud.receiver.tokens import BearerCheck
 from cloud.storage.base import SeriesFilter
 from cloud.storage.sqlite import SqliteStore
-from cloud.tokens import BearerCheck
 
 SERIES = 500
 COUNTER_SHARE = 0.4

@@ -16,10 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cloud import admin, dashboard, enroll, ingest, openapi, query, responses
+from cloud.apps import dashboard, query
 from cloud.config import Config
-from cloud.context import Context, wall_clock_ms
 from cloud.errors import StoreError
+from cloud.receiver import admin, batches, enroll, openapi, responses
+from cloud.receiver.context import Context, wall_clock_ms
 from cloud.storage.base import Store
 
 
@@ -62,7 +63,7 @@ def create_app(
         return responses.json_response(status, body)
 
     routes = [
-        *ingest.routes(ctx),
+        *batches.routes(ctx),
         *enroll.routes(ctx),
         *admin.routes(ctx),
         *query.routes(ctx),

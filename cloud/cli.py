@@ -31,9 +31,9 @@ from pathlib import Path
 
 from cloud.config import Limits, normalise_public_url
 from cloud.errors import CloudError, ConfigError, StoreError
+from cloud.receiver.tokenfiles import load_or_create
 from cloud.server import ServeSettings, serve, stderr
 from cloud.storage import describe_url, store_from_url
-from cloud.tokenfiles import load_or_create
 
 DEFAULT_DB = "sqlite:///./tierless-cloud.db"
 

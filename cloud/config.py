@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from cloud.errors import ConfigError
-from cloud.tokens import BearerCheck
+from cloud.receiver.tokens import BearerCheck
 
 MiB = 1024 * 1024
 _ORIGIN_PATH = re.compile(r"(/[A-Za-z0-9\-._~%/]*)?")

@@ -204,7 +204,8 @@ class Demo:
             f"metrics http://127.0.0.1:{self.metrics_port}/metrics"
         )
         say()
-        # The dashboard takes a token once from ?token= and keeps it in a cookie (cloud.dashboard).
+        # The dashboard takes a token once from ?token= and keeps it in a cookie
+        # (cloud.apps.dashboard).
         say(f"dashboard:   {self.url}/?token={urllib.parse.quote(self.read_token, safe='')}")
         say(
             f"             (the read token of this demo only; also in {_rel(self.read_token_file)})"

@@ -1,4 +1,4 @@
-"""Reads for the figures and the dashboard: the raw rows `cloud.figures` computes from.
+"""Reads for the figures and the dashboard: the raw rows `cloud.apps.figures` computes from.
 
 Every query here is a range or a probe on the `reading (series_id, ts_ms)` index, so its cost
 follows the rows of the window asked for, never the size of the table (docs/figures.md shows the
@@ -22,7 +22,7 @@ from typing import Any
 from cloud.errors import StoreError
 from cloud.storage.base import RowReader, Store
 
-Row = tuple[int, float, int]  # (ts_ms, value, quality): `cloud.figures.Row`
+Row = tuple[int, float, int]  # (ts_ms, value, quality): `cloud.apps.figures.Row`
 
 CHUNK = 25  # series per round trip
 _USABLE = "quality IN (0, 1)"  # GOOD or UNCERTAIN, with a trusted timestamp (wire.models)
@@ -95,7 +95,7 @@ async def series_points(
     [from_ms - context_ms, to_ms + context_ms) plus the nearest usable reading outside that range
     on each side (the `after` probe is skipped when `probe_after` is false, e.g. for a window
     that ends now). Readings of a series are in timestamp order; duplicates of the probes are
-    possible and harmless (`cloud.figures` keeps one reading per timestamp)."""
+    possible and harmless (`cloud.apps.figures` keeps one reading per timestamp)."""
     kind = reader.kind
     lo, hi = from_ms - context_ms, to_ms + context_ms
     read = 0

@@ -14,9 +14,9 @@ from starlette.applications import Starlette
 
 from cloud.app import create_app
 from cloud.config import Config, Limits
-from cloud.metrics import Metrics
+from cloud.receiver.metrics import Metrics
+from cloud.receiver.tokens import BearerCheck
 from cloud.storage.base import Store
-from cloud.tokens import BearerCheck
 from tests.cloud.helpers import START_MS, Frozen, Gateway, serve_app
 
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud.receiver.tokens import issue_token
 from cloud.storage.base import BatchMeta, EnrollRequest, Store
-from cloud.tokens import issue_token
 from wire.codec import MEDIA_TYPE, batch_digest, encode_batch
 from wire.compression import compress
 from wire.digest import content_digest

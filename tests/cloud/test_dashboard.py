@@ -21,10 +21,10 @@ import pytest
 from starlette.applications import Starlette
 
 from cloud.app import create_app
+from cloud.apps.dashboard import COOKIE, DashboardConfig
 from cloud.config import Config
-from cloud.dashboard import COOKIE, DashboardConfig
+from cloud.receiver.tokens import BearerCheck
 from cloud.storage.base import Store
-from cloud.tokens import BearerCheck
 from tests.cloud.conftest import ADMIN_TOKEN, READ_TOKEN, FakeClock
 from tests.cloud.helpers import Frozen, Gateway, serve_app
 from tests.cloud.test_figures import freeze, series_data

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud import figures
-from cloud.figures import CounterPolicy, Interval, Role, Status
+from cloud.apps import figures
+from cloud.apps.figures import CounterPolicy, Interval, Role, Status
 from cloud.storage.base import EventRecord, SeriesInfo
 from tests.cloud.conftest import READ_TOKEN, Receiver
 from tests.cloud.helpers import Frozen, Gateway

@@ -18,7 +18,7 @@ import pytest
 import zstandard
 
 from cloud.config import Limits
-from cloud.responses import UNAUTHORIZED_BYTES
+from cloud.receiver.responses import UNAUTHORIZED_BYTES
 from cloud.storage.base import Store
 from tests.cloud.conftest import Receiver, running_receiver
 from tests.cloud.helpers import Gateway, row_counts

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from cloud.errors import IntegrityError
+from cloud.receiver.tokens import issue_token
 from cloud.storage.base import (
     Agg,
     DeviceStatus,
@@ -27,7 +28,6 @@ from cloud.storage.base import (
 from cloud.storage.migrations import latest_version
 from cloud.storage.postgres import SMALL_BATCH_MAX, PostgresStore
 from cloud.storage.sqlite import SqliteStore
-from cloud.tokens import issue_token
 from tests.cloud.conftest import open_store
 from tests.cloud.helpers import START_MS, Gateway, register, row_counts
 from wire.enrollment import parse_token

@@ -12,9 +12,9 @@ import trustme
 
 from cloud.app import create_app
 from cloud.config import Config
+from cloud.receiver.tokens import BearerCheck
 from cloud.server import tls_context_factory
 from cloud.storage.sqlite import SqliteStore
-from cloud.tokens import BearerCheck
 from tests.cloud.helpers import Gateway, serve_app
 
 

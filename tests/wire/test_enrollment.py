@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cloud import tokens as cloud_tokens
+from cloud.receiver import tokens as cloud_tokens
 from wire.enrollment import (
     format_token,
     parse_token,

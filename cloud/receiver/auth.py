@@ -22,15 +22,15 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.requests import Request
 
-from cloud import responses
 from cloud.errors import RejectedError
+from cloud.receiver import responses
+from cloud.receiver.tokens import BearerCheck
 from cloud.storage.base import KeyRecord, Store
-from cloud.tokens import BearerCheck
 from wire.errors import SignatureError
 from wire.keys import public_key_from_raw
 from wire.signatures import TAG, ParsedSignature, parse_signature, verify_request
 
-log = logging.getLogger("cloud.auth")
+log = logging.getLogger("cloud.receiver.auth")
 _KEY_CACHE_MAX = 10_000
 
 

@@ -25,12 +25,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cloud import responses
-from cloud.auth import authenticate_device, parse_signature_headers, target_uri
-from cloud.context import Context
 from cloud.errors import RejectedError
-from cloud.ingest import check_digest, require_content_type
-from cloud.limits import check_declared_size, read_body
+from cloud.receiver import responses
+from cloud.receiver.auth import authenticate_device, parse_signature_headers, target_uri
+from cloud.receiver.batches import check_digest, require_content_type
+from cloud.receiver.context import Context
+from cloud.receiver.limits import check_declared_size, read_body
 from cloud.storage.base import EnrollRequest
 from wire.digest import verify_content_digest
 from wire.enrollment import parse_token, rotate_pop_message
@@ -39,7 +39,7 @@ from wire.keys import b64url_decode, b64url_encode, key_id, public_key_from_raw
 from wire.models import MAX_NAME_LEN
 from wire.signatures import ENROLL_TAG, verify_request
 
-log = logging.getLogger("cloud.enroll")
+log = logging.getLogger("cloud.receiver.enroll")
 JSON = "application/json"
 T = TypeVar("T")
 

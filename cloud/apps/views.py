@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cloud.figures import Figure, MaterialsReport, Trace
+from cloud.apps.figures import Figure, MaterialsReport, Trace
 from cloud.storage.base import (
     BucketPoint,
     ChainEvent,

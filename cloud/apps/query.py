@@ -12,7 +12,7 @@
 Time ranges are [from_ms, to_ms) in epoch milliseconds; the default is the last 24 hours, and
 for figures the current local day of `tz`. Raw reads are capped (`limits.raw_readings_limit`),
 a bucketed read at 100,000 buckets, a figure at 10,000 intervals, 400 days and
-`FIGURE_ROW_BUDGET` readings read. Figures are defined in `cloud.figures` and docs/figures.md.
+`FIGURE_ROW_BUDGET` readings read. Figures are defined in `cloud.apps.figures` and docs/figures.md.
 """
 
 from __future__ import annotations
@@ -24,14 +24,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cloud import figures, responses
-from cloud.auth import require_bearer
-from cloud.context import Context
-from cloud.errors import RejectedError
-from cloud.figures import CounterPolicy, Figure, Interval, Role, Trace
-from cloud.storage.base import Agg, SeriesFilter, SeriesInfo, Store
-from cloud.storage.figures import RowBudgetError, row_reader, series_points
-from cloud.views import (
+from cloud.apps import figures
+from cloud.apps.figures import CounterPolicy, Figure, Interval, Role, Trace
+from cloud.apps.views import (
     bucket_view,
     consumption_view,
     device_view,
@@ -41,6 +36,12 @@ from cloud.views import (
     point_view,
     series_view,
 )
+from cloud.errors import RejectedError
+from cloud.receiver import responses
+from cloud.receiver.auth import require_bearer
+from cloud.receiver.context import Context
+from cloud.storage.base import Agg, SeriesFilter, SeriesInfo, Store
+from cloud.storage.figures import RowBudgetError, row_reader, series_points
 
 DAY_MS = 24 * 3600 * 1000
 MAX_BUCKETS = 100_000

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cloud import responses
-from cloud.auth import KeyRecords, PublicKeys
 from cloud.config import Config
 from cloud.errors import RejectedError, StoreUnavailableError
-from cloud.limits import RateLimiter
-from cloud.metrics import Metrics
+from cloud.receiver import responses
+from cloud.receiver.auth import KeyRecords, PublicKeys
+from cloud.receiver.limits import RateLimiter
+from cloud.receiver.metrics import Metrics
 from cloud.storage.base import Store
 
 log = logging.getLogger("cloud.app")

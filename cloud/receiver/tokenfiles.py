@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 
 from cloud.errors import ConfigError
-from cloud.tokens import new_operator_token
+from cloud.receiver.tokens import new_operator_token
 
 MIN_TOKEN_LENGTH = 16
 MAX_TOKEN_FILE_BYTES = 4096

@@ -21,18 +21,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cloud import responses
-from cloud.auth import require_bearer
-from cloud.context import Context
-from cloud.enroll import JSON, valid_device_id
+from cloud.apps.views import device_view
 from cloud.errors import RejectedError
-from cloud.ingest import require_content_type
-from cloud.limits import read_body
+from cloud.receiver import responses
+from cloud.receiver.auth import require_bearer
+from cloud.receiver.batches import require_content_type
+from cloud.receiver.context import Context
+from cloud.receiver.enroll import JSON, valid_device_id
+from cloud.receiver.limits import read_body
+from cloud.receiver.tokens import issue_token
 from cloud.storage.base import DeviceStatus
-from cloud.tokens import issue_token
-from cloud.views import device_view
 
-log = logging.getLogger("cloud.admin")
+log = logging.getLogger("cloud.receiver.admin")
 
 
 class TokenBody(msgspec.Struct, forbid_unknown_fields=True):

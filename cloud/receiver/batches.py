@@ -25,11 +25,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cloud import responses
-from cloud.auth import authenticate_device, unauthorized
-from cloud.context import Context
 from cloud.errors import RejectedError
-from cloud.limits import check_declared_size, read_body
+from cloud.receiver import responses
+from cloud.receiver.auth import authenticate_device, unauthorized
+from cloud.receiver.context import Context
+from cloud.receiver.limits import check_declared_size, read_body
 from cloud.storage.base import BatchMeta, IngestResult, Outcome
 from wire.codec import MEDIA_TYPE, batch_digest, decode_batch
 from wire.compression import available_encodings, decompress

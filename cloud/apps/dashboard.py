@@ -28,10 +28,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cloud import dashboard_view, figures
-from cloud.context import Context
-from cloud.figures import Interval, MaterialsReport
-from cloud.query import (
+from cloud.apps import dashboard_page, figures
+from cloud.apps.figures import Interval, MaterialsReport
+from cloud.apps.query import (
     DEFAULT_POLICY,
     FIGURE_ROW_BUDGET,
     MAX_TICKETS,
@@ -40,6 +39,8 @@ from cloud.query import (
     counter_results,
     group_results,
 )
+from cloud.receiver.context import Context
+from cloud.receiver.tokens import BearerCheck
 from cloud.storage.base import (
     Agg,
     DeviceState,
@@ -49,7 +50,6 @@ from cloud.storage.base import (
     SeriesInfo,
 )
 from cloud.storage.figures import RowBudgetError
-from cloud.tokens import BearerCheck
 
 COOKIE = "tierless_view"
 COOKIE_MAX_AGE_S = 30 * 24 * 3600
@@ -116,7 +116,7 @@ def _unb64(value: str) -> str | None:
 
 
 def _static(name: str) -> bytes:
-    return importlib.resources.files("cloud.static").joinpath(name).read_bytes()
+    return importlib.resources.files("cloud.apps.static").joinpath(name).read_bytes()
 
 
 class Dashboard:
@@ -159,7 +159,7 @@ class Dashboard:
         )
 
     def _sign_in(self, message: str = "") -> Response:
-        return self._html(dashboard_view.sign_in_page(message), 401)
+        return self._html(dashboard_page.sign_in_page(message), 401)
 
     @staticmethod
     def _same_origin(request: Request) -> bool:
@@ -186,17 +186,17 @@ class Dashboard:
         tz = self._tz(request)
         overview = await self.overview(tz)
         trend = await self.trend(overview, request.query_params.get("series"))
-        content = dashboard_view.content(overview, trend)
+        content = dashboard_page.content(overview, trend)
         sites = sorted({s.site for s in overview.series if s.site})
         refresh_ms = int(self.config.refresh_s * 1000)
-        return self._html(dashboard_view.page(content, refresh_ms=refresh_ms, sites=sites))
+        return self._html(dashboard_page.page(content, refresh_ms=refresh_ms, sites=sites))
 
     async def fragment(self, request: Request) -> Response:
         if not self._authorised(request):
             return Response("sign in", 401, HTML_HEADERS, media_type="text/plain")
         overview = await self.overview(self._tz(request))
         trend = await self.trend(overview, request.query_params.get("series"))
-        return self._html(dashboard_view.content(overview, trend))
+        return self._html(dashboard_page.content(overview, trend))
 
     async def login(self, request: Request) -> Response:
         if not self._same_origin(request):

@@ -1,0 +1,1 @@
+"""The platform's apps: the query API, the figures and the plant dashboard. They only read."""

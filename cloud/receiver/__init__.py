@@ -1,0 +1,1 @@
+"""The receiver: the device data path (batches, enrolment, rotation) and the operator API."""
