@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint fmt typecheck pytest bench demo clean
+.PHONY: test lint fmt typecheck pytest bench demo soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,5 +42,14 @@ bench: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m demo $(if $(SECONDS),--seconds $(SECONDS)) $(if $(DEMO_PORT),--port $(DEMO_PORT))
 
+# The chaos soak (docs/soak.md): the demo's plant under kill -9, outages, broker restarts, a faulty
+# network and a noisy serial line, with a per-device ledger. SOAK_SECONDS=N per store (default 90),
+# SOAK_STORE=sqlite|postgres|both, SOAK_OUTAGE_MAX_S=N (longest receiver outage, default 8),
+# SOAK_SEED=N.
+soak: $(STAMP)
+	$(BIN)/python -m soak --seconds $(or $(SOAK_SECONDS),90) --store $(or $(SOAK_STORE),both) \
+		--outage-max-s $(or $(SOAK_OUTAGE_MAX_S),8) --seed $(or $(SOAK_SEED),1) \
+		--json .soak/soak.json
+
 clean:
-	rm -rf $(VENV) .bench .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .bench .soak .hypothesis .mypy_cache .pytest_cache .ruff_cache

@@ -21,6 +21,7 @@ Signals (the demo starts this process in a process group of its own):
                    holds is acknowledged; the meter goes silent (the gateway then stores BAD
                    markers, its explicit "no value", which are not counted as produced); the
                    weighbridge stops printing; the sensors stop publishing.
+  SIGUSR2          pause the MQTT sensors, or resume them (the soak restarts the broker between).
   SIGTERM, SIGINT  exit, after writing the report.
 Files in RUN/devices/: `status.json`, small, rewritten every 0.2 s (counts, `ready`, `stopped`,
 MCU readings not yet acknowledged); `report.json` at exit, every produced item.
@@ -89,6 +90,10 @@ class Devices:
         if self.sensors is not None:
             self.sensors.stop()
 
+    def toggle_sensors(self) -> None:
+        if self.sensors is not None:
+            self.sensors.paused = not self.sensors.paused
+
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "pid": os.getpid(),
@@ -110,6 +115,7 @@ class Devices:
                 "waiting_for_gateway": self.sensors.waiting,
                 "messages": self.sensors.messages,
                 "in_flight": self.sensors.in_flight,
+                "quiet": self.sensors.quiet,
             }
         return out
 
@@ -138,6 +144,7 @@ class Devices:
         loop = asyncio.get_running_loop()
         done = asyncio.Event()
         loop.add_signal_handler(signal.SIGUSR1, self.stop_producing)
+        loop.add_signal_handler(signal.SIGUSR2, self.toggle_sensors)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, done.set)
         async with self.bus:

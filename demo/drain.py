@@ -88,6 +88,12 @@ def handed_over(
             return None
         if got < produced:
             return False
+    return committed_all(samples)
+
+
+def committed_all(samples: Samples) -> bool | None:
+    """Whether the agent committed (or counted as dropped) everything it took in; None when the
+    metrics do not say."""
     totals = [
         _get(samples, f"edge_agent_{name}_total")
         for name in ("readings_in", "readings_committed", "events_in", "events_committed")

@@ -42,11 +42,18 @@ def find_mosquitto() -> str | None:
     return None
 
 
-def broker_config(port: int) -> str:
-    return f"""# Mosquitto for `make demo`: loopback only, anonymous, nothing kept on disk.
+def broker_config(port: int, *, persistence_dir: Path | None = None) -> str:
+    """Loopback only, anonymous. With `persistence_dir`, sessions and queued messages are saved
+    there when the broker stops, so a restart keeps them (the soak restarts the broker)."""
+    keep = (
+        "persistence false"
+        if persistence_dir is None
+        else f"persistence true\npersistence_location {persistence_dir}/"
+    )
+    return f"""# Mosquitto for `make demo`: loopback only, anonymous.
 listener {port} 127.0.0.1
 allow_anonymous true
-persistence false
+{keep}
 log_dest stderr
 log_type error
 log_type warning
@@ -80,7 +87,15 @@ class Sensors:
     messages: int = 0
     waiting: bool = True
     stopped: bool = False
+    paused: bool = False  # the soak pauses publishing while it restarts the broker
     in_flight: int = 0
+    publishing: bool = False  # in the middle of a round of messages
+    reconnects: int = 0
+
+    @property
+    def quiet(self) -> bool:
+        """Paused, and no round of messages under way."""
+        return self.paused and not self.publishing
 
     def stop(self) -> None:
         self.stopped = True
@@ -90,13 +105,27 @@ class Sensors:
         while not subscribed(self.broker_log, MQTT_CLIENT_ID):  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         self.waiting = False
-        async with aiomqtt.Client("127.0.0.1", self.port, identifier="demo-sensors") as client:
-            t0 = time.monotonic()
-            while not self.stopped:
-                ts = time.time_ns() // 1_000_000
-                for i, name in enumerate(MQTT_SENSORS):
-                    await self._publish(client, name, ts, time.monotonic() - t0 + 10 * i)
-                await asyncio.sleep(self.interval_s)
+        t0 = time.monotonic()
+        while not self.stopped:
+            try:
+                async with aiomqtt.Client(
+                    "127.0.0.1", self.port, identifier="demo-sensors"
+                ) as client:
+                    while not self.stopped:
+                        if not self.paused:
+                            self.publishing = True
+                            ts = time.time_ns() // 1_000_000
+                            for i, name in enumerate(MQTT_SENSORS):
+                                t = time.monotonic() - t0 + 10 * i
+                                await self._publish(client, name, ts, t)
+                            self.publishing = False
+                        await asyncio.sleep(self.interval_s)
+            except aiomqtt.MqttError:
+                self.publishing = False
+                # The broker went away (the soak restarts it while paused, so nothing was in
+                # flight): a message only counts as produced once acknowledged, so none is lost.
+                self.reconnects += 1
+                await asyncio.sleep(0.2)
 
     async def _publish(self, client: aiomqtt.Client, name: str, ts: int, t: float) -> None:
         temperature = round(21.0 + 2.0 * math.sin(t / 30), 2)

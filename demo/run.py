@@ -95,6 +95,8 @@ class Demo:
         self.mosquitto: str | None = None
         self._events: list[dict[str, Any]] = []
         self.owns_dir = False
+        self.drain_timeout_s = DRAIN_TIMEOUT_S
+        self.broker_persistence: Path | None = None  # the soak keeps the broker's sessions
 
     # -- the whole run ---------------------------------------------------------------------
 
@@ -150,30 +152,7 @@ class Demo:
     def _start(self) -> None:
         d = self.run_dir
         say(f"Tierless demo: everything runs on this machine; files in {_rel(d)}/")
-        self.port = self.o.port or free_port()
-        check_port_free(self.port)
-        self.url = f"http://127.0.0.1:{self.port}"
-        cloud = d / "cloud"
-        cloud.mkdir()
-        db = cloud / "tierless-cloud.db"
-        serve: list[str | Path] = [BIN / "edge-cloud", "serve", "--db", f"sqlite:///{db}"]
-        serve += ["--port", str(self.port), "--log-level", "warning"]
-        self.receiver = Child("receiver", serve, cloud / "receiver.log", cwd=cloud)
-        self.receiver.start()
-        wait_until(
-            "the receiver",
-            lambda: http_ok(f"{self.url}/healthz"),
-            timeout_s=20,
-            child=self.receiver,
-            interrupted=lambda: self.signals.count > 0,
-        )
-        self.admin_token_file = cloud / "tierless-admin.token"
-        self.read_token_file = cloud / "tierless-read.token"
-        self.read_token = self.read_token_file.read_text(encoding="ascii").strip()
-        self.api = ReceiverApi(self.url, self.read_token)
-        pid = self.receiver.pid
-        say(f"  receiver   edge-cloud serve, {self.url}, SQLite {_rel(db)} (pid {pid})")
-
+        self._start_receiver()
         mqtt_port = self._mqtt_port()
         gateway = d / "gateway"
         gateway.mkdir(mode=0o700)
@@ -206,11 +185,45 @@ class Demo:
         say()
         # The dashboard takes a token once from ?token= and keeps it in a cookie
         # (cloud.apps.dashboard).
-        say(f"dashboard:   {self.url}/?token={urllib.parse.quote(self.read_token, safe='')}")
+        say(f"dashboard:   {self.api.url}/?token={urllib.parse.quote(self.read_token, safe='')}")
         say(
             f"             (the read token of this demo only; also in {_rel(self.read_token_file)})"
         )
         say()
+
+    def _receiver_argv(self, cloud: Path) -> list[str | Path]:
+        """`edge-cloud serve` on the demo's store; `self.url` is where gateways send."""
+        db = cloud / "tierless-cloud.db"
+        self.store_text = f"SQLite {_rel(db)}"
+        serve: list[str | Path] = [BIN / "edge-cloud", "serve", "--db", f"sqlite:///{db}"]
+        return [*serve, "--port", str(self.port), "--log-level", "warning"]
+
+    def _start_receiver(self) -> None:
+        self.port = self.o.port or free_port()
+        check_port_free(self.port)
+        self.url = f"http://127.0.0.1:{self.port}"
+        cloud = self.run_dir / "cloud"
+        cloud.mkdir(exist_ok=True)
+        argv = self._receiver_argv(cloud)
+        self.receiver = Child("receiver", argv, cloud / "receiver.log", cwd=cloud)
+        self.receiver.start()
+        self._wait_for_receiver()
+        self.admin_token_file = cloud / "tierless-admin.token"
+        self.read_token_file = cloud / "tierless-read.token"
+        self.read_token = self.read_token_file.read_text(encoding="ascii").strip()
+        self.api = ReceiverApi(f"http://127.0.0.1:{self.port}", self.read_token)
+        pid = self.receiver.pid
+        say(f"  receiver   edge-cloud serve, {self.url}, {self.store_text} (pid {pid})")
+
+    def _wait_for_receiver(self) -> None:
+        assert self.receiver is not None
+        wait_until(
+            "the receiver",
+            lambda: http_ok(f"http://127.0.0.1:{self.port}/healthz"),
+            timeout_s=20,
+            child=self.receiver,
+            interrupted=lambda: self.signals.count > 0,
+        )
 
     def _mqtt_port(self) -> int | None:
         if not self.o.mqtt:
@@ -281,7 +294,9 @@ class Demo:
         mqtt = self.run_dir / "mqtt"
         mqtt.mkdir()
         conf = mqtt / "mosquitto.conf"
-        conf.write_text(broker_config(port), encoding="utf-8")
+        conf.write_text(
+            broker_config(port, persistence_dir=self.broker_persistence), encoding="utf-8"
+        )
         self.broker_log = mqtt / "broker.log"
         binary = self.mosquitto or "mosquitto"
         self.broker = Child("mosquitto", [binary, "-c", conf], self.broker_log, cwd=mqtt)
@@ -386,7 +401,7 @@ class Demo:
         self.devices.send(signal.SIGUSR1)
         stop_ms = self.stopped_ms = time.time_ns() // 1_000_000
         t0 = time.monotonic()
-        deadline = t0 + DRAIN_TIMEOUT_S
+        deadline = t0 + self.drain_timeout_s
         metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         quiet_at: float | None = None
         handed = False
@@ -395,7 +410,7 @@ class Demo:
                 say("  not waiting for the drain")
                 return False
             if time.monotonic() > deadline:
-                say(f"  gave up draining after {DRAIN_TIMEOUT_S:.0f} s")
+                say(f"  gave up draining after {self.drain_timeout_s:.0f} s")
                 return False
             self._check_children()
             status = self._device_status()
@@ -404,7 +419,7 @@ class Demo:
                     quiet_at = time.monotonic()
             elif not handed:
                 samples = drain.scrape(metrics_url)
-                verdict = None if samples is None else drain.handed_over(status, samples, SOURCES)
+                verdict = None if samples is None else self._handed_over(status, samples, quiet_at)
                 # Without the agent's metrics, a fixed wait stands in for condition 2.
                 handed = verdict or (verdict is None and time.monotonic() > quiet_at + SETTLE_S)
             else:
@@ -417,6 +432,12 @@ class Demo:
                     )
                     return True
             time.sleep(0.05)
+
+    def _handed_over(
+        self, status: dict[str, Any], samples: drain.Samples, quiet_at: float
+    ) -> bool | None:
+        """Condition 2 of the drain (`demo.drain`)."""
+        return drain.handed_over(status, samples, SOURCES)
 
     def _stop_and_collect(self) -> tuple[dict[str, dict[str, list[Point]]], dict[str, Any]]:
         codes = {}
@@ -470,6 +491,7 @@ class Demo:
             report, stored, self._events, MCU_CHANNELS, self.skipped, chain, drained=drained
         )
         verdict.seconds = round(seconds, 1)
+        self._adjust(verdict)
         say()
         say(
             f"Summary after {seconds:.0f} s: what the emulated devices produced (their own counts)"
@@ -483,6 +505,9 @@ class Demo:
         if self.signals.count and not drained:
             return 130
         return 0 if verdict.ok else 1
+
+    def _adjust(self, verdict: summary.Verdict) -> None:
+        """A hook for the soak, which allows the loss window of the faults it injected."""
 
     def _window(self) -> tuple[int, int]:
         """The query range: from well before the devices started (the MCU's first readings

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
+from soak.proxy import FaultProxy
 from tests.agent.e2e import (
     CHAOS_CYCLES,
-    FaultProxy,
     assert_contiguous_once,
     make_agent,
     wait_until,

@@ -1,0 +1,251 @@
+"""One soak run: the demo's plant (`demo.run.Demo`) with faults injected while it runs.
+
+On top of the demo:
+- the gateway talks to the receiver through `soak.proxy.FaultProxy` (delays, resets, responses
+  cut off after the receiver committed); the receiver's public URL is the proxy's, since
+  gateways sign the URL they talk to;
+- the MCU's serial line runs through `soak.noise.NoisyLine` (bit flips, control bytes,
+  truncated frames, both ways);
+- the broker keeps its sessions on disk, so a restart loses nothing it acknowledged;
+- the receiver stores in SQLite or in a fresh PostgreSQL schema;
+- `soak.schedule.plan` says when to kill -9 the agent or the receiver, stop the receiver for an
+  outage, or restart the broker. A killed process is started again at once (an outage after its
+  length); the broker is restarted with the sensors paused, so no publish is in flight.
+
+The ledger is the demo's (`demo.summary`): nothing duplicated or made up, anywhere. Lost: the MCU
+and MQTT sensors redeliver until the gateway acknowledged a commit, so they lose nothing; the
+meter and the weighbridge cannot redeliver, so each kill -9 of the agent may lose what it had
+not yet committed: at most one poll of the meter and one ticket, which the verdict allows
+(`allowed_missing`). Readings the gateway reported dropped (buffer full) must be 0 here. The
+agent must never exit unless the soak killed it (`_check_children`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from demo import drain, summary
+from demo.errors import DemoError
+from demo.plant import agent_toml
+from demo.procs import tcp_open, wait_until
+from demo.run import SETTLE_S, Demo, Options, say
+from soak.noise import Dirt, NoisyLine
+from soak.proxy import FaultProxy
+from soak.schedule import Fault, Kind, plan
+
+TICKET_UNITS = 2  # the ledger counts a ticket as an event plus a reading
+
+
+@dataclass(frozen=True)
+class SoakOptions:
+    demo: Options
+    store: str  # "sqlite" or a postgresql:// URL
+    seed: int
+    outage_max_s: float
+    dirt: Dirt = Dirt()
+
+
+class Soak(Demo):
+    def __init__(self, options: SoakOptions) -> None:
+        super().__init__(options.demo)
+        self.s = options
+        self.proxy: FaultProxy | None = None
+        self.noise: NoisyLine | None = None
+        self.done: collections.Counter[str] = collections.Counter()
+        self.receiver_down = False
+        self.drain_timeout_s = 120.0
+        self.plan: list[Fault] = []
+        self.final_faults: dict[str, Any] | None = None
+
+    # -- set-up ------------------------------------------------------------------------------
+
+    def _receiver_argv(self, cloud: Path) -> list[str | Path]:
+        argv = super()._receiver_argv(cloud)
+        if self.s.store != "sqlite":
+            i = argv.index("--db")
+            argv[i + 1] = self.s.store
+            self.store_text = "PostgreSQL (a schema of its own)"
+        assert self.proxy is not None
+        return [*argv, "--public-url", f"http://127.0.0.1:{self.proxy.port}"]
+
+    def _start_receiver(self) -> None:
+        assert self.o.port is not None  # chosen by the caller, so the proxy can point at it
+        self.proxy = FaultProxy(self.o.port, seed=self.s.seed)
+        self.proxy.faults = False  # enrolment is an operator's one-shot step
+        self.proxy.__enter__()
+        super()._start_receiver()
+        self.url = f"http://127.0.0.1:{self.proxy.port}"  # what gateways and edgectl talk to
+        say(f"  proxy      faults between gateway and receiver on {self.url}")
+        self.broker_persistence = self.run_dir / "mqtt"
+
+    def _write_config(self, mqtt_port: int | None) -> None:
+        self.mqtt_port = mqtt_port
+        links = dataclasses.replace(self.links, mcu=self.links.mcu.with_name("mcu-noisy"))
+        self.config.write_text(
+            agent_toml(
+                cloud_url=self.url,
+                links=links,
+                metrics_port=self.metrics_port,
+                mqtt_port=mqtt_port,
+            ),
+            encoding="utf-8",
+        )
+
+    def _start_devices(self, mqtt_port: int | None) -> None:
+        super()._start_devices(mqtt_port)
+        noisy = self.links.mcu.with_name("mcu-noisy")
+        self.noise = NoisyLine(str(self.links.mcu), str(noisy), dirt=self.s.dirt, seed=self.s.seed)
+        self.noise.start()
+        say(f"  noise      the MCU's line through {noisy.name}: {self.s.dirt}")
+
+    # -- the faults --------------------------------------------------------------------------
+
+    def _progress(self) -> None:
+        seconds = self.o.seconds or 60.0
+        self.plan = plan(
+            seconds,
+            seed=self.s.seed,
+            outage_max_s=self.s.outage_max_s,
+            broker=self.mqtt_port is not None,
+        )
+        say(f"Soaking for {seconds:g} s, {len(self.plan)} faults planned (seed {self.s.seed})")
+        assert self.proxy is not None
+        self.proxy.faults = True
+        t0 = time.monotonic()
+        for fault in self.plan:
+            self._idle_until(t0 + fault.at_s)
+            if self.signals.count:
+                break
+            started = time.monotonic()
+            self._inject(fault)
+            self.done[fault.kind.value] += 1
+            say(
+                f"[{started - t0:5.1f} s] {fault.kind.value}"
+                + (f" for {fault.down_s:g} s" if fault.down_s else "")
+                + f", back after {time.monotonic() - started:.1f} s"
+            )
+        self._idle_until(t0 + seconds)
+        self.proxy.faults = False  # the drain is checked for exactness, not for speed
+
+    def _idle_until(self, when: float) -> None:
+        while self.signals.count == 0 and time.monotonic() < when:
+            self._check_children()
+            time.sleep(0.1)
+
+    def _inject(self, fault: Fault) -> None:
+        assert self.agent is not None
+        assert self.receiver is not None
+        if fault.kind is Kind.KILL_AGENT:
+            self.agent.stop(sig=signal.SIGKILL)
+            self.agent.start()
+        elif fault.kind is Kind.KILL_RECEIVER:
+            self.receiver.stop(sig=signal.SIGKILL)
+            self.receiver.start()
+            self._wait_for_receiver()
+        elif fault.kind is Kind.OUTAGE:
+            self.receiver_down = True
+            self.receiver.stop(sig=signal.SIGKILL)
+            self._idle_until(time.monotonic() + fault.down_s)
+            self.receiver.start()
+            self._wait_for_receiver()
+            self.receiver_down = False
+        elif fault.kind is Kind.BROKER_RESTART:
+            self._restart_broker()
+
+    def _restart_broker(self) -> None:
+        assert self.broker is not None
+        assert self.devices is not None
+        assert self.mqtt_port
+        self.devices.send(signal.SIGUSR2)  # pause the sensors
+        wait_until(
+            "the sensors to pause",
+            lambda: bool(self._device_status().get("mqtt", {}).get("quiet")),
+            timeout_s=30,
+            child=self.devices,
+            interrupted=lambda: self.signals.count > 0,
+        )
+        self.broker.stop()  # SIGTERM: Mosquitto saves its sessions and queues, then exits
+        self.broker.start()
+        port = self.mqtt_port
+        wait_until(
+            "mosquitto",
+            lambda: tcp_open(port),
+            timeout_s=20,
+            child=self.broker,
+            interrupted=lambda: self.signals.count > 0,
+        )
+        self.devices.send(signal.SIGUSR2)  # resume
+
+    def _check_children(self) -> None:
+        """Every child must be running, except the receiver during an outage; the agent above
+        all: it never exits on its own, whatever it is fed."""
+        for child in (self.receiver, self.broker, self.devices, self.agent):
+            if child is None or (child is self.receiver and self.receiver_down):
+                continue
+            if not child.running():
+                code = child.proc.poll() if child.proc is not None else None
+                raise DemoError(
+                    f"{child.name} exited by itself with code {code} (log {child.log}):\n"
+                    + child.log_tail(20)
+                )
+
+    def _handed_over(
+        self, status: dict[str, Any], samples: drain.Samples, quiet_at: float
+    ) -> bool | None:
+        """The demo compares the agent's counters with the devices' totals, but a restarted
+        agent counts from zero: here, the devices have been quiet for a while and the agent
+        has committed all it took in."""
+        if time.monotonic() < quiet_at + SETTLE_S:
+            return False
+        return drain.committed_all(samples)
+
+    # -- the verdict -------------------------------------------------------------------------
+
+    def _adjust(self, verdict: summary.Verdict) -> None:
+        kills = self.done[Kind.KILL_AGENT.value]
+        report = self._report()
+        points = len(report.get("meter", {}).get("served", {}))
+        allowance = {"meter": kills * points, "weighbridge": kills * TICKET_UNITS}
+        for device in verdict.devices:
+            device.allowed_missing = allowance.get(device.device, 0)
+            if device.allowed_missing:
+                device.notes.append(
+                    f"up to {device.allowed_missing} may be lost: {kills} kill -9 of the agent, "
+                    "each losing at most what it had not committed or what came while it was down "
+                    "(one poll, one ticket)"
+                )
+
+    def _report(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.run_dir / "devices" / "report.json").read_text("utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return dict(data)
+
+    def faults(self) -> dict[str, Any]:
+        """What this run did to the plant, for the soak's own summary."""
+        if self.final_faults is not None:
+            return self.final_faults
+        return {
+            "planned": len(self.plan),
+            "done": dict(self.done),
+            "proxy": dict(self.proxy.counts) if self.proxy else {},
+            "serial_noise": dict(self.noise.counts) if self.noise else {},
+        }
+
+    def _stop_all(self) -> None:
+        super()._stop_all()
+        self.final_faults = self.faults()
+        if self.noise is not None:
+            self.noise.close()
+            self.noise = None
+        if self.proxy is not None:
+            self.proxy.__exit__(None, None, None)
+            self.proxy = None
