@@ -19,7 +19,6 @@ Source tables are read loosely (the agent owns their schema): a `port` table wit
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import os
 import shutil
@@ -37,6 +36,7 @@ from urllib.parse import urlsplit
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hostio import clocksync
 from provisioning import agentconfig, secretfiles
 from provisioning.client import Receiver, Timed, normalise_url
 from provisioning.enroll import PENDING_SUFFIX
@@ -46,7 +46,6 @@ from wire.keys import key_id
 
 CLOCK_FAIL_S = 300.0  # beyond this, TLS validity and timestamps are at risk
 TCP_TIMEOUT_S = 3.0
-_TIME_ERROR = 5  # adjtimex(2): the kernel says the clock is not synchronised
 
 
 class Status(enum.StrEnum):
@@ -71,7 +70,7 @@ class Doctor:
     config_file: Path | None = None
     transport: httpx.BaseTransport | None = None
     now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
-    kernel_synced: Callable[[], bool | None] = lambda: _adjtimex_synced()
+    kernel_synced: Callable[[], bool | None] = clocksync.kernel_synced
 
     def run(self) -> Iterator[Check]:
         path = self.config_file or self.directory / agentconfig.CONFIG_NAME
@@ -184,16 +183,9 @@ class Doctor:
 
     def _clock(self, config: agentconfig.GatewayConfig, server: Timed | None) -> Check:
         mode = config.sync_check
-        if mode == "assume_synced":
-            synced: bool | None = True
-        elif mode == "receiver_only":
-            synced = None
-        elif mode == "timesyncd":
-            synced = Path(config.timesyncd_flag_file).exists()
-        elif mode == "adjtimex":
-            synced = self.kernel_synced()
-        else:
-            synced = Path(config.timesyncd_flag_file).exists() or self.kernel_synced()
+        synced = clocksync.sync_state(
+            mode, flag_file=config.timesyncd_flag_file, kernel=self.kernel_synced
+        )
         offset_s = None
         if server is not None and server.server_time_ms is not None:
             offset_s = (server.local_mid_ms - server.server_time_ms) / 1000
@@ -333,16 +325,3 @@ def _edge_agent() -> str | None:
     if beside.exists():
         return str(beside)
     return shutil.which("edge-agent")
-
-
-def _adjtimex_synced() -> bool | None:
-    """The kernel's view (adjtimex(2) with modes = 0 only reads); None if it cannot tell."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        buf = ctypes.create_string_buffer(512)  # struct timex is 208 bytes on 64-bit Linux
-        state = int(libc.adjtimex(buf))
-    except (OSError, AttributeError):
-        return None
-    if state < 0:
-        return None
-    return state != _TIME_ERROR
