@@ -1,8 +1,8 @@
 """Clock trust: which timestamp a reading gets, and whether it can be believed.
 
 Three states (`wire.models.ClockState`):
-- SYNCED: the kernel says NTP keeps the wall clock (timesyncd's flag file, or adjtimex without
-  STA_UNSYNC). Readings get the wall clock.
+- SYNCED: the kernel says NTP keeps the wall clock (`hostio.clocksync`: timesyncd's flag file,
+  or adjtimex without STA_UNSYNC). Readings get the wall clock.
 - CORRECTED: not NTP-synced, but the receiver told us its time (`server_time_ms` in an ack).
   Readings get the receiver's time extrapolated with the monotonic clock:
   `ref_ms + (mono - ref_mono)`, within half a round trip plus monotonic drift (tens of ppm).
@@ -25,14 +25,13 @@ No I/O except in the sync checks, which are injectable; time comes from a `TimeS
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from hostio.clocksync import sync_state
 from wire.models import MIN_TS_MS, TIME_UNTRUSTED, ClockState
 
 # Nothing this agent ever measured happened before its release: the lowest floor for timestamps.
@@ -196,46 +195,7 @@ def read_kernel_boot_id(path: str) -> str:
         return os.urandom(16).hex()
 
 
-def timesyncd_check(flag_file: str) -> SyncCheck:
-    """systemd-timesyncd creates this file once it has synchronised the clock."""
-    return lambda: os.path.exists(flag_file)
-
-
-_STA_UNSYNC = 0x0040
-_TIME_ERROR = 5
-
-
-def adjtimex_check() -> SyncCheck:
-    """The kernel's NTP state via adjtimex(2) with modes = 0 (read-only, no privilege needed).
-
-    Synced when the call does not return TIME_ERROR and STA_UNSYNC is clear; whichever daemon
-    disciplines the clock (chrony, ntpd, timesyncd) sets these.
-    """
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-
-    def check() -> bool:
-        # struct timex is 208 bytes on 64-bit Linux; `status` is the int after five longs on
-        # LP64 (offset 40) or five 32-bit longs on ILP32 (offset 20).
-        buf = ctypes.create_string_buffer(512)
-        state = libc.adjtimex(buf)
-        if state < 0:
-            raise OSError(ctypes.get_errno(), "adjtimex failed")
-        offset = 8 + 4 * ctypes.sizeof(ctypes.c_long) if ctypes.sizeof(ctypes.c_long) == 8 else 20
-        status = int.from_bytes(buf.raw[offset : offset + 4], "little", signed=True)
-        return state != _TIME_ERROR and not status & _STA_UNSYNC
-
-    return check
-
-
 def make_sync_check(mode: str, *, flag_file: str) -> SyncCheck:
-    """The check named by `clock.sync_check` in the config."""
-    if mode == "assume_synced":
-        return lambda: True
-    if mode == "receiver_only":
-        return lambda: False
-    if mode == "timesyncd":
-        return timesyncd_check(flag_file)
-    if mode == "adjtimex":
-        return adjtimex_check()
-    ntp = adjtimex_check()
-    return lambda: os.path.exists(flag_file) or ntp()
+    """The check named by `clock.sync_check` in the config (`hostio.clocksync.sync_state`):
+    synced only on a definite yes; "cannot tell" and `receiver_only` count as not synced."""
+    return lambda: sync_state(mode, flag_file=flag_file) is True

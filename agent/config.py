@@ -18,7 +18,6 @@ run here, once, with their problems reported at `sources[i].<key>` like any othe
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import tomllib
 import types
@@ -38,6 +37,7 @@ from firmware_bridge.errors import ConfigError as BridgeConfigError
 from firmware_bridge.mcu_source import McuConfig
 from firmware_bridge.modbus_config import ModbusConfig, resolve
 from firmware_bridge.port import PortConfig
+from hostio.loopback import is_loopback
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _Tag = Annotated[str, msgspec.Meta(max_length=128)]
@@ -213,15 +213,6 @@ def parse_listen(listen: str) -> ListenAddress:
     if port > 65535:
         raise ValueError(f"port {port} is out of range")
     return ListenAddress(host, port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # -- structural check: walks the raw TOML against the struct types and collects every error ----

@@ -21,6 +21,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hostio.prometheus import (
+    CONTENT_TYPE,
+    Labels,
+    MetricType,
+    Sample,
+    render,
+    render_family,
+)
+
 log = logging.getLogger(__name__)
 
 UPLINK_STATES = ("starting", "idle", "sending", "retrying", "stopped")
@@ -45,10 +54,6 @@ def source_counters(stats: Any) -> dict[str, int]:
 
     walk(stats, "")
     return out
-
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 @dataclass(slots=True)
@@ -82,146 +87,150 @@ class Metrics:
     def render(self) -> str:
         out: list[str] = []
 
-        def metric(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
-            out.append(f"# HELP edge_agent_{name} {text}")
-            out.append(f"# TYPE edge_agent_{name} {kind}")
-            for labels, value in samples:
-                out.append(f"edge_agent_{name}{labels} {_num(value)}")
+        def metric(
+            name: str, kind: MetricType, text: str, samples: list[tuple[Labels, float]]
+        ) -> None:
+            family = [Sample(value, labels) for labels, value in samples]
+            out.extend(render_family(f"edge_agent_{name}", kind, text, family))
 
         metric(
             "readings_in_total",
-            "counter",
+            MetricType.COUNTER,
             "Readings handed over by sources.",
-            [("", self.readings_in)],
+            [((), self.readings_in)],
         )
         metric(
             "readings_committed_total",
-            "counter",
+            MetricType.COUNTER,
             "Readings committed to the buffer.",
-            [("", self.readings_committed)],
+            [((), self.readings_committed)],
         )
         metric(
             "readings_dropped_total",
-            "counter",
+            MetricType.COUNTER,
             "Readings lost or refused, by reason.",
-            [(f'{{reason="{k}"}}', v) for k, v in sorted(self.dropped.items())],
+            [((("reason", k),), v) for k, v in sorted(self.dropped.items())],
         )
         metric(
-            "events_in_total", "counter", "Events handed over by sources.", [("", self.events_in)]
+            "events_in_total",
+            MetricType.COUNTER,
+            "Events handed over by sources.",
+            [((), self.events_in)],
         )
         metric(
             "events_committed_total",
-            "counter",
+            MetricType.COUNTER,
             "Events committed to the buffer.",
-            [("", self.events_committed)],
+            [((), self.events_committed)],
         )
         metric(
             "events_acked_total",
-            "counter",
+            MetricType.COUNTER,
             "Events in acknowledged batches.",
-            [("", self.events_acked)],
+            [((), self.events_acked)],
         )
-        metric("batches_sent_total", "counter", "Batch upload attempts.", [("", self.batches_sent)])
+        metric(
+            "batches_sent_total",
+            MetricType.COUNTER,
+            "Batch upload attempts.",
+            [((), self.batches_sent)],
+        )
         metric(
             "batches_acked_total",
-            "counter",
+            MetricType.COUNTER,
             "Batches acknowledged by the receiver.",
-            [(f'{{status="{k}"}}', v) for k, v in sorted(self.batches_acked.items())],
+            [((("status", k),), v) for k, v in sorted(self.batches_acked.items())],
         )
         metric(
             "readings_acked_total",
-            "counter",
+            MetricType.COUNTER,
             "Readings in acknowledged batches.",
-            [("", self.readings_acked)],
+            [((), self.readings_acked)],
         )
         metric(
             "retries_total",
-            "counter",
+            MetricType.COUNTER,
             "Upload retries, by cause.",
-            [(f'{{cause="{k}"}}', v) for k, v in sorted(self.retries.items())],
+            [((("cause", k),), v) for k, v in sorted(self.retries.items())],
         )
         metric(
             "refusals_total",
-            "counter",
+            MetricType.COUNTER,
             "Uploads refused by the receiver, by status.",
-            [(f'{{status="{k}"}}', v) for k, v in sorted(self.refusals.items())],
+            [((("status", k),), v) for k, v in sorted(self.refusals.items())],
         )
         metric(
             "bytes_sent_total",
-            "counter",
+            MetricType.COUNTER,
             "Request bytes sent (body and headers).",
-            [("", self.bytes_sent)],
+            [((), self.bytes_sent)],
         )
-        metric("commits_total", "counter", "Group commits.", [("", self.commits)])
+        metric("commits_total", MetricType.COUNTER, "Group commits.", [((), self.commits)])
         metric(
             "commit_seconds_total",
-            "counter",
+            MetricType.COUNTER,
             "Time spent in group commits.",
-            [("", self.commit_seconds_total)],
+            [((), self.commit_seconds_total)],
         )
         metric(
             "backlog_readings",
-            "gauge",
+            MetricType.GAUGE,
             "Readings held in the buffer, not yet acknowledged.",
-            [("", self.backlog_readings)],
+            [((), self.backlog_readings)],
         )
         metric(
             "backlog_age_seconds",
-            "gauge",
+            MetricType.GAUGE,
             "Age of the oldest reading held.",
-            [("", self.backlog_age_seconds)],
+            [((), self.backlog_age_seconds)],
         )
         metric(
             "uplink_state",
-            "gauge",
+            MetricType.GAUGE,
             "1 for the uplink's current state.",
-            [(f'{{state="{s}"}}', 1 if self.uplink_state == s else 0) for s in UPLINK_STATES],
+            [((("state", s),), 1 if self.uplink_state == s else 0) for s in UPLINK_STATES],
         )
         metric(
             "clock_state",
-            "gauge",
+            MetricType.GAUGE,
             "0 NTP-synced, 1 corrected by the receiver, 2 untrusted.",
-            [("", self.clock_state)],
+            [((), self.clock_state)],
         )
         metric(
             "clock_offset_ms",
-            "gauge",
+            MetricType.GAUGE,
             "Local wall clock minus receiver time.",
-            [("", self.clock_offset_ms)],
+            [((), self.clock_offset_ms)],
         )
         metric(
             "key_reloads_total",
-            "counter",
+            MetricType.COUNTER,
             "Device keys loaded from a changed key file (a rotation).",
-            [("", self.key_reloads)],
+            [((), self.key_reloads)],
         )
         metric(
             "key_reload_failures_total",
-            "counter",
+            MetricType.COUNTER,
             "Changed key files that could not be used (the key in use was kept).",
-            [("", self.key_reload_failures)],
+            [((), self.key_reload_failures)],
         )
         metric(
             "key_reload_failing",
-            "gauge",
+            MetricType.GAUGE,
             "1 while the key file on disk cannot be used and the previous key signs.",
-            [("", self.key_reload_failing)],
+            [((), self.key_reload_failing)],
         )
         metric(
             "source_counter_total",
-            "counter",
+            MetricType.COUNTER,
             "Counters of each source (polls, timeouts, frames, reopens ...), by counter name.",
             [
-                (f'{{source="{_label(source)}",counter="{_label(name)}"}}', value)
+                ((("source", source), ("counter", name)), value)
                 for source, counters in sorted(self.sources.items())
                 for name, value in sorted(counters.items())
             ],
         )
-        return "\n".join(out) + "\n"
-
-
-def _num(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+        return render([out])
 
 
 async def serve(
@@ -237,7 +246,7 @@ async def serve(
             if len(line) >= 2 and line[0] == b"GET" and line[1].split(b"?")[0] == b"/metrics":
                 refresh()
                 body = metrics.render().encode()
-                head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                head = f"HTTP/1.1 200 OK\r\nContent-Type: {CONTENT_TYPE}\r\n".encode()
             else:
                 body = b"not found\n"
                 head = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\n"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ from cloud.errors import CloudError, ConfigError, StoreError
 from cloud.receiver.tokenfiles import load_or_create
 from cloud.server import ServeSettings, serve, stderr
 from cloud.storage import describe_url, store_from_url
+from hostio.loopback import is_loopback
 
 DEFAULT_DB = "sqlite:///./tierless-cloud.db"
 
@@ -101,15 +101,6 @@ def _token_dir(db_url: str) -> Path:
     return Path.cwd()
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def serve_settings(
     args: argparse.Namespace, env: Mapping[str, str]
 ) -> tuple[ServeSettings, list[str]]:
@@ -129,7 +120,7 @@ def serve_settings(
             raise ConfigError(f"TLS file {path} does not exist")
     insecure_env = env.get("TIERLESS_ALLOW_INSECURE_HTTP", "") in ("1", "true", "yes")
     insecure = bool(args.allow_insecure_http) or insecure_env
-    if cert is None and not _is_loopback(host) and not insecure:
+    if cert is None and not is_loopback(host) and not insecure:
         raise ConfigError(
             f"refusing plain HTTP on {host}: give --tls-cert/--tls-key, or "
             "--allow-insecure-http when a TLS proxy sits in front"

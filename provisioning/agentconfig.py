@@ -1,22 +1,25 @@
 """The agent's `agent.toml` as edgectl writes it and reads it back.
 
-edgectl may not import `agent` (layering), so this module knows only the few keys it needs and
-writes a file that `edge-agent check-config` accepts (tested): `[device] id, key_file`,
-`[cloud] url, ca_file, allow_insecure_http`, `[buffer] path`, `[clock] sync_check`. Reading is
-lenient about everything else (the agent validates the whole file); it is strict only about the
-keys edgectl itself uses, and says which file and key is wrong. Relative paths are relative to
-the file, as for the agent.
+Writing: a starting file with the keys edgectl knows (`[device] id, key_file`, `[cloud] url,
+ca_file, allow_insecure_http`, `[buffer] path`, `[clock] sync_check`) that `edge-agent
+check-config` accepts (tested).
+
+Reading: with the agent's own parser and validator (`agent.config.parse_config`, the one
+module of the agent's besides its key file and errors that edgectl may import), so edgectl and
+the agent can never disagree about a file: what the agent would refuse, edgectl refuses too,
+with the same `FILE: key.path: reason` lines. Relative paths come back resolved against the
+file. edgectl's own words stay for a file that is missing or unreadable.
 """
 
 from __future__ import annotations
 
 import json
 import time
-import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from agent.config import Config, parse_config
+from agent.errors import ConfigError
 from provisioning.errors import LocalError
 
 CONFIG_NAME = "agent.toml"
@@ -38,7 +41,8 @@ class Tags:
 
 @dataclass(frozen=True, slots=True)
 class GatewayConfig:
-    """What edgectl needs from an agent.toml; paths resolved."""
+    """What edgectl needs from an agent.toml, and the whole validated file (`agent`); paths
+    resolved against the file."""
 
     path: Path
     device_id: str
@@ -48,7 +52,8 @@ class GatewayConfig:
     allow_insecure_http: bool
     sync_check: str
     timesyncd_flag_file: str
-    raw: dict[str, Any] = field(repr=False)
+    buffer_path: Path
+    agent: Config
 
 
 def toml_str(value: str) -> str:
@@ -123,7 +128,8 @@ def _sources_template(tags: Tags) -> list[str]:
 
 
 def read(path: Path) -> GatewayConfig:
-    """Parse `path`; LocalError naming the file and key for anything edgectl needs and lacks."""
+    """Parse and validate `path` as the agent does; LocalError naming the file and every key
+    that is wrong (one line, problems separated by "; ")."""
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError as exc:
@@ -135,38 +141,18 @@ def read(path: Path) -> GatewayConfig:
     except UnicodeDecodeError as exc:
         raise LocalError(f"{path}: not UTF-8 text") from exc
     try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise LocalError(f"{path}: not valid TOML: {exc}") from exc
-    base = path.resolve().parent
-
-    def get(section: str, key: str, kind: type, default: Any = None) -> Any:
-        table = raw.get(section, {})
-        if not isinstance(table, dict):
-            raise LocalError(f"{path}: {section}: expected a table")
-        value = table.get(key, default)
-        if value is None and default is None:
-            raise LocalError(f"{path}: {section}.{key}: missing (required)")
-        if not isinstance(value, kind):
-            raise LocalError(f"{path}: {section}.{key}: expected a {kind.__name__}")
-        return value
-
-    def resolve(p: str) -> str:
-        return str(base / p) if not Path(p).is_absolute() else p
-
-    ca_file = raw.get("cloud", {}).get("ca_file") if isinstance(raw.get("cloud"), dict) else None
-    if ca_file is not None and not isinstance(ca_file, str):
-        raise LocalError(f"{path}: cloud.ca_file: expected a str")
+        config = parse_config(text, name=str(path), base_dir=path.resolve().parent)
+    except ConfigError as exc:
+        raise LocalError("; ".join(exc.problems)) from exc
     return GatewayConfig(
         path=path,
-        device_id=get("device", "id", str),
-        key_file=Path(resolve(get("device", "key_file", str))),
-        cloud_url=get("cloud", "url", str),
-        ca_file=resolve(ca_file) if ca_file else None,
-        allow_insecure_http=get("cloud", "allow_insecure_http", bool, False),
-        sync_check=get("clock", "sync_check", str, "auto"),
-        timesyncd_flag_file=get(
-            "clock", "timesyncd_flag_file", str, "/run/systemd/timesync/synchronized"
-        ),
-        raw=raw,
+        device_id=config.device.id,
+        key_file=Path(config.device.key_file),
+        cloud_url=config.cloud.url,
+        ca_file=config.cloud.ca_file,
+        allow_insecure_http=config.cloud.allow_insecure_http,
+        sync_check=config.clock.sync_check,
+        timesyncd_flag_file=config.clock.timesyncd_flag_file,
+        buffer_path=Path(config.buffer.path),
+        agent=config,
     )

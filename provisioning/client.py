@@ -20,7 +20,6 @@ The admin token goes only into the Authorization header; it is never part of a m
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import json
 import ssl
 import time
@@ -32,6 +31,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hostio.loopback import is_loopback
 from provisioning.errors import (
     LocalError,
     NotFoundError,
@@ -74,15 +74,6 @@ def normalise_url(url: str, *, allow_insecure_http: bool = False) -> str:
             "(or --allow-insecure-http behind a TLS-terminating proxy on a trusted link)"
         )
     return url.rstrip("/")
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True, slots=True)

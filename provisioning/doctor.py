@@ -2,7 +2,9 @@
 each FAIL saying what to do. Read-only: it writes nothing and changes nothing.
 
 Checks, in order (later ones are skipped when what they need failed):
-    config         agent.toml parses; `edge-agent check-config` accepts it when installed here
+    config         agent.toml passes the agent's own parser and validator (`agent.config`), and
+                   `edge-agent check-config` (which also loads the key and CA as the agent
+                   would) accepts it when installed here
     key file       the device key: OpenSSH permission rules, an Ed25519 PEM key
     leftovers      an interrupted rotation or enrolment (`device.key.next` / `.enrolling`)
     receiver       /healthz answers; TLS verified against cloud.ca_file
@@ -12,14 +14,13 @@ Checks, in order (later ones are skipped when what they need failed):
     source ports   every serial port named by a source exists, is a tty, and may be opened
     endpoints      every broker / Modbus-TCP host named by a source accepts a TCP connection
 
-Source tables are read loosely (the agent owns their schema): a `port` table with `path` (or a
-`port` string) is a serial port; `host` + `tcp_port` (Modbus TCP), or for `type = "mqtt"` a
-`url` / `broker` URL or `host` + `port`, is a TCP endpoint.
+Sources come typed from the agent's parser; doctor asks each only where it reads from, without
+knowing its type (the agent owns the schema): a `port.path` is a serial port; `transport = "tcp"`
+with `host` and `tcp_port` (Modbus TCP), or an `mqtt://` / `mqtts://` `url`, is a TCP endpoint.
 """
 
 from __future__ import annotations
 
-import ctypes
 import enum
 import os
 import shutil
@@ -31,12 +32,12 @@ import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from hostio import clocksync
 from provisioning import agentconfig, secretfiles
 from provisioning.client import Receiver, Timed, normalise_url
 from provisioning.enroll import PENDING_SUFFIX
@@ -46,7 +47,6 @@ from wire.keys import key_id
 
 CLOCK_FAIL_S = 300.0  # beyond this, TLS validity and timestamps are at risk
 TCP_TIMEOUT_S = 3.0
-_TIME_ERROR = 5  # adjtimex(2): the kernel says the clock is not synchronised
 
 
 class Status(enum.StrEnum):
@@ -71,7 +71,7 @@ class Doctor:
     config_file: Path | None = None
     transport: httpx.BaseTransport | None = None
     now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
-    kernel_synced: Callable[[], bool | None] = lambda: _adjtimex_synced()
+    kernel_synced: Callable[[], bool | None] = clocksync.kernel_synced
 
     def run(self) -> Iterator[Check]:
         path = self.config_file or self.directory / agentconfig.CONFIG_NAME
@@ -95,8 +95,8 @@ class Doctor:
             return Check(
                 Status.PASS,
                 "config",
-                f"{path} has what edgectl needs (edge-agent is not installed here, so the "
-                "full check was skipped)",
+                f"{path}: accepted by the agent's parser (edge-agent is not installed here, "
+                "so loading the key and CA as the agent does was skipped)",
             )
         try:
             done = subprocess.run(  # noqa: S603 - our own console script, fixed arguments
@@ -184,16 +184,9 @@ class Doctor:
 
     def _clock(self, config: agentconfig.GatewayConfig, server: Timed | None) -> Check:
         mode = config.sync_check
-        if mode == "assume_synced":
-            synced: bool | None = True
-        elif mode == "receiver_only":
-            synced = None
-        elif mode == "timesyncd":
-            synced = Path(config.timesyncd_flag_file).exists()
-        elif mode == "adjtimex":
-            synced = self.kernel_synced()
-        else:
-            synced = Path(config.timesyncd_flag_file).exists() or self.kernel_synced()
+        synced = clocksync.sync_state(
+            mode, flag_file=config.timesyncd_flag_file, kernel=self.kernel_synced
+        )
         offset_s = None
         if server is not None and server.server_time_ms is not None:
             offset_s = (server.local_mid_ms - server.server_time_ms) / 1000
@@ -221,13 +214,7 @@ class Doctor:
     # -- buffer and sources ---------------------------------------------------------------
 
     def _buffer(self, config: agentconfig.GatewayConfig) -> Check:
-        buffer = config.raw.get("buffer", {})
-        raw_path = buffer.get("path") if isinstance(buffer, dict) else None
-        if not isinstance(raw_path, str):
-            return Check(Status.FAIL, "buffer", f"{config.path}: buffer.path is missing")
-        path = Path(raw_path)
-        if not path.is_absolute():
-            path = config.path.resolve().parent / path
+        path = config.buffer_path
         probe = path.parent
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
@@ -241,48 +228,32 @@ class Doctor:
         return Check(Status.PASS, "buffer", f"{path} can be written")
 
     def _sources(self, config: agentconfig.GatewayConfig) -> Iterator[Check]:
-        sources = config.raw.get("sources", [])
-        if not isinstance(sources, list) or not sources:
+        sources = config.agent.sources
+        if not sources:
             yield Check(Status.WARN, "sources", "no sources configured: nothing will be read")
             return
         for i, source in enumerate(sources):
-            if not isinstance(source, dict):
-                continue
-            name = f"sources[{i}] {source.get('name', source.get('type', ''))}".strip()
+            name = f"sources[{i}] {source.name}".strip()
             for port in _serial_paths(source):
                 yield _serial_check(name, port)
             for host, tcp_port, what in _endpoints(source):
                 yield _tcp_check(name, host, tcp_port, what)
 
 
-def _serial_paths(source: dict[str, Any]) -> list[str]:
-    port = source.get("port")
-    if isinstance(port, dict) and isinstance(port.get("path"), str):
-        return [port["path"]]
-    if isinstance(port, str) and port.startswith("/"):
-        return [port]
-    return []
+def _serial_paths(source: object) -> list[str]:
+    """A source on a serial line names it in `port.path` (resolved against the config file)."""
+    path = getattr(getattr(source, "port", None), "path", None)
+    return [path] if isinstance(path, str) else []
 
 
-def _endpoints(source: dict[str, Any]) -> list[tuple[str, int, str]]:
-    if source.get("type") == "mqtt":
-        for key in ("url", "broker", "broker_url"):
-            url = source.get(key)
-            if isinstance(url, str):
-                try:
-                    parts = urlsplit(url)
-                    default = 8883 if parts.scheme in ("mqtts", "ssl", "tls") else 1883
-                    if parts.hostname:
-                        return [(parts.hostname, parts.port or default, "MQTT broker")]
-                except ValueError:
-                    return []
-        host, port = source.get("host"), source.get("port", 1883)
-        if isinstance(host, str) and isinstance(port, int):
-            return [(host, port, "MQTT broker")]
-        return []
-    host = source.get("host")
-    if source.get("transport") == "tcp" and isinstance(host, str) and host:
-        port = source.get("tcp_port", 502)
+def _endpoints(source: object) -> list[tuple[str, int, str]]:
+    url = getattr(source, "url", None)
+    if isinstance(url, str) and url.startswith(("mqtt://", "mqtts://")):
+        parts = urlsplit(url)  # the agent's validator accepted it: host present, port valid
+        default = 8883 if parts.scheme == "mqtts" else 1883
+        return [(parts.hostname, parts.port or default, "MQTT broker")] if parts.hostname else []
+    host, port = getattr(source, "host", None), getattr(source, "tcp_port", None)
+    if getattr(source, "transport", None) == "tcp" and isinstance(host, str) and host:
         return [(host, port if isinstance(port, int) else 502, "Modbus TCP")]
     return []
 
@@ -333,16 +304,3 @@ def _edge_agent() -> str | None:
     if beside.exists():
         return str(beside)
     return shutil.which("edge-agent")
-
-
-def _adjtimex_synced() -> bool | None:
-    """The kernel's view (adjtimex(2) with modes = 0 only reads); None if it cannot tell."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        buf = ctypes.create_string_buffer(512)  # struct timex is 208 bytes on 64-bit Linux
-        state = int(libc.adjtimex(buf))
-    except (OSError, AttributeError):
-        return None
-    if state < 0:
-        return None
-    return state != _TIME_ERROR

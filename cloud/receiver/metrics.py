@@ -1,4 +1,5 @@
-"""Prometheus metrics of one receiver process, rendered in the text exposition format 0.0.4.
+"""Prometheus metrics of one receiver process, rendered in the text exposition format 0.0.4
+(written by `hostio.prometheus`).
 
 Label values come from small fixed sets (route templates, status codes, error codes, outcomes),
 never from request input, so the number of series stays bounded whatever clients send.
@@ -9,14 +10,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
+from hostio.prometheus import MetricType, Sample, format_value, render, render_family
+
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-
-
-def _labels(names: Sequence[str], values: Sequence[str]) -> str:
-    if not names:
-        return ""
-    escaped = (v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") for v in values)
-    return "{" + ",".join(f'{n}="{v}"' for n, v in zip(names, escaped, strict=True)) + "}"
 
 
 class Counter:
@@ -31,12 +27,13 @@ class Counter:
         return self._values.get(labels, 0.0)
 
     def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} counter"]
+        samples = [
+            Sample(value, tuple(zip(self.labels, labels, strict=True)))
+            for labels, value in sorted(self._values.items())
+        ]
         if not self.labels and not self._values:
-            out.append(f"{self.name} 0")
-        for labels, value in sorted(self._values.items()):
-            out.append(f"{self.name}{_labels(self.labels, labels)} {value:g}")
-        return out
+            samples.append(Sample(0))
+        return render_family(self.name, MetricType.COUNTER, self.help, samples)
 
 
 class Histogram:
@@ -57,15 +54,17 @@ class Histogram:
         return sum(self._counts)
 
     def render(self) -> list[str]:
-        out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
+        samples: list[Sample] = []
         cumulative = 0
         for bound, n in zip(self._bounds, self._counts, strict=False):
             cumulative += n
-            out.append(f'{self.name}_bucket{{le="{bound:g}"}} {cumulative}')
-        out.append(f'{self.name}_bucket{{le="+Inf"}} {self.count}')
-        out.append(f"{self.name}_sum {self._sum:.6f}")
-        out.append(f"{self.name}_count {self.count}")
-        return out
+            samples.append(Sample(cumulative, (("le", format_value(bound)),), "_bucket"))
+        samples += [
+            Sample(self.count, (("le", "+Inf"),), "_bucket"),
+            Sample(self._sum, (), "_sum"),
+            Sample(self.count, (), "_count"),
+        ]
+        return render_family(self.name, MetricType.HISTOGRAM, self.help, samples)
 
 
 class Metrics:
@@ -90,14 +89,14 @@ class Metrics:
         )
 
     def render(self) -> str:
-        lines: list[str] = []
-        for metric in (
-            self.requests,
-            self.batches,
-            self.readings,
-            self.events,
-            self.rejections,
-            self.ingest_seconds,
-        ):
-            lines.extend(metric.render())
-        return "\n".join(lines) + "\n"
+        return render(
+            metric.render()
+            for metric in (
+                self.requests,
+                self.batches,
+                self.readings,
+                self.events,
+                self.rejections,
+                self.ingest_seconds,
+            )
+        )

@@ -46,7 +46,8 @@ def test_too_open_key_is_exit_3_with_the_openssh_line(tmp_path, capsys):
     path = write_config(tmp_path, url="http://127.0.0.1:9")
     assert main(["check-config", str(path)]) == 3
     assert capsys.readouterr().err.strip() == (
-        f"edge-agent: Permissions 0644 for '{key}' are too open; chmod 600 it. Refusing to start."
+        f"edge-agent: Permissions 0644 for '{key}' are too open; chmod 600 '{key}' "
+        "(a key file must not be readable by group or others)"
     )
     assert main(["run", "--config", str(path)]) == 3
 

@@ -47,7 +47,8 @@ def test_group_or_other_readable_is_refused_like_openssh(keydir, mode):
     with pytest.raises(KeyFileError) as info:
         load_private_key(path)
     assert str(info.value) == (
-        f"Permissions {mode:04o} for '{path}' are too open; chmod 600 it. Refusing to start."
+        f"Permissions {mode:04o} for '{path}' are too open; chmod 600 '{path}' "
+        "(a key file must not be readable by group or others)"
     )
 
 
@@ -61,7 +62,7 @@ def test_symlink_is_refused(keydir):
 
 
 def test_missing_not_regular_and_garbage(keydir):
-    with pytest.raises(KeyFileError, match="does not exist"):
+    with pytest.raises(KeyFileError, match=r"does not exist \(enrol the device first\)"):
         load_private_key(keydir / "nope.key")
     fifo = keydir / "fifo.key"
     os.mkfifo(fifo, 0o600)
@@ -80,7 +81,7 @@ def test_world_writable_directory_is_refused(tmp_path):
     path = d / "device.key"
     write_private_key(path, Ed25519PrivateKey.generate())
     d.chmod(0o777)
-    with pytest.raises(KeyFileError, match="writable by group or others; chmod 700 it"):
+    with pytest.raises(KeyFileError, match=f"writable by group or others; chmod 700 '{d}'"):
         load_private_key(path)
 
 

@@ -124,7 +124,7 @@ def test_token_file_must_be_private(tmp_path: Path, capsys: pytest.CaptureFixtur
         ["serve", "--db", f"sqlite:///{tmp_path}/c.db", "--admin-token-file", str(loose)], {}
     )
     assert code == 2
-    assert "permissions 0640" in capsys.readouterr().err
+    assert "Permissions 0640" in capsys.readouterr().err
     link = tmp_path / "link"
     link.symlink_to(_secret(tmp_path / "real"))
     assert (

@@ -107,6 +107,7 @@ def test_serial_ports_and_brokers_named_in_the_config(
 ):
     gw = enrol(ctl, receiver, tmp_path / "gw", "gw-doc-ports")
     closed = free_port()
+    # a file the agent accepts: doctor reads it with the agent's parser
     append(
         gw,
         f"""
@@ -114,6 +115,7 @@ def test_serial_ports_and_brokers_named_in_the_config(
 type = "modbus"
 name = "meters"
 port = {{ path = "{pty_path}", baudrate = 9600 }}
+devices = [{{ name = "incomer", unit_id = 1, profile = "eastron-sdm630" }}]
 
 [[sources]]
 type = "mcu"
@@ -126,11 +128,13 @@ name = "tcp-meters"
 transport = "tcp"
 host = "127.0.0.1"
 tcp_port = {closed}
+devices = [{{ name = "flow", unit_id = 1, profile = "eastron-sdm630" }}]
 
 [[sources]]
 type = "mqtt"
 name = "sensors"
 url = "mqtt://127.0.0.1:{broker_port}"
+rules = [{{ preset = "tasmota" }}]
 """,
     )
     r = ctl("doctor", "--dir", gw)
