@@ -70,7 +70,7 @@ class Context:
                 async with asyncio.timeout(self.config.limits.handler_timeout_s):
                     response = await handler(request)
             except RejectedError as exc:
-                self.metrics.rejections.inc(str(exc.body.get("error", "unknown")))
+                self.metrics.rejections.inc(exc.body.error)
                 log.debug("%s %s refused %d: %s", request.method, route, exc.status, exc.reason)
                 response = responses.json_response(exc.status, exc.body, exc.headers)
             except (StoreUnavailableError, TimeoutError) as exc:
