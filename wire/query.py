@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
+from wire.models import AttrValue
+
 __all__ = [
     "BucketPoint",
     "BucketedReadings",
@@ -28,8 +30,6 @@ __all__ = [
     "SeriesList",
     "SeriesView",
 ]
-
-AttrValue = str | int | float | bool
 
 
 class SeriesView(msgspec.Struct, frozen=True, kw_only=True):
