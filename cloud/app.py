@@ -22,7 +22,7 @@ from cloud.errors import StoreError
 from cloud.receiver import admin, batches, enroll, openapi, responses
 from cloud.receiver.context import Context, wall_clock_ms
 from cloud.storage.base import Store
-from wire.http import Health
+from wire.http import HEALTH_PATH, OPENAPI_PATH, READY_PATH, Health
 
 
 def create_app(
@@ -69,10 +69,10 @@ def create_app(
         *admin.routes(ctx),
         *query.routes(ctx),
         *dashboard.routes(ctx, dashboard_config or dashboard.DashboardConfig()),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
+        Route(HEALTH_PATH, healthz, methods=["GET"]),
+        Route(READY_PATH, readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Route("/v1/openapi.json", openapi_json, methods=["GET"]),
+        Route(OPENAPI_PATH, openapi_json, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.ctx = ctx
