@@ -34,21 +34,8 @@ import httpx
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from hostio.signedclient import (
-    CaBundleError,
-    CertificateError,
-    ExchangeError,
-    ExchangeTimeoutError,
-    Reply,
-    SyncSignedClient,
-    sync_http_client,
-)
-from hostio.signedclient import (
-    TlsError as TlsExchangeError,
-)
-from hostio.signedclient import (
-    UnreachableError as UnreachableExchangeError,
-)
+from hostio import signedclient
+from hostio.signedclient import CaBundleError, ExchangeError, Reply, SyncSignedClient
 from provisioning.errors import (
     LocalError,
     NotFoundError,
@@ -94,17 +81,6 @@ from wire.signatures import ENROLL_TAG, TAG
 JSON = JSON_MEDIA_TYPE
 DEFAULT_TIMEOUT_S = 15.0
 T = TypeVar("T")
-
-__all__ = [
-    "DEFAULT_TIMEOUT_S",
-    "AdminApi",
-    "Enrolled",
-    "Receiver",
-    "Rotated",
-    "Timed",
-    "is_loopback",
-    "normalise_url",
-]
 
 
 def normalise_url(url: str, *, allow_insecure_http: bool = False) -> str:
@@ -164,7 +140,7 @@ class Receiver:
         self.base_url = base_url.rstrip("/")
         self._now_ms = now_ms
         try:
-            client = sync_http_client(
+            client = signedclient.sync_http_client(
                 self.base_url, ca_file=ca_file, timeout_s=timeout_s, transport=transport
             )
         except CaBundleError as exc:
@@ -326,17 +302,17 @@ def _expect(reply: Reply, status: int, what: str, kind: type[T]) -> T:
 
 
 def _translate(exc: ExchangeError, base_url: str) -> ProvisioningError:
-    if isinstance(exc, CertificateError):
+    if isinstance(exc, signedclient.CertificateError):
         return TlsError(
             f"TLS to {base_url} failed: {exc.detail}; "
             "pass --ca-file with the CA bundle that signed the receiver's certificate "
             "(and check this machine's clock)"
         )
-    if isinstance(exc, TlsExchangeError):
+    if isinstance(exc, signedclient.TlsError):
         return TlsError(f"TLS to {base_url} failed: {exc.detail}")
-    if isinstance(exc, ExchangeTimeoutError):
+    if isinstance(exc, signedclient.ExchangeTimeoutError):
         return UnreachableError(f"cannot reach the receiver at {base_url}: timed out")
-    if isinstance(exc, UnreachableExchangeError):
+    if isinstance(exc, signedclient.UnreachableError):
         return UnreachableError(f"cannot reach the receiver at {base_url}: {exc.detail}")
     return ReceiverError(f"request to {base_url} failed: {exc.detail}")
 
