@@ -1,4 +1,4 @@
-"""The only module that speaks HTTP: signed requests to the receiver, responses classified.
+"""The agent's only HTTP code: signed requests to the receiver, responses classified.
 
 One attempt per call; the caller (`agent.sync`) decides about retries from the error class:
 
