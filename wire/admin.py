@@ -10,21 +10,6 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = [
-    "DEFAULT_TOKEN_TTL_S",
-    "ChainEventRecord",
-    "DeviceClock",
-    "DeviceDrops",
-    "DeviceKeysRevoked",
-    "DeviceList",
-    "DeviceRecord",
-    "DeviceStatusChanged",
-    "KeyRevoked",
-    "KeyView",
-    "TokenIssued",
-    "TokenRequest",
-]
-
 DEFAULT_TOKEN_TTL_S = 24 * 3600
 
 

@@ -26,41 +26,6 @@ from urllib.parse import quote
 
 import msgspec
 
-__all__ = [
-    "ADMIN_DEVICES_PATH",
-    "ADMIN_DEVICE_ACTION_PATH",
-    "ADMIN_DEVICE_PATH",
-    "ADMIN_KEY_REVOKE_PATH",
-    "ADMIN_TOKENS_PATH",
-    "BATCHES_PATH",
-    "CHAIN_HEAD_PATH",
-    "CONSUMPTION_PATH",
-    "DEVICES_PATH",
-    "ENROLL_PATH",
-    "EVENTS_PATH",
-    "HEALTH_PATH",
-    "JSON_MEDIA_TYPE",
-    "LATEST_PATH",
-    "MATERIALS_PATH",
-    "OPENAPI_PATH",
-    "READINGS_PATH",
-    "READY_PATH",
-    "ROTATE_PATH",
-    "SERIES_PATH",
-    "AckStatus",
-    "BatchAck",
-    "ChainHead",
-    "EnrollRequest",
-    "Enrolled",
-    "ErrorBody",
-    "ErrorCode",
-    "Health",
-    "RotateRequest",
-    "Rotated",
-    "admin_device_path",
-    "admin_key_revoke_path",
-]
-
 JSON_MEDIA_TYPE = "application/json"
 
 # Paths as OpenAPI templates; `{name}` is one path parameter. The receiver adds its router's

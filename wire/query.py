@@ -11,26 +11,6 @@ import msgspec
 
 from wire.models import AttrValue
 
-__all__ = [
-    "BucketPoint",
-    "BucketedReadings",
-    "Consumption",
-    "EventList",
-    "EventView",
-    "GapView",
-    "GroupFigure",
-    "LatestList",
-    "LatestView",
-    "MaterialFigure",
-    "Materials",
-    "RawPoint",
-    "RawReadings",
-    "Rollover",
-    "SeriesFigure",
-    "SeriesList",
-    "SeriesView",
-]
-
 
 class SeriesView(msgspec.Struct, frozen=True, kw_only=True):
     """One series: its id and the tags it is filtered and grouped by."""
