@@ -49,6 +49,7 @@ from agent.keyfile import DeviceKey
 from agent.metrics import Metrics
 from agent.uplink import Ack, Uplink
 from agent.worker import BufferWorker
+from wire.http import ErrorCode
 from wire.models import Clock, ClockState
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ class Syncer:
                 f"409 seq_gap (receiver expects seq {exc.expected_seq}, ours is {entry.seq}; "
                 "it lost batches it had acknowledged)",
                 status=409,
-                code="seq_gap",
+                code=ErrorCode.SEQ_GAP,
             ) from exc
         await self._acknowledged(entry, ack)
 

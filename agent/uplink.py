@@ -1,4 +1,4 @@
-"""The only module that speaks HTTP: signed requests to the receiver, responses classified.
+"""The agent's only HTTP code: signed requests to the receiver, responses classified.
 
 One attempt per call; the caller (`agent.sync`) decides about retries from the error class:
 
@@ -12,33 +12,44 @@ One attempt per call; the caller (`agent.sync`) decides about retries from the e
 
 Content-coding: gzip until a response's `Accept-Encoding` lists zstd (and this side has it). The
 body bytes are the frozen batch; only the coding and the signature (new `created`) differ between
-attempts, the digest the receiver dedupes on does not. httpx exceptions stop here.
+attempts, the digest the receiver dedupes on does not. Requests are signed and sent by
+`hostio.signedclient`, whose exceptions stop here; bodies are decoded into the structs of
+`wire.http`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
-import json
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 import httpx
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.errors import ConfigError, RefusedError, SeqGapError, TransientUplinkError
+from hostio.errors import CaBundleError, ExchangeError
+from hostio.signedclient import Reply, SignedClient, async_http_client
 from wire.codec import MEDIA_TYPE
 from wire.compression import GZIP, ZSTD, choose_encoding, compress
-from wire.digest import content_digest
 from wire.errors import SignatureError
+from wire.http import (
+    BATCHES_PATH,
+    CHAIN_HEAD_PATH,
+    JSON_MEDIA_TYPE,
+    BatchAck,
+    ChainHead,
+    ErrorBody,
+    ErrorCode,
+)
 from wire.keys import b64url_decode
-from wire.signatures import TAG, sign_request
+from wire.signatures import TAG
 
 _TRANSIENT = {429: "rate_limited", 500: "server", 502: "server", 503: "server", 504: "server"}
 MAX_RETRY_AFTER_S = 3600.0  # a receiver may ask for patience, but not for a day of silence
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,22 +80,11 @@ def make_client(
 ) -> httpx.AsyncClient:
     """HTTP/1.1 with keep-alive; TLS verified against `ca_file` (else the system store)."""
     try:
-        context = ssl.create_default_context(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError([f"cloud.ca_file: cannot load '{ca_file}': {exc}"]) from exc
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return httpx.AsyncClient(
-        verify=context,
-        trust_env=trust_env,
-        timeout=httpx.Timeout(timeout_s),
-        limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
-        follow_redirects=False,  # a redirect would be a different @target-uri: never follow
-        transport=transport,
-    )
-
-
-# The `status` values of a receiver's 200 that acknowledge a batch (docs/protocol.md).
-ACK_STATUSES = ("stored", "duplicate")
+        return async_http_client(
+            ca_file=ca_file, trust_env=trust_env, timeout_s=timeout_s, transport=transport
+        )
+    except CaBundleError as exc:
+        raise ConfigError([f"cloud.ca_file: {exc}"]) from exc
 
 
 class Uplink:
@@ -100,12 +100,12 @@ class Uplink:
         mono_ms: Callable[[], int] = lambda: time.monotonic_ns() // 1_000_000,
         timeout_s: float = 30.0,
     ) -> None:
-        self._client = client
-        self._base = base_url.rstrip("/")
+        # The whole exchange is bounded at twice httpx's per-phase timeout.
+        self._client = SignedClient(
+            client, base_url=base_url, now_ms=now_ms, deadline_s=timeout_s * 2
+        )
         self.key = key  # the caller swaps it after a key rotation; each request signs with it
-        self._now_ms = now_ms
         self._mono_ms = mono_ms
-        self._timeout_s = timeout_s
         self.accept_encoding: str | None = None
         self._zstd_refused = False
         self.encoding = GZIP
@@ -116,14 +116,14 @@ class Uplink:
         data = compress(body, encoding)
         headers = {"content-type": MEDIA_TYPE, "content-encoding": encoding}
         sent = self._mono_ms()
-        response = await self._request("POST", "/v1/batches", data, headers)
+        reply = await self._request("POST", BATCHES_PATH, data, headers)
         recv = self._mono_ms()
-        payload = _json(response)
-        status = response.status_code
+        status = reply.status
         if status == 200:
             # Only a receiver's own acknowledgement of this very batch deletes it: a 200 from
             # something else (a wrong URL, a proxy's default page) must never empty the buffer.
-            if payload.get("status") not in ACK_STATUSES or payload.get("seq") != seq:
+            ack = _decode(reply.content, BatchAck)
+            if ack is None or ack.seq != seq:
                 raise RefusedError(
                     f"200 without an acknowledgement of seq {seq} (is cloud.url the receiver?)",
                     status=200,
@@ -131,43 +131,39 @@ class Uplink:
                 )
             return Ack(
                 seq=seq,
-                status=str(payload["status"]),
-                server_time_ms=_int_or_none(payload.get("server_time_ms")),
+                status=str(ack.status),
+                server_time_ms=ack.server_time_ms,
                 sent_mono_ms=sent,
                 recv_mono_ms=recv,
-                wire_bytes=len(data) + _header_bytes(response.request),
+                wire_bytes=reply.sent_bytes,
             )
-        code = str(payload.get("error", ""))
-        if status == 409 and code == "seq_gap" and isinstance(payload.get("expected_seq"), int):
+        error = _decode(reply.content, ErrorBody)
+        code = error.error if error is not None else ""
+        if status == 409 and code == ErrorCode.SEQ_GAP and error and error.expected_seq is not None:
             raise SeqGapError(
-                f"409 seq_gap: receiver expects seq {payload['expected_seq']}",
-                expected_seq=payload["expected_seq"],
+                f"409 seq_gap: receiver expects seq {error.expected_seq}",
+                expected_seq=error.expected_seq,
             )
         if status == 415 and encoding == ZSTD:
             self._zstd_refused = True
             raise TransientUplinkError("415 for zstd: falling back to gzip", cause="encoding")
-        self._raise_for(response, code)
+        self._raise_for(reply, code)
         raise AssertionError("unreachable")  # pragma: no cover - _raise_for always raises
 
     async def chain_head(self) -> Head:
         """Where the receiver's copy of our chain ends (after this gateway lost its buffer)."""
         sent = self._mono_ms()
-        response = await self._request(
-            "GET", "/v1/chain/head", b"", {"content-type": "application/json"}
-        )
+        reply = await self._request("GET", CHAIN_HEAD_PATH, b"", {"content-type": JSON_MEDIA_TYPE})
         recv = self._mono_ms()
-        payload = _json(response)
-        if response.status_code != 200:
-            self._raise_for(response, str(payload.get("error", "")))
+        if reply.status != 200:
+            error = _decode(reply.content, ErrorBody)
+            self._raise_for(reply, error.error if error is not None else "")
+        head = _decode(reply.content, ChainHead)
         try:
-            return Head(
-                int(payload["seq"]),
-                b64url_decode(str(payload["digest"])),
-                _int_or_none(payload.get("server_time_ms")),
-                sent,
-                recv,
-            )
-        except (KeyError, TypeError, ValueError, SignatureError) as exc:
+            if head is None:
+                raise ValueError("not a chain head")
+            return Head(head.seq, b64url_decode(head.digest), head.server_time_ms, sent, recv)
+        except (ValueError, SignatureError) as exc:
             raise TransientUplinkError("chain head response is malformed", cause="server") from exc
 
     def _pick_encoding(self) -> str:
@@ -175,34 +171,24 @@ class Uplink:
         self.encoding = GZIP if chosen == ZSTD and self._zstd_refused else chosen
         return self.encoding
 
-    async def _request(
-        self, method: str, path: str, data: bytes, headers: dict[str, str]
-    ) -> httpx.Response:
-        url = self._base + path
-        headers = {**headers, "content-digest": content_digest(data)}
-        created = max(0, self._now_ms() // 1000)
-        headers.update(sign_request(self.key, method, url, headers, created=created, tag=TAG))
+    async def _request(self, method: str, path: str, data: bytes, headers: dict[str, str]) -> Reply:
         try:
-            # httpx's own timeouts are per phase; this bounds the whole exchange.
-            async with asyncio.timeout(self._timeout_s * 2):
-                response = await self._client.request(method, url, content=data, headers=headers)
-        except (httpx.HTTPError, TimeoutError) as exc:
-            raise TransientUplinkError(
-                f"{type(exc).__name__}: {exc or 'no detail'}", cause="transport"
-            ) from exc
-        accept = response.headers.get("accept-encoding")
+            reply = await self._client.signed(self.key, method, path, data, headers, tag=TAG)
+        except ExchangeError as exc:
+            raise TransientUplinkError(str(exc), cause="transport") from exc
+        accept = reply.headers.get("accept-encoding")
         if accept is not None:
             self.accept_encoding = accept
-        return response
+        return reply
 
     @staticmethod
-    def _raise_for(response: httpx.Response, code: str) -> None:
-        status = response.status_code
+    def _raise_for(reply: Reply, code: str) -> None:
+        status = reply.status
         if status in _TRANSIENT:
             raise TransientUplinkError(
                 f"{status} {code or _TRANSIENT[status]}",
                 cause=_TRANSIENT[status],
-                retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+                retry_after_s=parse_retry_after(reply.headers.get("retry-after")),
             )
         raise RefusedError(_refusal_text(status, code), status=status, code=code)
 
@@ -237,19 +223,9 @@ def parse_retry_after(value: str | None) -> float | None:
     return min(max(0.0, when.timestamp() - time.time()), MAX_RETRY_AFTER_S)
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def _decode(content: bytes, kind: type[T]) -> T | None:
+    """`content` as a `kind` body, None when it is not one."""
     try:
-        payload = json.loads(response.content)
-    except ValueError:
-        return {}
-    return payload if isinstance(payload, dict) else {}
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _header_bytes(request: httpx.Request) -> int:
-    # request line + "name: value\r\n" per header + the blank line
-    line = len(request.method) + len(request.url.raw_path) + len(" HTTP/1.1\r\n") + 1
-    return line + sum(len(k) + len(v) + 4 for k, v in request.headers.raw) + 2
+        return msgspec.json.decode(content, type=kind)
+    except msgspec.DecodeError:
+        return None

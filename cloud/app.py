@@ -22,6 +22,7 @@ from cloud.errors import StoreError
 from cloud.receiver import admin, batches, enroll, openapi, responses
 from cloud.receiver.context import Context, wall_clock_ms
 from cloud.storage.base import Store
+from wire.http import HEALTH_PATH, OPENAPI_PATH, READY_PATH, Health
 
 
 def create_app(
@@ -36,14 +37,14 @@ def create_app(
     spec = responses.json_response(200, openapi.document(config.public_url))
 
     async def healthz(request: Request) -> Response:
-        return responses.json_response(200, {"status": "ok"})
+        return responses.json_response(200, Health(status="ok"))
 
     async def readyz(request: Request) -> Response:
         try:
             await store.ping()
         except StoreError:
             return responses.json_response(503, responses.UNAVAILABLE, {"retry-after": "5"})
-        return responses.json_response(200, {"status": "ready"})
+        return responses.json_response(200, Health(status="ready"))
 
     async def metrics(request: Request) -> Response:
         return Response(
@@ -57,7 +58,7 @@ def create_app(
 
     async def http_error(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
-        body = {404: responses.NOT_FOUND, 405: {"error": "method_not_allowed"}}.get(
+        body = {404: responses.NOT_FOUND, 405: responses.METHOD_NOT_ALLOWED}.get(
             status, responses.INTERNAL
         )
         return responses.json_response(status, body)
@@ -68,10 +69,10 @@ def create_app(
         *admin.routes(ctx),
         *query.routes(ctx),
         *dashboard.routes(ctx, dashboard_config or dashboard.DashboardConfig()),
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
+        Route(HEALTH_PATH, healthz, methods=["GET"]),
+        Route(READY_PATH, readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Route("/v1/openapi.json", openapi_json, methods=["GET"]),
+        Route(OPENAPI_PATH, openapi_json, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     app.state.ctx = ctx

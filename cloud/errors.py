@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from wire.http import ErrorBody
+
 
 class CloudError(Exception):
     """Base of every error the receiver raises on purpose."""
@@ -48,13 +50,13 @@ class RejectedError(CloudError):
     def __init__(
         self,
         status: int,
-        body: Mapping[str, object],
+        body: ErrorBody,
         *,
         reason: str,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(reason)
         self.status = status
-        self.body = dict(body)
+        self.body = body
         self.reason = reason
         self.headers = dict(headers or {})

@@ -9,9 +9,18 @@
         │                              the file, then retry
         └── SecretFileExistsError      writing without `replace` found something at the path: it
                                        is left alone
+    └── SignedClientError              the signed client (`hostio.signedclient`) failed
+        ├── CaBundleError              the CA bundle cannot be read or holds no certificate: fix
+        │                              the configured file
+        └── ExchangeError              no HTTP answer (`detail` says why): retry later
+            ├── TlsError               the TLS handshake failed
+            │   └── CertificateError   the receiver's certificate does not verify
+            ├── ExchangeTimeoutError   no answer in time
+            └── UnreachableError       no connection, or it broke off
 
 Every caller translates these into its own package's errors at its boundary (`agent.keyfile`,
-`provisioning.secretfiles`, `cloud.receiver.tokenfiles`); OSError never travels past hostio.
+`provisioning.secretfiles`, `cloud.receiver.tokenfiles`, `agent.uplink`, `provisioning.client`);
+OSError, ssl and httpx errors never travel past hostio.
 """
 
 from __future__ import annotations
@@ -41,3 +50,39 @@ class SecretFileUnsafeError(SecretFileError):
 
 class SecretFileExistsError(SecretFileError):
     """A write that must not replace anything found a file (or a symlink) at the path."""
+
+
+class SignedClientError(HostError):
+    """Base of every error this module raises."""
+
+
+class CaBundleError(SignedClientError):
+    """The CA bundle file cannot be read or holds no usable certificate; `reason` says why."""
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ExchangeError(SignedClientError):
+    """The request got no HTTP answer; `detail` is the short reason."""
+
+    def __init__(self, message: str, *, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
+class TlsError(ExchangeError):
+    """The TLS handshake with the receiver failed."""
+
+
+class CertificateError(TlsError):
+    """The receiver's certificate does not verify against the trusted CAs."""
+
+
+class ExchangeTimeoutError(ExchangeError):
+    """No answer within the time allowed."""
+
+
+class UnreachableError(ExchangeError):
+    """No connection, or the exchange broke off."""

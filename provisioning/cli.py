@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import msgspec
+
 from provisioning import agentconfig, fleet, secretfiles, views
 from provisioning.client import AdminApi, Receiver, normalise_url
 from provisioning.doctor import Doctor, Status
@@ -274,14 +276,14 @@ def _token_create(args: argparse.Namespace, io: Io) -> int:
     receiver, admin = _admin(args, io)
     with receiver:
         issued = admin.create_token(args.device, ttl_s)
-    until = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(issued["expires_ms"] / 1000))
+    until = time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(issued.expires_ms / 1000))
     if args.out:
         secretfiles.write_secret_file(
-            Path(args.out), str(issued["token"]).encode("ascii") + b"\n", replace=False
+            Path(args.out), issued.token.encode("ascii") + b"\n", replace=False
         )
         io.say(f"token for {args.device!r} written to {args.out} (mode 0600), valid until {until}")
     else:
-        io.out(str(issued["token"]))
+        io.out(issued.token)
         io.say(f"token for {args.device!r}, valid once until {until}; it is not shown again")
     return EXIT_OK
 
@@ -291,7 +293,7 @@ def _devices_list(args: argparse.Namespace, io: Io) -> int:
     with receiver:
         devices = admin.list_devices()
     if args.json:
-        io.out(json.dumps({"devices": devices}, indent=2))
+        io.out(json.dumps({"devices": msgspec.to_builtins(devices)}, indent=2))
     else:
         io.out(views.device_table(devices, io.now_ms()))
     return EXIT_OK
@@ -301,7 +303,10 @@ def _devices_show(args: argparse.Namespace, io: Io) -> int:
     receiver, admin = _admin(args, io)
     with receiver:
         device = admin.device(args.device)
-    io.out(json.dumps(device, indent=2) if args.json else views.device_detail(device, io.now_ms()))
+    if args.json:
+        io.out(json.dumps(msgspec.to_builtins(device), indent=2))
+    else:
+        io.out(views.device_detail(device, io.now_ms()))
     return EXIT_OK
 
 
@@ -310,7 +315,7 @@ def _devices_revoke(args: argparse.Namespace, io: Io) -> int:
     with receiver:
         result = admin.revoke_device(args.device)
     io.out(
-        f"revoked {result.get('revoked')} key(s) of {args.device!r}: its uploads are refused "
+        f"revoked {result.revoked} key(s) of {args.device!r}: its uploads are refused "
         "(403) from now on; it keeps its data and can re-enrol with a new token"
     )
     return EXIT_OK
@@ -320,7 +325,7 @@ def _set_status(args: argparse.Namespace, io: Io, action: str) -> int:
     receiver, admin = _admin(args, io)
     with receiver:
         result = admin.set_status(args.device, action)
-    io.out(f"{args.device!r} is now {result.get('status')}")
+    io.out(f"{args.device!r} is now {result.status}")
     return EXIT_OK
 
 
@@ -336,7 +341,7 @@ def _keys_revoke(args: argparse.Namespace, io: Io) -> int:
     receiver, admin = _admin(args, io)
     with receiver:
         result = admin.revoke_key(args.keyid)
-    io.out(f"revoked key {args.keyid} of {result.get('device_id')!r}")
+    io.out(f"revoked key {args.keyid} of {result.device_id!r}")
     return EXIT_OK
 
 

@@ -173,7 +173,7 @@ class Doctor:
                     Status.PASS,
                     "enrolment",
                     f"key accepted for {config.device_id!r}; the receiver's chain ends at seq "
-                    f"{head.payload.get('seq')}",
+                    f"{head.head_seq}",
                 )
                 return head if head.server_time_ms is not None else health
         except ProvisioningError as exc:

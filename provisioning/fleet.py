@@ -230,7 +230,7 @@ def _one(row: Row, settings: FleetSettings, admin: AdminApi, now: int) -> RowRes
     finally:
         os.umask(old_umask)
     issued = admin.create_token(row.device_id, settings.ttl_s)
-    token, expires_ms = str(issued["token"]), int(issued["expires_ms"])
+    token, expires_ms = issued.token, issued.expires_ms
     files: dict[str, bytes] = {BUNDLE_TOKEN: token.encode("ascii") + b"\n"}
     if settings.ca_pem is not None:
         files[agentconfig.CA_NAME] = settings.ca_pem

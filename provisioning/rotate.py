@@ -31,8 +31,9 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provisioning import agentconfig, secretfiles
-from provisioning.client import Receiver, Rotated, normalise_url
+from provisioning.client import Receiver, normalise_url
 from provisioning.errors import ProvisioningError, RefusedError
+from wire.http import Rotated
 from wire.keys import key_id
 
 NEXT_SUFFIX = ".next"

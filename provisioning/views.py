@@ -1,13 +1,17 @@
 """Devices as people read them: a table for `devices list`, one fact per line for `show`.
 
-Input is the receiver's device object (docs/api.md); missing fields print as "-", so an older
-or newer receiver never breaks the table.
+Input is the receiver's device record as `provisioning.client` decoded it (`wire.admin`); fields
+a newer receiver adds are ignored by the decoder, and a device not yet seen prints "never" / "-".
 """
 
 from __future__ import annotations
 
 import time
 from typing import Any
+
+import msgspec
+
+from wire.admin import DeviceRecord
 
 _CLOCK = {0: "NTP-synced", 1: "corrected", 2: "untrusted"}
 
@@ -31,24 +35,20 @@ def _short_age(ms: Any, now_ms: int) -> str:
     return "never" if not isinstance(ms, int) else _age((now_ms - ms) / 1000) + " ago"
 
 
-def _drops(device: dict[str, Any]) -> int:
-    dropped = device.get("dropped")
-    if not isinstance(dropped, dict):
-        return 0
-    return sum(v for v in dropped.values() if isinstance(v, int))
+def _drops(device: DeviceRecord) -> int:
+    d = device.dropped
+    return d.buffer_full + d.damaged + d.rejected_invalid
 
 
-def _clock(device: dict[str, Any]) -> str:
-    clock = device.get("clock")
-    if not isinstance(clock, dict) or clock.get("state") is None:
+def _clock(device: DeviceRecord) -> str:
+    state, offset = device.clock.state, device.clock.offset_ms
+    if state is None:
         return "-"
-    state = clock.get("state")
-    name = _CLOCK.get(state, str(state)) if isinstance(state, int) else str(state)
-    offset = clock.get("offset_ms")
+    name = _CLOCK.get(state, str(state))
     return name if offset is None else f"{name} {offset:+} ms"
 
 
-def device_table(devices: list[dict[str, Any]], now_ms: int) -> str:
+def device_table(devices: list[DeviceRecord], now_ms: int) -> str:
     header = (
         "DEVICE",
         "STATUS",
@@ -61,16 +61,16 @@ def device_table(devices: list[dict[str, Any]], now_ms: int) -> str:
         "CLOCK",
     )
     rows = [header]
-    for d in sorted(devices, key=lambda d: str(d.get("device_id"))):
+    for d in sorted(devices, key=lambda d: d.device_id):
         rows.append(
             (
-                str(d.get("device_id", "-")),
-                str(d.get("status", "-")),
-                str(d.get("head_seq", "-")),
-                _short_age(d.get("last_seen_ms"), now_ms),
-                str(d.get("readings", "-")),
-                str(d.get("gaps", "-")),
-                str(d.get("forks", "-")),
+                d.device_id,
+                d.status,
+                str(d.head_seq),
+                _short_age(d.last_seen_ms, now_ms),
+                str(d.readings),
+                str(d.gaps),
+                str(d.forks),
                 str(_drops(d)),
                 _clock(d),
             )
@@ -84,45 +84,35 @@ def device_table(devices: list[dict[str, Any]], now_ms: int) -> str:
     return "\n".join(lines)
 
 
-def device_detail(d: dict[str, Any], now_ms: int) -> str:
-    dropped: dict[str, Any] = d["dropped"] if isinstance(d.get("dropped"), dict) else {}
-    clock: dict[str, Any] = d["clock"] if isinstance(d.get("clock"), dict) else {}
+def device_detail(d: DeviceRecord, now_ms: int) -> str:
+    skew = d.clock.created_skew_ms
     lines = [
-        f"device:       {d.get('device_id')}",
-        f"status:       {d.get('status')}",
-        f"last seen:    {_when(d.get('last_seen_ms'), now_ms)}"
-        + (f", boot {d['last_boot_id']}" if d.get("last_boot_id") else ""),
-        f"chain head:   seq {d.get('head_seq')}",
-        f"stored:       {d.get('batches')} batches, {d.get('readings')} readings",
-        f"gaps, forks:  {d.get('gaps')}, {d.get('forks')}",
-        f"drops:        buffer full {dropped.get('buffer_full', 0)}, damaged "
-        f"{dropped.get('damaged', 0)}, rejected {dropped.get('rejected_invalid', 0)}",
+        f"device:       {d.device_id}",
+        f"status:       {d.status}",
+        f"last seen:    {_when(d.last_seen_ms, now_ms)}"
+        + (f", boot {d.last_boot_id}" if d.last_boot_id else ""),
+        f"chain head:   seq {d.head_seq}",
+        f"stored:       {d.batches} batches, {d.readings} readings",
+        f"gaps, forks:  {d.gaps}, {d.forks}",
+        f"drops:        buffer full {d.dropped.buffer_full}, damaged "
+        f"{d.dropped.damaged}, rejected {d.dropped.rejected_invalid}",
         f"clock:        {_clock(d)}"
-        + (
-            f", signature created {clock['created_skew_ms']:+} ms from receipt"
-            if isinstance(clock.get("created_skew_ms"), int)
-            else ""
-        ),
+        + (f", signature created {skew:+} ms from receipt" if skew is not None else ""),
     ]
-    keys = d.get("keys")
-    if isinstance(keys, list):
-        lines.append("keys:" if keys else "keys:         none (enrolment pending)")
-        for k in keys:
-            if not isinstance(k, dict):
-                continue
-            status = str(k.get("status"))
-            if status == "retiring" and isinstance(k.get("not_after_ms"), int):
-                status += " until " + _when(k["not_after_ms"], now_ms).split(" (")[0]
-            if status == "revoked" and isinstance(k.get("revoked_ms"), int):
-                status += " " + _when(k["revoked_ms"], now_ms).split(" (")[0]
-            lines.append(f"  {k.get('keyid')}  {status}")
-    events = d.get("chain_events")
-    if isinstance(events, list) and events:
+    if not isinstance(d.keys, msgspec.UnsetType):
+        lines.append("keys:" if d.keys else "keys:         none (enrolment pending)")
+        for k in d.keys:
+            status = k.status
+            if status == "retiring" and k.not_after_ms is not None:
+                status += " until " + _when(k.not_after_ms, now_ms).split(" (")[0]
+            if status == "revoked" and k.revoked_ms is not None:
+                status += " " + _when(k.revoked_ms, now_ms).split(" (")[0]
+            lines.append(f"  {k.keyid}  {status}")
+    if not isinstance(d.chain_events, msgspec.UnsetType) and d.chain_events:
         lines.append("chain events (newest first):")
-        for e in events:
-            if isinstance(e, dict):
-                lines.append(
-                    f"  {e.get('kind')} at seq {e.get('seq')} (expected {e.get('expected_seq')})"
-                    f" {e.get('reason') or ''} {_when(e.get('at_ms'), now_ms)}".rstrip()
-                )
+        for e in d.chain_events:
+            lines.append(
+                f"  {e.kind} at seq {e.seq} (expected {e.expected_seq})"
+                f" {e.reason or ''} {_when(e.at_ms, now_ms)}".rstrip()
+            )
     return "\n".join(lines)

@@ -12,7 +12,8 @@ Enrolment token (ASCII, one line, so it can be typed, pasted or put in a QR code
 
 Rotation proof of possession: the new key signs the ASCII bytes
 `tierless-rotate-v1|<device_id>|<old keyid>|<new keyid>` (`rotate_pop_message`), sent as `pop`
-in `POST /v1/keys/rotate`, which the current key signs.
+in `POST /v1/keys/rotate`, which the current key signs. The endpoints' paths and JSON bodies
+are in `wire.http`.
 
 Pure: no I/O, no clock, no randomness (the issuer passes the secret in).
 """
@@ -30,10 +31,6 @@ TOKEN_PREFIX = "tle1"  # noqa: S105 - the format tag, not a secret
 MAX_TOKEN_LENGTH = 512
 TOKEN_SECRET_LENGTH = 32
 ROTATE_POP_PREFIX = "tierless-rotate-v1"
-
-ENROLL_PATH = "/v1/enroll"
-ROTATE_PATH = "/v1/keys/rotate"
-CHAIN_HEAD_PATH = "/v1/chain/head"
 
 _TOKEN_ID = re.compile(r"[0-9a-f]{16}")
 _DIGITS = re.compile(r"[0-9]{1,15}")

@@ -42,6 +42,17 @@ from cloud.receiver.auth import require_bearer
 from cloud.receiver.context import Context
 from cloud.storage.base import Agg, SeriesFilter, SeriesInfo, Store
 from cloud.storage.figures import RowBudgetError, row_reader, series_points
+from wire.admin import DeviceList
+from wire.http import (
+    CONSUMPTION_PATH,
+    DEVICES_PATH,
+    EVENTS_PATH,
+    LATEST_PATH,
+    MATERIALS_PATH,
+    READINGS_PATH,
+    SERIES_PATH,
+)
+from wire.query import BucketedReadings, EventList, LatestList, RawReadings, SeriesList
 
 DAY_MS = 24 * 3600 * 1000
 MAX_BUCKETS = 100_000
@@ -201,17 +212,17 @@ class QueryHandlers:
     async def devices(self, request: Request) -> Response:
         self._auth(request)
         devices = await self.ctx.store.list_devices()
-        return responses.json_response(200, {"devices": [device_view(d) for d in devices]})
+        return responses.json_response(200, DeviceList(devices=[device_view(d) for d in devices]))
 
     async def series(self, request: Request) -> Response:
         self._auth(request)
         found = await self.ctx.store.list_series(series_filter(request))
-        return responses.json_response(200, {"series": [series_view(s) for s in found]})
+        return responses.json_response(200, SeriesList(series=[series_view(s) for s in found]))
 
     async def latest(self, request: Request) -> Response:
         self._auth(request)
         found = await self.ctx.store.latest(series_filter(request))
-        return responses.json_response(200, {"latest": [latest_view(v) for v in found]})
+        return responses.json_response(200, LatestList(latest=[latest_view(v) for v in found]))
 
     async def readings(self, request: Request) -> Response:
         self._auth(request)
@@ -221,15 +232,19 @@ class QueryHandlers:
             raise RejectedError(404, responses.NOT_FOUND, reason="series not found")
         from_ms, to_ms = self._range(request)
         bucket_ms = _int_param(request, "bucket_ms", 0)
-        out: dict[str, object] = {"series": series_view(info), "from_ms": from_ms, "to_ms": to_ms}
         if bucket_ms == 0:
             if "agg" in request.query_params:
                 raise _bad("agg needs bucket_ms")
             cap = self.ctx.config.limits.raw_readings_limit
             limit = _int_param(request, "limit", cap, minimum=1)
             points = await self.ctx.store.readings(series_id, from_ms, to_ms, min(limit, cap))
-            out["points"] = [point_view(p) for p in points]
-            return responses.json_response(200, out)
+            raw = RawReadings(
+                series=series_view(info),
+                from_ms=from_ms,
+                to_ms=to_ms,
+                points=[point_view(p) for p in points],
+            )
+            return responses.json_response(200, raw)
         try:
             agg = Agg(request.query_params.get("agg", "avg"))
         except ValueError as exc:
@@ -237,8 +252,15 @@ class QueryHandlers:
         if (to_ms - from_ms) // bucket_ms > MAX_BUCKETS:
             raise _bad(f"more than {MAX_BUCKETS} buckets; widen bucket_ms")
         buckets = await self.ctx.store.buckets(series_id, from_ms, to_ms, bucket_ms, agg)
-        out.update(bucket_ms=bucket_ms, agg=str(agg), points=[bucket_view(b) for b in buckets])
-        return responses.json_response(200, out)
+        bucketed = BucketedReadings(
+            series=series_view(info),
+            from_ms=from_ms,
+            to_ms=to_ms,
+            bucket_ms=bucket_ms,
+            agg=str(agg),
+            points=[bucket_view(b) for b in buckets],
+        )
+        return responses.json_response(200, bucketed)
 
     async def events(self, request: Request) -> Response:
         self._auth(request)
@@ -247,7 +269,7 @@ class QueryHandlers:
         limit = min(_int_param(request, "limit", cap, minimum=1), cap)
         q = request.query_params
         found = await self.ctx.store.events(q.get("device"), q.get("kind"), from_ms, to_ms, limit)
-        return responses.json_response(200, {"events": [event_view(e) for e in found]})
+        return responses.json_response(200, EventList(events=[event_view(e) for e in found]))
 
     def _figure_window(
         self, request: Request, tz: ZoneInfo, default_interval: str
@@ -333,11 +355,11 @@ def routes(ctx: Context) -> list[Route]:
     h = QueryHandlers(ctx)
     e = ctx.endpoint
     return [
-        Route("/v1/devices", e("devices", h.devices), methods=["GET"]),
-        Route("/v1/series", e("series", h.series), methods=["GET"]),
-        Route("/v1/series/{series_id:int}/readings", e("readings", h.readings), methods=["GET"]),
-        Route("/v1/latest", e("latest", h.latest), methods=["GET"]),
-        Route("/v1/events", e("events", h.events), methods=["GET"]),
-        Route("/v1/figures/consumption", e("consumption", h.consumption), methods=["GET"]),
-        Route("/v1/figures/materials", e("materials", h.materials), methods=["GET"]),
+        Route(DEVICES_PATH, e("devices", h.devices), methods=["GET"]),
+        Route(SERIES_PATH, e("series", h.series), methods=["GET"]),
+        Route(READINGS_PATH.replace("}", ":int}"), e("readings", h.readings), methods=["GET"]),
+        Route(LATEST_PATH, e("latest", h.latest), methods=["GET"]),
+        Route(EVENTS_PATH, e("events", h.events), methods=["GET"]),
+        Route(CONSUMPTION_PATH, e("consumption", h.consumption), methods=["GET"]),
+        Route(MATERIALS_PATH, e("materials", h.materials), methods=["GET"]),
     ]

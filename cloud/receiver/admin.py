@@ -30,14 +30,23 @@ from cloud.receiver.context import Context
 from cloud.receiver.enroll import JSON, valid_device_id
 from cloud.receiver.limits import read_body
 from cloud.receiver.tokens import issue_token
-from cloud.storage.base import DeviceStatus
+from cloud.storage.base import DeviceStatus, KeyStatus
+from wire.admin import (
+    DeviceKeysRevoked,
+    DeviceList,
+    DeviceStatusChanged,
+    KeyRevoked,
+    TokenIssued,
+    TokenRequest,
+)
+from wire.http import (
+    ADMIN_DEVICE_PATH,
+    ADMIN_DEVICES_PATH,
+    ADMIN_KEY_REVOKE_PATH,
+    ADMIN_TOKENS_PATH,
+)
 
 log = logging.getLogger("cloud.receiver.admin")
-
-
-class TokenBody(msgspec.Struct, forbid_unknown_fields=True):
-    device_id: str
-    ttl_s: int = 24 * 3600
 
 
 def _not_found(what: str) -> RejectedError:
@@ -57,7 +66,7 @@ class AdminHandlers:
         limits = self.ctx.config.limits
         raw = await read_body(request, limits.max_json_bytes, timeout_s=limits.body_timeout_s)
         try:
-            body = msgspec.json.decode(raw, type=TokenBody)
+            body = msgspec.json.decode(raw, type=TokenRequest)
         except msgspec.DecodeError as exc:
             message = 'expected {"device_id": str, "ttl_s": int}'
             raise RejectedError(400, responses.bad_request(message), reason="token body") from exc
@@ -72,14 +81,13 @@ class AdminHandlers:
         )
         await self.ctx.store.create_token(record)
         log.info("enrolment token %s issued for %r", record.token_id, body.device_id)
-        return responses.json_response(
-            201, {"token": token, "device_id": body.device_id, "expires_ms": record.expires_ms}
-        )
+        issued = TokenIssued(token=token, device_id=body.device_id, expires_ms=record.expires_ms)
+        return responses.json_response(201, issued)
 
     async def list_devices(self, request: Request) -> Response:
         self._auth(request)
         devices = await self.ctx.store.list_devices()
-        return responses.json_response(200, {"devices": [device_view(d) for d in devices]})
+        return responses.json_response(200, DeviceList(devices=[device_view(d) for d in devices]))
 
     async def show_device(self, request: Request) -> Response:
         self._auth(request)
@@ -96,11 +104,13 @@ class AdminHandlers:
             raise _not_found("device")
         if device.status is DeviceStatus.PENDING:
             message = "device has not enrolled yet"
-            raise RejectedError(409, {"error": "conflict", "message": message}, reason=message)
+            raise RejectedError(409, responses.conflict(message), reason=message)
         await self.ctx.store.set_device_status(device_id, status)
         self.ctx.key_records.invalidate()
         log.info("device %r set %s", device_id, status)
-        return responses.json_response(200, {"device_id": device_id, "status": str(status)})
+        return responses.json_response(
+            200, DeviceStatusChanged(device_id=device_id, status=str(status))
+        )
 
     async def disable(self, request: Request) -> Response:
         return await self._set_status(request, DeviceStatus.DISABLED)
@@ -116,7 +126,7 @@ class AdminHandlers:
         n = await self.ctx.store.revoke_device_keys(device_id, self.ctx.now_ms())
         self.ctx.key_records.invalidate()
         log.info("device %r: %d key(s) revoked", device_id, n)
-        return responses.json_response(200, {"device_id": device_id, "revoked": n})
+        return responses.json_response(200, DeviceKeysRevoked(device_id=device_id, revoked=n))
 
     async def revoke_key(self, request: Request) -> Response:
         self._auth(request)
@@ -127,23 +137,20 @@ class AdminHandlers:
         await self.ctx.store.revoke_key(keyid, self.ctx.now_ms())
         self.ctx.key_records.invalidate()
         log.info("key %s of %r revoked", keyid, key.device_id)
-        return responses.json_response(
-            200, {"keyid": keyid, "device_id": key.device_id, "status": "revoked"}
-        )
+        revoked = KeyRevoked(keyid=keyid, device_id=key.device_id, status=str(KeyStatus.REVOKED))
+        return responses.json_response(200, revoked)
 
 
 def routes(ctx: Context) -> list[Route]:
     h = AdminHandlers(ctx)
     e = ctx.endpoint
-    dev = "/v1/admin/devices/{device_id:path}"
+    dev = ADMIN_DEVICE_PATH.replace("{device_id}", "{device_id:path}")
     return [
-        Route("/v1/admin/tokens", e("admin_tokens", h.create_token), methods=["POST"]),
-        Route("/v1/admin/devices", e("admin_devices", h.list_devices), methods=["GET"]),
+        Route(ADMIN_TOKENS_PATH, e("admin_tokens", h.create_token), methods=["POST"]),
+        Route(ADMIN_DEVICES_PATH, e("admin_devices", h.list_devices), methods=["GET"]),
         Route(f"{dev}/disable", e("admin_disable", h.disable), methods=["POST"]),
         Route(f"{dev}/enable", e("admin_enable", h.enable), methods=["POST"]),
         Route(f"{dev}/revoke", e("admin_revoke_device", h.revoke_device), methods=["POST"]),
         Route(dev, e("admin_device", h.show_device), methods=["GET"]),
-        Route(
-            "/v1/admin/keys/{keyid}/revoke", e("admin_revoke_key", h.revoke_key), methods=["POST"]
-        ),
+        Route(ADMIN_KEY_REVOKE_PATH, e("admin_revoke_key", h.revoke_key), methods=["POST"]),
     ]

@@ -40,6 +40,15 @@ from wire.errors import (
     TooLargeError,
     UnsupportedEncodingError,
 )
+from wire.http import (
+    BATCHES_PATH,
+    CHAIN_HEAD_PATH,
+    AckStatus,
+    BatchAck,
+    ChainHead,
+    ErrorBody,
+    ErrorCode,
+)
 from wire.keys import b64url_encode
 from wire.models import Batch
 
@@ -90,15 +99,16 @@ def decode(body: bytes, encoding: str | None, max_decoded: int) -> tuple[Batch, 
 
 def result_response(result: IngestResult, server_time_ms: int) -> Response:
     if result.outcome in (Outcome.STORED, Outcome.DUPLICATE):
-        body: dict[str, object] = {
-            "status": str(result.outcome),
-            "seq": result.seq,
-            "server_time_ms": server_time_ms,
-        }
-        return responses.json_response(200, body)
-    body = {"error": str(result.outcome), "expected_seq": result.expected_seq}
-    if result.outcome is Outcome.CHAIN_CONFLICT:
-        body["reason"] = result.reason
+        ack = BatchAck(
+            status=AckStatus(result.outcome), seq=result.seq, server_time_ms=server_time_ms
+        )
+        return responses.json_response(200, ack)
+    conflict = result.outcome is Outcome.CHAIN_CONFLICT
+    body = ErrorBody(
+        error=ErrorCode(result.outcome),
+        expected_seq=result.expected_seq,
+        reason=result.reason if conflict else None,
+    )
     return responses.json_response(409, body)
 
 
@@ -163,20 +173,18 @@ class IngestHandlers:
         head = await ctx.store.chain_head(key.device_id)
         if head is None:  # pragma: no cover - a key always belongs to a device
             raise RejectedError(403, responses.FORBIDDEN, reason="device vanished")
-        return responses.json_response(
-            200,
-            {
-                "device_id": head.device_id,
-                "seq": head.seq,
-                "digest": b64url_encode(head.digest),
-                "server_time_ms": ctx.now_ms(),
-            },
+        answer = ChainHead(
+            device_id=head.device_id,
+            seq=head.seq,
+            digest=b64url_encode(head.digest),
+            server_time_ms=ctx.now_ms(),
         )
+        return responses.json_response(200, answer)
 
 
 def routes(ctx: Context) -> list[Route]:
     h = IngestHandlers(ctx)
     return [
-        Route("/v1/batches", ctx.endpoint("batches", h.post_batch), methods=["POST"]),
-        Route("/v1/chain/head", ctx.endpoint("chain_head", h.chain_head), methods=["GET"]),
+        Route(BATCHES_PATH, ctx.endpoint("batches", h.post_batch), methods=["POST"]),
+        Route(CHAIN_HEAD_PATH, ctx.endpoint("chain_head", h.chain_head), methods=["GET"]),
     ]

@@ -70,15 +70,15 @@ class Context:
                 async with asyncio.timeout(self.config.limits.handler_timeout_s):
                     response = await handler(request)
             except RejectedError as exc:
-                self.metrics.rejections.inc(str(exc.body.get("error", "unknown")))
+                self.metrics.rejections.inc(exc.body.error)
                 log.debug("%s %s refused %d: %s", request.method, route, exc.status, exc.reason)
                 response = responses.json_response(exc.status, exc.body, exc.headers)
             except (StoreUnavailableError, TimeoutError) as exc:
-                self.metrics.rejections.inc("unavailable")
+                self.metrics.rejections.inc(responses.UNAVAILABLE.error)
                 log.warning("%s %s unavailable: %s", request.method, route, exc)
                 response = responses.json_response(503, responses.UNAVAILABLE, {"retry-after": "1"})
             except Exception:
-                self.metrics.rejections.inc("internal")
+                self.metrics.rejections.inc(responses.INTERNAL.error)
                 log.exception("%s %s failed", request.method, route)
                 response = responses.json_response(500, responses.INTERNAL)
             self.metrics.requests.inc(route, str(response.status_code))

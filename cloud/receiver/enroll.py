@@ -35,24 +35,22 @@ from cloud.storage.base import EnrollRequest
 from wire.digest import verify_content_digest
 from wire.enrollment import parse_token, rotate_pop_message
 from wire.errors import SignatureError, TokenFormatError
+from wire.http import (
+    ENROLL_PATH,
+    JSON_MEDIA_TYPE,
+    ROTATE_PATH,
+    Enrolled,
+    Rotated,
+)
+from wire.http import EnrollRequest as EnrollBody
+from wire.http import RotateRequest as RotateBody
 from wire.keys import b64url_decode, b64url_encode, key_id, public_key_from_raw
 from wire.models import MAX_NAME_LEN
 from wire.signatures import ENROLL_TAG, verify_request
 
 log = logging.getLogger("cloud.receiver.enroll")
-JSON = "application/json"
+JSON = JSON_MEDIA_TYPE
 T = TypeVar("T")
-
-
-class EnrollBody(msgspec.Struct, forbid_unknown_fields=False):
-    token: str
-    device_id: str
-    public_key: str
-
-
-class RotateBody(msgspec.Struct, forbid_unknown_fields=False):
-    new_public_key: str
-    pop: str
 
 
 def valid_device_id(device_id: str) -> bool:
@@ -129,16 +127,14 @@ class EnrollHandlers:
             raise _refused(f"enroll: token {token.token_id} refused for {body.device_id!r}")
         ctx.key_records.invalidate()
         log.info("device %r enrolled key %s", body.device_id, keyid)
-        return responses.json_response(
-            201,
-            {
-                "device_id": head.device_id,
-                "keyid": keyid,
-                "head_seq": head.seq,
-                "head_digest": b64url_encode(head.digest),
-                "server_time_ms": ctx.now_ms(),
-            },
+        enrolled = Enrolled(
+            device_id=head.device_id,
+            keyid=keyid,
+            head_seq=head.seq,
+            head_digest=b64url_encode(head.digest),
+            server_time_ms=ctx.now_ms(),
         )
+        return responses.json_response(201, enrolled)
 
     async def rotate(self, request: Request) -> Response:
         ctx = self.ctx
@@ -172,24 +168,20 @@ class EnrollHandlers:
         if result is None:
             raise RejectedError(
                 403,
-                {"error": "forbidden", "message": "rotation refused"},
+                responses.ROTATION_REFUSED,
                 reason=f"rotate {key.keyid} -> {new_keyid} refused",
             )
         ctx.key_records.invalidate()
         log.info("device %r rotated key %s -> %s", key.device_id, key.keyid, new_keyid)
-        return responses.json_response(
-            200,
-            {
-                "keyid": result.keyid,
-                "old_keyid": result.old_keyid,
-                "old_not_after_ms": result.old_not_after_ms,
-            },
+        rotated = Rotated(
+            keyid=result.keyid, old_keyid=result.old_keyid, old_not_after_ms=result.old_not_after_ms
         )
+        return responses.json_response(200, rotated)
 
 
 def routes(ctx: Context) -> list[Route]:
     h = EnrollHandlers(ctx)
     return [
-        Route("/v1/enroll", ctx.endpoint("enroll", h.enroll), methods=["POST"]),
-        Route("/v1/keys/rotate", ctx.endpoint("rotate", h.rotate), methods=["POST"]),
+        Route(ENROLL_PATH, ctx.endpoint("enroll", h.enroll), methods=["POST"]),
+        Route(ROTATE_PATH, ctx.endpoint("rotate", h.rotate), methods=["POST"]),
     ]

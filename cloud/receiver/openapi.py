@@ -1,47 +1,95 @@
-"""The OpenAPI 3.1 description of the receiver's JSON endpoints, served at /v1/openapi.json.
+"""The OpenAPI 3.1 description of the receiver, served at /v1/openapi.json: generated, not written.
 
-Hand-written on purpose: the routes are few and the contract (docs/protocol.md, docs/api.md) is
-the source of truth. `tests/cloud/test_openapi.py` fails when a route is missing here.
+Schemas come from the structs of the HTTP contract (`wire.http`, `wire.admin`, `wire.query`) via
+`msgspec.json.schema_components`; paths, methods, parameters and statuses come from `OPERATIONS`,
+the route table below. A body shape is therefore described once, where it is encoded and decoded.
+`tests/cloud/test_openapi.py` fails when a served route is missing here or a documented one is not
+served, and checks real answers against the schemas of this document.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-_JSON = "application/json"
+import msgspec
+
+from wire import admin, query
+from wire.codec import MEDIA_TYPE
+from wire.http import (
+    ADMIN_DEVICE_ACTION_PATH,
+    ADMIN_DEVICE_PATH,
+    ADMIN_DEVICES_PATH,
+    ADMIN_KEY_REVOKE_PATH,
+    ADMIN_TOKENS_PATH,
+    BATCHES_PATH,
+    CHAIN_HEAD_PATH,
+    CONSUMPTION_PATH,
+    DEVICES_PATH,
+    ENROLL_PATH,
+    EVENTS_PATH,
+    HEALTH_PATH,
+    JSON_MEDIA_TYPE,
+    LATEST_PATH,
+    MATERIALS_PATH,
+    OPENAPI_PATH,
+    READINGS_PATH,
+    READY_PATH,
+    ROTATE_PATH,
+    SERIES_PATH,
+    BatchAck,
+    ChainHead,
+    Enrolled,
+    EnrollRequest,
+    ErrorBody,
+    Health,
+    Rotated,
+    RotateRequest,
+)
+
+_REF = "#/components/schemas/{name}"
+_HTML = "text/html"
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {_JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One status of an operation: JSON of `bodies` (one struct, or any of several), an HTML
+    page, or no content."""
+
+    description: str
+    bodies: tuple[type[msgspec.Struct], ...] = ()
+    html: bool = False
 
 
-def _ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {_JSON: {"schema": schema or {"type": "object"}}},
-    }
+@dataclass(frozen=True, slots=True)
+class Operation:
+    method: str
+    path: str  # an OpenAPI template from wire.http
+    summary: str
+    answers: Mapping[int, Answer]
+    security: str = ""  # a key of _SECURITY, "" for none
+    parameters: Sequence[Mapping[str, Any]] = ()
+    request: type[msgspec.Struct] | str | None = None  # a struct (JSON), or a media type
 
 
-_SIGNED: list[dict[str, list[str]]] = [{"httpSignature": []}]
-_ADMIN: list[dict[str, list[str]]] = [{"adminToken": []}]
-_READ: list[dict[str, list[str]]] = [{"readToken": []}, {"adminToken": []}]
-_VIEWER: list[dict[str, list[str]]] = [{"viewerCookie": []}, {"viewerToken": []}]
-_DEVICE_AUTH = {
-    "401": _error("signature, digest or key not valid (one body for every case)"),
-    "403": _error("key revoked or expired, device disabled, or another device's batch"),
-    "429": _error("rate limited; see Retry-After"),
-}
-_OPERATOR_AUTH = {"401": _error("missing or wrong bearer token")}
+def ok(description: str, *bodies: type[msgspec.Struct]) -> Answer:
+    return Answer(description, bodies)
 
 
-def _html(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"text/html": {}}}
+def error(description: str) -> Answer:
+    return Answer(description, (ErrorBody,))
 
 
-def _param(name: str, where: str = "query", kind: str = "string", **extra: Any) -> dict[str, Any]:
+def page(description: str) -> Answer:
+    return Answer(description, html=True)
+
+
+def bare(description: str) -> Answer:
+    return Answer(description)
+
+
+def param(name: str, where: str = "query", kind: str = "string", **extra: Any) -> dict[str, Any]:
     return {
         "name": name,
         "in": where,
@@ -51,321 +99,320 @@ def _param(name: str, where: str = "query", kind: str = "string", **extra: Any) 
     }
 
 
-_FILTERS = [_param(n) for n in ("device", "metric", "site", "area", "process", "medium")]
-_RANGE = [_param("from_ms", kind="integer"), _param("to_ms", kind="integer")]
+_SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "device": [{"httpSignature": []}],
+    "admin": [{"adminToken": []}],
+    "read": [{"readToken": []}, {"adminToken": []}],
+    "viewer": [{"viewerCookie": []}, {"viewerToken": []}],
+}
+_SCHEMES: dict[str, dict[str, str]] = {
+    "httpSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Signature",
+        "description": "RFC 9421 Ed25519 signature, see docs/protocol.md section 4",
+    },
+    "adminToken": {"type": "http", "scheme": "bearer"},
+    "readToken": {"type": "http", "scheme": "bearer"},
+    "viewerToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "a viewer token or the read token (not the admin token)",
+    },
+    "viewerCookie": {"type": "apiKey", "in": "cookie", "name": "tierless_view"},
+}
+
+_DEVICE_AUTH = {
+    401: error("signature, digest or key not valid (one body for every case)"),
+    403: error("key revoked or expired, device disabled, or another device's batch"),
+    429: error("rate limited; see Retry-After"),
+}
+_OPERATOR_AUTH = {401: error("missing or wrong bearer token")}
+_FILTERS = [param(n) for n in ("device", "metric", "site", "area", "process", "medium")]
+_RANGE = [param("from_ms", kind="integer"), param("to_ms", kind="integer")]
+_INTERVAL = param("interval", enum=["hour", "day", "month", "total"])
+_DEVICE_ID = param("device_id", "path")
+
+OPERATIONS: tuple[Operation, ...] = (
+    Operation(
+        "post",
+        BATCHES_PATH,
+        "Upload one signed, content-coded batch (docs/protocol.md)",
+        {
+            200: ok("stored or duplicate", BatchAck),
+            400: error("undecodable body or invalid batch"),
+            **_DEVICE_AUTH,
+            409: error("seq_gap or chain_conflict, with expected_seq"),
+            413: error("wire or decoded size over the limit"),
+            415: error("content type or coding not accepted"),
+            503: error("store unavailable; retry"),
+        },
+        security="device",
+        request=MEDIA_TYPE,
+    ),
+    Operation(
+        "get",
+        CHAIN_HEAD_PATH,
+        "Where the receiver's copy of the device's chain ends",
+        {200: ok("the head", ChainHead), **_DEVICE_AUTH},
+        security="device",
+    ),
+    Operation(
+        "post",
+        ENROLL_PATH,
+        "Enrol a device key with a one-time token (signed by the new key)",
+        {
+            201: ok("enrolled", Enrolled),
+            400: error("malformed body"),
+            401: error("enrollment_refused, whatever the reason"),
+            429: error("rate limited"),
+        },
+        request=EnrollRequest,
+    ),
+    Operation(
+        "post",
+        ROTATE_PATH,
+        "Replace the signing key; the old one stays valid for the overlap",
+        {200: ok("rotated", Rotated), 400: error("bad pop"), **_DEVICE_AUTH},
+        security="device",
+        request=RotateRequest,
+    ),
+    Operation(
+        "post",
+        ADMIN_TOKENS_PATH,
+        "Issue an enrolment token for a device id (shown once)",
+        {201: ok("token", admin.TokenIssued), 400: error("bad body"), **_OPERATOR_AUTH},
+        security="admin",
+        request=admin.TokenRequest,
+    ),
+    Operation(
+        "get",
+        ADMIN_DEVICES_PATH,
+        "Devices",
+        {200: ok("devices", admin.DeviceList), **_OPERATOR_AUTH},
+        security="admin",
+    ),
+    Operation(
+        "get",
+        ADMIN_DEVICE_PATH,
+        "One device with keys and chain events",
+        {200: ok("device", admin.DeviceRecord), 404: error("unknown"), **_OPERATOR_AUTH},
+        security="admin",
+        parameters=[_DEVICE_ID],
+    ),
+    *(
+        Operation(
+            "post",
+            ADMIN_DEVICE_ACTION_PATH.replace("{action}", action),
+            summary,
+            {200: ok("done", body), 404: error("unknown device"), **_OPERATOR_AUTH, **more},
+            security="admin",
+            parameters=[_DEVICE_ID],
+        )
+        for action, summary, body, more in (
+            (
+                "disable",
+                "Disable a device: its valid requests get 403",
+                admin.DeviceStatusChanged,
+                {409: error("still pending")},
+            ),
+            (
+                "enable",
+                "Enable a disabled device",
+                admin.DeviceStatusChanged,
+                {409: error("still pending")},
+            ),
+            ("revoke", "Revoke every key of a device", admin.DeviceKeysRevoked, {}),
+        )
+    ),
+    Operation(
+        "post",
+        ADMIN_KEY_REVOKE_PATH,
+        "Revoke one key",
+        {200: ok("revoked", admin.KeyRevoked), 404: error("unknown"), **_OPERATOR_AUTH},
+        security="admin",
+        parameters=[param("keyid", "path")],
+    ),
+    Operation(
+        "get",
+        DEVICES_PATH,
+        "Devices and their sync state",
+        {200: ok("devices", admin.DeviceList), **_OPERATOR_AUTH},
+        security="read",
+    ),
+    Operation(
+        "get",
+        SERIES_PATH,
+        "Series, filtered by device and tags",
+        {200: ok("series", query.SeriesList), 400: error("unknown filter"), **_OPERATOR_AUTH},
+        security="read",
+        parameters=_FILTERS,
+    ),
+    Operation(
+        "get",
+        READINGS_PATH,
+        "Readings of one series over [from_ms, to_ms), raw or bucketed",
+        {
+            200: ok("points", query.RawReadings, query.BucketedReadings),
+            400: error("bad parameter"),
+            404: error("unknown"),
+            **_OPERATOR_AUTH,
+        },
+        security="read",
+        parameters=[
+            param("series_id", "path", "integer"),
+            *_RANGE,
+            param("bucket_ms", kind="integer"),
+            param("agg", enum=["avg", "min", "max", "last", "sum", "count"]),
+            param("limit", kind="integer"),
+        ],
+    ),
+    Operation(
+        "get",
+        LATEST_PATH,
+        "The newest reading of each matching series",
+        {200: ok("latest values", query.LatestList), **_OPERATOR_AUTH},
+        security="read",
+        parameters=_FILTERS,
+    ),
+    Operation(
+        "get",
+        EVENTS_PATH,
+        "Events (weighbridge tickets, ...) over a range",
+        {200: ok("events", query.EventList), **_OPERATOR_AUTH},
+        security="read",
+        parameters=[param("device"), param("kind"), *_RANGE, param("limit", kind="integer")],
+    ),
+    Operation(
+        "get",
+        CONSUMPTION_PATH,
+        "Consumption per interval from cumulative counters",
+        {
+            200: ok("figures", query.Consumption),
+            400: error("bad parameter, or too many readings for one request"),
+            **_OPERATOR_AUTH,
+        },
+        security="read",
+        parameters=[
+            *_RANGE,
+            _INTERVAL,
+            param("tz", description="IANA time zone, default UTC"),
+            param(
+                "group_by", description="device, site, area, process, medium (comma list) or none"
+            ),
+            param("detail", enum=["groups", "series"]),
+            param("max_step_ms", kind="integer"),
+            *_FILTERS,
+        ],
+    ),
+    Operation(
+        "get",
+        MATERIALS_PATH,
+        "Raw material received per material from weighbridge tickets",
+        {
+            200: ok("materials", query.Materials),
+            400: error("bad parameter, or too many tickets"),
+            **_OPERATOR_AUTH,
+        },
+        security="read",
+        parameters=[*_RANGE, _INTERVAL, param("tz"), param("device"), param("kind")],
+    ),
+    Operation(
+        "get",
+        "/",
+        "The plant dashboard (HTML); ?token= once sets the session cookie",
+        {
+            200: page("the dashboard"),
+            303: bare("token accepted: cookie set, token removed"),
+            401: page("the sign-in page"),
+        },
+        security="viewer",
+        parameters=[param("token"), param("series"), param("tz")],
+    ),
+    Operation(
+        "get",
+        "/dashboard/fragment",
+        "The refreshing part of the dashboard (HTML)",
+        {200: page("content"), 401: page("sign in")},
+        security="viewer",
+        parameters=[param("series"), param("tz")],
+    ),
+    Operation(
+        "post",
+        "/login",
+        "Sign in to the dashboard with a viewer or read token (form field)",
+        {303: bare("signed in: cookie set"), 401: page("token refused")},
+        request="application/x-www-form-urlencoded",
+    ),
+    Operation("post", "/logout", "Sign out of the dashboard", {303: bare("cookie cleared")}),
+    Operation(
+        "get",
+        "/static/{name}",
+        "The dashboard's own script and stylesheet",
+        {200: bare("the file"), 404: page("unknown")},
+        parameters=[param("name", "path")],
+    ),
+    Operation("get", HEALTH_PATH, "Process is up", {200: ok("ok", Health)}),
+    Operation(
+        "get",
+        READY_PATH,
+        "Store reachable",
+        {200: ok("ready", Health), 503: error("store unreachable")},
+    ),
+    Operation("get", OPENAPI_PATH, "This document", {200: bare("OpenAPI")}),
+)
+
+
+def _content(media_type: str, bodies: Sequence[type[msgspec.Struct]]) -> dict[str, Any]:
+    refs = [{"$ref": _REF.format(name=b.__name__)} for b in bodies]
+    if not refs:
+        return {media_type: {}}
+    return {media_type: {"schema": refs[0] if len(refs) == 1 else {"oneOf": refs}}}
+
+
+def _answer(a: Answer) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": a.description}
+    if a.bodies:
+        out["content"] = _content(JSON_MEDIA_TYPE, a.bodies)
+    elif a.html:
+        out["content"] = {_HTML: {}}
+    return out
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": op.summary}
+    if op.security:
+        out["security"] = _SECURITY[op.security]
+    if op.parameters:
+        out["parameters"] = list(op.parameters)
+    if isinstance(op.request, str):
+        out["requestBody"] = {"content": {op.request: {}}}
+    elif op.request is not None:
+        out["requestBody"] = {"content": _content(JSON_MEDIA_TYPE, [op.request])}
+    out["responses"] = {str(status): _answer(a) for status, a in sorted(op.answers.items())}
+    return out
+
+
+def _schemas() -> dict[str, Any]:
+    types: dict[str, type[msgspec.Struct]] = {}
+    for op in OPERATIONS:
+        bodies = [b for a in op.answers.values() for b in a.bodies]
+        if op.request is not None and not isinstance(op.request, str):
+            bodies.append(op.request)
+        types.update((b.__name__, b) for b in bodies)
+    _, components = msgspec.json.schema_components(list(types.values()), ref_template=_REF)
+    return dict(sorted(components.items()))
 
 
 def document(public_url: str) -> dict[str, Any]:
     """The OpenAPI document for a receiver reachable at `public_url`."""
-    device_path = {"$ref": "#/components/parameters/device_id"}
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method] = _operation(op)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Tierless receiver", "version": "1"},
         "servers": [{"url": public_url}],
-        "paths": {
-            "/v1/batches": {
-                "post": {
-                    "summary": "Upload one signed, content-coded batch (docs/protocol.md)",
-                    "security": _SIGNED,
-                    "requestBody": {"content": {"application/vnd.tierless.batch.v1+msgpack": {}}},
-                    "responses": {
-                        "200": _ok("stored or duplicate", {"$ref": "#/components/schemas/Ack"}),
-                        "400": _error("undecodable body or invalid batch"),
-                        **_DEVICE_AUTH,
-                        "409": _error("seq_gap or chain_conflict, with expected_seq"),
-                        "413": _error("wire or decoded size over the limit"),
-                        "415": _error("content type or coding not accepted"),
-                        "503": _error("store unavailable; retry"),
-                    },
-                }
-            },
-            "/v1/chain/head": {
-                "get": {
-                    "summary": "Where the receiver's copy of the device's chain ends",
-                    "security": _SIGNED,
-                    "responses": {"200": _ok("the head"), **_DEVICE_AUTH},
-                }
-            },
-            "/v1/enroll": {
-                "post": {
-                    "summary": "Enrol a device key with a one-time token (signed by the new key)",
-                    "requestBody": {"content": {_JSON: {}}},
-                    "responses": {
-                        "201": _ok("enrolled"),
-                        "400": _error("malformed body"),
-                        "401": _error("enrollment_refused, whatever the reason"),
-                        "429": _error("rate limited"),
-                    },
-                }
-            },
-            "/v1/keys/rotate": {
-                "post": {
-                    "summary": "Replace the signing key; the old one stays valid for the overlap",
-                    "security": _SIGNED,
-                    "requestBody": {"content": {_JSON: {}}},
-                    "responses": {"200": _ok("rotated"), "400": _error("bad pop"), **_DEVICE_AUTH},
-                }
-            },
-            "/v1/admin/tokens": {
-                "post": {
-                    "summary": "Issue an enrolment token for a device id (shown once)",
-                    "security": _ADMIN,
-                    "requestBody": {"content": {_JSON: {}}},
-                    "responses": {"201": _ok("token"), "400": _error("bad body"), **_OPERATOR_AUTH},
-                }
-            },
-            "/v1/admin/devices": {
-                "get": {
-                    "summary": "Devices",
-                    "security": _ADMIN,
-                    "responses": {"200": _ok("devices"), **_OPERATOR_AUTH},
-                }
-            },
-            "/v1/admin/devices/{device_id}": {
-                "get": {
-                    "summary": "One device with keys and chain events",
-                    "security": _ADMIN,
-                    "parameters": [device_path],
-                    "responses": {"200": _ok("device"), "404": _error("unknown"), **_OPERATOR_AUTH},
-                }
-            },
-            **{
-                f"/v1/admin/devices/{{device_id}}/{action}": {
-                    "post": {
-                        "summary": summary,
-                        "security": _ADMIN,
-                        "parameters": [device_path],
-                        "responses": {
-                            "200": _ok("done"),
-                            "404": _error("unknown device"),
-                            **_OPERATOR_AUTH,
-                        },
-                    }
-                }
-                for action, summary in (
-                    ("disable", "Disable a device: its valid requests get 403"),
-                    ("enable", "Enable a disabled device"),
-                    ("revoke", "Revoke every key of a device"),
-                )
-            },
-            "/v1/admin/keys/{keyid}/revoke": {
-                "post": {
-                    "summary": "Revoke one key",
-                    "security": _ADMIN,
-                    "parameters": [_param("keyid", "path")],
-                    "responses": {
-                        "200": _ok("revoked"),
-                        "404": _error("unknown"),
-                        **_OPERATOR_AUTH,
-                    },
-                }
-            },
-            "/v1/devices": {
-                "get": {
-                    "summary": "Devices and their sync state",
-                    "security": _READ,
-                    "responses": {"200": _ok("devices"), **_OPERATOR_AUTH},
-                }
-            },
-            "/v1/series": {
-                "get": {
-                    "summary": "Series, filtered by device and tags",
-                    "security": _READ,
-                    "parameters": _FILTERS,
-                    "responses": {"200": _ok("series"), **_OPERATOR_AUTH},
-                }
-            },
-            "/v1/series/{series_id}/readings": {
-                "get": {
-                    "summary": "Readings of one series over [from_ms, to_ms), raw or bucketed",
-                    "security": _READ,
-                    "parameters": [
-                        _param("series_id", "path", "integer"),
-                        *_RANGE,
-                        _param("bucket_ms", kind="integer"),
-                        _param("agg", enum=["avg", "min", "max", "last", "sum", "count"]),
-                        _param("limit", kind="integer"),
-                    ],
-                    "responses": {"200": _ok("points"), "404": _error("unknown"), **_OPERATOR_AUTH},
-                }
-            },
-            "/v1/latest": {
-                "get": {
-                    "summary": "The newest reading of each matching series",
-                    "security": _READ,
-                    "parameters": _FILTERS,
-                    "responses": {"200": _ok("latest values"), **_OPERATOR_AUTH},
-                }
-            },
-            "/v1/events": {
-                "get": {
-                    "summary": "Events (weighbridge tickets, ...) over a range",
-                    "security": _READ,
-                    "parameters": [_param("device"), _param("kind"), *_RANGE],
-                    "responses": {"200": _ok("events"), **_OPERATOR_AUTH},
-                }
-            },
-            "/v1/figures/consumption": {
-                "get": {
-                    "summary": "Consumption per interval from cumulative counters",
-                    "security": _READ,
-                    "parameters": [
-                        *_RANGE,
-                        _param("interval", enum=["hour", "day", "month", "total"]),
-                        _param("tz", description="IANA time zone, default UTC"),
-                        _param(
-                            "group_by",
-                            description="device, site, area, process, medium (comma list) or none",
-                        ),
-                        _param("detail", enum=["groups", "series"]),
-                        _param("max_step_ms", kind="integer"),
-                        *_FILTERS,
-                    ],
-                    "responses": {
-                        "200": _ok("figures", {"$ref": "#/components/schemas/Consumption"}),
-                        "400": _error("bad parameter, or too many readings for one request"),
-                        **_OPERATOR_AUTH,
-                    },
-                }
-            },
-            "/v1/figures/materials": {
-                "get": {
-                    "summary": "Raw material received per material from weighbridge tickets",
-                    "security": _READ,
-                    "parameters": [
-                        *_RANGE,
-                        _param("interval", enum=["hour", "day", "month", "total"]),
-                        _param("tz"),
-                        _param("device"),
-                        _param("kind"),
-                    ],
-                    "responses": {
-                        "200": _ok("materials"),
-                        "400": _error("bad parameter, or too many tickets"),
-                        **_OPERATOR_AUTH,
-                    },
-                }
-            },
-            "/": {
-                "get": {
-                    "summary": "The plant dashboard (HTML); ?token= once sets the session cookie",
-                    "security": _VIEWER,
-                    "parameters": [_param("token"), _param("series"), _param("tz")],
-                    "responses": {
-                        "200": _html("the dashboard"),
-                        "303": {"description": "token accepted: cookie set, token removed"},
-                        "401": _html("the sign-in page"),
-                    },
-                }
-            },
-            "/dashboard/fragment": {
-                "get": {
-                    "summary": "The refreshing part of the dashboard (HTML)",
-                    "security": _VIEWER,
-                    "parameters": [_param("series"), _param("tz")],
-                    "responses": {"200": _html("content"), "401": _html("sign in")},
-                }
-            },
-            "/login": {
-                "post": {
-                    "summary": "Sign in to the dashboard with a viewer or read token (form field)",
-                    "requestBody": {"content": {"application/x-www-form-urlencoded": {}}},
-                    "responses": {
-                        "303": {"description": "signed in: cookie set"},
-                        "401": _html("token refused"),
-                    },
-                }
-            },
-            "/logout": {
-                "post": {
-                    "summary": "Sign out of the dashboard",
-                    "responses": {"303": {"description": "cookie cleared"}},
-                }
-            },
-            "/static/{name}": {
-                "get": {
-                    "summary": "The dashboard's own script and stylesheet",
-                    "parameters": [_param("name", "path")],
-                    "responses": {"200": {"description": "the file"}, "404": _html("unknown")},
-                }
-            },
-            "/healthz": {"get": {"summary": "Process is up", "responses": {"200": _ok("ok")}}},
-            "/readyz": {
-                "get": {
-                    "summary": "Store reachable",
-                    "responses": {"200": _ok("ready"), "503": _error("store unreachable")},
-                }
-            },
-            "/v1/openapi.json": {
-                "get": {"summary": "This document", "responses": {"200": _ok("OpenAPI")}}
-            },
-        },
-        "components": {
-            "parameters": {"device_id": _param("device_id", "path")},
-            "securitySchemes": {
-                "httpSignature": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "Signature",
-                    "description": "RFC 9421 Ed25519 signature, see docs/protocol.md section 4",
-                },
-                "adminToken": {"type": "http", "scheme": "bearer"},
-                "readToken": {"type": "http", "scheme": "bearer"},
-                "viewerToken": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "description": "a viewer token or the read token (not the admin token)",
-                },
-                "viewerCookie": {"type": "apiKey", "in": "cookie", "name": "tierless_view"},
-            },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {"type": "string"},
-                        "message": {"type": "string"},
-                        "expected_seq": {"type": "integer"},
-                        "reason": {"type": "string"},
-                    },
-                },
-                "Consumption": {
-                    "type": "object",
-                    "required": ["from_ms", "to_ms", "interval", "tz", "intervals", "groups"],
-                    "properties": {
-                        "intervals": {"type": "array", "items": {"type": "integer"}},
-                        "groups": {
-                            "type": "array",
-                            "items": {
-                                "type": "object",
-                                "properties": {
-                                    "key": {"type": "object"},
-                                    "unit": {"type": "string"},
-                                    "values": {
-                                        "type": "array",
-                                        "items": {"type": ["number", "null"]},
-                                    },
-                                    "status": {
-                                        "type": "array",
-                                        "items": {"enum": ["complete", "partial", "gap", "future"]},
-                                    },
-                                    "coverage": {"type": "array", "items": {"type": "number"}},
-                                    "total": {"type": "number"},
-                                    "unattributed": {"type": "number"},
-                                },
-                            },
-                        },
-                    },
-                },
-                "Ack": {
-                    "type": "object",
-                    "required": ["status", "seq", "server_time_ms"],
-                    "properties": {
-                        "status": {"enum": ["stored", "duplicate"]},
-                        "seq": {"type": "integer"},
-                        "server_time_ms": {"type": "integer"},
-                    },
-                },
-            },
-        },
+        "paths": paths,
+        "components": {"securitySchemes": _SCHEMES, "schemas": _schemas()},
     }

@@ -97,6 +97,10 @@ async def test_refusals_stop_with_status_and_code(key, body, status, payload, co
         lambda r: reply(200, {"status": "stored", "seq": 7}),  # another batch's ack
         lambda r: reply(200, {"status": "ok"}),
         lambda r: reply(200, {}),
+        lambda r: reply(200, {"status": "stored"}),
+        lambda r: reply(200, {"status": "stored", "seq": "1"}),
+        lambda r: reply(200, {"status": "STORED", "seq": 1}),
+        lambda r: httpx.Response(200, json=[{"status": "stored", "seq": 1}]),
     ],
 )
 async def test_a_200_that_is_not_this_batchs_ack_deletes_nothing(key, body, response):
@@ -107,6 +111,16 @@ async def test_a_200_that_is_not_this_batchs_ack_deletes_nothing(key, body, resp
         with pytest.raises(RefusedError) as info:
             await uplink.send_batch(body.seq, body.body)
     assert (info.value.status, info.value.code) == (200, "not_an_ack")
+
+
+async def test_an_ack_may_carry_fields_this_agent_does_not_know(key, body):
+    """A newer receiver may add fields to its acknowledgement (wire.http: tolerant decoding)."""
+    answer = {"status": "duplicate", "seq": body.seq, "server_time_ms": 5, "region": "eu"}
+    receiver = FakeReceiver(key, script=[lambda r: reply(200, answer)])
+    uplink, client = await make_uplink(receiver, key)
+    async with client:
+        ack = await uplink.send_batch(body.seq, body.body)
+    assert (ack.seq, ack.status, ack.server_time_ms) == (body.seq, "duplicate", 5)
 
 
 async def test_403_reads_well_in_status(key, body):
