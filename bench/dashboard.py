@@ -31,9 +31,9 @@ import httpx
 
 from cloud.app import create_app
 from cloud.apps.dashboard import DashboardConfig
+from cloud.bearer import BearerCheck
 from cloud.config import Config
-from cloud.receiver.tokens import BearerCheck
-from cloud.storage.base import SeriesFilter
+from cloud.storage.reads import SeriesFilter
 from cloud.storage.sqlite import SqliteStore
 
 SERIES = 500

@@ -6,16 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from cloud.apps.figures import Figure, MaterialsReport, Trace
-from cloud.storage.base import (
-    BucketPoint,
-    ChainEvent,
-    DeviceState,
-    EventRecord,
-    KeyRecord,
-    LatestValue,
-    Point,
-    SeriesInfo,
-)
+from cloud.storage.devices import ChainEvent, DeviceState, KeyRecord
+from cloud.storage.reads import BucketPoint, EventRecord, LatestValue, Point, SeriesInfo
 from wire.keys import b64url_encode
 
 

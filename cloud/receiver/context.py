@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cloud import responses
 from cloud.config import Config
 from cloud.errors import RejectedError, StoreUnavailableError
-from cloud.receiver import responses
 from cloud.receiver.auth import KeyRecords, PublicKeys
 from cloud.receiver.limits import RateLimiter
 from cloud.receiver.metrics import Metrics
-from cloud.storage.base import Store
+from cloud.storage.store import Store
 
 log = logging.getLogger("cloud.app")
 Handler = Callable[[Request], Awaitable[Response]]

@@ -16,18 +16,15 @@ import pytest
 
 from cloud.errors import IntegrityError
 from cloud.receiver.tokens import issue_token
-from cloud.storage.base import (
-    Agg,
-    DeviceStatus,
-    EnrollRequest,
-    KeyStatus,
-    Outcome,
-    SeriesFilter,
-    Store,
-)
+from cloud.storage.batches import Outcome
+from cloud.storage.devices import DeviceStatus, KeyStatus
 from cloud.storage.migrations import latest_version
-from cloud.storage.postgres import SMALL_BATCH_MAX, PostgresStore
+from cloud.storage.postgres import PostgresStore
+from cloud.storage.postgres_batches import SMALL_BATCH_MAX
+from cloud.storage.reads import Agg, SeriesFilter
+from cloud.storage.registry import EnrollRequest
 from cloud.storage.sqlite import SqliteStore
+from cloud.storage.store import Store
 from tests.cloud.conftest import open_store
 from tests.cloud.helpers import START_MS, Gateway, register, row_counts
 from wire.enrollment import parse_token
@@ -75,30 +72,30 @@ async def test_append_duplicate_gap_and_forks(store: Store) -> None:
     gw = Gateway("gw-1")
     await register(store, gw)
     b1 = gw.next_batch(n_readings=20, n_series=2)
-    r = await store.ingest(gw.meta(b1), b1.batch)
+    r = await store.store_batch(gw.meta(b1), b1.batch)
     assert (r.outcome, r.seq, r.expected_seq) == (Outcome.STORED, 1, 2)
     before = await row_counts(store)
     assert (before["batch"], before["reading"], before["series"]) == (1, 20, 2)
 
-    dup = await store.ingest(gw.meta(b1), b1.batch)
+    dup = await store.store_batch(gw.meta(b1), b1.batch)
     assert dup.outcome is Outcome.DUPLICATE
     assert await row_counts(store) == before
 
     b2 = gw.next_batch()
     b3 = gw.next_batch()
-    gap = await store.ingest(gw.meta(b3), b3.batch)
+    gap = await store.store_batch(gw.meta(b3), b3.batch)
     assert (gap.outcome, gap.expected_seq) == (Outcome.SEQ_GAP, 2)
-    await store.ingest(gw.meta(b3), b3.batch)  # the retry is not a second gap
+    await store.store_batch(gw.meta(b3), b3.batch)  # the retry is not a second gap
 
     other = Gateway("gw-1", key=gw.key).build(1, GENESIS, n_readings=3)  # seq 1, other content
-    fork = await store.ingest(gw.meta(other), other.batch)
+    fork = await store.store_batch(gw.meta(other), other.batch)
     assert (fork.outcome, fork.reason, fork.expected_seq) == (
         Outcome.CHAIN_CONFLICT,
         "digest_mismatch",
         2,
     )
     bad_prev = gw.build(2, bytes(32), n_readings=3)
-    fork2 = await store.ingest(gw.meta(bad_prev), bad_prev.batch)
+    fork2 = await store.store_batch(gw.meta(bad_prev), bad_prev.batch)
     assert (fork2.outcome, fork2.reason) == (Outcome.CHAIN_CONFLICT, "prev_mismatch")
 
     after = await row_counts(store)
@@ -113,8 +110,8 @@ async def test_append_duplicate_gap_and_forks(store: Store) -> None:
     assert (device.gaps, device.forks, device.head_seq) == (1, 2, 1)
     assert {e.reason for e in device.chain_events} == {"gap", "digest_mismatch", "prev_mismatch"}
 
-    assert (await store.ingest(gw.meta(b2), b2.batch)).outcome is Outcome.STORED
-    assert (await store.ingest(gw.meta(b3), b3.batch)).outcome is Outcome.STORED
+    assert (await store.store_batch(gw.meta(b2), b2.batch)).outcome is Outcome.STORED
+    assert (await store.store_batch(gw.meta(b3), b3.batch)).outcome is Outcome.STORED
     head = await store.chain_head("gw-1")
     assert head is not None
     assert (head.seq, head.digest) == (3, b3.digest)
@@ -126,7 +123,7 @@ async def test_device_state_sums_counters_and_records_clock(store: Store) -> Non
     for n in (1, 2):
         b = gw.next_batch(counters=Counters(n, 10 * n, 100 * n))
         meta = dataclasses.replace(gw.meta(b), received_ms=START_MS + n, sig_created=1_790_000_003)
-        await store.ingest(meta, b.batch)
+        await store.store_batch(meta, b.batch)
     [device] = await store.list_devices()
     assert (device.dropped_buffer_full, device.dropped_damaged, device.rejected_invalid) == (
         3,
@@ -144,7 +141,7 @@ async def test_readings_and_events_round_trip_exactly(store: Store) -> None:
     events = [Event("ticket", START_MS + 5, (("lot", "A-17"), ("net_kg", 1234.5), ("ok", True)))]
     b1 = gw.build(1, GENESIS, n_readings=30, n_series=3, events=events)
     b1.batch.series[0].quality[1] = 6  # bad + time untrusted
-    await store.ingest(gw.meta(b1), b1.batch)
+    await store.store_batch(gw.meta(b1), b1.batch)
     series = await store.list_series(SeriesFilter(device="gw-1"))
     assert [s.metric for s in series] == ["power_00", "power_01", "power_02"]
     s0 = b1.batch.series[0]
@@ -165,7 +162,7 @@ async def test_query_filters_ranges_buckets_and_latest(store: Store) -> None:
     gw = Gateway("gw-1")
     await register(store, gw)
     b = gw.next_batch(n_readings=20, n_series=2)
-    await store.ingest(gw.meta(b), b.batch)
+    await store.store_batch(gw.meta(b), b.batch)
     assert len(await store.list_series(SeriesFilter())) == 2
     assert len(await store.list_series(SeriesFilter(area="hall-1"))) == 1
     assert await store.list_series(SeriesFilter(site="elsewhere")) == []
@@ -209,7 +206,7 @@ async def test_concurrent_copies_store_once(store: Store) -> None:
     await register(store, gw)
     batches = [gw.next_batch(n_readings=50, n_series=5) for _ in range(3)]
     for b in batches:
-        results = await asyncio.gather(*(store.ingest(gw.meta(b), b.batch) for _ in range(8)))
+        results = await asyncio.gather(*(store.store_batch(gw.meta(b), b.batch) for _ in range(8)))
         outcomes = sorted(r.outcome for r in results)
         assert outcomes == [Outcome.DUPLICATE] * 7 + [Outcome.STORED]
     counts = await row_counts(store)
@@ -223,10 +220,10 @@ async def test_failed_transaction_writes_nothing(store: Store) -> None:
     meta = dataclasses.replace(gw.meta(b), keyid="not-a-registered-key")  # FK fails late
     before = await row_counts(store)
     with pytest.raises(IntegrityError):
-        await store.ingest(meta, b.batch)
+        await store.store_batch(meta, b.batch)
     assert await row_counts(store) == before
     # the series ids of the rolled-back transaction were not cached: a real ingest works
-    assert (await store.ingest(gw.meta(b), b.batch)).outcome is Outcome.STORED
+    assert (await store.store_batch(gw.meta(b), b.batch)).outcome is Outcome.STORED
     assert (await row_counts(store))["reading"] == 10
 
 
@@ -276,7 +273,7 @@ async def test_reenrolment_keeps_the_chain(store: Store) -> None:
     gw = Gateway("gw-1")
     await register(store, gw)
     b = gw.next_batch()
-    await store.ingest(gw.meta(b), b.batch)
+    await store.store_batch(gw.meta(b), b.batch)
     assert await store.revoke_device_keys("gw-1", START_MS) == 1
     new = Gateway("gw-1")
     token, record = issue_token("gw-1", now_ms=START_MS, ttl_ms=60_000)
@@ -372,7 +369,7 @@ async def test_two_stores_on_one_database_store_each_batch_once(store: Store) ->
         for _ in range(4):
             batches = [(gw, gw.next_batch(n_readings=12, n_series=3)) for gw in gws]
             calls = [
-                s.ingest(gw.meta(b), b.batch)
+                s.store_batch(gw.meta(b), b.batch)
                 for gw, b in batches
                 for s in (store, other, store, other)
             ]
@@ -393,7 +390,7 @@ async def test_unknown_device_is_an_integrity_error_and_writes_nothing(store: St
     b = gw.next_batch()
     before = await row_counts(store)
     with pytest.raises(IntegrityError):
-        await store.ingest(gw.meta(b), b.batch)
+        await store.store_batch(gw.meta(b), b.batch)
     assert await row_counts(store) == before
 
 
@@ -412,7 +409,7 @@ async def test_awkward_names_values_and_attributes_round_trip_exactly(store: Sto
     attrs = (("q", 'say "hi" \\ {x}, NULL'), ("n", 1.5e16), ("neg", -7), ("ok", False))
     frozen = gw.build(1, GENESIS, n_readings=0, events=[Event('t"k', START_MS, attrs, 2)])
     frozen.batch.series.extend(series)
-    r = await store.ingest(gw.meta(frozen), frozen.batch)
+    r = await store.store_batch(gw.meta(frozen), frozen.batch)
     assert r.outcome is Outcome.STORED
     stored = await store.list_series(SeriesFilter(device="gw-1"))
     assert sorted(
@@ -431,7 +428,7 @@ async def test_awkward_names_values_and_attributes_round_trip_exactly(store: Sto
     # the second batch finds every series by the ids cached from the first
     second = gw.build(2, frozen.digest, n_readings=0)
     second.batch.series.extend(SeriesData(s.key, [START_MS + 100], [1.0], [0]) for s in series)
-    assert (await store.ingest(gw.meta(second), second.batch)).outcome is Outcome.STORED
+    assert (await store.store_batch(gw.meta(second), second.batch)).outcome is Outcome.STORED
     assert len(await store.list_series(SeriesFilter())) == len(series)
 
 
@@ -441,8 +438,8 @@ async def test_small_and_large_batches_share_one_chain(store: Store) -> None:
     sizes = [10, SMALL_BATCH_MAX + 1, 3, 0, SMALL_BATCH_MAX]  # both sides of PostgreSQL's limit
     for n in sizes:
         b = gw.next_batch(n_readings=n, n_series=1 if n else 0)
-        assert (await store.ingest(gw.meta(b), b.batch)).outcome is Outcome.STORED
-        again = await store.ingest(gw.meta(b), b.batch)
+        assert (await store.store_batch(gw.meta(b), b.batch)).outcome is Outcome.STORED
+        again = await store.store_batch(gw.meta(b), b.batch)
         assert again.outcome is Outcome.DUPLICATE
     device = await store.get_device("gw-1")
     assert device is not None
@@ -469,11 +466,11 @@ async def test_postgres_takes_one_statement_for_small_batches(
 
         monkeypatch.setattr(store._pool, "fetchone", spy)
         b = gw.next_batch(n_readings=SMALL_BATCH_MAX, n_series=4)
-        assert (await store.ingest(gw.meta(b), b.batch)).outcome is Outcome.STORED
+        assert (await store.store_batch(gw.meta(b), b.batch)).outcome is Outcome.STORED
         assert len(statements) == 1
         assert "ingest_batch(" in statements[0]
         big = gw.next_batch(n_readings=SMALL_BATCH_MAX + 1, n_series=1)  # COPY, not fetchone
-        assert (await store.ingest(gw.meta(big), big.batch)).outcome is Outcome.STORED
+        assert (await store.store_batch(gw.meta(big), big.batch)).outcome is Outcome.STORED
         assert len(statements) == 1
     finally:
         await store.close()
