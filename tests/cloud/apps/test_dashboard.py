@@ -25,9 +25,9 @@ from cloud.apps.dashboard import COOKIE, DashboardConfig
 from cloud.bearer import BearerCheck
 from cloud.config import Config
 from cloud.storage.store import Store
+from tests.cloud.apps.test_figures import freeze, series_data
 from tests.cloud.conftest import ADMIN_TOKEN, READ_TOKEN, FakeClock
 from tests.cloud.helpers import Frozen, Gateway, serve_app
-from tests.cloud.test_figures import freeze, series_data
 from wire.models import Counters, Event, SeriesKey
 
 MIN = 60_000

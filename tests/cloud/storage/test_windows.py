@@ -1,5 +1,5 @@
 """The figures' window queries (`cloud.storage.windows`): SQL text only; the rows they read are
-tested through the figures API in test_figures.py."""
+tested through the figures API in tests/cloud/apps/test_figures.py."""
 
 from __future__ import annotations
 
