@@ -65,9 +65,9 @@ HTML_HEADERS = {
 @dataclass(frozen=True)
 class DashboardConfig:
     viewer: BearerCheck = field(default_factory=BearerCheck)  # besides the read token
-    timezone: str = "UTC"  # whose calendar day "today" is; `?tz=` overrides per view
+    timezone: str = "UTC"  # whose calendar day "today" is; `?tz=` overrides per page
     refresh_s: float = 5.0
-    cache_s: float = 2.0  # how long one computed plant view serves every viewer
+    cache_s: float = 2.0  # how long one computed overview serves every viewer
 
 
 def _b64(token: str) -> str:
@@ -202,7 +202,7 @@ class Dashboard:
     # -- data -------------------------------------------------------------------------------
 
     async def overview(self, tz: ZoneInfo) -> Overview:
-        """The plant view for `tz`, from the cache while it is younger than `cache_s`."""
+        """The plant overview for `tz`, from the cache while it is younger than `cache_s`."""
         key = tz.key
         hit = self._cache.get(key)
         if hit is not None and self.ctx.monotonic() - hit[0] < self.config.cache_s:
