@@ -10,9 +10,9 @@ plans):
   index probe each, so a gap that began long before the window is reported with its real start.
 
 Series are read in chunks of `CHUNK` so that one large request does not hold the SQLite reader
-thread (which also serves key look-ups for ingest) for long, and the caller computes each chunk
-before the next is read. `RowBudgetError` stops a request that would read more than its budget.
-Each backend serves `ReadStore.series_windows` by passing its own one-statement fetch in.
+thread (which also serves the batch path's key look-ups) for long, and the caller computes each
+chunk before the next is read. `RowBudgetError` stops a request that would read more than its
+budget. Each backend serves `ReadStore.series_windows` by passing its own one-statement fetch in.
 """
 
 from __future__ import annotations
