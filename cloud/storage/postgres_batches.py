@@ -28,10 +28,7 @@ from psycopg.types.json import Jsonb
 from cloud.errors import IntegrityError, StoreError
 from cloud.storage import chain, postgres_sql, queries
 from cloud.storage.batches import BatchMeta, BatchResult, Outcome
-from cloud.storage.devices import (
-    ChainHead,
-    KeyRecord,
-)
+from cloud.storage.devices import ChainHead, KeyRecord
 from cloud.storage.postgres_db import PH, AConn, PostgresDb, translate
 from cloud.storage.rows import key_record
 from wire.models import Batch, SeriesKey

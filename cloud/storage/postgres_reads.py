@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from cloud.storage import queries, windows
-from cloud.storage.devices import (
-    DeviceState,
-)
+from cloud.storage.devices import DeviceState
 from cloud.storage.postgres_db import PH, PostgresDb
 from cloud.storage.reads import (
     Agg,

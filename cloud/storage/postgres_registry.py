@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from cloud.errors import IntegrityError
 from cloud.storage import chain, queries
-from cloud.storage.devices import (
-    ChainEvent,
-    ChainHead,
-    DeviceState,
-    DeviceStatus,
-    KeyStatus,
-)
+from cloud.storage.devices import ChainEvent, ChainHead, DeviceState, DeviceStatus, KeyStatus
 from cloud.storage.postgres_db import PH, PostgresDb, translate
 from cloud.storage.registry import EnrollRequest, RotateResult, TokenRecord
 from cloud.storage.rows import device_state, key_record

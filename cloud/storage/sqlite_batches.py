@@ -3,7 +3,7 @@
 Durability: `synchronous=FULL` by default, so a batch acknowledged with 200 survives a power cut
 (the gateway deletes it on that answer). Batches that wait for the writer share one transaction
 and one fsync (group commit, `_flush`), each in its own savepoint: still all-or-nothing per batch.
-The transaction's contract is `cloud.storage.batches`'.
+The transaction keeps the contract written in `cloud.storage.batches`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,7 @@ from collections.abc import Sequence
 from cloud.errors import IntegrityError, StoreError
 from cloud.storage import chain, queries
 from cloud.storage.batches import BatchMeta, BatchResult, Outcome
-from cloud.storage.devices import (
-    ChainHead,
-    KeyRecord,
-)
+from cloud.storage.devices import ChainHead, KeyRecord
 from cloud.storage.rows import key_record
 from cloud.storage.sqlite_db import PH, Conn, SqliteDb, translate
 from wire.models import Batch, SeriesKey

@@ -8,9 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from cloud.storage import queries, windows
-from cloud.storage.devices import (
-    DeviceState,
-)
+from cloud.storage.devices import DeviceState
 from cloud.storage.reads import (
     Agg,
     BucketPoint,

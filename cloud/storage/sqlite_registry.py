@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 from cloud.storage import chain, queries
-from cloud.storage.devices import (
-    ChainEvent,
-    ChainHead,
-    DeviceState,
-    DeviceStatus,
-    KeyStatus,
-)
+from cloud.storage.devices import ChainEvent, ChainHead, DeviceState, DeviceStatus, KeyStatus
 from cloud.storage.registry import EnrollRequest, RotateResult, TokenRecord
 from cloud.storage.rows import device_state, key_record
 from cloud.storage.sqlite_db import PH, Conn, SqliteDb
