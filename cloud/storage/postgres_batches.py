@@ -44,22 +44,10 @@ class PostgresBatches(PostgresDb):
     """`BatchStore` on PostgreSQL."""
 
     def __init__(
-        self,
-        dsn: str,
-        *,
-        pool_size: int = 8,
-        connect_timeout_s: int = 5,
-        lock_timeout_ms: int = 2_000,
-        statement_timeout_ms: int = 30_000,
-        small_batch_max: int = SMALL_BATCH_MAX,
+        self, dsn: str, *, small_batch_max: int = SMALL_BATCH_MAX, **pool_options: int
     ) -> None:
-        super().__init__(
-            dsn,
-            pool_size=pool_size,
-            connect_timeout_s=connect_timeout_s,
-            lock_timeout_ms=lock_timeout_ms,
-            statement_timeout_ms=statement_timeout_ms,
-        )
+        """`pool_options`: `PostgresDb`'s (pool size, connect, lock and statement timeouts)."""
+        super().__init__(dsn, **pool_options)
         self._series_ids: dict[tuple[str, SeriesKey], int] = {}
         self.small_batch_max = small_batch_max  # -1: never
 

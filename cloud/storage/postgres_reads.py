@@ -3,9 +3,7 @@ the figures' windows, each on a pooled connection."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-
-from cloud.storage import queries, windows
+from cloud.storage import queries
 from cloud.storage.devices import DeviceState
 from cloud.storage.postgres_db import PH, PostgresDb
 from cloud.storage.reads import (
@@ -14,14 +12,14 @@ from cloud.storage.reads import (
     EventRecord,
     LatestValue,
     Point,
-    Row,
     SeriesFilter,
     SeriesInfo,
 )
 from cloud.storage.rows import device_state, event_record, series_info
+from cloud.storage.windows import WindowReads
 
 
-class PostgresReads(PostgresDb):
+class PostgresReads(PostgresDb, WindowReads):
     """`ReadStore` on PostgreSQL."""
 
     async def list_devices(self) -> list[DeviceState]:
@@ -60,24 +58,3 @@ class PostgresReads(PostgresDb):
         sql, extra = queries.events(device_id, kind, PH)
         rows = await self._fetchall(sql, [from_ms, to_ms, *extra, limit])
         return [event_record(r[:5], r[5]) for r in rows]
-
-    def series_windows(
-        self,
-        series_ids: Sequence[int],
-        from_ms: int,
-        to_ms: int,
-        *,
-        context_ms: int,
-        budget_rows: int,
-        probe_after: bool = True,
-    ) -> AsyncIterator[list[tuple[int, list[Row]]]]:
-        return windows.series_windows(
-            self._fetch_rows,
-            self.kind,
-            series_ids,
-            from_ms,
-            to_ms,
-            context_ms=context_ms,
-            budget_rows=budget_rows,
-            probe_after=probe_after,
-        )

@@ -130,6 +130,6 @@ class ReadStore(Protocol):
     ) -> AsyncIterator[list[tuple[int, list[Row]]]]:
         """The rows the figures compute from, a chunk of series at a time: per series the
         readings of [from_ms - context_ms, to_ms + context_ms) plus the nearest usable reading
-        outside that range on each side (`cloud.storage.windows.series_windows` has the whole
+        outside that range on each side (`cloud.storage.windows.WindowReads` has the whole
         contract). `RowBudgetError` once more than `budget_rows` readings would be read."""
         ...

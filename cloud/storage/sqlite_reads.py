@@ -4,10 +4,9 @@ figures' windows, all on the reader connection."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from cloud.storage import queries, windows
+from cloud.storage import queries
 from cloud.storage.devices import DeviceState
 from cloud.storage.reads import (
     Agg,
@@ -15,15 +14,15 @@ from cloud.storage.reads import (
     EventRecord,
     LatestValue,
     Point,
-    Row,
     SeriesFilter,
     SeriesInfo,
 )
 from cloud.storage.rows import device_state, event_record, series_info
 from cloud.storage.sqlite_db import PH, SqliteDb
+from cloud.storage.windows import WindowReads
 
 
-class SqliteReads(SqliteDb):
+class SqliteReads(SqliteDb, WindowReads):
     """`ReadStore` on SQLite."""
 
     async def list_devices(self) -> list[DeviceState]:
@@ -76,24 +75,3 @@ class SqliteReads(SqliteDb):
         params: list[Any] = [from_ms, to_ms, *extra, limit]
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         return [event_record(r[:5], json.loads(r[5])) for r in rows]
-
-    def series_windows(
-        self,
-        series_ids: Sequence[int],
-        from_ms: int,
-        to_ms: int,
-        *,
-        context_ms: int,
-        budget_rows: int,
-        probe_after: bool = True,
-    ) -> AsyncIterator[list[tuple[int, list[Row]]]]:
-        return windows.series_windows(
-            self._fetch_rows,
-            self.kind,
-            series_ids,
-            from_ms,
-            to_ms,
-            context_ms=context_ms,
-            budget_rows=budget_rows,
-            probe_after=probe_after,
-        )

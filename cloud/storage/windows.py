@@ -12,19 +12,16 @@ plans):
 Series are read in chunks of `CHUNK` so that one large request does not hold the SQLite reader
 thread (which also serves the batch path's key look-ups) for long, and the caller computes each
 chunk before the next is read. `RowBudgetError` stops a request that would read more than its
-budget. Each backend serves `ReadStore.series_windows` by passing its own one-statement fetch in.
+budget. Both backends' read parts serve `ReadStore.series_windows` from `WindowReads`.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from cloud.errors import RowBudgetError
 from cloud.storage.reads import Row
-
-# One read-only statement and all its rows, driver errors translated: the backend's seam.
-Fetch = Callable[[str, Sequence[Any]], Awaitable[list[tuple[Any, ...]]]]
 
 CHUNK = 25  # series per round trip
 _USABLE = "quality IN (0, 1)"  # GOOD or UNCERTAIN, with a trusted timestamp (wire.models)
@@ -72,36 +69,49 @@ def _params(kind: str, ids: Sequence[int], *around: int) -> list[Any]:
     return [list(ids), *around] if kind == "postgres" else [*ids, *around]
 
 
-async def series_windows(
-    fetch: Fetch,
-    kind: str,
-    series_ids: Sequence[int],
-    from_ms: int,
-    to_ms: int,
-    *,
-    context_ms: int,
-    budget_rows: int,
-    probe_after: bool = True,
-) -> AsyncIterator[list[tuple[int, list[Row]]]]:
-    """Per chunk of series: (series id, readings) with the readings of
-    [from_ms - context_ms, to_ms + context_ms) plus the nearest usable reading outside that range
-    on each side (the `after` probe is skipped when `probe_after` is false, e.g. for a window
-    that ends now). Readings of a series are in timestamp order; duplicates of the probes are
-    possible and harmless (`cloud.apps.figures` keeps one reading per timestamp)."""
-    lo, hi = from_ms - context_ms, to_ms + context_ms
-    read = 0
-    for start in range(0, len(series_ids), CHUNK):
-        ids = series_ids[start : start + CHUNK]
-        out: dict[int, list[Row]] = {sid: [] for sid in ids}
-        before = await fetch(probe_sql(kind, len(ids), before=True), [lo, *_params(kind, ids)])
-        rows = await fetch(window_sql(kind, len(ids)), _params(kind, ids, lo, hi))
-        read += len(rows)
-        if read > budget_rows:
-            raise RowBudgetError(f"more than {budget_rows} readings to read")
-        after: list[tuple[Any, ...]] = []
-        if probe_after:
-            after = await fetch(probe_sql(kind, len(ids), before=False), [hi, *_params(kind, ids)])
-        for group in (before, rows, after):
-            for sid, ts, value, quality in group:  # ints and floats from both drivers
-                out[sid].append((ts, value, quality))
-        yield list(out.items())
+class WindowReads:
+    """`ReadStore.series_windows` for a backend's read part, which supplies `kind` and
+    `_fetch_rows` (one read-only statement, all its rows, driver errors translated)."""
+
+    kind: str
+
+    async def _fetch_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def series_windows(
+        self,
+        series_ids: Sequence[int],
+        from_ms: int,
+        to_ms: int,
+        *,
+        context_ms: int,
+        budget_rows: int,
+        probe_after: bool = True,
+    ) -> AsyncIterator[list[tuple[int, list[Row]]]]:
+        """Per chunk of series: (series id, readings) with the readings of
+        [from_ms - context_ms, to_ms + context_ms) plus the nearest usable reading outside that
+        range on each side (the `after` probe is skipped when `probe_after` is false, e.g. for a
+        window that ends now). Readings of a series are in timestamp order; duplicates of the
+        probes are possible and harmless (`cloud.apps.figures` keeps one reading per timestamp)."""
+        kind = self.kind
+        lo, hi = from_ms - context_ms, to_ms + context_ms
+        read = 0
+        for start in range(0, len(series_ids), CHUNK):
+            ids = series_ids[start : start + CHUNK]
+            out: dict[int, list[Row]] = {sid: [] for sid in ids}
+            before = await self._fetch_rows(
+                probe_sql(kind, len(ids), before=True), [lo, *_params(kind, ids)]
+            )
+            rows = await self._fetch_rows(window_sql(kind, len(ids)), _params(kind, ids, lo, hi))
+            read += len(rows)
+            if read > budget_rows:
+                raise RowBudgetError(f"more than {budget_rows} readings to read")
+            after: list[tuple[Any, ...]] = []
+            if probe_after:
+                after = await self._fetch_rows(
+                    probe_sql(kind, len(ids), before=False), [hi, *_params(kind, ids)]
+                )
+            for group in (before, rows, after):
+                for sid, ts, value, quality in group:  # ints and floats from both drivers
+                    out[sid].append((ts, value, quality))
+            yield list(out.items())
