@@ -256,7 +256,7 @@ async def _receiver_figures(
 
 
 async def _raw_limit(db: str, batches: list[list[tuple[int, int, float, int]]]) -> float:
-    from cloud.storage import store_from_url
+    from cloud.storage.store import store_from_url
 
     store = store_from_url(db)
     await store.open()

@@ -20,21 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
 from cloud.app import create_app
 from cloud.apps.dashboard import DashboardConfig
+from cloud.bearer import BearerCheck
 from cloud.config import Config
-from cloud.receiver.tokens import BearerCheck
-from cloud.storage.base import SeriesFilter
+from cloud.storage.reads import EventRecord, SeriesFilter, SeriesInfo
 from cloud.storage.sqlite import SqliteStore
+from cloud.storage.sqlite_bulk import BulkDevice, bulk_load
 
 SERIES = 500
 COUNTER_SHARE = 0.4
@@ -46,8 +47,8 @@ SIZES = {"small": 2, "full": 30}
 REPEATS = 5
 
 
-def _series_rows() -> list[tuple[int, str, str, str, str, str, str, str]]:
-    rows = []
+def _series() -> list[SeriesInfo]:
+    out = []
     units = [("energy_import", "kWh", "electricity"), ("cooling_water", "m3", "water")]
     units.append(("natural_gas", "Nm3", "gas"))
     n_counters = int(SERIES * COUNTER_SHARE)
@@ -59,35 +60,14 @@ def _series_rows() -> list[tuple[int, str, str, str, str, str, str, str]]:
         else:
             metric, unit, medium = (f"temperature_{i}", "degC", "")
         device = f"gw-{i % 25:02d}"
-        rows.append((i + 1, device, f"{metric}_{i}", unit, "plant", area, process, medium))
-    return rows
+        out.append(SeriesInfo(i + 1, device, f"{metric}_{i}", unit, "plant", area, process, medium))
+    return out
 
 
-def build(path: Path, days: int) -> int:
-    """The schema through the store, then rows with plain sqlite3 (the fastest way in)."""
-
-    async def migrate() -> None:
-        store = SqliteStore(str(path), synchronous="NORMAL")
-        await store.open()
-        await store.migrate()
-        await store.close()
-
-    asyncio.run(migrate())
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute("PRAGMA cache_size = -2000000")  # 2 GB while building: the index fits
-    conn.execute("BEGIN")
-    series = _series_rows()
-    for device in sorted({s[1] for s in series}):
-        conn.execute(
-            "INSERT INTO device (id, status, head_digest, created_ms, last_seen_ms, clock_state,"
-            " clock_offset_ms) VALUES (?, 'active', ?, ?, ?, 0, 3)",
-            (device, bytes(32), DAY0, DAY0 + days * DAY - 5_000),
-        )
-    conn.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?, ?, ?)", series)
+def _readings(days: int) -> Iterator[list[tuple[int, int, float, int]]]:
+    """An hour of the whole plant per chunk."""
     counters = int(SERIES * COUNTER_SHARE)
-    total = 0
-    for minute in range(0, days * 1440, 60):  # an hour of the whole plant per executemany
+    for minute in range(0, days * 1440, 60):
         rows = []
         for m in range(minute, minute + 60):
             ts = DAY0 + m * MIN
@@ -97,21 +77,33 @@ def build(path: Path, days: int) -> int:
                 else:
                     value = 20.0 + 5 * math.sin(m / 90 + sid)
                 rows.append((sid, ts, value, 0))
-        conn.executemany("INSERT INTO reading VALUES (?, ?, ?, ?)", rows)
-        total += len(rows)
+        yield rows
+
+
+def build(path: Path, days: int) -> int:
+    """The schema through the store, then rows with the storage's bulk loader."""
+
+    async def migrate() -> None:
+        store = SqliteStore(str(path), synchronous="NORMAL")
+        await store.open()
+        await store.migrate()
+        await store.close()
+
+    asyncio.run(migrate())
+    series = _series()
+    last_seen = DAY0 + days * DAY - 5_000
+    devices = [
+        BulkDevice(d, DAY0, last_seen, clock_state=0, clock_offset_ms=3)
+        for d in sorted({s.device_id for s in series})
+    ]
     tickets = [
-        (f"gw-{d % 25:02d}", 1, "weighbridge_ticket", DAY0 + d * DAY // 200, 0,
-         f'{{"ticket": {d}, "material": "M{d % 5}", "net_kg": {20_000 + d % 9_000}}}')
+        EventRecord(f"gw-{d % 25:02d}", 1, "weighbridge_ticket", DAY0 + d * DAY // 200, 0,
+                    {"ticket": d, "material": f"M{d % 5}", "net_kg": 20_000 + d % 9_000})
         for d in range(days * 200)
     ]  # fmt: skip
-    conn.executemany(
-        "INSERT INTO event (device_id, seq, kind, ts_ms, quality, attrs) VALUES (?, ?, ?, ?, ?, ?)",
-        tickets,
+    return bulk_load(
+        str(path), devices=devices, series=series, readings=_readings(days), events=tickets
     )
-    conn.execute("COMMIT")
-    conn.execute("ANALYZE")
-    conn.close()
-    return total
 
 
 async def measure(path: Path, days: int) -> dict[str, float]:

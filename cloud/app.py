@@ -1,5 +1,8 @@
 """The ASGI application: `create_app(config, store)` wires handlers, limits and metrics.
 
+The receiver's handlers share its `Context` (the whole store, limiters, key cache, metrics); the
+apps get an `AppContext` with the store typed as `ReadStore` and the receiver's request wrapper.
+
 The app does not open or close the store and reads no environment: the entry point
 (`cloud.server`) builds the real store, clock and config and passes them in, so tests can run
 the same app in-process over any store.
@@ -16,12 +19,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cloud import responses
 from cloud.apps import dashboard, query
+from cloud.apps.context import AppContext
 from cloud.config import Config
 from cloud.errors import StoreError
-from cloud.receiver import admin, batches, enroll, openapi, responses
+from cloud.receiver import admin, batches, enroll, openapi
 from cloud.receiver.context import Context, wall_clock_ms
-from cloud.storage.base import Store
+from cloud.storage.store import Store
 from wire.http import HEALTH_PATH, OPENAPI_PATH, READY_PATH, Health
 
 
@@ -34,6 +39,16 @@ def create_app(
     dashboard_config: dashboard.DashboardConfig | None = None,
 ) -> Starlette:
     ctx = Context(config, store, now_ms=now_ms, monotonic=monotonic)
+    apps = AppContext(
+        reads=store,
+        endpoint=ctx.endpoint,
+        public_url=config.public_url,
+        read=config.read,
+        api=config.read.merged(config.admin),
+        raw_readings_limit=config.limits.raw_readings_limit,
+        now_ms=now_ms,
+        monotonic=monotonic,
+    )
     spec = responses.json_response(200, openapi.document(config.public_url))
 
     async def healthz(request: Request) -> Response:
@@ -67,8 +82,8 @@ def create_app(
         *batches.routes(ctx),
         *enroll.routes(ctx),
         *admin.routes(ctx),
-        *query.routes(ctx),
-        *dashboard.routes(ctx, dashboard_config or dashboard.DashboardConfig()),
+        *query.routes(apps),
+        *dashboard.routes(apps, dashboard_config or dashboard.DashboardConfig()),
         Route(HEALTH_PATH, healthz, methods=["GET"]),
         Route(READY_PATH, readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

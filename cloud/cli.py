@@ -32,7 +32,7 @@ from cloud.config import Limits, normalise_public_url
 from cloud.errors import CloudError, ConfigError, StoreError
 from cloud.receiver.tokenfiles import load_or_create
 from cloud.server import ServeSettings, serve, stderr
-from cloud.storage import describe_url, store_from_url
+from cloud.storage.store import describe_url, store_from_url
 from hostio.loopback import is_loopback
 
 DEFAULT_DB = "sqlite:///./tierless-cloud.db"

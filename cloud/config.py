@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from cloud.bearer import BearerCheck
 from cloud.errors import ConfigError
-from cloud.receiver.tokens import BearerCheck
 
 MiB = 1024 * 1024
 _ORIGIN_PATH = re.compile(r"(/[A-Za-z0-9\-._~%/]*)?")

@@ -5,7 +5,8 @@
     ├── StoreError                 the store failed
     │   ├── StoreUnavailableError  cannot reach it, or a lock/statement timed out: retry (503)
     │   ├── SchemaError            schema missing, behind or ahead: run `edge-cloud migrate`
-    │   └── IntegrityError         the store refused a write that breaks its invariants (a bug)
+    │   ├── IntegrityError         the store refused a write that breaks its invariants (a bug)
+    │   └── RowBudgetError         a read would pass its row budget: narrow the request (400)
     └── RejectedError              a request refused with a protocol status and a fixed body;
                                    raised inside the app, turned into the response at one place
 
@@ -42,6 +43,10 @@ class SchemaError(StoreError):
 
 class IntegrityError(StoreError):
     """The store refused a write that would break its invariants."""
+
+
+class RowBudgetError(StoreError):
+    """The request would read more rows than allowed; narrow the range or the series."""
 
 
 class RejectedError(CloudError):

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 import uvicorn
 
 from cloud.app import create_app
+from cloud.bearer import BearerCheck
 from cloud.config import Config, Limits
 from cloud.errors import SchemaError
-from cloud.receiver.tokens import BearerCheck
-from cloud.storage import describe_url, store_from_url
-from cloud.storage.base import Store
 from cloud.storage.migrations import latest_version
+from cloud.storage.store import Store, describe_url, store_from_url
 
 log = logging.getLogger("cloud.server")
 HEADER_LIMIT_BYTES = 16 * 1024

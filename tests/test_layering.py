@@ -4,6 +4,9 @@
 - hostio (code about the local machine that several processes share) imports only wire.
 - provisioning may read the agent's config and key files through the agent's own modules, and
   nothing else of the agent.
+- The platform's apps (`cloud.apps`) only read: of the rest of cloud they may import the read
+  interface and the device records of storage, the errors, the bearer-token check and the
+  response helpers; never the batch or registry interfaces, a backend, or the receiver.
 - No package has an import cycle, not even one hidden in a function body or behind
   `TYPE_CHECKING`: every import in a module counts.
 """
@@ -28,6 +31,14 @@ FORBIDDEN: dict[str, set[str]] = {
 }
 # The only agent modules provisioning may import (DESIGN: config and key files only).
 PROVISIONING_MAY_IMPORT = {"agent.config", "agent.keyfile", "agent.errors"}
+# The only cloud modules outside cloud.apps that an app may import.
+APPS_MAY_IMPORT = {
+    "cloud.storage.reads",
+    "cloud.storage.devices",
+    "cloud.errors",
+    "cloud.bearer",
+    "cloud.responses",
+}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -75,6 +86,21 @@ def violations(package: str) -> list[str]:
                 and m != "agent"
             }
             found.extend(f"{name} imports {m}" for m in sorted(stray))
+    return found
+
+
+def app_violations(modules: dict[str, Path]) -> list[str]:
+    """Imports of the `cloud.apps` modules among `modules` outside what apps may use."""
+    found: list[str] = []
+    for name, path in modules.items():
+        if not (name == "cloud.apps" or name.startswith("cloud.apps.")):
+            continue
+        for m in sorted(imported_modules(path)):
+            if m.split(".")[0] != "cloud" or m in ("cloud", "cloud.storage"):
+                continue
+            allowed = {"cloud.apps", *APPS_MAY_IMPORT}
+            if not any(m == ok or m.startswith(ok + ".") for ok in allowed):
+                found.append(f"{name} imports {m}")
     return found
 
 
@@ -139,6 +165,39 @@ def package_cycles(package: str) -> list[list[str]]:
 @pytest.mark.parametrize("package", PACKAGES)
 def test_package_respects_layering(package: str) -> None:
     assert violations(package) == []
+
+
+def test_apps_only_read() -> None:
+    assert app_violations(package_modules("cloud")) == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from cloud.storage.registry import RegistryStore\n",
+        "from cloud.storage.batches import BatchStore\n",
+        "from cloud.storage.store import Store\n",
+        "from cloud.storage import sqlite\n",
+        "from cloud.receiver.context import Context\n",
+        "import cloud.receiver\n",
+        "from cloud import app\n",
+    ],
+)
+def test_app_checker_sees_a_write_path(tmp_path: Path, source: str) -> None:
+    bad = tmp_path / "m.py"
+    bad.write_text(source, encoding="utf-8")
+    assert app_violations({"cloud.apps.m": bad}) != []
+    assert app_violations({"cloud.receiver.m": bad}) == []  # the rule is the apps' only
+
+
+def test_app_checker_lets_an_app_read(tmp_path: Path) -> None:
+    ok = tmp_path / "m.py"
+    ok.write_text(
+        "from cloud.storage.reads import ReadStore\nfrom cloud.storage import reads\n"
+        "from cloud.apps import figures\nfrom cloud.errors import RowBudgetError\n",
+        encoding="utf-8",
+    )
+    assert app_violations({"cloud.apps.m": ok}) == []
 
 
 @pytest.mark.parametrize("package", PACKAGES)

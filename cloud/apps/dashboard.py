@@ -1,4 +1,4 @@
-"""The plant dashboard at `/`: routes, the viewer's authentication, and the data behind a view.
+"""The plant dashboard at `/`: routes, the viewer's authentication, and the data behind a page.
 
 Authentication: a *viewer* token (`DashboardConfig.viewer`) or the read token; the admin token
 is refused here on purpose, so it never sits in a browser. A token arrives once, by the sign-in
@@ -8,9 +8,9 @@ SameSite=Strict, Secure when the public URL is https. Scripts and apps may send
 `Authorization: Bearer` instead. Without a valid token every page is a 401 sign-in page; the token
 is never logged (keep uvicorn's access log off when `?token=` links are used: it logs queries).
 
-Cost: one view reads the series list, the newest reading of each series (one index probe each),
-the devices, today's readings of the counter series only (`cloud.storage.figures`: index range
-scans), today's tickets and the trend series' last 24 hours. The plant part is shared by every
+Cost: one overview reads the series list, the newest reading of each series (one index probe each),
+the devices, today's readings of the counter series only (`ReadStore.series_windows`: index
+range scans), today's tickets and the trend series' last 24 hours. The plant part is shared by every
 viewer for `cache_s`, so wall screens refreshing every few seconds cost one computation.
 """
 
@@ -29,27 +29,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cloud.apps import dashboard_page, figures
-from cloud.apps.figures import Interval, MaterialsReport
+from cloud.apps.context import AppContext
+from cloud.apps.figures import Interval
+from cloud.apps.overview import Overview, Trend
 from cloud.apps.query import (
     DEFAULT_POLICY,
     FIGURE_ROW_BUDGET,
     MAX_TICKETS,
-    GroupResult,
-    SeriesResult,
     counter_results,
     group_results,
 )
-from cloud.receiver.context import Context
-from cloud.receiver.tokens import BearerCheck
-from cloud.storage.base import (
-    Agg,
-    DeviceState,
-    EventRecord,
-    LatestValue,
-    SeriesFilter,
-    SeriesInfo,
-)
-from cloud.storage.figures import RowBudgetError
+from cloud.bearer import BearerCheck
+from cloud.errors import RowBudgetError
+from cloud.storage.reads import Agg, SeriesFilter, SeriesInfo
 
 COOKIE = "tierless_view"
 COOKIE_MAX_AGE_S = 30 * 24 * 3600
@@ -73,35 +65,9 @@ HTML_HEADERS = {
 @dataclass(frozen=True)
 class DashboardConfig:
     viewer: BearerCheck = field(default_factory=BearerCheck)  # besides the read token
-    timezone: str = "UTC"  # whose calendar day "today" is; `?tz=` overrides per view
+    timezone: str = "UTC"  # whose calendar day "today" is; `?tz=` overrides per page
     refresh_s: float = 5.0
-    cache_s: float = 2.0  # how long one computed plant view serves every viewer
-
-
-@dataclass
-class Overview:
-    """What every viewer of one time zone sees; computed at most once per `cache_s`."""
-
-    now_ms: int
-    tz: ZoneInfo
-    day: tuple[int, int]
-    series: list[SeriesInfo]
-    latest: list[LatestValue]
-    devices: list[DeviceState]
-    counters: list[SeriesResult]
-    by_medium: list[GroupResult]
-    by_process: list[GroupResult]
-    materials: MaterialsReport
-    tickets: list[EventRecord]
-    notice: str = ""
-
-
-@dataclass
-class Trend:
-    series: SeriesInfo | None
-    counter: SeriesResult | None = None  # hourly consumption, for a counter
-    points: list[tuple[int, float, float, float]] = field(default_factory=list)  # avg/min/max
-    span: tuple[int, int] = (0, 1)
+    cache_s: float = 2.0  # how long one computed overview serves every viewer
 
 
 def _b64(token: str) -> str:
@@ -120,11 +86,11 @@ def _static(name: str) -> bytes:
 
 
 class Dashboard:
-    def __init__(self, ctx: Context, config: DashboardConfig) -> None:
+    def __init__(self, ctx: AppContext, config: DashboardConfig) -> None:
         self.ctx = ctx
         self.config = config
-        self._viewers = config.viewer.merged(ctx.config.read)
-        self._secure = ctx.config.public_url.startswith("https://")
+        self._viewers = config.viewer.merged(ctx.read)
+        self._secure = ctx.public_url.startswith("https://")
         self._cache: dict[str, tuple[float, Overview]] = {}
         self._lock = asyncio.Lock()
         self._assets = {
@@ -236,7 +202,7 @@ class Dashboard:
     # -- data -------------------------------------------------------------------------------
 
     async def overview(self, tz: ZoneInfo) -> Overview:
-        """The plant view for `tz`, from the cache while it is younger than `cache_s`."""
+        """The plant overview for `tz`, from the cache while it is younger than `cache_s`."""
         key = tz.key
         hit = self._cache.get(key)
         if hit is not None and self.ctx.monotonic() - hit[0] < self.config.cache_s:
@@ -250,17 +216,17 @@ class Dashboard:
             return overview
 
     async def _compute(self, tz: ZoneInfo) -> Overview:
-        store = self.ctx.store
+        reads = self.ctx.reads
         now = self.ctx.now_ms()
         day = figures.local_day(now, tz)
         hours = figures.grid(day[0], day[1], Interval.HOUR, tz)
-        series = await store.list_series(SeriesFilter())
-        latest = await store.latest(SeriesFilter())
-        devices = await store.list_devices()
+        series = await reads.list_series(SeriesFilter())
+        latest = await reads.latest(SeriesFilter())
+        devices = await reads.list_devices()
         notice = ""
         try:
             counters = await counter_results(
-                store,
+                reads,
                 series,
                 {"hour": hours, "day": list(day)},
                 until_ms=now + 1,
@@ -270,7 +236,7 @@ class Dashboard:
         except RowBudgetError:
             counters = []
             notice = "Too many readings today to compute consumption live; use the figures API."
-        events = await store.events(None, figures.TICKET_KIND, day[0], day[1], MAX_TICKETS)
+        events = await reads.events(None, figures.TICKET_KIND, day[0], day[1], MAX_TICKETS)
         return Overview(
             now_ms=now,
             tz=tz,
@@ -295,16 +261,16 @@ class Dashboard:
         now = overview.now_ms
         start = (now - TREND_MS) // 3_600_000 * 3_600_000
         span = (start, now + 1)
-        store = self.ctx.store
+        reads = self.ctx.reads
         if figures.is_counter(chosen.metric, chosen.unit):
             hours = figures.grid(start, start + TREND_MS + 3_600_000, Interval.HOUR, overview.tz)
             found = await counter_results(
-                store, [chosen], {"hour": hours}, until_ms=now + 1, policy=DEFAULT_POLICY
+                reads, [chosen], {"hour": hours}, until_ms=now + 1, policy=DEFAULT_POLICY
             )
             return Trend(chosen, counter=found[0] if found else None, span=span)
         sid = chosen.series_id
         avg, low, high = [
-            await store.buckets(sid, span[0], span[1], TREND_BUCKET_MS, agg)
+            await reads.buckets(sid, span[0], span[1], TREND_BUCKET_MS, agg)
             for agg in (Agg.AVG, Agg.MIN, Agg.MAX)
         ]
         lows = {b.ts_ms: b.value for b in low}
@@ -340,7 +306,7 @@ async def _small_body(request: Request) -> str | None:
         return None
 
 
-def routes(ctx: Context, config: DashboardConfig) -> list[Route]:
+def routes(ctx: AppContext, config: DashboardConfig) -> list[Route]:
     d = Dashboard(ctx, config)
     e = ctx.endpoint
     return [

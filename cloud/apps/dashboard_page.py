@@ -1,6 +1,6 @@
 """The dashboard's HTML: the page shell, the sign-in page and the content that refreshes.
 
-Pure rendering from `cloud.apps.dashboard.Overview`; every string from a gateway (names, tags,
+Pure rendering from `cloud.apps.overview.Overview`; every string from a gateway (names, tags,
 materials, lots) is escaped (`charts.esc`). No inline script or style: the page's CSP forbids
 both, and colours come from classes or SVG attributes. Numbers that tests and people look for
 carry `data-` attributes with the exact value next to the rounded text.
@@ -10,17 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from cloud.apps import charts, figures
 from cloud.apps.charts import Bar, esc, fmt
 from cloud.apps.figures import Figure
-from cloud.storage.base import SeriesInfo
-
-if TYPE_CHECKING:
-    from cloud.apps.dashboard import Overview, Trend
-    from cloud.apps.query import GroupResult
+from cloud.apps.overview import Overview, Trend
+from cloud.apps.query import GroupResult
+from cloud.storage.reads import SeriesInfo
 
 STALE_MS = 5 * 60_000
 MEDIUM_ORDER = ("electricity", "water", "gas", "steam", "air")

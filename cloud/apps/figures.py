@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from cloud.storage.base import EventRecord, SeriesInfo
+from cloud.storage.reads import EventRecord, SeriesInfo
 from wire.models import Quality
 
 HOUR_MS = 3_600_000

@@ -24,7 +24,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cloud import responses
 from cloud.apps import figures
+from cloud.apps.context import AppContext
 from cloud.apps.figures import CounterPolicy, Figure, Interval, Role, Trace
 from cloud.apps.views import (
     bucket_view,
@@ -36,12 +38,9 @@ from cloud.apps.views import (
     point_view,
     series_view,
 )
-from cloud.errors import RejectedError
-from cloud.receiver import responses
-from cloud.receiver.auth import require_bearer
-from cloud.receiver.context import Context
-from cloud.storage.base import Agg, SeriesFilter, SeriesInfo, Store
-from cloud.storage.figures import RowBudgetError, row_reader, series_points
+from cloud.bearer import require_bearer
+from cloud.errors import RejectedError, RowBudgetError
+from cloud.storage.reads import Agg, ReadStore, SeriesFilter, SeriesInfo
 from wire.admin import DeviceList
 from wire.http import (
     CONSUMPTION_PATH,
@@ -86,7 +85,7 @@ class GroupResult:
 
 
 async def counter_results(
-    store: Store,
+    reads: ReadStore,
     series: list[SeriesInfo],
     grids: dict[str, list[int]],
     *,
@@ -102,8 +101,7 @@ async def counter_results(
     first = next(iter(grids.values()))
     from_ms, to_ms = first[0], first[-1]
     out = []
-    chunks = series_points(
-        row_reader(store),
+    chunks = reads.series_windows(
         list(by_id),
         from_ms,
         to_ms,
@@ -194,10 +192,9 @@ def _choice(request: Request, name: str, default: str, allowed: tuple[str, ...])
 
 
 class QueryHandlers:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
-        cfg = ctx.config
-        self._readers = cfg.read.merged(cfg.admin)
+        self._readers = ctx.api
 
     def _auth(self, request: Request) -> None:
         require_bearer(request, self._readers)
@@ -211,23 +208,23 @@ class QueryHandlers:
 
     async def devices(self, request: Request) -> Response:
         self._auth(request)
-        devices = await self.ctx.store.list_devices()
+        devices = await self.ctx.reads.list_devices()
         return responses.json_response(200, DeviceList(devices=[device_view(d) for d in devices]))
 
     async def series(self, request: Request) -> Response:
         self._auth(request)
-        found = await self.ctx.store.list_series(series_filter(request))
+        found = await self.ctx.reads.list_series(series_filter(request))
         return responses.json_response(200, SeriesList(series=[series_view(s) for s in found]))
 
     async def latest(self, request: Request) -> Response:
         self._auth(request)
-        found = await self.ctx.store.latest(series_filter(request))
+        found = await self.ctx.reads.latest(series_filter(request))
         return responses.json_response(200, LatestList(latest=[latest_view(v) for v in found]))
 
     async def readings(self, request: Request) -> Response:
         self._auth(request)
         series_id = request.path_params["series_id"]
-        info = await self.ctx.store.get_series(series_id)
+        info = await self.ctx.reads.get_series(series_id)
         if info is None:
             raise RejectedError(404, responses.NOT_FOUND, reason="series not found")
         from_ms, to_ms = self._range(request)
@@ -235,9 +232,9 @@ class QueryHandlers:
         if bucket_ms == 0:
             if "agg" in request.query_params:
                 raise _bad("agg needs bucket_ms")
-            cap = self.ctx.config.limits.raw_readings_limit
+            cap = self.ctx.raw_readings_limit
             limit = _int_param(request, "limit", cap, minimum=1)
-            points = await self.ctx.store.readings(series_id, from_ms, to_ms, min(limit, cap))
+            points = await self.ctx.reads.readings(series_id, from_ms, to_ms, min(limit, cap))
             raw = RawReadings(
                 series=series_view(info),
                 from_ms=from_ms,
@@ -251,7 +248,7 @@ class QueryHandlers:
             raise _bad(f"agg must be one of {', '.join(a.value for a in Agg)}") from exc
         if (to_ms - from_ms) // bucket_ms > MAX_BUCKETS:
             raise _bad(f"more than {MAX_BUCKETS} buckets; widen bucket_ms")
-        buckets = await self.ctx.store.buckets(series_id, from_ms, to_ms, bucket_ms, agg)
+        buckets = await self.ctx.reads.buckets(series_id, from_ms, to_ms, bucket_ms, agg)
         bucketed = BucketedReadings(
             series=series_view(info),
             from_ms=from_ms,
@@ -265,10 +262,10 @@ class QueryHandlers:
     async def events(self, request: Request) -> Response:
         self._auth(request)
         from_ms, to_ms = self._range(request)
-        cap = self.ctx.config.limits.raw_readings_limit
+        cap = self.ctx.raw_readings_limit
         limit = min(_int_param(request, "limit", cap, minimum=1), cap)
         q = request.query_params
-        found = await self.ctx.store.events(q.get("device"), q.get("kind"), from_ms, to_ms, limit)
+        found = await self.ctx.reads.events(q.get("device"), q.get("kind"), from_ms, to_ms, limit)
         return responses.json_response(200, EventList(events=[event_view(e) for e in found]))
 
     def _figure_window(
@@ -309,10 +306,10 @@ class QueryHandlers:
             raise _bad("max_step_ms is at most one day")
         boundaries = self._boundaries(from_ms, to_ms, interval, tz)
         until_ms = min(to_ms, self.ctx.now_ms() + 1)
-        series = await self.ctx.store.list_series(flt)
+        series = await self.ctx.reads.list_series(flt)
         try:
             results = await counter_results(
-                self.ctx.store, series, {"v": boundaries}, until_ms=until_ms, policy=policy
+                self.ctx.reads, series, {"v": boundaries}, until_ms=until_ms, policy=policy
             )
         except RowBudgetError as exc:
             raise _bad("too many readings for one figure; narrow the range or the series") from exc
@@ -343,7 +340,7 @@ class QueryHandlers:
         from_ms, to_ms, interval = self._figure_window(request, tz, "day")
         boundaries = self._boundaries(from_ms, to_ms, interval, tz)
         kind = q.get("kind") or figures.TICKET_KIND
-        found = await self.ctx.store.events(q.get("device"), kind, from_ms, to_ms, MAX_TICKETS + 1)
+        found = await self.ctx.reads.events(q.get("device"), kind, from_ms, to_ms, MAX_TICKETS + 1)
         if len(found) > MAX_TICKETS:
             raise _bad(f"more than {MAX_TICKETS} tickets; narrow the range")
         report = figures.materials_received(found, boundaries, kind=kind)
@@ -351,7 +348,7 @@ class QueryHandlers:
         return responses.json_response(200, body)
 
 
-def routes(ctx: Context) -> list[Route]:
+def routes(ctx: AppContext) -> list[Route]:
     h = QueryHandlers(ctx)
     e = ctx.endpoint
     return [

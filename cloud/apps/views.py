@@ -8,16 +8,8 @@ from collections.abc import Sequence
 import msgspec
 
 from cloud.apps.figures import Figure, MaterialsReport, Trace
-from cloud.storage.base import (
-    BucketPoint,
-    ChainEvent,
-    DeviceState,
-    EventRecord,
-    KeyRecord,
-    LatestValue,
-    Point,
-    SeriesInfo,
-)
+from cloud.storage.devices import ChainEvent, DeviceState, KeyRecord
+from cloud.storage.reads import BucketPoint, EventRecord, LatestValue, Point, SeriesInfo
 from wire import query
 from wire.admin import (
     ChainEventRecord,

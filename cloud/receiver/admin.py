@@ -21,16 +21,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cloud import responses
 from cloud.apps.views import device_view
+from cloud.bearer import require_bearer
 from cloud.errors import RejectedError
-from cloud.receiver import responses
-from cloud.receiver.auth import require_bearer
 from cloud.receiver.batches import require_content_type
 from cloud.receiver.context import Context
 from cloud.receiver.enroll import JSON, valid_device_id
 from cloud.receiver.limits import read_body
 from cloud.receiver.tokens import issue_token
-from cloud.storage.base import DeviceStatus, KeyStatus
+from cloud.storage.devices import DeviceStatus, KeyStatus
 from wire.admin import (
     DeviceKeysRevoked,
     DeviceList,

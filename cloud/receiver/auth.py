@@ -1,4 +1,5 @@
-"""Authentication of device requests (RFC 9421 signatures) and of operators (bearer tokens).
+"""Authentication of device requests (RFC 9421 signatures); operators' bearer tokens are
+`cloud.bearer`'s.
 
 Device request checks, in this order (cheapest first; nothing is read or decoded before a valid
 signature except the headers):
@@ -22,10 +23,10 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from starlette.requests import Request
 
+from cloud import responses
 from cloud.errors import RejectedError
-from cloud.receiver import responses
-from cloud.receiver.tokens import BearerCheck
-from cloud.storage.base import KeyRecord, Store
+from cloud.storage.batches import BatchStore
+from cloud.storage.devices import KeyRecord
 from wire.errors import SignatureError
 from wire.keys import public_key_from_raw
 from wire.signatures import TAG, ParsedSignature, parse_signature, verify_request
@@ -90,7 +91,7 @@ class KeyRecords:
     once; one made through another receiver takes effect here within `ttl_s`. Unknown keys are
     not cached."""
 
-    def __init__(self, store: Store, ttl_s: float, clock: Callable[[], float]) -> None:
+    def __init__(self, store: BatchStore, ttl_s: float, clock: Callable[[], float]) -> None:
         self._store = store
         self._ttl_s = ttl_s
         self._clock = clock
@@ -153,13 +154,3 @@ async def authenticate_device(
             403, responses.FORBIDDEN, reason=f"key {record.status}, device {record.device_status}"
         )
     return record, parsed, headers
-
-
-def require_bearer(request: Request, check: BearerCheck) -> None:
-    if not check.accepts(request.headers.get("authorization")):
-        raise RejectedError(
-            401,
-            responses.OPERATOR_UNAUTHORIZED,
-            reason="operator token",
-            headers={"www-authenticate": 'Bearer realm="tierless"'},
-        )

@@ -25,12 +25,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cloud import responses
 from cloud.errors import RejectedError
-from cloud.receiver import responses
 from cloud.receiver.auth import authenticate_device, unauthorized
 from cloud.receiver.context import Context
 from cloud.receiver.limits import check_declared_size, read_body
-from cloud.storage.base import BatchMeta, IngestResult, Outcome
+from cloud.storage.batches import BatchMeta, BatchResult, Outcome
 from wire.codec import MEDIA_TYPE, batch_digest, decode_batch
 from wire.compression import available_encodings, decompress
 from wire.digest import verify_content_digest
@@ -97,7 +97,7 @@ def decode(body: bytes, encoding: str | None, max_decoded: int) -> tuple[Batch, 
         raise RejectedError(400, responses.bad_request("invalid batch"), reason=f"{exc}") from exc
 
 
-def result_response(result: IngestResult, server_time_ms: int) -> Response:
+def result_response(result: BatchResult, server_time_ms: int) -> Response:
     if result.outcome in (Outcome.STORED, Outcome.DUPLICATE):
         ack = BatchAck(
             status=AckStatus(result.outcome), seq=result.seq, server_time_ms=server_time_ms
@@ -152,7 +152,7 @@ class IngestHandlers:
             content_encoding=encoding,
             wire_bytes=len(body),
         )
-        result = await ctx.store.ingest(meta, batch)
+        result = await ctx.store.store_batch(meta, batch)
         ctx.metrics.batches.inc(str(result.outcome))
         if result.outcome is Outcome.STORED:
             ctx.metrics.readings.inc(amount=batch.reading_count())

@@ -1,8 +1,10 @@
-"""What every handler shares: config, store, metrics, limiters and clocks, built by `create_app`.
+"""What the receiver's handlers share: config, store, metrics, limiters and clocks, built by
+`create_app`. The apps get `cloud.apps.context.AppContext` instead, with this context's `endpoint`.
 
 The one wrapper `endpoint()` turns refusals and failures into protocol responses, counts every
-request, and bounds each handler's time. It is the only place where exceptions become responses,
-so no exception text can reach a client by another path.
+request, and bounds each handler's time, for the receiver's routes and the apps' alike. It is the
+only place where exceptions become responses, so no exception text can reach a client by another
+path.
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cloud import responses
 from cloud.config import Config
 from cloud.errors import RejectedError, StoreUnavailableError
-from cloud.receiver import responses
 from cloud.receiver.auth import KeyRecords, PublicKeys
 from cloud.receiver.limits import RateLimiter
 from cloud.receiver.metrics import Metrics
-from cloud.storage.base import Store
+from cloud.storage.store import Store
 
 log = logging.getLogger("cloud.app")
 Handler = Callable[[Request], Awaitable[Response]]

@@ -25,13 +25,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cloud import responses
 from cloud.errors import RejectedError
-from cloud.receiver import responses
 from cloud.receiver.auth import authenticate_device, parse_signature_headers, target_uri
 from cloud.receiver.batches import check_digest, require_content_type
 from cloud.receiver.context import Context
 from cloud.receiver.limits import check_declared_size, read_body
-from cloud.storage.base import EnrollRequest
+from cloud.storage.registry import EnrollRequest
 from wire.digest import verify_content_digest
 from wire.enrollment import parse_token, rotate_pop_message
 from wire.errors import SignatureError, TokenFormatError

@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 from starlette.requests import ClientDisconnect, Request
 
+from cloud import responses
 from cloud.errors import RejectedError
-from cloud.receiver import responses
 
 
 class RateLimiter:

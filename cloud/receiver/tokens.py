@@ -8,17 +8,14 @@ The device id and expiry are readable so the provisioning CLI can say "expired" 
 device" locally; the receiver trusts none of it. It stores only SHA-256 of the whole string, finds
 the row by `token_id`, compares hashes in constant time, and answers every refusal identically.
 
-Operator tokens (admin, read) are compared by SHA-256 digest with `hmac.compare_digest`, so
-neither the content nor the length of the expected token shows in the timing.
+Operator tokens (admin, read) are made here and checked by `cloud.bearer.BearerCheck`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import secrets
 
-from cloud.storage.base import TokenRecord
+from cloud.storage.registry import TokenRecord
 from wire.enrollment import format_token, token_hash
 from wire.keys import b64url_encode
 
@@ -35,28 +32,3 @@ def issue_token(device_id: str, *, now_ms: int, ttl_ms: int) -> tuple[str, Token
 def new_operator_token() -> str:
     """A bearer token for the admin or read API: 32 random bytes, base64url."""
     return b64url_encode(secrets.token_bytes(32))
-
-
-class BearerCheck:
-    """Accepts any of a fixed set of bearer tokens; constant-time per candidate."""
-
-    def __init__(self, *tokens: str) -> None:
-        self._digests = [hashlib.sha256(t.encode("utf-8")).digest() for t in tokens if t]
-
-    def merged(self, other: BearerCheck) -> BearerCheck:
-        """A check that accepts the tokens of both."""
-        both = BearerCheck()
-        both._digests = [*self._digests, *other._digests]
-        return both
-
-    def accepts(self, authorization: str | None) -> bool:
-        if not authorization or not self._digests:
-            return False
-        scheme, _, presented = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not presented:
-            return False
-        digest = hashlib.sha256(presented.strip().encode("utf-8", "replace")).digest()
-        ok = False
-        for expected in self._digests:  # no early exit: every candidate is compared
-            ok |= hmac.compare_digest(digest, expected)
-        return ok

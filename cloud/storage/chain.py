@@ -19,7 +19,7 @@ import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from cloud.storage.base import BatchMeta, IngestResult, Outcome
+from cloud.storage.batches import BatchMeta, BatchResult, Outcome
 from wire.models import Batch, SeriesKey
 
 
@@ -32,7 +32,7 @@ class Step(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Verdict:
     step: Step
-    result: IngestResult | None = None
+    result: BatchResult | None = None
 
 
 def classify(head_seq: int, head_digest: bytes, meta: BatchMeta) -> Verdict:
@@ -41,23 +41,23 @@ def classify(head_seq: int, head_digest: bytes, meta: BatchMeta) -> Verdict:
     if meta.seq <= head_seq:
         return Verdict(Step.LOOKUP)
     if meta.seq > expected:
-        return Verdict(Step.DONE, IngestResult(Outcome.SEQ_GAP, meta.seq, expected, "gap"))
+        return Verdict(Step.DONE, BatchResult(Outcome.SEQ_GAP, meta.seq, expected, "gap"))
     if not hmac.compare_digest(meta.prev, head_digest):
         return Verdict(
             Step.DONE,
-            IngestResult(Outcome.CHAIN_CONFLICT, meta.seq, expected, "prev_mismatch"),
+            BatchResult(Outcome.CHAIN_CONFLICT, meta.seq, expected, "prev_mismatch"),
         )
     return Verdict(Step.APPEND)
 
 
-def classify_stored(head_seq: int, stored_digest: bytes | None, meta: BatchMeta) -> IngestResult:
+def classify_stored(head_seq: int, stored_digest: bytes | None, meta: BatchMeta) -> BatchResult:
     """The decision for seq <= head, given the digest stored under that seq (None if absent)."""
     if stored_digest is not None and hmac.compare_digest(stored_digest, meta.digest):
-        return IngestResult(Outcome.DUPLICATE, meta.seq, head_seq + 1)
-    return IngestResult(Outcome.CHAIN_CONFLICT, meta.seq, head_seq + 1, "digest_mismatch")
+        return BatchResult(Outcome.DUPLICATE, meta.seq, head_seq + 1)
+    return BatchResult(Outcome.CHAIN_CONFLICT, meta.seq, head_seq + 1, "digest_mismatch")
 
 
-def chain_event_kind(result: IngestResult) -> str:
+def chain_event_kind(result: BatchResult) -> str:
     return "gap" if result.outcome is Outcome.SEQ_GAP else "fork"
 
 

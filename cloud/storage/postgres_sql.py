@@ -19,7 +19,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from cloud.storage.base import BatchMeta
+from cloud.storage.batches import BatchMeta
 from wire.models import Batch
 
 INGEST_CALL = (

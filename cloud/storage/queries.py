@@ -6,7 +6,7 @@ bound parameter. `ph` is "?" for SQLite and "%s" for psycopg.
 
 from __future__ import annotations
 
-from cloud.storage.base import Agg, SeriesFilter
+from cloud.storage.reads import Agg, SeriesFilter
 
 SERIES_COLUMNS = "s.id, s.device_id, s.metric, s.unit, s.site, s.area, s.process, s.medium"
 

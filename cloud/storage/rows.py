@@ -5,15 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cloud.storage.base import (
-    ChainEvent,
-    DeviceState,
-    DeviceStatus,
-    EventRecord,
-    KeyRecord,
-    KeyStatus,
-    SeriesInfo,
-)
+from cloud.storage.devices import ChainEvent, DeviceState, DeviceStatus, KeyRecord, KeyStatus
+from cloud.storage.reads import EventRecord, SeriesInfo
 
 
 def _opt_int(value: Any) -> int | None:

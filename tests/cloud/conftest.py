@@ -13,10 +13,10 @@ import pytest
 from starlette.applications import Starlette
 
 from cloud.app import create_app
+from cloud.bearer import BearerCheck
 from cloud.config import Config, Limits
 from cloud.receiver.metrics import Metrics
-from cloud.receiver.tokens import BearerCheck
-from cloud.storage.base import Store
+from cloud.storage.store import Store
 from tests.cloud.helpers import START_MS, Frozen, Gateway, serve_app
 
 
@@ -31,7 +31,8 @@ async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
 
         s = SqliteStore(str(tmp_path / "cloud.db"))
     else:
-        from cloud.storage.postgres import SMALL_BATCH_MAX, PostgresStore
+        from cloud.storage.postgres import PostgresStore
+        from cloud.storage.postgres_batches import SMALL_BATCH_MAX
 
         large_only = request.param == "postgres-large-path"
         s = PostgresStore(

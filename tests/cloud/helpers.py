@@ -21,7 +21,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.receiver.tokens import issue_token
-from cloud.storage.base import BatchMeta, EnrollRequest, Store
+from cloud.storage.batches import BatchMeta
+from cloud.storage.registry import EnrollRequest
+from cloud.storage.store import Store
 from wire.codec import MEDIA_TYPE, batch_digest, encode_batch
 from wire.compression import compress
 from wire.digest import content_digest

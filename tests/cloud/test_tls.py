@@ -11,8 +11,8 @@ import pytest
 import trustme
 
 from cloud.app import create_app
+from cloud.bearer import BearerCheck
 from cloud.config import Config
-from cloud.receiver.tokens import BearerCheck
 from cloud.server import tls_context_factory
 from cloud.storage.sqlite import SqliteStore
 from tests.cloud.helpers import Gateway, serve_app

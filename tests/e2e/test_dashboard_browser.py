@@ -4,9 +4,9 @@ The driver is spoken to over the W3C WebDriver protocol (JSON over HTTP) with ht
 project already has: no browser-automation package, and chromium and chromium-driver come from
 one Debian source package, so their versions always match. Nothing is downloaded.
 
-It loads the demo plant (tests/cloud/test_dashboard.py) ingested as signed batches, checks that a
-missing token is refused, that the charts are drawn and the figures are the right ones, and that
-new data appears without a reload; it keeps a screenshot in `.artifacts/dashboard.png`.
+It loads the demo plant (tests/cloud/apps/test_dashboard.py) ingested as signed batches, checks
+that a missing token is refused, that the charts are drawn and the figures are the right ones,
+and that new data appears without a reload; it keeps a screenshot in `.artifacts/dashboard.png`.
 Skips only when chromium or chromedriver is absent and TIERLESS_REQUIRE_SERVICES is not 1.
 """
 
@@ -26,8 +26,7 @@ import httpx
 import pytest
 
 from cloud.storage.sqlite import SqliteStore
-from tests.cloud.helpers import free_port
-from tests.cloud.test_dashboard import (
+from tests.cloud.apps.test_dashboard import (
     DAY0,
     EXPECTED,
     HOUR,
@@ -37,7 +36,8 @@ from tests.cloud.test_dashboard import (
     VIEWER_TOKEN,
     running_plant,
 )
-from tests.cloud.test_figures import freeze, series_data
+from tests.cloud.apps.test_figures import freeze, series_data
+from tests.cloud.helpers import free_port
 from tests.conftest import service_missing
 from wire.models import Event, SeriesKey
 

@@ -22,12 +22,12 @@ from starlette.applications import Starlette
 
 from cloud.app import create_app
 from cloud.apps.dashboard import COOKIE, DashboardConfig
+from cloud.bearer import BearerCheck
 from cloud.config import Config
-from cloud.receiver.tokens import BearerCheck
-from cloud.storage.base import Store
+from cloud.storage.store import Store
+from tests.cloud.apps.test_figures import freeze, series_data
 from tests.cloud.conftest import ADMIN_TOKEN, READ_TOKEN, FakeClock
 from tests.cloud.helpers import Frozen, Gateway, serve_app
-from tests.cloud.test_figures import freeze, series_data
 from wire.models import Counters, Event, SeriesKey
 
 MIN = 60_000

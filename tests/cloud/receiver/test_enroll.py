@@ -7,7 +7,7 @@ import json
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.config import Limits
-from cloud.storage.base import Store
+from cloud.storage.store import Store
 from tests.cloud.conftest import Receiver, running_receiver
 from tests.cloud.helpers import Gateway
 from wire.enrollment import rotate_pop_message

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cloud.apps import figures
 from cloud.apps.figures import CounterPolicy, Interval, Role, Status
-from cloud.storage.base import EventRecord, SeriesInfo
+from cloud.storage.reads import EventRecord, SeriesInfo
 from tests.cloud.conftest import READ_TOKEN, Receiver
 from tests.cloud.helpers import Frozen, Gateway
 from wire.codec import batch_digest, encode_batch
@@ -519,15 +519,3 @@ async def test_figure_parameters_are_checked(receiver: Receiver) -> None:
     assert (await receiver.client.get("/v1/figures/materials")).status_code == 401
     r = await receiver.client.get("/v1/figures/materials?colour=red", headers=READ)
     assert r.status_code == 400
-
-
-@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
-def test_probe_sql_mentions_only_placeholders(kind) -> None:
-    from cloud.storage.figures import probe_sql, window_sql
-
-    for sql in (
-        window_sql(kind, 3),
-        probe_sql(kind, 3, before=True),
-        probe_sql(kind, 3, before=False),
-    ):
-        assert not {"'", '"'} & set(sql)

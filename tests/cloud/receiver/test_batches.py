@@ -18,8 +18,8 @@ import pytest
 import zstandard
 
 from cloud.config import Limits
-from cloud.receiver.responses import UNAUTHORIZED_BYTES
-from cloud.storage.base import Store
+from cloud.responses import UNAUTHORIZED_BYTES
+from cloud.storage.store import Store
 from tests.cloud.conftest import Receiver, running_receiver
 from tests.cloud.helpers import Gateway, row_counts
 from wire.codec import MEDIA_TYPE
@@ -466,7 +466,7 @@ async def test_no_exception_text_on_internal_errors(
         async def broken(*args: object) -> None:
             raise RuntimeError("secret detail /etc/passwd")
 
-        monkeypatch.setattr(store, "ingest", broken)
+        monkeypatch.setattr(store, "store_batch", broken)
         r = await rc.send(gw, gw.next_batch())
         assert (r.status_code, r.json()) == (500, {"error": "internal"})
         assert "secret" not in r.text

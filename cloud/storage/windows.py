@@ -1,4 +1,4 @@
-"""Reads for the figures and the dashboard: the raw rows `cloud.apps.figures` computes from.
+"""The figures' windows: the raw rows `cloud.apps.figures` computes from, read in chunks.
 
 Every query here is a range or a probe on the `reading (series_id, ts_ms)` index, so its cost
 follows the rows of the window asked for, never the size of the table (docs/figures.md shows the
@@ -10,8 +10,9 @@ plans):
   index probe each, so a gap that began long before the window is reported with its real start.
 
 Series are read in chunks of `CHUNK` so that one large request does not hold the SQLite reader
-thread (which also serves key look-ups for ingest) for long, and the caller computes each chunk
-before the next is read. `RowBudgetError` stops a request that would read more than its budget.
+thread (which also serves the batch path's key look-ups) for long, and the caller computes each
+chunk before the next is read. `RowBudgetError` stops a request that would read more than its
+budget. Both backends' read parts serve `ReadStore.series_windows` from `WindowReads`.
 """
 
 from __future__ import annotations
@@ -19,17 +20,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from cloud.errors import StoreError
-from cloud.storage.base import RowReader, Store
-
-Row = tuple[int, float, int]  # (ts_ms, value, quality): `cloud.apps.figures.Row`
+from cloud.errors import RowBudgetError
+from cloud.storage.reads import Row
 
 CHUNK = 25  # series per round trip
 _USABLE = "quality IN (0, 1)"  # GOOD or UNCERTAIN, with a trusted timestamp (wire.models)
-
-
-class RowBudgetError(StoreError):
-    """The request would read more rows than allowed; narrow the range or the series."""
 
 
 def _sqlite_in(n: int) -> str:
@@ -70,51 +65,53 @@ def probe_sql(kind: str, n: int, *, before: bool) -> str:
     )
 
 
-def row_reader(store: Store) -> RowReader:
-    """The store's read seam; every backend implements `RowReader`."""
-    if isinstance(store, RowReader):
-        return store
-    raise StoreError(f"store {store.kind!r} cannot run the figures queries")
-
-
 def _params(kind: str, ids: Sequence[int], *around: int) -> list[Any]:
     return [list(ids), *around] if kind == "postgres" else [*ids, *around]
 
 
-async def series_points(
-    reader: RowReader,
-    series_ids: Sequence[int],
-    from_ms: int,
-    to_ms: int,
-    *,
-    context_ms: int,
-    budget_rows: int,
-    probe_after: bool = True,
-) -> AsyncIterator[list[tuple[int, list[Row]]]]:
-    """Per chunk of series: (series id, readings) with the readings of
-    [from_ms - context_ms, to_ms + context_ms) plus the nearest usable reading outside that range
-    on each side (the `after` probe is skipped when `probe_after` is false, e.g. for a window
-    that ends now). Readings of a series are in timestamp order; duplicates of the probes are
-    possible and harmless (`cloud.apps.figures` keeps one reading per timestamp)."""
-    kind = reader.kind
-    lo, hi = from_ms - context_ms, to_ms + context_ms
-    read = 0
-    for start in range(0, len(series_ids), CHUNK):
-        ids = series_ids[start : start + CHUNK]
-        out: dict[int, list[Row]] = {sid: [] for sid in ids}
-        before = await reader.fetch_rows(
-            probe_sql(kind, len(ids), before=True), [lo, *_params(kind, ids)]
-        )
-        rows = await reader.fetch_rows(window_sql(kind, len(ids)), _params(kind, ids, lo, hi))
-        read += len(rows)
-        if read > budget_rows:
-            raise RowBudgetError(f"more than {budget_rows} readings to read")
-        after: list[tuple[Any, ...]] = []
-        if probe_after:
-            after = await reader.fetch_rows(
-                probe_sql(kind, len(ids), before=False), [hi, *_params(kind, ids)]
+class WindowReads:
+    """`ReadStore.series_windows` for a backend's read part, which supplies `kind` and
+    `_fetch_rows` (one read-only statement, all its rows, driver errors translated)."""
+
+    kind: str
+
+    async def _fetch_rows(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def series_windows(
+        self,
+        series_ids: Sequence[int],
+        from_ms: int,
+        to_ms: int,
+        *,
+        context_ms: int,
+        budget_rows: int,
+        probe_after: bool = True,
+    ) -> AsyncIterator[list[tuple[int, list[Row]]]]:
+        """Per chunk of series: (series id, readings) with the readings of
+        [from_ms - context_ms, to_ms + context_ms) plus the nearest usable reading outside that
+        range on each side (the `after` probe is skipped when `probe_after` is false, e.g. for a
+        window that ends now). Readings of a series are in timestamp order; duplicates of the
+        probes are possible and harmless (`cloud.apps.figures` keeps one reading per timestamp)."""
+        kind = self.kind
+        lo, hi = from_ms - context_ms, to_ms + context_ms
+        read = 0
+        for start in range(0, len(series_ids), CHUNK):
+            ids = series_ids[start : start + CHUNK]
+            out: dict[int, list[Row]] = {sid: [] for sid in ids}
+            before = await self._fetch_rows(
+                probe_sql(kind, len(ids), before=True), [lo, *_params(kind, ids)]
             )
-        for group in (before, rows, after):
-            for sid, ts, value, quality in group:  # ints and floats from both drivers
-                out[sid].append((ts, value, quality))
-        yield list(out.items())
+            rows = await self._fetch_rows(window_sql(kind, len(ids)), _params(kind, ids, lo, hi))
+            read += len(rows)
+            if read > budget_rows:
+                raise RowBudgetError(f"more than {budget_rows} readings to read")
+            after: list[tuple[Any, ...]] = []
+            if probe_after:
+                after = await self._fetch_rows(
+                    probe_sql(kind, len(ids), before=False), [hi, *_params(kind, ids)]
+                )
+            for group in (before, rows, after):
+                for sid, ts, value, quality in group:  # ints and floats from both drivers
+                    out[sid].append((ts, value, quality))
+            yield list(out.items())

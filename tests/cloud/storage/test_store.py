@@ -1,0 +1,21 @@
+"""The whole store on both backends (PostgreSQL both ways, see conftest.py): the schema
+lifecycle and the bench's bulk path."""
+
+from __future__ import annotations
+
+from cloud.storage.migrations import latest_version
+from cloud.storage.store import Store
+from tests.cloud.helpers import START_MS, row_counts
+
+
+async def test_migrate_is_idempotent(store: Store) -> None:
+    assert await store.schema_version() == latest_version(store.kind)
+    assert await store.migrate() == []
+    assert not await store.empty()
+
+
+async def test_bulk_insert_readings(store: Store) -> None:
+    await store.bulk_insert_readings([(1, START_MS + i, i * 0.5, 0) for i in range(1000)])
+    assert (await row_counts(store))["reading"] == 1000
+    got = await store.readings(1, 0, 2**62, 5)
+    assert [p.value for p in got] == [0.0, 0.5, 1.0, 1.5, 2.0]
