@@ -1,4 +1,4 @@
-"""Agent benchmarks: `run(size)` returns the `agent.*` figures of DESIGN.md's table.
+"""Agent benchmarks: `run(size)` returns the `agent.*` figures of docs/benchmarks.md.
 
 - ingest: readings handed to `Ingest.add` one by one (clock stamp, append) and group-committed
   by `Buffer.commit` in groups of 10,000, against the raw limit: `sqlite3` `executemany` of the
