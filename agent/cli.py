@@ -23,6 +23,7 @@ from agent.errors import AgentError, ConfigError, StoreError
 from agent.keyfile import load_private_key
 from agent.runtime import Agent
 from agent.status import format_status, read_status
+from wire.version import version_line
 
 EXIT_OK = 0
 EXIT_CONFIG = 3
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Tierless gateway agent.")
+    parser.add_argument("--version", action="version", version=version_line(PROG))
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )

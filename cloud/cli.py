@@ -34,6 +34,7 @@ from cloud.errors import CloudError, ConfigError, StoreError
 from cloud.receiver.tokenfiles import load_or_create
 from cloud.server import ServeSettings, serve, stderr
 from cloud.storage import describe_url, store_from_url
+from wire.version import version_line
 
 DEFAULT_DB = "sqlite:///./tierless-cloud.db"
 
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-cloud", description="Tierless receiver: verify, de-duplicate, store."
     )
+    parser.add_argument("--version", action="version", version=version_line("edge-cloud"))
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="run the receiver")
     migrate_p = sub.add_parser("migrate", help="apply pending schema migrations")

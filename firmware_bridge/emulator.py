@@ -59,6 +59,7 @@ from firmware_bridge.mcu_frames import (
     ValueType,
 )
 from firmware_bridge.port import PortConfig, PtyDevice, SerialPort
+from wire.version import version_line
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +350,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         prog="python -m firmware_bridge.emulator",
         description="Emulate Tierless MCU firmware on a pseudo-terminal or serial port.",
     )
+    p.add_argument("--version", action="version", version=version_line("tierless-mcu-emulator"))
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--link", help="create a pty and publish its slave at this path")
     where.add_argument("--port", help="use this existing serial port instead")
