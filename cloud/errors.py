@@ -1,7 +1,8 @@
 """Errors of the receiver, split by what the caller does next.
 
     CloudError                     anything cloud raises on purpose; never a bare ValueError
-    ├── ConfigError                bad flags, environment, token files: fix the config (exit 2)
+    ├── ConfigError                bad flags, environment, token files: fix the config (exit 2);
+    │                              `problems` lists them, one line each
     ├── StoreError                 the store failed
     │   ├── StoreUnavailableError  cannot reach it, or a lock/statement timed out: retry (503)
     │   ├── SchemaError            schema missing, behind or ahead: run `edge-cloud migrate`
@@ -23,7 +24,15 @@ class CloudError(Exception):
 
 
 class ConfigError(CloudError):
-    """A configuration the operator must fix; the message is one line for the terminal."""
+    """A configuration the operator must fix. `problems` holds one line per problem, each naming
+    the flag, variable or file and the reason; `str()` is those lines joined (the same shape in
+    every package's ConfigError)."""
+
+    def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
+        # Not Sequence[str]: a str is one, and a message passed by mistake would become a problem
+        # per character. This way mypy refuses `ConfigError("...")`.
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))
 
 
 class StoreError(CloudError):

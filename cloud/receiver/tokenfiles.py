@@ -23,33 +23,33 @@ def read_token_file(path: Path) -> str:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except FileNotFoundError as exc:
-        raise ConfigError(f"token file {path} does not exist") from exc
+        raise ConfigError([f"token file {path} does not exist"]) from exc
     except OSError as exc:
-        raise ConfigError(f"cannot open token file {path}: {exc.strerror}") from exc
+        raise ConfigError([f"cannot open token file {path}: {exc.strerror}"]) from exc
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"token file {path} is not a regular file")
+            raise ConfigError([f"token file {path} is not a regular file"])
         if st.st_uid != os.geteuid():
-            raise ConfigError(f"token file {path} is not owned by this user")
+            raise ConfigError([f"token file {path} is not owned by this user"])
         if st.st_mode & 0o077:
             mode = stat.S_IMODE(st.st_mode)
-            raise ConfigError(f"permissions {mode:04o} for {path} are too open; chmod 600 it")
+            raise ConfigError([f"permissions {mode:04o} for {path} are too open; chmod 600 it"])
         data = os.read(fd, MAX_TOKEN_FILE_BYTES + 1)
     finally:
         os.close(fd)
     if len(data) > MAX_TOKEN_FILE_BYTES:
-        raise ConfigError(f"token file {path} is larger than {MAX_TOKEN_FILE_BYTES} bytes")
+        raise ConfigError([f"token file {path} is larger than {MAX_TOKEN_FILE_BYTES} bytes"])
     try:
         token = data.decode("ascii").strip()
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"token file {path} is not ASCII text") from exc
+        raise ConfigError([f"token file {path} is not ASCII text"]) from exc
     return check_token(token, str(path))
 
 
 def check_token(token: str, where: str) -> str:
     if len(token) < MIN_TOKEN_LENGTH or not token.isprintable() or " " in token:
-        raise ConfigError(f"{where}: a token is at least {MIN_TOKEN_LENGTH} printable characters")
+        raise ConfigError([f"{where}: a token is at least {MIN_TOKEN_LENGTH} printable characters"])
     return token
 
 
@@ -59,7 +59,7 @@ def create_token_file(path: Path) -> str:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except OSError as exc:
-        raise ConfigError(f"cannot create token file {path}: {exc.strerror}") from exc
+        raise ConfigError([f"cannot create token file {path}: {exc.strerror}"]) from exc
     try:
         os.write(fd, (token + "\n").encode("ascii"))
         os.fsync(fd)
