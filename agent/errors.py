@@ -3,8 +3,8 @@
     AgentError                         anything the agent raises on purpose
     ├── ConfigError                    fix the configuration; carries every problem found at once
     │   ├── KeyFileError               the device key file is missing, unsafe or not a key
-    │   └── RuleError                  an MQTT mapping rule cannot be compiled (in
-    │                                  `sources.mqtt_mapping`; `field` names the rule's key)
+    │   └── RuleError                  an MQTT mapping rule cannot be compiled (defined with the
+    │                                  mapping rules; `field` names the rule's key)
     ├── StoreError                     the local buffer cannot do its job (disk full, I/O error)
     │   └── StoreDamagedError          the buffer file is not a usable database (moved aside)
     └── UplinkError                    talking to the receiver did not end in an acknowledgement

@@ -1,8 +1,7 @@
 """Errors of the receiver, split by what the caller does next.
 
     CloudError                     anything cloud raises on purpose; never a bare ValueError
-    ├── ConfigError                bad flags, environment, token files: fix the config (exit 2);
-    │                              `problems` lists them, one line each
+    ├── ConfigError                bad flags, environment, token files: fix the config (exit 2)
     ├── StoreError                 the store failed
     │   ├── StoreUnavailableError  cannot reach it, or a lock/statement timed out: retry (503)
     │   ├── SchemaError            schema missing, behind or ahead: run `edge-cloud migrate`
