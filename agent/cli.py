@@ -18,12 +18,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import wire.version
 from agent.config import load_config
 from agent.errors import AgentError, ConfigError, StoreError
 from agent.keyfile import load_private_key
 from agent.runtime import Agent
 from agent.status import format_status, read_status
-from wire.version import version_line
 
 EXIT_OK = 0
 EXIT_CONFIG = 3
@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Tierless gateway agent.")
-    parser.add_argument("--version", action="version", version=version_line(PROG))
+    parser.add_argument("--version", action="version", version=wire.version.version_line(PROG))
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )

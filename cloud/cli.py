@@ -29,12 +29,12 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import wire.version
 from cloud.config import Limits, normalise_public_url
 from cloud.errors import CloudError, ConfigError, StoreError
 from cloud.receiver.tokenfiles import load_or_create
 from cloud.server import ServeSettings, serve, stderr
 from cloud.storage import describe_url, store_from_url
-from wire.version import version_line
 
 DEFAULT_DB = "sqlite:///./tierless-cloud.db"
 
@@ -43,7 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-cloud", description="Tierless receiver: verify, de-duplicate, store."
     )
-    parser.add_argument("--version", action="version", version=version_line("edge-cloud"))
+    parser.add_argument(
+        "--version", action="version", version=wire.version.version_line("edge-cloud")
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="run the receiver")
     migrate_p = sub.add_parser("migrate", help="apply pending schema migrations")

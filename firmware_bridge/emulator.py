@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+import wire.version
 from firmware_bridge.errors import PortError, RemoteProtocolError
 from firmware_bridge.mcu_connection import NEED_DATA, Connection, Damaged, Role
 from firmware_bridge.mcu_frames import (
@@ -59,7 +60,6 @@ from firmware_bridge.mcu_frames import (
     ValueType,
 )
 from firmware_bridge.port import PortConfig, PtyDevice, SerialPort
-from wire.version import version_line
 
 log = logging.getLogger(__name__)
 
@@ -350,7 +350,9 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         prog="python -m firmware_bridge.emulator",
         description="Emulate Tierless MCU firmware on a pseudo-terminal or serial port.",
     )
-    p.add_argument("--version", action="version", version=version_line("tierless-mcu-emulator"))
+    p.add_argument(
+        "--version", action="version", version=wire.version.version_line("tierless-mcu-emulator")
+    )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--link", help="create a pty and publish its slave at this path")
     where.add_argument("--port", help="use this existing serial port instead")

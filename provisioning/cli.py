@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+import wire.version
 from provisioning import agentconfig, fleet, secretfiles, views
 from provisioning.client import AdminApi, Receiver, normalise_url
 from provisioning.doctor import Doctor, Status
@@ -36,7 +37,6 @@ from provisioning.errors import (
 )
 from provisioning.inputs import admin_token, enrolment_token, owner, parse_duration
 from provisioning.rotate import rotate
-from wire.version import version_line
 
 PROG = "edgectl"
 EXIT_INTERNAL = 70
@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_epilog(),
         formatter_class=fmt,
     )
-    parser.add_argument("--version", action="version", version=version_line(PROG))
+    parser.add_argument("--version", action="version", version=wire.version.version_line(PROG))
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     parser.set_defaults(debug=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
