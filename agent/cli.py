@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Tierless gateway agent.")
-    parser.add_argument("--version", action="version", version=wire.version.version_line(PROG))
+    parser.add_argument("--version", action=wire.version.VersionAction, prog=PROG)
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )

@@ -43,9 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-cloud", description="Tierless receiver: verify, de-duplicate, store."
     )
-    parser.add_argument(
-        "--version", action="version", version=wire.version.version_line("edge-cloud")
-    )
+    parser.add_argument("--version", action=wire.version.VersionAction, prog="edge-cloud")
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="run the receiver")
     migrate_p = sub.add_parser("migrate", help="apply pending schema migrations")

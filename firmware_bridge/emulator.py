@@ -350,9 +350,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         prog="python -m firmware_bridge.emulator",
         description="Emulate Tierless MCU firmware on a pseudo-terminal or serial port.",
     )
-    p.add_argument(
-        "--version", action="version", version=wire.version.version_line("tierless-mcu-emulator")
-    )
+    p.add_argument("--version", action=wire.version.VersionAction, prog="tierless-mcu-emulator")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--link", help="create a pty and publish its slave at this path")
     where.add_argument("--port", help="use this existing serial port instead")

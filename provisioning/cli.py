@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_epilog(),
         formatter_class=fmt,
     )
-    parser.add_argument("--version", action="version", version=wire.version.version_line(PROG))
+    parser.add_argument("--version", action=wire.version.VersionAction, prog=PROG)
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     parser.set_defaults(debug=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
