@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import wire.version
 from provisioning import agentconfig, fleet, secretfiles, views
 from provisioning.client import AdminApi, Receiver, normalise_url
 from provisioning.doctor import Doctor, Status
@@ -37,6 +36,7 @@ from provisioning.errors import (
 )
 from provisioning.inputs import admin_token, enrolment_token, owner, parse_duration
 from provisioning.rotate import rotate
+from wire.version import VersionAction
 
 PROG = "edgectl"
 EXIT_INTERNAL = 70
@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_epilog(),
         formatter_class=fmt,
     )
-    parser.add_argument("--version", action=wire.version.VersionAction, prog=PROG)
+    parser.add_argument("--version", action=VersionAction, prog=PROG)
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     parser.set_defaults(debug=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
