@@ -1,6 +1,6 @@
 """The Modbus source: one task per bus polls every device on it through pymodbus.
 
-One owner per bus (never two pollers): all unit ids of one RS-485 line are polled from one task, one
+One owner per bus (prior-art §2.9): all unit ids of one RS-485 line are polled from one task, one
 request at a time, so requests never interleave on the wire. For RTU, pymodbus opens the port
 itself through pyserial with `exclusive=True`, which takes the same flock as `port.SerialPort`:
 two sources on one port exclude each other. This is the only module that talks to pymodbus' I/O;
