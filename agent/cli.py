@@ -18,6 +18,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import wire.version
 from agent.config import load_config
 from agent.errors import AgentError, ConfigError, StoreError
 from agent.keyfile import load_private_key
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="Tierless gateway agent.")
+    parser.add_argument("--version", action=wire.version.VersionAction, prog=PROG)
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )

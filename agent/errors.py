@@ -2,7 +2,9 @@
 
     AgentError                         anything the agent raises on purpose
     ├── ConfigError                    fix the configuration; carries every problem found at once
-    │   └── KeyFileError               the device key file is missing, unsafe or not a key
+    │   ├── KeyFileError               the device key file is missing, unsafe or not a key
+    │   └── RuleError                  an MQTT mapping rule cannot be compiled (defined with the
+    │                                  mapping rules; `field` names the rule's key)
     ├── StoreError                     the local buffer cannot do its job (disk full, I/O error)
     │   └── StoreDamagedError          the buffer file is not a usable database (moved aside)
     └── UplinkError                    talking to the receiver did not end in an acknowledgement
@@ -18,8 +20,6 @@ that talks to them, with `raise ... from exc`; none travels past it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 
 class AgentError(Exception):
     """Base of every error the agent raises on purpose."""
@@ -27,9 +27,12 @@ class AgentError(Exception):
 
 class ConfigError(AgentError):
     """The configuration is unusable. `problems` holds one line per problem, each naming file,
-    key path and reason; `str()` joins them."""
+    key path and reason where they are known; `str()` is those lines joined (the same shape in
+    every package's ConfigError)."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
+    def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
+        # Not Sequence[str]: a str is one, and a message passed by mistake would become a problem
+        # per character. This way mypy refuses `ConfigError("...")`.
         self.problems = tuple(problems)
         super().__init__("\n".join(self.problems))
 

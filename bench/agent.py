@@ -1,4 +1,4 @@
-"""Agent benchmarks: `run(size)` returns the `agent.*` figures of DESIGN.md's table.
+"""Agent benchmarks: `run(size)` returns the `agent.*` figures of docs/benchmarks.md.
 
 - ingest: readings handed to `Ingest.add` one by one (clock stamp, append) and group-committed
   by `Buffer.commit` in groups of 10,000, against the raw limit: `sqlite3` `executemany` of the
@@ -180,7 +180,7 @@ class _Receiver:
         deadline = time.monotonic() + 20
         while True:
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):  # noqa: S310
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
                     break
             except OSError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
@@ -191,13 +191,13 @@ class _Receiver:
     def enrol(self, device_id: str, key_file: Path) -> None:
         from tests.agent.helpers import enrol_key
 
-        request = urllib.request.Request(  # noqa: S310
+        request = urllib.request.Request(
             f"{self.url}/v1/admin/tokens",
             method="POST",
             data=json.dumps({"device_id": device_id, "ttl_s": 600}).encode(),
             headers={"Authorization": f"Bearer {self.admin}", "Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as r:
             token = json.loads(r.read())["token"]
         enrol_key(self.url, token, device_id, key_file)
 

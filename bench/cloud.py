@@ -1,4 +1,4 @@
-"""Receiver benchmarks: `run(size) -> {"cloud.…": float}` (keys in ../shared/DESIGN.md).
+"""Receiver benchmarks: `run(size) -> {"cloud.…": float}` (keys in docs/benchmarks.md).
 
 What is measured, each next to its limit in the same run:
 - `cloud.readings_per_s.<db>`: readings stored per second through a real `edge-cloud serve`

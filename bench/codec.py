@@ -88,7 +88,7 @@ def run(size: str) -> dict[str, float]:
         / n
         * 1e6
     )
-    # The headline keys of DESIGN.md: what the agent sends when the receiver has zstd.
+    # The headline keys (docs/benchmarks.md): what the agent sends when the receiver has zstd.
     out["codec.bytes_per_reading"] = out["codec.bytes_per_reading.zstd"]
     out["codec.encode_us_per_reading"] = out["codec.encode_us_per_reading.zstd"]
     out["codec.decode_us_per_reading"] = out["codec.decode_us_per_reading.zstd"]

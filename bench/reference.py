@@ -1,4 +1,4 @@
-"""The reference data every codec figure is measured on (DESIGN.md, Benchmarks).
+"""The reference data every codec figure is measured on (docs/benchmarks.md).
 
 10,000 readings from 50 meter-like series at 1 Hz with 0.1 resolution: half cumulative counters
 (energy, volume), half gauges (power, flow, temperature) wandering around a level. Seeded, so every

@@ -82,7 +82,7 @@ async def mcu_end_to_end(n: int) -> dict[str, float]:
         flash = FlashLog(Path(d) / "flash")
         emu = Emulator(pty, flash, channels=8, rate_hz=0, window_cap=4096)
         for i in range(n):  # readings taken while no bridge was listening
-            emu._take(i % 8)  # noqa: SLF001 - filling the flash directly is the point
+            emu._take(i % 8)  # filling the flash directly is the point
         source = McuSource(
             msgspec.convert({"port": {"path": str(link)}, "window": 4096}, McuConfig),
             clock=SystemClock(),
@@ -204,4 +204,4 @@ def run(size: str) -> dict[str, float]:
 
 if __name__ == "__main__":
     for key, value in run("small").items():
-        print(f"{key:40} {value:12.2f}")  # noqa: T201
+        print(f"{key:40} {value:12.2f}")

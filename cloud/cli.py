@@ -28,6 +28,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import wire.version
 from cloud.config import Limits, normalise_public_url
 from cloud.errors import CloudError, ConfigError, StoreError
 from cloud.receiver.tokenfiles import load_or_create
@@ -42,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-cloud", description="Tierless receiver: verify, de-duplicate, store."
     )
+    parser.add_argument("--version", action=wire.version.VersionAction, prog="edge-cloud")
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="run the receiver")
     migrate_p = sub.add_parser("migrate", help="apply pending schema migrations")
@@ -85,14 +87,14 @@ def _int(value: str | None, what: str) -> int:
     try:
         return int(value or "")
     except ValueError as exc:
-        raise ConfigError(f"{what} must be an integer, not {value!r}") from exc
+        raise ConfigError([f"{what} must be an integer, not {value!r}"]) from exc
 
 
 def _float(value: str | None, what: str) -> float:
     try:
         return float(value or "")
     except ValueError as exc:
-        raise ConfigError(f"{what} must be a number, not {value!r}") from exc
+        raise ConfigError([f"{what} must be a number, not {value!r}"]) from exc
 
 
 def _token_dir(db_url: str) -> Path:
@@ -110,25 +112,27 @@ def serve_settings(
     host = _pick(args.host, env, "TIERLESS_HOST", "127.0.0.1") or "127.0.0.1"
     port = _int(_pick(args.port, env, "TIERLESS_PORT", "8080"), "port")
     if not 0 < port < 65536:
-        raise ConfigError(f"port {port} is not in 1..65535")
+        raise ConfigError([f"port {port} is not in 1..65535"])
     cert = _pick(args.tls_cert, env, "TIERLESS_TLS_CERT", None)
     key = _pick(args.tls_key, env, "TIERLESS_TLS_KEY", None)
     if (cert is None) != (key is None):
-        raise ConfigError("--tls-cert and --tls-key go together")
+        raise ConfigError(["--tls-cert and --tls-key go together"])
     for path in (cert, key):
         if path is not None and not Path(path).is_file():
-            raise ConfigError(f"TLS file {path} does not exist")
+            raise ConfigError([f"TLS file {path} does not exist"])
     insecure_env = env.get("TIERLESS_ALLOW_INSECURE_HTTP", "") in ("1", "true", "yes")
     insecure = bool(args.allow_insecure_http) or insecure_env
     if cert is None and not is_loopback(host) and not insecure:
         raise ConfigError(
-            f"refusing plain HTTP on {host}: give --tls-cert/--tls-key, or "
-            "--allow-insecure-http when a TLS proxy sits in front"
+            [
+                f"refusing plain HTTP on {host}: give --tls-cert/--tls-key, or "
+                "--allow-insecure-http when a TLS proxy sits in front"
+            ]
         )
     public = _pick(args.public_url, env, "TIERLESS_PUBLIC_URL", None)
     if public is None:
         if host in ("0.0.0.0", "::"):  # noqa: S104 - a check, not a bind
-            raise ConfigError(f"--public-url is required when listening on {host}")
+            raise ConfigError([f"--public-url is required when listening on {host}"])
         scheme = "https" if cert else "http"
         public = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
     public = normalise_public_url(public)
@@ -213,7 +217,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         asyncio.run(serve(settings, say=stderr))
         return 0
     except ConfigError as exc:
-        stderr(f"edge-cloud: error: {exc}")
+        for problem in exc.problems:
+            stderr(f"edge-cloud: error: {problem}")
         return 2
     except StoreError as exc:
         stderr(f"edge-cloud: error: {' '.join(str(exc).split())}")  # drivers' messages span lines

@@ -37,9 +37,9 @@ class Limits:
     def __post_init__(self) -> None:
         for name in self.__dataclass_fields__:
             if getattr(self, name) <= 0:
-                raise ConfigError(f"limit {name} must be positive")
+                raise ConfigError([f"limit {name} must be positive"])
         if self.max_decoded_bytes < self.max_wire_bytes:
-            raise ConfigError("max_decoded_bytes must be at least max_wire_bytes")
+            raise ConfigError(["max_decoded_bytes must be at least max_wire_bytes"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,9 +62,9 @@ def normalise_public_url(url: str) -> str:
     """`https://host[:port][/prefix]` without a trailing slash; ConfigError otherwise."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"public URL {url!r}: expected http(s)://host[:port][/prefix]")
+        raise ConfigError([f"public URL {url!r}: expected http(s)://host[:port][/prefix]"])
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise ConfigError(f"public URL {url!r}: no query, fragment or credentials allowed")
+        raise ConfigError([f"public URL {url!r}: no query, fragment or credentials allowed"])
     if _ORIGIN_PATH.fullmatch(parts.path) is None:
-        raise ConfigError(f"public URL {url!r}: unexpected characters in the path")
+        raise ConfigError([f"public URL {url!r}: unexpected characters in the path"])
     return url.rstrip("/")

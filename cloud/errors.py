@@ -26,7 +26,15 @@ class CloudError(Exception):
 
 
 class ConfigError(CloudError):
-    """A configuration the operator must fix; the message is one line for the terminal."""
+    """A configuration the operator must fix. `problems` holds one line per problem, each naming
+    the flag, variable or file and the reason; `str()` is those lines joined (the same shape in
+    every package's ConfigError)."""
+
+    def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
+        # Not Sequence[str]: a str is one, and a message passed by mistake would become a problem
+        # per character. This way mypy refuses `ConfigError("...")`.
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))
 
 
 class StoreError(CloudError):

@@ -46,19 +46,19 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.seconds is not None and args.seconds < MIN_SECONDS:
-        print(  # noqa: T201
+        print(
             f"demo: --seconds must be at least {MIN_SECONDS} (every device must have time to "
             "produce something)",
             file=sys.stderr,
         )
         return 2
     if args.port is not None and not 0 < args.port < 65536:
-        print("demo: --port must be 1..65535", file=sys.stderr)  # noqa: T201
+        print("demo: --port must be 1..65535", file=sys.stderr)
         return 2
     try:
         from demo.run import Demo, Options
     except ImportError as exc:  # run with a Python that lacks the project's dependencies
-        print(  # noqa: T201
+        print(
             f"demo: {exc.name or exc} is not installed here: run `make demo`, which builds .venv",
             file=sys.stderr,
         )
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return Demo(options).run()
     except DemoError as exc:
-        print(f"demo: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"demo: {exc}", file=sys.stderr)
         return 3
 
 

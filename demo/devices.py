@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         devices = Devices(args)
     except (PortError, OSError) as exc:
-        print(f"devices: cannot set up: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"devices: cannot set up: {exc}", file=sys.stderr)
         return 1
     status = 0
     try:

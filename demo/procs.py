@@ -66,7 +66,7 @@ class Child:
                     cwd=self.cwd,
                     env=self.env,
                     process_group=0,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - the demo has no threads
+                    preexec_fn=_die_with_parent,  # safe here: the demo starts no threads
                 )
             except OSError as exc:
                 raise DemoError(

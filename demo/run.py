@@ -77,7 +77,7 @@ class Options:
 
 
 def say(text: str = "") -> None:
-    print(text, flush=True)  # noqa: T201 - the demo talks to its user
+    print(text, flush=True)
 
 
 class Demo:

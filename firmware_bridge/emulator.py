@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+import wire.version
 from firmware_bridge.errors import PortError, RemoteProtocolError
 from firmware_bridge.mcu_connection import NEED_DATA, Connection, Damaged, Role
 from firmware_bridge.mcu_frames import (
@@ -94,7 +95,7 @@ class FlashLog:
 
     def __init__(self, path: str | Path, *, uid: int | None = None) -> None:
         self.path = Path(path)
-        self.uid = uid if uid is not None else random.getrandbits(63)  # noqa: S311
+        self.uid = uid if uid is not None else random.getrandbits(63)
         self.boot = 0
         self.records: list[Record] = []
         self.acked: tuple[int, int] | None = None
@@ -349,6 +350,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
         prog="python -m firmware_bridge.emulator",
         description="Emulate Tierless MCU firmware on a pseudo-terminal or serial port.",
     )
+    p.add_argument("--version", action=wire.version.VersionAction, prog="tierless-mcu-emulator")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--link", help="create a pty and publish its slave at this path")
     where.add_argument("--port", help="use this existing serial port instead")
@@ -368,12 +370,12 @@ async def _amain(args: argparse.Namespace) -> int:
     try:
         if args.link:
             pty = PtyDevice(args.link)
-            print(f"emulator: {args.link} -> {pty.slave_path}", flush=True)  # noqa: T201
+            print(f"emulator: {args.link} -> {pty.slave_path}", flush=True)
             link = pty
         else:
             link = SerialPort.open(PortConfig(path=args.port, baudrate=args.baudrate))
     except (PortError, OSError) as exc:
-        print(f"emulator: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"emulator: {exc}", file=sys.stderr)
         return 1
     flash = FlashLog(args.state, uid=args.uid)
     emu = Emulator(
@@ -403,7 +405,7 @@ async def _serve(emu: Emulator) -> int:
     try:
         await emu.run()
     except* PortError as group:
-        print(f"emulator: {group.exceptions[0]}", file=sys.stderr)  # noqa: T201
+        print(f"emulator: {group.exceptions[0]}", file=sys.stderr)
         status = 1
     except* asyncio.CancelledError:
         pass
@@ -413,7 +415,7 @@ async def _serve(emu: Emulator) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(sys.argv[1:] if argv is None else argv)
     if args.channels < 1 or args.rate_hz < 0:
-        print("emulator: --channels must be >= 1 and --rate-hz >= 0", file=sys.stderr)  # noqa: T201
+        print("emulator: --channels must be >= 1 and --rate-hz >= 0", file=sys.stderr)
         return 2
     return asyncio.run(_amain(args))
 

@@ -24,8 +24,6 @@ module that talks to them, with `raise ... from exc`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 
 class BridgeError(Exception):
     """Base of every error firmware_bridge raises on purpose."""
@@ -58,9 +56,13 @@ class UnparsableAnswerError(RemoteProtocolError):
 
 
 class ConfigError(BridgeError):
-    """The configuration is unusable. `problems` holds one line per problem; `str()` joins them."""
+    """The configuration is unusable. `problems` holds one line per problem, each naming the key
+    path and reason where they are known; `str()` is those lines joined (the same shape in every
+    package's ConfigError)."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
+    def __init__(self, problems: list[str] | tuple[str, ...]) -> None:
+        # Not Sequence[str]: a str is one, and a message passed by mistake would become a problem
+        # per character. This way mypy refuses `ConfigError("...")`.
         self.problems = tuple(problems)
         super().__init__("\n".join(self.problems))
 

@@ -65,4 +65,4 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    print(render())  # noqa: T201
+    print(render())

@@ -38,6 +38,7 @@ from provisioning.errors import (
 )
 from provisioning.inputs import admin_token, enrolment_token, owner, parse_duration
 from provisioning.rotate import rotate
+from wire.version import VersionAction
 
 PROG = "edgectl"
 EXIT_INTERNAL = 70
@@ -134,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_epilog(),
         formatter_class=fmt,
     )
+    parser.add_argument("--version", action=VersionAction, prog=PROG)
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     parser.set_defaults(debug=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

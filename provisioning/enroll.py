@@ -1,7 +1,7 @@
 """`edgectl enroll`: make this gateway's key, prove possession to the receiver, write the agent's
 configuration.
 
-Steps, each safe to repeat after a crash (security-design §3.2):
+Steps, each safe to repeat after a crash (docs/provisioning.md, "The first gateway"):
 1. Judge the token locally first: a string that is not a token, a token for another device id,
    or one past its expiry is refused with its own message before anything is written. (Expiry
    is confirmed against the receiver's clock before refusing, because a gateway without a

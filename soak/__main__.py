@@ -80,27 +80,27 @@ def run_one(args: argparse.Namespace, store: str, db: str) -> dict[str, Any]:
         outage_max_s=args.outage_max_s,
     )
     soak = Soak(options)
-    print(f"== soak on {store} ==", flush=True)  # noqa: T201
+    print(f"== soak on {store} ==", flush=True)
     code = soak.run()
     out: dict[str, Any] = {"store": store, "exit": code, "faults": soak.faults()}
     try:
         out["ledger"] = json.loads(ledger.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         out["ledger"] = None
-    print(f"faults: {json.dumps(out['faults'])}", flush=True)  # noqa: T201
+    print(f"faults: {json.dumps(out['faults'])}", flush=True)
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.seconds < 20:
-        print("soak: --seconds must be at least 20", file=sys.stderr)  # noqa: T201
+        print("soak: --seconds must be at least 20", file=sys.stderr)
         return 2
     if not os.environ.get("TIERLESS_SOAK_ALLOW_NO_MQTT"):
         from demo.mqtt import find_mosquitto
 
         if find_mosquitto() is None:
-            print("soak: needs mosquitto (apt install mosquitto)", file=sys.stderr)  # noqa: T201
+            print("soak: needs mosquitto (apt install mosquitto)", file=sys.stderr)
             return 3
     stores = ["sqlite", "postgres"] if args.store == "both" else [args.store]
     runs = []
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 with pg_schema(args.pg_dsn) as dsn:
                     runs.append(run_one(args, store, dsn))
     except DemoError as exc:
-        print(f"soak: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"soak: {exc}", file=sys.stderr)
         return 3
     finally:
         if args.json is not None:

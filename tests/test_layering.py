@@ -29,7 +29,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "cloud": {"agent", "firmware_bridge", "provisioning"},
     "provisioning": {"cloud", "firmware_bridge"},
 }
-# The only agent modules provisioning may import (DESIGN: config and key files only).
+# The only agent modules provisioning may import: its config and key files, and their errors.
 PROVISIONING_MAY_IMPORT = {"agent.config", "agent.keyfile", "agent.errors"}
 # The only cloud modules outside cloud.apps that an app may import.
 APPS_MAY_IMPORT = {

@@ -120,7 +120,7 @@ def mqtt_config_problems(config: MqttSourceConfig, where: str) -> list[str]:
         try:
             compile_rule(rule, PRESETS)
         except RuleError as exc:
-            problems.append(f"{where}.rules[{i}].{exc.field}: {exc}")
+            problems.extend(f"{where}.rules[{i}].{problem}" for problem in exc.problems)
     return problems
 
 

@@ -36,6 +36,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from agent.errors import ConfigError
 from wire.models import MAX_NAME_LEN, MAX_TS_MS, MIN_TS_MS, TIME_UNTRUSTED, Quality, SeriesKey
 
 # Reasons a message (or one value of it) is refused or flagged. Counted per reason by the source.
@@ -104,11 +105,12 @@ class MqttRule(_Struct, frozen=True):
     timestamp_max_ahead_s: Annotated[float, msgspec.Meta(ge=0)] = DEFAULT_MAX_AHEAD_S
 
 
-class RuleError(ValueError):
-    """A rule cannot be compiled; `field` names the key, `str()` the reason."""
+class RuleError(ConfigError):
+    """A rule cannot be compiled: one problem, `<key>: <reason>`, the key relative to the rule
+    (`field` holds it alone); the caller prefixes the rule's own path."""
 
     def __init__(self, field_name: str, reason: str) -> None:
-        super().__init__(reason)
+        super().__init__([f"{field_name}: {reason}"])
         self.field = field_name
 
 

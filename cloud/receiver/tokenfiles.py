@@ -26,13 +26,13 @@ def read_token_file(path: Path) -> str:
             path, what="token file", max_bytes=MAX_TOKEN_FILE_BYTES, encoding="ascii"
         )
     except SecretFileError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError([str(exc)]) from exc
     return check_token(text.strip(), str(path))
 
 
 def check_token(token: str, where: str) -> str:
     if len(token) < MIN_TOKEN_LENGTH or not token.isprintable() or " " in token:
-        raise ConfigError(f"{where}: a token is at least {MIN_TOKEN_LENGTH} printable characters")
+        raise ConfigError([f"{where}: a token is at least {MIN_TOKEN_LENGTH} printable characters"])
     return token
 
 
@@ -43,7 +43,7 @@ def create_token_file(path: Path) -> str:
     try:
         write_secret_file(path, (token + "\n").encode("ascii"), what="token file")
     except SecretFileError as exc:
-        raise ConfigError(str(exc)) from exc
+        raise ConfigError([str(exc)]) from exc
     return token
 
 

@@ -58,7 +58,7 @@ def store_from_url(url: str, *, pool_size: int = 8) -> Store:
     if url.startswith("sqlite:///"):
         path = url.removeprefix("sqlite:///")
         if not path or path.startswith("?") or path == ":memory:":
-            raise ConfigError(f"--db {url}: name a database file, e.g. sqlite:///tierless.db")
+            raise ConfigError([f"--db {url}: name a database file, e.g. sqlite:///tierless.db"])
         from cloud.storage.sqlite import SqliteStore
 
         return SqliteStore(path)
@@ -66,8 +66,10 @@ def store_from_url(url: str, *, pool_size: int = 8) -> Store:
         try:
             from cloud.storage.postgres import PostgresStore
         except ImportError as exc:
-            raise ConfigError("--db postgresql://…: install tierless[postgres] (psycopg)") from exc
+            raise ConfigError(
+                ["--db postgresql://…: install tierless[postgres] (psycopg)"]
+            ) from exc
         return PostgresStore(url, pool_size=pool_size)
     raise ConfigError(
-        f"--db {describe_url(url)}: expected sqlite:///path.db or postgresql://user@host/db"
+        [f"--db {describe_url(url)}: expected sqlite:///path.db or postgresql://user@host/db"]
     )

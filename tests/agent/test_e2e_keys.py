@@ -35,8 +35,8 @@ def announce_rotation(
     url = f"{receiver.public_url}/v1/keys/rotate"
     headers = {"content-type": "application/json", "content-digest": content_digest(body)}
     headers.update(sign_request(current, "POST", url, headers, created=int(time.time()), tag=TAG))
-    request = urllib.request.Request(url, data=body, method="POST", headers=headers)  # noqa: S310
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
         return dict(json.loads(response.read()))
 
 

@@ -97,7 +97,7 @@ def test_a_fifo_is_refused_at_once_without_a_writer(private):
 def _read_into(path: Path, outcome: list[BaseException]) -> None:
     try:
         read_secret_file(path)
-    except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+    except BaseException as exc:
         outcome.append(exc)
 
 

@@ -89,7 +89,7 @@ class RealReceiver:
 
     def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         assert not self.tls, "use edgectl for a TLS receiver"
-        request = urllib.request.Request(  # noqa: S310 - loopback test receiver
+        request = urllib.request.Request(
             f"{self.url}{path}",
             method=method,
             data=None if body is None else json.dumps(body).encode(),
@@ -98,7 +98,7 @@ class RealReceiver:
                 "Content-Type": "application/json",
             },
         )
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read() or b"{}")
 
     def token(self, device_id: str, ttl_s: int = 600) -> str:

@@ -178,6 +178,7 @@ PINNED: dict[str, set[str]] = {
         "signature_base",
         "verify_request",
     },
+    "wire.version": {"DISTRIBUTION", "VersionAction", "release", "version_line"},
     "wire.structured": {
         "BareItem",
         "Dictionary",

@@ -218,7 +218,7 @@ def test_raw_and_pem_round_trip_and_refusals():
         public_key_to_raw(ec_key.public_key())  # type: ignore[arg-type]
 
 
-# RFC 9421 B.2.6 and the research note's profile example.
+# RFC 9421 B.2.6, and our profile signed by an independent implementation.
 
 
 def test_rfc9421_b26_base_and_signature_byte_for_byte():
@@ -262,9 +262,10 @@ def test_rfc9421_b26_verifies():
         verify({**RFC_HEADERS, "date": "Tue, 20 Apr 2021 02:07:56 GMT"})
 
 
-def test_research_note_profile_example_reproduces():
-    # docs: /work/shared/research/security-design.md section 1.2, made with http-message-signatures
-    # and the RFC key, tag "edge-batch-v1".
+def test_profile_example_signed_by_http_message_signatures_reproduces():
+    # Made once with http-message-signatures 3.0.0 and the RFC's test-key-ed25519, with the JSON
+    # content type and the tag "edge-batch-v1" of an early draft of the protocol: our signer must
+    # give the same two header values, byte for byte.
     headers = {
         "content-type": "application/json",
         "content-encoding": "gzip",

@@ -25,7 +25,7 @@ def test_a_fifo_at_the_token_path_does_not_hang_the_receiver(tmp_path: Path) -> 
     def read() -> None:
         try:
             read_token_file(fifo)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:
             outcome.append(exc)
 
     reader = threading.Thread(target=read, name="token-reader")
