@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 
-from agent.clock import AgentClock
+from agent.clock import EPOCH_SHIFT, AgentClock
 from agent.ingest import Ingest
-from wire.models import SeriesKey
+from wire.models import Event, SeriesKey
 
 T = 1_800_000_000_000
 
@@ -143,3 +145,71 @@ def test_buffer_watermarks_stage_through_the_ingest():
     marks.forget(7)
     assert marks.load(7) is None
     assert ingest.take().positions == {7: None}  # the forget is committed with the next group
+
+
+def test_a_key_the_contract_refuses_gets_no_series_and_its_readings_are_counted(caplog):
+    ingest = make()
+    sink = ingest.for_source("scale")
+    bad = SeriesKey("weight", "11835\x00kg")
+    sid = sink.series_id(bad)
+    assert sid < 0
+    assert sink.series_id(SeriesKey("weight", "g\x01")) == sid  # one id per problem, bounded
+    assert sink.series_id(SeriesKey("x" * 129)) != sid
+    with caplog.at_level(logging.WARNING, logger="agent.ingest"):
+        for _ in range(3):
+            sink.add(sid, 1.0)
+    assert sink.last_value(sid) is None
+    group = ingest.take()
+    assert group.rows == []
+    assert group.new_series == []
+    assert group.rejected == {"control_characters": 3}
+    assert not group.is_empty()  # the count must still be committed
+    assert ingest.readings_in == 3
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "source 'scale': reading refused, not stored: unit: contains control characters"
+    ]
+
+
+def test_values_qualities_and_final_times_are_checked_at_the_door():
+    ingest = make()
+    ingest.add(3, math.nan)
+    ingest.add(3, math.inf)
+    ingest.add(3, 10**400)  # an int no float can hold
+    ingest.add(3, 1.0, quality=99)
+    ingest.add(3, 1.0, ts_ms=5)  # the source's own time, before 2000
+    ingest.add(3, 1.0, quality=0 | 7 << EPOCH_SHIFT, ts_ms=5)  # untrusted epoch: the cut decides
+    ingest.add(3, 2.0)
+    group = ingest.take()
+    assert [r[2] for r in group.rows] == [1.0, 2.0]
+    assert group.rejected == {"not_finite": 3, "quality_code": 1, "timestamp_range": 1}
+
+
+def test_events_are_checked_at_the_door_and_refusals_survive_a_failed_commit():
+    ingest = make()
+    sink = ingest.for_source("bridge")
+    sink.add_event(Event("ticket", T, (("lot", "L\x07"),)))
+    sink.add_event(Event("ticket", T, (("net", 2**70),)))  # MessagePack cannot carry it
+    sink.add_event(Event("", T))
+    sink.add_event(Event("ticket", 5, quality=1 << EPOCH_SHIFT))  # time not final: kept
+    sink.add_event(Event("ticket", T, (("lot", "L1"),)))
+    group = ingest.take()
+    assert len(group.events) == 2
+    assert group.rejected == {"bad_attr_value": 1, "out_of_range": 1, "empty": 1}
+    ingest.give_back(group)
+    assert ingest.take().rejected == group.rejected
+
+
+def test_series_stored_with_a_refused_key_take_no_more_readings():
+    clock = AgentClock(Wall(), lambda: True, kernel_boot_id="b", floor_ms=0, next_epoch_id=1)
+    ingest = Ingest(
+        clock,
+        series={1: SeriesKey("w", "k\x00g")},
+        last_values={},
+        flush_max_readings=10,
+        max_pending=25,
+    )
+    sid = ingest.series_id(SeriesKey("w", "k\x00g"))
+    assert sid < 0
+    ingest.add(sid, 1.0)
+    assert ingest.take().rejected == {"control_characters": 1}
