@@ -48,6 +48,7 @@ from wire.models import (
 )
 
 log = logging.getLogger(__name__)
+_INT64 = 2**63
 
 
 @dataclass(slots=True)
@@ -160,9 +161,11 @@ class Ingest:
         self.readings_in += 1
         problem = self._bad_keys.get(series_id) if series_id < 0 else None
         if problem is None:
-            final_ts = ts_ms if quality <= WIRE_QUALITY_MASK else None
+            final = quality <= WIRE_QUALITY_MASK
             try:
-                problem = reading_problem(final_ts, value, quality & WIRE_QUALITY_MASK)
+                problem = reading_problem(
+                    ts_ms if final else None, value, quality & WIRE_QUALITY_MASK
+                ) or (None if final else _stamp_problem(ts_ms, quality))
             except (OverflowError, TypeError):  # an int too big for a float, or not a number
                 problem = Problem("value", Reason.NOT_FINITE, f"{value!r:.40} is not a float")
         if problem is not None:
@@ -190,7 +193,9 @@ class Ingest:
             if final
             else dataclasses.replace(event, quality=event.quality & WIRE_QUALITY_MASK)
         )
-        problem = event_problem(checked, check_ts=final)
+        problem = event_problem(checked, check_ts=final) or (
+            None if final else _stamp_problem(event.ts_ms, event.quality)
+        )
         if problem is not None:
             self._refuse("event", problem, source)
             return
@@ -299,6 +304,16 @@ class Ingest:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(_Waiter(target, future))
         await future
+
+
+def _stamp_problem(ts_ms: int | None, quality: int) -> Problem | None:
+    """A stamp on an untrusted epoch is checked at the cut; here only that it fits the buffer's
+    64-bit integer columns (a source passing nonsense must not fail the group commit)."""
+    if not 0 <= quality < _INT64:
+        return Problem("quality", Reason.QUALITY_CODE, f"unknown code {quality}")
+    if ts_ms is not None and not -_INT64 <= ts_ms < _INT64:
+        return Problem("ts", Reason.TIMESTAMP_RANGE, f"timestamp {ts_ms} ms is out of range")
+    return None
 
 
 class SourceSink:
