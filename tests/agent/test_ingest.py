@@ -27,7 +27,7 @@ from firmware_bridge.ascii_protocol import (
 from firmware_bridge.errors import DeviceError, FrameError, UnparsableAnswerError
 from firmware_bridge.framing import FrameDecoder, encode_frame
 from firmware_bridge.mcu_frames import TS_UTC, ChannelInfo, ReadingFrame, decode_body
-from firmware_bridge.modbus_map import REGISTERS, decode_words
+from firmware_bridge.modbus_map import REGISTERS, DataType, decode_words
 from firmware_bridge.port import PortConfig
 from tests.agent.helpers import cut, decode, open_test_buffer
 from wire.models import Event, SeriesKey
@@ -315,7 +315,7 @@ def _mcu(sink, bodies: list[bytes], noise: bytes) -> None:
             sink.add(sink.series_id(key), msg.value, msg.quality, ts)
 
 
-def _modbus(sink, words: list[int], dtype: str, scale: float) -> None:
+def _modbus(sink, words: list[int], dtype: DataType, scale: float) -> None:
     n = REGISTERS[dtype]
     sid = sink.series_id(SeriesKey("modbus_value", "kWh", "site"))
     for i in range(0, len(words) - n + 1, n):
