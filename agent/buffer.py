@@ -22,7 +22,9 @@ Invariants (each kept by one method below):
    with other bytes would be a fork.
 3. Delete after ack (`ack`): an outbox row goes only when the receiver acknowledged its seq. A
    reading (or event) leaves its table only by moving into an outbox body in the same
-   transaction, or by a counted drop (invariant 4).
+   transaction, or by a counted drop (invariant 4), or set aside by the cut that would have
+   carried it because the contract refuses it (a row an older version stored): deleted in that
+   transaction, counted in that batch's `rejected_invalid` and by reason in `meta`.
 4. Bounded, loss counted (`commit`): when the file's used pages exceed `max_bytes`, the oldest
    uncut readings are deleted and counted in `meta` in the same transaction; the count rides in
    the next batch's `Counters` and is zeroed in the transaction that freezes that batch, so a
