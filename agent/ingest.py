@@ -116,14 +116,13 @@ class Ingest:
         self._throttle = LogThrottle(log, log_interval_s)
         self.readings_in = 0
         self.events_in = 0
-        self.rejected_total: Counter[str] = Counter()  # since start, by reason (metrics)
         self.full = asyncio.Event()  # set when a flush should not wait for the timer
 
     def for_source(self, name: str) -> SourceSink:
         """The sink a source is given: the same ingest, naming the source in refusals."""
         return SourceSink(self, name)
 
-    def series_id(self, key: SeriesKey, *, source: str = "") -> int:
+    def series_id(self, key: SeriesKey) -> int:
         sid = self._ids.get(key)
         if sid is None:
             problem = key_problem(key)
@@ -209,7 +208,6 @@ class Ingest:
     def _refuse(self, what: str, problem: Problem, source: str) -> None:
         reason = str(problem.reason)
         self._rejected[reason] += 1
-        self.rejected_total[reason] += 1
         self._throttle.warning(
             f"{source}|{problem.field}|{reason}",
             "source %r: %s refused, not stored: %s",
@@ -324,7 +322,7 @@ class SourceSink:
         self.name = name
 
     def series_id(self, key: SeriesKey) -> int:
-        return self.ingest.series_id(key, source=self.name)
+        return self.ingest.series_id(key)
 
     def add(self, series_id: int, value: float, quality: int = 0, ts_ms: int | None = None) -> None:
         self.ingest.add(series_id, value, quality, ts_ms, source=self.name)
