@@ -6,9 +6,12 @@ its low byte and, for readings taken on an untrusted clock, the clock epoch abov
 and its attributes MessagePack (`encode_attrs`). Building a batch:
 - applies the epoch's correction if one is known (timestamp shifted, TIME_UNTRUSTED cleared),
   else keeps the flag; the epoch number never reaches the wire; events alike;
-- sets aside rows the contract forbids (non-finite value, timestamp outside 2000..2100, unknown
-  quality code) and events it forbids (`Batch.validate`): they are counted as `rejected_invalid`,
-  never sent, never silently lost;
+- sets aside rows the contract forbids (a series key with an empty, overlong or unprintable
+  name, unit or tag; a non-finite value; a timestamp outside 2000..2100; an unknown quality
+  code) and events it forbids, by the contract's own rules (`wire.models.key_problem`,
+  `reading_problem`, `event_problem`): they are counted as `rejected_invalid`, by reason in
+  `Built.reasons`, never sent, never silently lost. So a buffer written before the ingest checked
+  these rules (or by a bug) cannot stop the pipeline: only the rows at fault stay behind;
 - keeps each series' readings in row order (oldest first within a series for a backlog batch),
   and events in the order they were added.
 """
@@ -16,27 +19,27 @@ and its attributes MessagePack (`encode_attrs`). Building a batch:
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgspec
 
 from agent.clock import EPOCH_SHIFT, WIRE_QUALITY_MASK
 from wire.codec import encode_batch
-from wire.errors import InvalidBatchError
 from wire.models import (
-    GENESIS,
-    MAX_TS_MS,
-    MIN_TS_MS,
     TIME_UNTRUSTED,
-    VALID_QUALITY_CODES,
     AttrValue,
     Batch,
     Clock,
     Counters,
     Event,
+    Problem,
     SeriesData,
     SeriesKey,
+    event_problem,
+    key_problem,
+    reading_problem,
 )
 
 # id, series_id, ts_ms, value (None: SQLite's NaN), quality (+ epoch bits)
@@ -53,6 +56,7 @@ class Built:
     oldest_ts_ms: int | None
     events: int = 0
     events_rejected: int = 0
+    reasons: Mapping[str, int] = field(default_factory=dict)  # what was set aside, by reason
 
 
 def encode_attrs(attrs: Sequence[tuple[str, AttrValue]]) -> bytes:
@@ -75,17 +79,16 @@ def _true_time(ts: int, quality: int, deltas: Mapping[int, int]) -> tuple[int, i
     return ts, quality
 
 
-def _event(row: EventRow, deltas: Mapping[int, int]) -> Event | None:
-    """The event a buffered row holds, or None if the contract forbids it."""
+def _event(row: EventRow, deltas: Mapping[int, int]) -> Event | str:
+    """The event a buffered row holds, or the reason the contract forbids it."""
     _id, kind, ts, quality, attrs = row
     ts, quality = _true_time(ts, quality, deltas)
     try:
         event = Event(kind, ts, _decode_attrs(attrs), quality)
-        # the contract's own check, on a batch of just this event
-        Batch(device_id="-", seq=1, prev=GENESIS, boot_id="-", events=[event]).validate()
-    except (msgspec.DecodeError, msgspec.ValidationError, InvalidBatchError):
-        return None
-    return event
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return "unreadable"
+    problem = event_problem(event)
+    return event if problem is None else str(problem.reason)
 
 
 def build_body(
@@ -104,30 +107,40 @@ def build_body(
     """Encode `rows` and `events` as batch `seq`. Rejected rows and events are left out, counted
     in the result and added to this batch's `rejected_invalid`, so the receiver hears of them
     with this batch."""
-    columns: dict[int, SeriesData] = {}
-    rejected = 0
+    # by key, not id: two ids with one key (never written so) would still make one series
+    columns: dict[SeriesKey, SeriesData] = {}
+    key_problems: dict[int, Problem | None] = {}
+    reasons: Counter[str] = Counter()
     oldest: int | None = None
     for _id, sid, ts, value, quality in rows:
         ts, quality = _true_time(ts, quality, deltas)
         key = series.get(sid)
-        if (
-            key is None
-            or not MIN_TS_MS <= ts <= MAX_TS_MS
-            or value is None
-            or not math.isfinite(value)
-            or quality not in VALID_QUALITY_CODES
-        ):
-            rejected += 1
+        if key is None:
+            reasons["unknown_series"] += 1
             continue
-        col = columns.get(sid)
+        if sid not in key_problems:
+            key_problems[sid] = key_problem(key)
+        if value is None:  # SQLite's NaN
+            value = math.nan
+        problem = key_problems[sid] or reading_problem(ts, value, quality)
+        if problem is not None:
+            reasons[str(problem.reason)] += 1
+            continue
+        col = columns.get(key)
         if col is None:
-            col = columns[sid] = SeriesData(key)
+            col = columns[key] = SeriesData(key)
         col.ts_ms.append(ts)
         col.values.append(value)
         col.quality.append(quality)
         if oldest is None or ts < oldest:
             oldest = ts
-    kept = [e for e in (_event(row, deltas) for row in events) if e is not None]
+    rejected = sum(reasons.values())
+    kept: list[Event] = []
+    for outcome in (_event(row, deltas) for row in events):
+        if isinstance(outcome, str):
+            reasons[outcome] += 1
+        else:
+            kept.append(outcome)
     events_rejected = len(events) - len(kept)
     for e in kept:
         if oldest is None or e.ts_ms < oldest:
@@ -147,5 +160,11 @@ def build_body(
         clock=clock,
     )
     return Built(
-        encode_batch(batch), len(rows) - rejected, rejected, oldest, len(kept), events_rejected
+        encode_batch(batch),
+        len(rows) - rejected,
+        rejected,
+        oldest,
+        len(kept),
+        events_rejected,
+        dict(reasons),
     )

@@ -22,7 +22,9 @@ Invariants (each kept by one method below):
    with other bytes would be a fork.
 3. Delete after ack (`ack`): an outbox row goes only when the receiver acknowledged its seq. A
    reading (or event) leaves its table only by moving into an outbox body in the same
-   transaction, or by a counted drop (invariant 4).
+   transaction, or by a counted drop (invariant 4), or set aside by the cut that would have
+   carried it because the contract refuses it (a row an older version stored): deleted in that
+   transaction, counted in that batch's `rejected_invalid` and by reason in `meta`.
 4. Bounded, loss counted (`commit`): when the file's used pages exceed `max_bytes`, the oldest
    uncut readings are deleted and counted in `meta` in the same transaction; the count rides in
    the next batch's `Counters` and is zeroed in the transaction that freezes that batch, so a
@@ -140,6 +142,7 @@ class Buffer:
     damage: Damage | None = None
     lock_fd: int = -1
     _page_size: int = 4096
+    _set_aside_logged: set[str] = field(default_factory=set)
 
     # -- reading in -------------------------------------------------------------------------
 
@@ -153,12 +156,15 @@ class Buffer:
         dropped_before: int = 0,
         events: Sequence[Event] = (),
         positions: Mapping[int, Position | None] | None = None,
+        rejected_before: Mapping[str, int] | None = None,
     ) -> CommitResult:
         """Write one group of readings (and the events, MCU positions and metadata that go with
         them) in one transaction.
 
         `dropped_before` counts readings and events the caller had to refuse before they got
-        here (an overflowing ingest queue); they are recorded as buffer-full drops. `positions`
+        here (an overflowing ingest queue); they are recorded as buffer-full drops.
+        `rejected_before` counts, by reason, what the ingest refused because it breaks the
+        contract: recorded as `rejected_invalid`, reported with the next batch. `positions`
         maps an MCU uid to its new committed position, or to None to forget it.
         """
         result = CommitResult()
@@ -215,6 +221,7 @@ class Buffer:
             result.dropped = evicted + evicted_events + dropped_before
             if result.dropped:
                 self._add_counter("dropped_buffer_full", result.dropped, pending=True)
+            self._add_rejected(rejected_before or {}, refused=True)
         if new_series:
             self.series.update(new_series)
         for uid, pos in (positions or {}).items():
@@ -335,7 +342,9 @@ class Buffer:
                         clock=clock,
                         counters=counters,
                     )
-                except EncodeError as exc:  # build_body filters what the codec refuses
+                except EncodeError as exc:
+                    # build_body sets aside every reading and event the contract refuses, so
+                    # what is left is the batch's own fields: device id, boot id (the config)
                     raise StoreError(f"cannot encode batch {seq}: {exc}") from exc
                 if len(built.body) <= max_bytes or (take <= 1 and take_events <= 1):
                     break
@@ -367,10 +376,20 @@ class Buffer:
             for name in _COUNTERS:
                 self._set(f"pending_{name}", 0)
             if built.rejected or built.events_rejected:
-                self._add_counter("rejected_invalid", built.rejected + built.events_rejected)
                 self._add_counter("rejected_events", built.events_rejected)
+                self._add_rejected(built.reasons, refused=False)
             self.depth -= built.rejected
             self.events_held -= built.events_rejected
+        for reason, n in built.reasons.items():
+            if reason not in self._set_aside_logged:  # once per reason and run: counted anyway
+                self._set_aside_logged.add(reason)
+                log.warning(
+                    "batch %d: %d buffered reading(s)/event(s) set aside, not sent (%s); "
+                    "counted as rejected_invalid",
+                    seq,
+                    n,
+                    reason,
+                )
         return OutboxEntry(
             seq, digest, built.body, built.readings, built.oldest_ts_ms, built.events
         )
@@ -455,6 +474,19 @@ class Buffer:
     def _set(self, key: str, value: Any) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
         self.meta[key] = value
+
+    def _add_rejected(self, reasons: Mapping[str, int], *, refused: bool) -> None:
+        """Count what the contract refused, by reason. `refused`: at the door, never committed
+        (not yet in a batch's counters, so pending); else set aside in the batch being cut,
+        whose counters already hold it."""
+        total = sum(reasons.values())
+        if not total:
+            return
+        self._add_counter("rejected_invalid", total, pending=refused)
+        if refused:
+            self._add_counter("refused", total)
+        for reason, n in reasons.items():
+            self._add_counter(f"rejected_by_{reason}", n)
 
     def _add_counter(self, name: str, n: int, *, pending: bool = False) -> None:
         if n:
@@ -651,10 +683,12 @@ def _count_lost(target: Path) -> int:
         conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
     except sqlite3.Error:
         return 0
+    # total_refused: rejected at the door, never committed, yet inside total_rejected_invalid
     meta_sql = (
-        "SELECT coalesce(sum(CASE key WHEN 'total_committed' THEN value ELSE -value END), 0) "
+        "SELECT coalesce(sum(CASE WHEN key IN ('total_committed', 'total_refused') THEN value "
+        "ELSE -value END), 0) "
         "FROM meta WHERE key IN ('total_committed', 'total_acked_readings', "
-        "'total_evicted', 'total_rejected_invalid')"
+        "'total_evicted', 'total_rejected_invalid', 'total_refused')"
     )
     try:
         for sql in (

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -56,6 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AgentError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:
+        # `edge-agent status | head`: the reader has all it wanted. Point stdout at /dev/null
+        # so the interpreter's final flush does not raise (and print a traceback) again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
     return code
 
 
@@ -100,6 +108,7 @@ def _run(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     status = read_status(load_config(args.config))
     print(json.dumps(status, indent=2) if args.json else format_status(status))
+    sys.stdout.flush()  # a closed pipe shows here, inside main's handler
     return EXIT_OK
 
 

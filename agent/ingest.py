@@ -16,16 +16,39 @@ A source that must acknowledge upstream only after a reading is durable (MQTT Qo
 If the buffer falls behind (a stalled disk), the list is capped at `max_pending` readings and
 events together; beyond that new ones are refused and counted as buffer-full drops, so memory
 stays bounded and the loss is still reported.
+
+The door: what enters here meets the contract's own rules (`wire.models`: `key_problem`,
+`reading_problem`, `event_problem`), so nothing the buffer holds can fail to encode. A series key
+that breaks them gets no id of its own (a negative one, per problem, that `add` refuses); a
+reading or event that breaks them is not stored but counted by reason (`Group.rejected`, which
+the buffer adds to the next batch's `rejected_invalid`) and logged, at most once a minute per
+source, field and reason. Times are checked only where they are final: a stamp on an untrusted
+clock epoch (quality above the wire byte) is corrected at the cut, which checks it again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 from agent.buffer import NewRow, Position
-from agent.clock import AgentClock, Epoch, Reference
-from wire.models import Event, SeriesKey
+from agent.clock import WIRE_QUALITY_MASK, AgentClock, Epoch, Reference
+from firmware_bridge.source import LogThrottle
+from wire.models import (
+    Event,
+    Problem,
+    Reason,
+    SeriesKey,
+    event_problem,
+    key_problem,
+    reading_problem,
+)
+
+log = logging.getLogger(__name__)
+_INT64 = 2**63
 
 
 @dataclass(slots=True)
@@ -40,10 +63,12 @@ class Group:
     generation: int
     events: list[Event] = field(default_factory=list)
     positions: dict[int, Position | None] = field(default_factory=dict)
+    rejected: Counter[str] = field(default_factory=Counter)  # refused at the door, by reason
 
     def is_empty(self) -> bool:
         return not (
-            self.rows
+            self.rejected
+            or self.rows
             or self.new_series
             or self.new_epochs
             or self.references
@@ -68,9 +93,11 @@ class Ingest:
         last_values: dict[int, tuple[int, float]],
         flush_max_readings: int,
         max_pending: int,
+        log_interval_s: float = 60.0,
     ) -> None:
         self._clock = clock
-        self._ids = {k: i for i, k in series.items()}
+        # a series an older version stored with a key that breaks the rules gets no new readings
+        self._ids = {k: i for i, k in series.items() if key_problem(k) is None}
         self._next_id = max(series, default=0) + 1
         self._last = last_values
         self._flush_max = flush_max_readings
@@ -83,16 +110,34 @@ class Ingest:
         self._generation = 0
         self._committed_generation = 0
         self._waiters: list[_Waiter] = []
+        self._rejected: Counter[str] = Counter()
+        self._bad_ids: dict[Problem, int] = {}  # one id per problem, not per key: bounded
+        self._bad_keys: dict[int, Problem] = {}
+        self._throttle = LogThrottle(log, log_interval_s)
         self.readings_in = 0
         self.events_in = 0
         self.full = asyncio.Event()  # set when a flush should not wait for the timer
 
+    def for_source(self, name: str) -> SourceSink:
+        """The sink a source is given: the same ingest, naming the source in refusals."""
+        return SourceSink(self, name)
+
     def series_id(self, key: SeriesKey) -> int:
         sid = self._ids.get(key)
         if sid is None:
+            problem = key_problem(key)
+            if problem is not None:
+                return self._bad_id(problem)
             sid = self._ids[key] = self._next_id
             self._next_id += 1
             self._new_series.append((sid, key))
+        return sid
+
+    def _bad_id(self, problem: Problem) -> int:
+        sid = self._bad_ids.get(problem)
+        if sid is None:
+            sid = self._bad_ids[problem] = -1 - len(self._bad_ids)
+            self._bad_keys[sid] = problem
         return sid
 
     def last_value(self, series_id: int) -> float | None:
@@ -100,9 +145,31 @@ class Ingest:
         last = self._last.get(series_id)
         return None if last is None else last[1]
 
-    def add(self, series_id: int, value: float, quality: int = 0, ts_ms: int | None = None) -> None:
-        """One reading, stamped now by the agent's clock unless the source knows its time."""
+    def add(
+        self,
+        series_id: int,
+        value: float,
+        quality: int = 0,
+        ts_ms: int | None = None,
+        *,
+        source: str = "",
+    ) -> None:
+        """One reading, stamped now by the agent's clock unless the source knows its time.
+        Refused (counted, logged) if its series, value, quality or final time breaks the
+        contract."""
         self.readings_in += 1
+        problem = self._bad_keys.get(series_id) if series_id < 0 else None
+        if problem is None:
+            final = quality <= WIRE_QUALITY_MASK
+            try:
+                problem = reading_problem(
+                    ts_ms if final else None, value, quality & WIRE_QUALITY_MASK
+                ) or (None if final else _stamp_problem(ts_ms, quality))
+            except (OverflowError, TypeError):  # an int too big for a float, or not a number
+                problem = Problem("value", Reason.NOT_FINITE, f"{value!r:.40} is not a float")
+        if problem is not None:
+            self._refuse("reading", problem, source)
+            return
         if self.pending >= self._max_pending:
             self._dropped += 1
             return
@@ -114,16 +181,40 @@ class Ingest:
         if len(self._rows) >= self._flush_max:
             self.full.set()
 
-    def add_event(self, event: Event) -> None:
+    def add_event(self, event: Event, *, source: str = "") -> None:
         """One event, as the source stamped it (`ts_ms` and quality from the agent's clock, so
-        untrusted time is flagged and corrected like a reading's)."""
+        untrusted time is flagged and corrected like a reading's). Refused (counted, logged) if
+        it breaks the contract."""
         self.events_in += 1
+        final = event.quality <= WIRE_QUALITY_MASK
+        checked = (
+            event
+            if final
+            else dataclasses.replace(event, quality=event.quality & WIRE_QUALITY_MASK)
+        )
+        problem = event_problem(checked, check_ts=final) or (
+            None if final else _stamp_problem(event.ts_ms, event.quality)
+        )
+        if problem is not None:
+            self._refuse("event", problem, source)
+            return
         if self.pending >= self._max_pending:
             self._dropped += 1
             return
         self._events.append(event)
         if self.pending >= self._flush_max:
             self.full.set()
+
+    def _refuse(self, what: str, problem: Problem, source: str) -> None:
+        reason = str(problem.reason)
+        self._rejected[reason] += 1
+        self._throttle.warning(
+            f"{source}|{problem.field}|{reason}",
+            "source %r: %s refused, not stored: %s",
+            source or "?",
+            what,
+            problem,
+        )
 
     def set_position(self, uid: int, position: Position | None) -> None:
         """Commit `position` (None: forget it) for MCU `uid` with what was added before."""
@@ -162,9 +253,10 @@ class Ingest:
             generation=self._generation,
             events=self._events,
             positions=self._positions,
+            rejected=self._rejected,
         )
         self._rows, self._new_series, self._dropped = [], [], 0
-        self._events, self._positions = [], {}
+        self._events, self._positions, self._rejected = [], {}, Counter()
         self.full.clear()
         return group
 
@@ -176,6 +268,7 @@ class Ingest:
         self._clock.new_epochs[:0] = group.new_epochs
         self._clock.references[:0] = group.references
         self._dropped += group.dropped
+        self._rejected.update(group.rejected)
         self._positions = {**group.positions, **self._positions}  # newer ones win
         overflow = len(self._rows) - self._max_pending
         if overflow > 0:  # still bounded: the oldest give way, counted
@@ -199,7 +292,7 @@ class Ingest:
 
     async def committed(self) -> None:
         """Wait until every reading added before this call is committed."""
-        if self._rows or self._new_series or self._events or self._positions:
+        if self._rows or self._new_series or self._events or self._positions or self._rejected:
             target = self._generation + 1  # the next group taken holds them
             self.full.set()
         elif self._committed_generation < self._generation:
@@ -209,3 +302,39 @@ class Ingest:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(_Waiter(target, future))
         await future
+
+
+def _stamp_problem(ts_ms: int | None, quality: int) -> Problem | None:
+    """A stamp on an untrusted epoch is checked at the cut; here only that it fits the buffer's
+    64-bit integer columns (a source passing nonsense must not fail the group commit)."""
+    if not 0 <= quality < _INT64:
+        return Problem("quality", Reason.QUALITY_CODE, f"unknown code {quality}")
+    if ts_ms is not None and not -_INT64 <= ts_ms < _INT64:
+        return Problem("ts", Reason.TIMESTAMP_RANGE, f"timestamp {ts_ms} ms is out of range")
+    return None
+
+
+class SourceSink:
+    """`Sink` for one source: forwards to the ingest with the source's name for the log."""
+
+    def __init__(self, ingest: Ingest, name: str) -> None:
+        self.ingest = ingest
+        self.name = name
+
+    def series_id(self, key: SeriesKey) -> int:
+        return self.ingest.series_id(key)
+
+    def add(self, series_id: int, value: float, quality: int = 0, ts_ms: int | None = None) -> None:
+        self.ingest.add(series_id, value, quality, ts_ms, source=self.name)
+
+    def add_event(self, event: Event) -> None:
+        self.ingest.add_event(event, source=self.name)
+
+    def room(self) -> int:
+        return self.ingest.room()
+
+    def last_value(self, series_id: int) -> float | None:
+        return self.ingest.last_value(series_id)
+
+    async def committed(self) -> None:
+        await self.ingest.committed()

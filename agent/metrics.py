@@ -66,6 +66,7 @@ class Metrics:
     dropped: dict[str, int] = field(
         default_factory=lambda: {"buffer_full": 0, "damaged": 0, "rejected_invalid": 0}
     )
+    rejected: dict[str, int] = field(default_factory=dict)  # contract refusals, by reason
     batches_sent: int = 0  # attempts
     batches_acked: dict[str, int] = field(default_factory=lambda: {"stored": 0, "duplicate": 0})
     readings_acked: int = 0
@@ -110,6 +111,13 @@ class Metrics:
             MetricType.COUNTER,
             "Readings lost or refused, by reason.",
             [((("reason", k),), v) for k, v in sorted(self.dropped.items())],
+        )
+        metric(
+            "rejected_total",
+            MetricType.COUNTER,
+            "Readings and events refused at the ingest or set aside at a cut because they break "
+            "the contract, by reason (kept in the buffer file across restarts).",
+            [((("reason", k),), v) for k, v in sorted(self.rejected.items())],
         )
         metric(
             "events_in_total",

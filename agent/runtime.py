@@ -173,7 +173,8 @@ class Agent:
                 tg.create_task(self.syncer.run(), name="sync")
                 tg.create_task(self._clock_task(), name="clock")
                 for source in self.sources:
-                    tg.create_task(source.run(self.ingest), name=f"source:{source.name}")
+                    sink = self.ingest.for_source(source.name)
+                    tg.create_task(source.run(sink), name=f"source:{source.name}")
                 await self.stop.wait()
                 raise _StopRequestedError
         except* _StopRequestedError:
@@ -222,6 +223,7 @@ class Agent:
                     dropped_before=group.dropped,
                     events=group.events,
                     positions=group.positions,
+                    rejected_before=group.rejected,
                 )
             )
         except StoreError:
@@ -265,6 +267,11 @@ class Agent:
         m.backlog_age_seconds = (
             0.0 if oldest is None else max(0.0, (self.clock.now_ms() - oldest) / 1000)
         )
+        # persisted totals (refused at the door or set aside at a cut), as `status` shows them
+        meta = dict(self.worker.buffer.meta)  # one copy: the buffer thread may be writing
+        prefix = "total_rejected_by_"
+        m.rejected = {k[len(prefix) :]: int(v) for k, v in meta.items() if k.startswith(prefix)}
+        m.dropped["rejected_invalid"] = int(meta.get("total_rejected_invalid", 0))
         m.clock_state = int(self.clock.state)
         m.clock_offset_ms = self.clock.offset_ms
         m.sources = {

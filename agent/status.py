@@ -20,6 +20,7 @@ from agent.errors import StoreError
 from wire.keys import b64url_encode
 from wire.models import ClockState
 
+_BY_REASON = "total_rejected_by_"  # agent.buffer's per-reason totals
 _CLOCK_NAMES = {
     ClockState.SYNCED: "synced (NTP)",
     ClockState.CORRECTED: "corrected against the receiver",
@@ -82,6 +83,7 @@ def read_status(config: Config, *, now_ms: int | None = None) -> dict[str, Any]:
         "clock": {
             "state": None if clock_state is None else ClockState(int(clock_state)).name.lower(),
             "offset_ms": meta.get("clock_offset_ms"),
+            "sync_check": config.clock.sync_check,  # what "synced" is based on
         },
         "key": {
             "keyid": meta.get("key_id"),  # the key the agent signs with
@@ -93,6 +95,11 @@ def read_status(config: Config, *, now_ms: int | None = None) -> dict[str, Any]:
                 "not_yet_reported": int(meta.get(f"pending_{name}", 0)),
             }
             for name in ("dropped_buffer_full", "dropped_damaged", "rejected_invalid")
+        },
+        "rejected_by_reason": {
+            key.removeprefix(_BY_REASON): int(value)
+            for key, value in sorted(meta.items())
+            if key.startswith(_BY_REASON)
         },
         "readings_committed": int(meta.get("total_committed", 0)),
     }
@@ -114,7 +121,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"last error:    {u['last_error'] or 'none'}",
         f"chain head:    seq {c['head_seq']}"
         + ("" if c["confirmed_with_receiver"] else " (not yet confirmed with the receiver)"),
-        f"clock:         {_clock(k['state'])}"
+        f"clock:         {_clock(k['state'], k['sync_check'])}"
         + ("" if k["offset_ms"] is None else f", offset {k['offset_ms']} ms"),
         f"key:           {key['keyid'] or 'unknown'}"
         + (f" (key file not taken: {key['reload_error']})" if key["reload_error"] else ""),
@@ -124,9 +131,11 @@ def format_status(status: dict[str, Any]) -> str:
         "dropped_damaged": "damaged:",
         "rejected_invalid": "rejected:",
     }
+    reasons = ", ".join(f"{r} {n}" for r, n in status["rejected_by_reason"].items())
     for name, d in status["drops"].items():
+        why = f" ({reasons})" if name == "rejected_invalid" and reasons else ""
         lines.append(
-            f"{labels[name]:<15}{d['total']} total, {d['not_yet_reported']} not yet reported"
+            f"{labels[name]:<15}{d['total']} total{why}, {d['not_yet_reported']} not yet reported"
         )
     if b["damage"]:
         lines.append(f"damage:        {b['damage']}")
@@ -143,8 +152,13 @@ def _events_held(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-def _clock(name: str | None) -> str:
-    return "unknown" if name is None else _CLOCK_NAMES[ClockState[name.upper()]]
+def _clock(name: str | None, sync_check: str) -> str:
+    if name is None:
+        return "unknown"
+    state = ClockState[name.upper()]
+    if state == ClockState.SYNCED and sync_check == "assume_synced":
+        return 'assumed synced (sync_check = "assume_synced": not checked)'
+    return _CLOCK_NAMES[state]
 
 
 def _age(age_s: float | None) -> str:

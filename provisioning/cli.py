@@ -6,6 +6,12 @@ Operator commands talk to the receiver's admin API. The admin token comes from
 errors. Gateway commands (`enroll`, `rotate-key`, `doctor`) run on the gateway and use the
 device key in `--dir`.
 
+Ids may start with "-": a key id is base64url (about one in 64 starts with "-") and a device id
+is any printable text. In a command's own arguments, a word that starts with "-" but is none of
+that command's options is taken as the id, and the word after an option that takes a value is its
+value (`keys revoke -Xb3…`, `token create --device -gw1`); `--` ends the options as usual, and
+is needed before an id that is itself one of the command's options or the start of one.
+
 Output: results on stdout (a token, a table, JSON), progress and warnings on stderr, every error
 one line `edgectl: …` on stderr with the exit code of its class (`provisioning.errors`); no
 traceback unless `--debug`.
@@ -19,7 +25,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -115,6 +121,52 @@ def _epilog() -> str:
     )
 
 
+class _Parser(argparse.ArgumentParser):
+    """A sub-command parser that lets ids start with "-" (see the module docstring)."""
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if args is not None and self.get_default("func") is not None:  # a command, not a group
+            # argparse has no public accessor for a parser's options: `_actions` it is
+            takes_value = {s: a.nargs != 0 for a in self._actions for s in a.option_strings}
+            args = dash_ids(list(args), takes_value)
+        return super().parse_known_args(args, namespace)
+
+
+def dash_ids(args: Sequence[str], takes_value: Mapping[str, bool]) -> list[str]:
+    """`args` rewritten so that argparse reads a word starting with "-" that names no option as
+    a positional (moved behind `--`), and the word after an option that takes a value as that
+    value (`--opt=word`)."""
+    words: list[str] = []
+    ids: list[str] = []
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if word == "--":
+            return [*words, "--", *ids, *args[i + 1 :]]
+        if word in takes_value:
+            after = args[i + 1] if i + 1 < len(args) else None
+            if takes_value[word] and after is not None and after not in (*takes_value, "--"):
+                words.append(f"{word}={after}")
+                i += 2
+                continue
+            words.append(word)
+        elif word.startswith("-") and word != "-" and not _may_be_option(word, takes_value):
+            ids.append(word)
+        else:
+            words.append(word)
+        i += 1
+    return [*words, "--", *ids] if ids else words
+
+
+def _may_be_option(word: str, options: Iterable[str]) -> bool:
+    """An option, `--option=value`, or an abbreviation argparse may expand or call ambiguous
+    (its error then names the option, not the next word, which may be a secret)."""
+    name = word.split("=", 1)[0]
+    return any(option.startswith(name) for option in options)
+
+
 class _RefuseSecretValue(argparse.Action):
     """`--admin-token VALUE`: refused without repeating the value (it is a secret)."""
 
@@ -138,7 +190,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=VersionAction, prog=PROG)
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     parser.set_defaults(debug=False)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
 
     operator = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     operator.add_argument("--cloud", metavar="URL", help="receiver URL (env TIERLESS_CLOUD_URL)")

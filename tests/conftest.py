@@ -13,6 +13,13 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import settings
+
+# Property tests are derandomised: the same examples on every run and every machine, so a red
+# test is reproducible and CI never turns red by luck. HYPOTHESIS_PROFILE=explore searches anew.
+settings.register_profile("tierless", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "tierless"))
 
 PG_DSN = os.environ.get("TIERLESS_PG_DSN", "postgresql://postgres@127.0.0.1:5432/tierless_test")
 MQTT_URL = os.environ.get("TIERLESS_MQTT_URL", "mqtt://127.0.0.1:1883")

@@ -10,6 +10,11 @@ Invariants (checked by `Batch.validate`, which the codec runs on both sides):
 - `prev` is 32 bytes: the SHA-256 of the previous batch's encoded (uncompressed) body, or 32 zero
   bytes (`GENESIS`) before a device's first batch;
 - strings are short and printable, so a hostile batch cannot smuggle megabytes through a name.
+
+These rules are written once, as pure functions that return the first `Problem` (the field at
+fault and a `Reason`) or None: `name_problem`, `key_problem`, `reading_problem`, `event_problem`.
+`Batch.validate` raises on them; the agent applies the same functions where a reading or event
+enters it, so nothing it stores can fail to encode.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ MAX_TS_MS = 4_102_444_800_000  # 2100-01-01
 MAX_NAME_LEN = 128
 MAX_ATTR_VALUE_LEN = 256
 MAX_EVENT_ATTRS = 32
+MIN_ATTR_INT, MAX_ATTR_INT = -(2**63), 2**64 - 1  # what MessagePack can carry
 
 # A reading taken while the gateway's wall clock could not be trusted carries this bit in its
 # quality code, so a late or early timestamp is visible instead of silently plausible.
@@ -167,8 +173,10 @@ class Batch:
 
     def validate(self) -> None:
         """Raise InvalidBatchError naming the first field that breaks the contract."""
-        _check_name(self.device_id, "device_id")
-        _check_name(self.boot_id, "boot_id")
+        for name in ("device_id", "boot_id"):
+            problem = name_problem(getattr(self, name), name)
+            if problem is not None:
+                raise InvalidBatchError(str(problem))
         if not 1 <= self.seq < 2**63:
             raise InvalidBatchError(f"seq: {self.seq} is not in 1..2^63-1")
         if len(self.prev) != 32:
@@ -181,33 +189,115 @@ class Batch:
         seen: set[SeriesKey] = set()
         for i, s in enumerate(self.series):
             where = f"series[{i}]"
-            _check_key(s.key, where)
+            _raise(key_problem(s.key), where)
             if s.key in seen:
                 raise InvalidBatchError(f"{where}: series {s.key.metric!r} appears twice")
             seen.add(s.key)
             _check_columns(s, where)
         for i, e in enumerate(self.events):
-            _check_event(e, f"events[{i}]")
+            _raise(event_problem(e), f"events[{i}]")
 
 
-def _check_name(value: str, where: str, *, allow_empty: bool = False) -> None:
+class Reason(enum.StrEnum):
+    """Why a name, value or event breaks the contract: the label a refusal is counted under."""
+
+    EMPTY = "empty"
+    TOO_LONG = "too_long"
+    CONTROL_CHARACTERS = "control_characters"
+    TIMESTAMP_RANGE = "timestamp_range"
+    NOT_FINITE = "not_finite"
+    QUALITY_CODE = "quality_code"
+    TOO_MANY_ATTRS = "too_many_attrs"
+    DUPLICATE_ATTR = "duplicate_attr"
+    BAD_ATTR_VALUE = "bad_attr_value"
+    OUT_OF_RANGE = "out_of_range"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """The first rule a reading, series key or event breaks: `field` names the part at fault
+    ("unit", "value", "attrs.lot"), `detail` says how, in the words `Batch.validate` uses."""
+
+    field: str
+    reason: Reason
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.detail}"
+
+
+def name_problem(value: str, field: str, *, allow_empty: bool = False) -> Problem | None:
+    """A metric, tag, unit, id or attribute name: 1..MAX_NAME_LEN printable characters (tags
+    and units may be empty)."""
     if not value and not allow_empty:
-        raise InvalidBatchError(f"{where}: must not be empty")
+        return Problem(field, Reason.EMPTY, "must not be empty")
     if len(value) > MAX_NAME_LEN:
-        raise InvalidBatchError(f"{where}: longer than {MAX_NAME_LEN} characters")
+        return Problem(field, Reason.TOO_LONG, f"longer than {MAX_NAME_LEN} characters")
     if not value.isprintable():
-        raise InvalidBatchError(f"{where}: contains control characters")
+        return Problem(field, Reason.CONTROL_CHARACTERS, "contains control characters")
+    return None
 
 
-def _check_key(key: SeriesKey, where: str) -> None:
-    _check_name(key.metric, f"{where}.metric")
+def key_problem(key: SeriesKey) -> Problem | None:
+    """What makes a series key unsendable, or None: the metric is a name, the rest may be empty."""
+    problem = name_problem(key.metric, "metric")
+    if problem is not None:
+        return problem
     for name in ("unit", "site", "area", "process", "medium"):
-        _check_name(getattr(key, name), f"{where}.{name}", allow_empty=True)
+        problem = name_problem(getattr(key, name), name, allow_empty=True)
+        if problem is not None:
+            return problem
+    return None
 
 
-def _check_ts(ts: int, where: str) -> None:
-    if not MIN_TS_MS <= ts <= MAX_TS_MS:
-        raise InvalidBatchError(f"{where}: timestamp {ts} ms is outside 2000..2100")
+def ts_problem(ts_ms: int, field: str = "ts") -> Problem | None:
+    if not MIN_TS_MS <= ts_ms <= MAX_TS_MS:
+        return Problem(field, Reason.TIMESTAMP_RANGE, f"timestamp {ts_ms} ms is outside 2000..2100")
+    return None
+
+
+def reading_problem(ts_ms: int | None, value: float, quality: int) -> Problem | None:
+    """What makes one reading unsendable, or None. `ts_ms` None: not known yet (the agent
+    stamps it), so only the value and the quality code are checked."""
+    if not math.isfinite(value):
+        return Problem("value", Reason.NOT_FINITE, "not a finite number")
+    if quality not in VALID_QUALITY_CODES:
+        return Problem("quality", Reason.QUALITY_CODE, f"unknown code {quality}")
+    return None if ts_ms is None else ts_problem(ts_ms)
+
+
+def event_problem(event: Event, *, check_ts: bool = True) -> Problem | None:
+    """What makes an event unsendable, or None (`check_ts` False: its time is not final yet)."""
+    problem = name_problem(event.kind, "kind")
+    if problem is not None:
+        return problem
+    if check_ts and (problem := ts_problem(event.ts_ms)) is not None:
+        return problem
+    if event.quality not in VALID_QUALITY_CODES:
+        return Problem("quality", Reason.QUALITY_CODE, f"unknown code {event.quality}")
+    if len(event.attrs) > MAX_EVENT_ATTRS:
+        return Problem("attrs", Reason.TOO_MANY_ATTRS, f"more than {MAX_EVENT_ATTRS}")
+    names: set[str] = set()
+    for name, value in event.attrs:
+        problem = name_problem(name, "attrs")
+        if problem is not None:
+            return problem
+        where = f"attrs.{name}"
+        if name in names:
+            return Problem(where, Reason.DUPLICATE_ATTR, "duplicate attribute")
+        names.add(name)
+        if isinstance(value, float) and not math.isfinite(value):
+            return Problem(where, Reason.NOT_FINITE, "not a finite number")
+        if isinstance(value, int) and not MIN_ATTR_INT <= value <= MAX_ATTR_INT:
+            return Problem(where, Reason.OUT_OF_RANGE, "integer beyond 64 bits")
+        if isinstance(value, str) and (len(value) > MAX_ATTR_VALUE_LEN or not value.isprintable()):
+            return Problem(where, Reason.BAD_ATTR_VALUE, "string too long or unprintable")
+    return None
+
+
+def _raise(problem: Problem | None, where: str) -> None:
+    if problem is not None:
+        raise InvalidBatchError(f"{where}.{problem}")
 
 
 def _check_columns(s: SeriesData, where: str) -> None:
@@ -215,33 +305,14 @@ def _check_columns(s: SeriesData, where: str) -> None:
     if n == 0 or len(s.values) != n or len(s.quality) != n:
         raise InvalidBatchError(f"{where}: columns must be non-empty and of equal length")
     # min/max first: one C-speed pass each instead of a Python loop per reading
-    _check_ts(min(s.ts_ms), f"{where}.ts")
-    _check_ts(max(s.ts_ms), f"{where}.ts")
+    _raise(ts_problem(min(s.ts_ms)), where)
+    _raise(ts_problem(max(s.ts_ms)), where)
     if not all(map(math.isfinite, s.values)):
         bad = next(j for j, v in enumerate(s.values) if not math.isfinite(v))
         raise InvalidBatchError(f"{where}.values[{bad}]: not a finite number")
     if not VALID_QUALITY_CODES.issuperset(s.quality):
         bad = next(j for j, q in enumerate(s.quality) if q not in VALID_QUALITY_CODES)
         raise InvalidBatchError(f"{where}.quality[{bad}]: unknown code {s.quality[bad]}")
-
-
-def _check_event(e: Event, where: str) -> None:
-    _check_name(e.kind, f"{where}.kind")
-    _check_ts(e.ts_ms, f"{where}.ts")
-    if e.quality not in VALID_QUALITY_CODES:
-        raise InvalidBatchError(f"{where}.quality: unknown code {e.quality}")
-    if len(e.attrs) > MAX_EVENT_ATTRS:
-        raise InvalidBatchError(f"{where}.attrs: more than {MAX_EVENT_ATTRS}")
-    names: set[str] = set()
-    for name, value in e.attrs:
-        _check_name(name, f"{where}.attrs")
-        if name in names:
-            raise InvalidBatchError(f"{where}.attrs.{name}: duplicate attribute")
-        names.add(name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidBatchError(f"{where}.attrs.{name}: not a finite number")
-        if isinstance(value, str) and (len(value) > MAX_ATTR_VALUE_LEN or not value.isprintable()):
-            raise InvalidBatchError(f"{where}.attrs.{name}: string too long or unprintable")
 
 
 def group_readings(readings: Sequence[Reading]) -> list[SeriesData]:

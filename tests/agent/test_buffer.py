@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import sqlite3
 
@@ -12,7 +13,7 @@ from agent.clock import EPOCH_SHIFT, Epoch, Reference
 from agent.errors import StoreError
 from tests.agent.helpers import BOOT, T0, cut, decode, key, open_test_buffer, values_of
 from wire.codec import batch_digest
-from wire.models import GENESIS, TIME_UNTRUSTED, Counters
+from wire.models import GENESIS, TIME_UNTRUSTED, Counters, Event, SeriesKey
 
 
 def fill(buf, n, *, series=2, start=0, quality=0):
@@ -110,6 +111,48 @@ def test_invalid_readings_are_counted_not_sent(tmp_path):
     assert batch.counters.rejected_invalid == 3
     assert buf.depth == 1
     assert buf.meta["total_rejected_invalid"] == 3
+
+
+def test_rows_of_a_series_the_contract_refuses_are_set_aside_and_the_rest_flows(tmp_path, caplog):
+    # A buffer written before the ingest checked keys: a NUL byte inside a unit (MT-SICS line
+    # noise). Before, every cut failed: "cannot encode batch 1: series[1].unit: contains
+    # control characters", and the agent exited with code 4 on every start.
+    buf = open_test_buffer(tmp_path / "b.db")
+    bad = SeriesKey("weight", "11835\x00kg")
+    buf.commit(
+        [(1, T0, 1.0, 0), (2, T0, 11835.0, 1), (1, T0 + 1, 2.0, 0), (2, T0 + 1, 5.0, 1)],
+        new_series=[(1, key(1)), (2, bad)],
+        events=[Event("ticket", T0, (("lot", "L\x07"),)), Event("ticket", T0, (("lot", "L1"),))],
+    )
+    buf.close()
+    buf = open_test_buffer(tmp_path / "b.db")
+    with caplog.at_level(logging.WARNING, logger="agent.buffer"):
+        first = cut(buf)
+        buf.commit([(2, T0 + 2, 6.0, 1)])  # another one later: counted, logged no more
+        second = cut(buf)
+    batch = decode(first.body)
+    assert [v for _m, _t, v, _q in values_of(batch)] == [1.0, 2.0]
+    assert [e.attrs for e in batch.events] == [(("lot", "L1"),)]
+    assert batch.counters.rejected_invalid == 3
+    assert decode(second.body).counters.rejected_invalid == 1
+    assert buf.uncut() == 0
+    assert buf.meta["total_rejected_by_control_characters"] == 3
+    assert buf.meta["total_rejected_by_bad_attr_value"] == 1
+    assert "total_refused" not in buf.meta  # these were committed, then set aside
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines  # once per reason
+    assert any("set aside" in line and "control_characters" in line for line in lines)
+
+
+def test_refusals_at_the_ingest_reach_the_next_batch(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    buf.commit([], rejected_before={"control_characters": 2, "not_finite": 1})
+    batch = decode(cut(buf).body)
+    assert batch.counters.rejected_invalid == 3
+    assert buf.meta["total_rejected_invalid"] == 3
+    assert buf.meta["total_refused"] == 3
+    assert buf.meta["total_rejected_by_not_finite"] == 1
+    assert cut(buf) is None  # reported exactly once
 
 
 def test_batch_is_halved_until_it_fits_max_bytes(tmp_path):

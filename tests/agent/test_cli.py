@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from tests.agent.helpers import write_config, write_key
+from tests.agent.helpers import open_test_buffer, write_config, write_key
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "agent.toml"
@@ -172,3 +172,49 @@ def test_example_serial_sources_are_valid_once_uncommented(tmp_path):
     weighbridge = config.sources[3]
     assert isinstance(weighbridge, AsciiSourceConfig)
     assert weighbridge.event is not None
+
+
+def _stopped_agent_buffer(tmp_path, clock: str) -> Path:
+    """A config whose buffer a (stopped) agent left behind, with a synced clock recorded."""
+    write_key(tmp_path / "keys" / "device.key")
+    path = write_config(tmp_path, url="http://127.0.0.1:9", clock=clock)
+    buf = open_test_buffer(tmp_path / "data" / "buffer.db")
+    buf.commit([], rejected_before={"control_characters": 2})
+    buf.set_meta(clock_state=0, clock_offset_ms=0)
+    buf.close()
+    return path
+
+
+@pytest.mark.parametrize(
+    ("clock", "shown"),
+    [
+        ('sync_check = "assume_synced"\n', 'assumed synced (sync_check = "assume_synced"'),
+        ('sync_check = "auto"\n', "synced (NTP)"),
+    ],
+)
+def test_status_reports_the_clock_as_configured(tmp_path, capsys, clock, shown):
+    path = _stopped_agent_buffer(tmp_path, clock)
+    assert main(["status", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    (line,) = [x for x in out.splitlines() if x.startswith("clock:")]
+    assert shown in line
+    assert ("NTP" in line) == ("auto" in clock)  # before: "synced (NTP)" whatever the config
+    assert re.search(r"^rejected: +2 total \(control_characters 2\), 2 not yet", out, re.M)
+
+
+def test_status_into_a_closed_pipe_prints_no_traceback(tmp_path):
+    path = _stopped_agent_buffer(tmp_path, 'sync_check = "assume_synced"\n')
+    with subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "status", "--config", str(path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        proc.stdout.close()  # `| head -0`: the reader is gone before the first line
+        err = proc.stderr.read() if proc.stderr else ""
+        code = proc.wait(timeout=30)
+    assert "Traceback" not in err
+    assert "BrokenPipeError" not in err
+    assert code == 0

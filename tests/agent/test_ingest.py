@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
+import tempfile
+from pathlib import Path
 
-from agent.clock import AgentClock
+import msgspec
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.clock import EPOCH_SHIFT, AgentClock
 from agent.ingest import Ingest
-from wire.models import SeriesKey
+from agent.sources.mqtt_mapping import Mapper, MqttRule, compile_rule
+from agent.sources.mqtt_presets import PRESETS as MQTT_PRESETS
+from firmware_bridge.ascii_protocol import (
+    AnswerParser,
+    AsciiConfig,
+    AsciiValue,
+    EventConfig,
+    LineSplitter,
+    compile_spec,
+)
+from firmware_bridge.errors import DeviceError, FrameError, UnparsableAnswerError
+from firmware_bridge.framing import FrameDecoder, encode_frame
+from firmware_bridge.mcu_frames import TS_UTC, ChannelInfo, ReadingFrame, decode_body
+from firmware_bridge.modbus_map import REGISTERS, DataType, decode_words
+from firmware_bridge.port import PortConfig
+from tests.agent.helpers import cut, decode, open_test_buffer
+from wire.models import Event, SeriesKey
 
 T = 1_800_000_000_000
 
@@ -143,3 +167,207 @@ def test_buffer_watermarks_stage_through_the_ingest():
     marks.forget(7)
     assert marks.load(7) is None
     assert ingest.take().positions == {7: None}  # the forget is committed with the next group
+
+
+def test_a_key_the_contract_refuses_gets_no_series_and_its_readings_are_counted(caplog):
+    ingest = make()
+    sink = ingest.for_source("scale")
+    bad = SeriesKey("weight", "11835\x00kg")
+    sid = sink.series_id(bad)
+    assert sid < 0
+    assert sink.series_id(SeriesKey("weight", "g\x01")) == sid  # one id per problem, bounded
+    assert sink.series_id(SeriesKey("x" * 129)) != sid
+    with caplog.at_level(logging.WARNING, logger="agent.ingest"):
+        for _ in range(3):
+            sink.add(sid, 1.0)
+    assert sink.last_value(sid) is None
+    group = ingest.take()
+    assert group.rows == []
+    assert group.new_series == []
+    assert group.rejected == {"control_characters": 3}
+    assert not group.is_empty()  # the count must still be committed
+    assert ingest.readings_in == 3
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "source 'scale': reading refused, not stored: unit: contains control characters"
+    ]
+
+
+def test_values_qualities_and_final_times_are_checked_at_the_door():
+    ingest = make()
+    ingest.add(3, math.nan)
+    ingest.add(3, math.inf)
+    ingest.add(3, 10**400)  # an int no float can hold
+    ingest.add(3, 1.0, quality=99)
+    ingest.add(3, 1.0, ts_ms=5)  # the source's own time, before 2000
+    ingest.add(3, 1.0, quality=0 | 7 << EPOCH_SHIFT, ts_ms=5)  # untrusted epoch: the cut decides
+    ingest.add(3, 2.0)
+    group = ingest.take()
+    assert [r[2] for r in group.rows] == [1.0, 2.0]
+    assert group.rejected == {"not_finite": 3, "quality_code": 1, "timestamp_range": 1}
+
+
+def test_events_are_checked_at_the_door_and_refusals_survive_a_failed_commit():
+    ingest = make()
+    sink = ingest.for_source("bridge")
+    sink.add_event(Event("ticket", T, (("lot", "L\x07"),)))
+    sink.add_event(Event("ticket", T, (("net", 2**70),)))  # MessagePack cannot carry it
+    sink.add_event(Event("", T))
+    sink.add_event(Event("ticket", 5, quality=1 << EPOCH_SHIFT))  # time not final: kept
+    sink.add_event(Event("ticket", T, (("lot", "L1"),)))
+    group = ingest.take()
+    assert len(group.events) == 2
+    assert group.rejected == {"bad_attr_value": 1, "out_of_range": 1, "empty": 1}
+    ingest.give_back(group)
+    assert ingest.take().rejected == group.rejected
+
+
+def test_series_stored_with_a_refused_key_take_no_more_readings():
+    clock = AgentClock(Wall(), lambda: True, kernel_boot_id="b", floor_ms=0, next_epoch_id=1)
+    ingest = Ingest(
+        clock,
+        series={1: SeriesKey("w", "k\x00g")},
+        last_values={},
+        flush_max_readings=10,
+        max_pending=25,
+    )
+    sid = ingest.series_id(SeriesKey("w", "k\x00g"))
+    assert sid < 0
+    ingest.add(sid, 1.0)
+    assert ingest.take().rejected == {"control_characters": 1}
+
+
+# -- arbitrary bytes from every source's parser, through the door, cut and encoded ------------
+
+_PORT = PortConfig(path="/dev/null")
+_ASCII = [
+    AnswerParser(compile_spec(AsciiConfig(name="scale", port=_PORT, preset="mt-sics"))),
+    AnswerParser(
+        compile_spec(
+            AsciiConfig(
+                name="bridge",
+                port=_PORT,
+                mode="streaming",
+                pattern=r"^(?P<lot>\S*)\s+(?P<net>[-+]?\d+(?:\.\d*)?(?:[eE]\d+)?)\s*(?P<unit>.*)$",
+                values=[AsciiValue(group="net", metric="net_mass", unit_group="unit")],
+                event=EventConfig(kind="ticket", attrs={"lot": "lot", "net": "net", "u": "unit"}),
+            )
+        )
+    ),
+]
+_MQTT = Mapper(
+    [
+        compile_rule(msgspec.convert(r, MqttRule), MQTT_PRESETS)
+        for r in (
+            {
+                "topic": "j/{device}",
+                "metric_template": "{device}.{metric}",
+                "values": [{"metric": "v{key}", "path": "*", "unit": "{device}"}],
+            },
+            {"preset": "tasmota"},
+        )
+    ]
+)
+_DTYPES = list(REGISTERS)
+
+_noise = st.binary(max_size=120)
+_mt_sics = st.builds(
+    lambda status, number, unit: b"S " + status + b"  " + number + b" " + unit + b"\r\n",
+    st.sampled_from([b"S", b"D", b"I", b"+", b"-", b"\x00"]),
+    st.from_regex(rb"\A[-+]?\d{1,12}(\.\d{0,6})?\Z"),
+    st.binary(max_size=12),
+)
+_chunks = st.lists(st.one_of(_noise, _mt_sics), max_size=8)
+
+
+def _ascii(sink, data: list[bytes]) -> None:
+    for parser in _ASCII:
+        splitter = LineSplitter(end=b"\n", max_line=parser.spec.config.max_line)
+        for chunk in data:
+            for raw in splitter.feed(chunk):
+                try:
+                    answer = parser.parse(raw.decode("latin-1"))
+                except (UnparsableAnswerError, DeviceError):
+                    continue
+                for spec, value, unit in answer.values:
+                    sid = sink.series_id(SeriesKey(spec.metric, unit, spec.site, spec.area))
+                    sink.add(sid, 0.0 if value is None else value, answer.quality)
+                if answer.attrs is not None:
+                    sink.add_event(Event("ticket", T, answer.attrs, answer.quality))
+
+
+def _mcu(sink, bodies: list[bytes], noise: bytes) -> None:
+    stream = b"".join(encode_frame(b) for b in bodies if b) + noise
+    info: dict[int, ChannelInfo] = {}
+    for item in FrameDecoder().feed(stream):
+        if isinstance(item, FrameError):
+            continue
+        try:
+            msg = decode_body(item)
+        except FrameError:
+            continue
+        if isinstance(msg, ChannelInfo):
+            info[msg.channel] = msg
+        elif isinstance(msg, ReadingFrame):
+            ch = info.get(msg.channel)
+            key = SeriesKey(ch.metric if ch else f"mcu_ch{msg.channel}", ch.unit if ch else "")
+            ts = msg.ts_ms if msg.flags & TS_UTC else None
+            sink.add(sink.series_id(key), msg.value, msg.quality, ts)
+
+
+def _modbus(sink, words: list[int], dtype: DataType, scale: float) -> None:
+    n = REGISTERS[dtype]
+    sid = sink.series_id(SeriesKey("modbus_value", "kWh", "site"))
+    for i in range(0, len(words) - n + 1, n):
+        for order in ("big", "little"):
+            sink.add(sid, decode_words(words[i : i + n], dtype, order, order) * scale)
+
+
+def _mqtt(sink, topic: str, payload: bytes) -> None:
+    for t in ("j/" + topic, "tele/" + topic + "/SENSOR"):
+        for key, value, quality, ts_ms in _MQTT.map(t, payload, now_ms=T).readings:
+            sink.add(sink.series_id(key), value, quality, ts_ms)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ascii_data=_chunks,
+    mcu_bodies=st.lists(st.binary(min_size=1, max_size=40), max_size=6),
+    mcu_noise=_noise,
+    words=st.lists(st.integers(0, 0xFFFF), max_size=16),
+    dtype=st.sampled_from(_DTYPES),
+    scale=st.sampled_from([1.0, 0.001, 1e300]),
+    topic=st.text(max_size=30),
+    payload=st.one_of(_noise, st.sampled_from([b'{"a": 1e400}', b'{"\\u0000": 1}', b"NaN"])),
+)
+def test_arbitrary_bytes_through_every_parser_never_poison_a_batch(
+    ascii_data, mcu_bodies, mcu_noise, words, dtype, scale, topic, payload
+):
+    ingest = make(flush_max=10_000, max_pending=100_000)
+    _ascii(ingest.for_source("ascii"), ascii_data)
+    _mcu(ingest.for_source("mcu"), mcu_bodies, mcu_noise)
+    _modbus(ingest.for_source("modbus"), words, dtype, scale)
+    _mqtt(ingest.for_source("mqtt"), topic, payload)
+    group = ingest.take()
+    with tempfile.TemporaryDirectory() as tmp:
+        buf = open_test_buffer(Path(tmp) / "b.db")
+        try:
+            buf.commit(
+                group.rows,
+                new_series=group.new_series,
+                events=group.events,
+                rejected_before=group.rejected,
+            )
+            sent = events = rejected = 0
+            while (entry := cut(buf, max_readings=50)) is not None:
+                batch = decode(entry.body)  # the receiver's own decoder and checks
+                sent += batch.reading_count()
+                events += len(batch.events)
+                rejected += batch.counters.rejected_invalid
+            # everything the door let in was sent, everything it refused was reported
+            assert sent == len(group.rows)
+            assert events == len(group.events)
+            assert rejected == sum(group.rejected.values())
+            assert ingest.readings_in + ingest.events_in == sent + events + rejected
+        finally:
+            buf.close()

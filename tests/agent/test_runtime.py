@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 
 import httpx
 import pytest
 
+from agent.buffer import open_buffer
 from agent.config import load_config
 from agent.runtime import Agent, RuntimeDeps
+from firmware_bridge.ascii_protocol import AnswerParser, AsciiConfig, compile_spec
+from firmware_bridge.port import PortConfig
 from tests.agent.fakes import SERVER_MS, FakeReceiver
 from tests.agent.helpers import write_config, write_key
 from wire.codec import decode_batch
@@ -194,3 +198,73 @@ async def test_events_travel_with_readings_and_source_stats_are_metrics(setup):
     assert f'edge_agent_source_counter_total{{{label},counter="exceptions.2"}} 5' in scrape
     assert "down_until" not in scrape
     assert "healthy" not in scrape
+
+
+class NoisyScale:
+    """An MT-SICS scale streaming through the real answer parser; one line carries a NUL byte
+    inside the unit, as a noisy serial line delivered it."""
+
+    name = "scale"
+
+    def __init__(self) -> None:
+        config = AsciiConfig(
+            name="scale", port=PortConfig(path="/dev/null"), preset="mt-sics", mode="streaming"
+        )
+        self.parser = AnswerParser(compile_spec(config))
+
+    async def run(self, sink) -> None:
+        for line in ("S S     100.5 kg", "S D  00  11835\x00kg", "S S     101.5 kg"):
+            answer = self.parser.parse(line)
+            for spec, value, unit in answer.values:
+                key = SeriesKey(spec.metric, unit)
+                sink.add(sink.series_id(key), value if value is not None else 0.0, answer.quality)
+
+
+async def test_a_control_byte_from_a_device_cannot_stop_the_agent(setup):
+    receiver, make = setup
+    config = make(sources="", metrics='listen = "127.0.0.1:0"\n')
+    agent, stop, task = await run_agent(config, receiver, sources=[NoisyScale()])
+
+    def rejected() -> int:
+        return sum(decode_batch(b).counters.rejected_invalid for b in receiver.batches.values())
+
+    # Before: the bad reading was committed, the cut failed ("series[1].unit: contains control
+    # characters") and the agent stopped (exit 4), and again on every restart.
+    await wait_for(lambda: task.done() or (len(receiver.values()) == 2 and rejected() == 1))
+    assert not task.done(), task.exception()
+    reader, writer = await asyncio.open_connection("127.0.0.1", agent.metrics_port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    scrape = (await reader.read()).decode()
+    writer.close()
+    await writer.wait_closed()
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert sorted(receiver.values()) == [100.5, 101.5]
+    assert 'edge_agent_rejected_total{reason="control_characters"} 1' in scrape
+    conn = sqlite3.connect(config.buffer.path)
+    units = [u for (u,) in conn.execute("SELECT unit FROM series")]
+    conn.close()
+    assert units == ["kg"]  # the bad series never reached the buffer
+
+
+async def test_a_buffer_already_holding_a_bad_row_still_flows(setup):
+    receiver, make = setup
+    config = make(sources="")
+    old = open_buffer(config.buffer.path, max_bytes=1 << 26, kernel_boot_id="k")
+    bad, good = SeriesKey("weight", "11835\x00kg"), SeriesKey("weight", "kg")
+    old.commit(
+        [(1, T_EVENT, 1.0, 0), (2, T_EVENT, 11835.0, 1), (1, T_EVENT + 1, 2.0, 0)],
+        new_series=[(1, good), (2, bad)],
+    )
+    old.close()
+    agent, stop, task = await run_agent(config, receiver, sources=[NoisyScale()])
+
+    def rejected() -> int:
+        return sum(decode_batch(b).counters.rejected_invalid for b in receiver.batches.values())
+
+    await wait_for(lambda: task.done() or (len(receiver.values()) == 4 and rejected() == 2))
+    assert not task.done(), task.exception()
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert sorted(receiver.values()) == [1.0, 2.0, 100.5, 101.5]
+    assert agent.worker.buffer.meta["total_rejected_by_control_characters"] == 2

@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from provisioning.cli import _parser
 from provisioning.errors import LocalError
 from provisioning.inputs import parse_duration
 from tests.provisioning.conftest import Edgectl
@@ -68,6 +69,51 @@ def test_unknown_device_and_key(ctl):
     assert "not found" in r.err
     assert ctl("keys", "revoke", "no-such-key").code == 11
     assert ctl("devices", "revoke", "gw-nobody").code == 11
+
+
+def test_ids_may_start_with_a_dash(receiver, ctl):
+    # About one key id in 64 starts with "-": before, `keys revoke -…` was a usage error (exit
+    # 2) and the compromised key kept working.
+    r = ctl("keys", "revoke", "-Xb3no-such-key")
+    assert r.code == 11, r.text  # the receiver was asked: not found
+    assert ctl("keys", "revoke", "--", "-Xb3no-such-key").code == 11
+    assert ctl("token", "create", "--device", "-gw-op-6").code == 0
+    assert receiver.device("-gw-op-6")["status"] == "pending"
+    shown = ctl("devices", "show", "-gw-op-6", "--json")
+    assert (shown.code, json.loads(shown.out)["device_id"]) == (0, "-gw-op-6"), shown.text
+    r = ctl("devices", "disable", "--cloud", receiver.url, "-gw-op-6")
+    assert (r.code, "not enrolled yet" in r.err) == (12, True), r.text
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["keys", "revoke", "-abc"], {"keyid": "-abc"}),
+        (["keys", "revoke", "-abc", "--cloud", "http://x"], {"keyid": "-abc", "cloud": "http://x"}),
+        (["keys", "revoke", "--cloud", "-x", "--", "--json"], {"keyid": "--json", "cloud": "-x"}),
+        (["devices", "show", "--json", "-gw"], {"device": "-gw", "json": True}),
+        (["token", "create", "--device", "-gw", "--ttl", "2h"], {"device": "-gw", "ttl": "2h"}),
+        (["enroll", "--dir", "d", "--device", "-gw", "--token-file", "-"], {"device": "-gw"}),
+        (["keys", "revoke", "plain"], {"keyid": "plain"}),
+    ],
+)
+def test_dash_ids_parse(argv, expected):
+    args = _parser().parse_args(argv)
+    assert {k: getattr(args, k) for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["devices", "list", "--jsn"],  # a command without an id still refuses unknown options
+        ["keys", "revoke", "abc", "-x"],  # one id only
+        ["keys", "revoke"],
+    ],
+)
+def test_dash_ids_leave_usage_errors_alone(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _parser().parse_args(argv)
+    assert exc.value.code == 2
 
 
 def test_disable_enable_revoke(tmp_path, receiver, ctl):
