@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import TestSourceConfig, is_loopback, load_config, parse_config, parse_listen
+from agent.config import SyntheticSourceConfig, is_loopback, load_config, parse_config, parse_listen
 from agent.errors import ConfigError
 
 GOOD = """
@@ -38,7 +38,7 @@ def test_good_config_resolves_relative_paths():
     assert config.device.key_file == "/etc/edge-agent/keys/device.key"
     assert config.buffer.path == "/etc/edge-agent/buffer.db"
     source = config.sources[0]
-    assert isinstance(source, TestSourceConfig)
+    assert isinstance(source, SyntheticSourceConfig)
     assert source.rate_hz == 5.0
     assert source.series == 3
     assert config.clock.sync_check == "auto"

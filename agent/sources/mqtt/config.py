@@ -1,9 +1,9 @@
 """The MQTT source's configuration: the `type = "mqtt"` table, its checks and its secrets.
 
-Kept apart from `agent.sources.mqtt` so that validating a config file needs neither aiomqtt nor
-a running loop. `agent.config` puts `MqttSourceConfig` in its `SourceConfig` union, calls
-`mqtt_config_problems` for what types cannot say (URL, TLS keys, every rule compiled against
-the presets) and `resolve_mqtt_paths` to make file paths relative to the config file.
+Kept apart from `agent.sources.mqtt.source` so that validating a config file needs neither
+aiomqtt nor a running loop. `agent.config` puts `MqttSourceConfig` in its `SourceConfig` union,
+calls `mqtt_config_problems` for what types cannot say (URL, TLS keys, every rule compiled
+against the presets) and `resolve_mqtt_paths` to make file paths relative to the config file.
 
 Secrets: the broker password lives in `password_file` (and a client key in `key_file`), each
 refused unless it is a regular file owned by the agent's user with no group or other
@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 import msgspec
 
 from agent.errors import ConfigError
-from agent.sources.mqtt_mapping import MqttRule, RuleError, compile_rule
-from agent.sources.mqtt_presets import PRESETS
+from agent.sources.mqtt.mapping import MqttRule, RuleError, compile_rule
+from agent.sources.mqtt.presets import PRESETS
 
 _MAX_SECRET_BYTES = 4096
 
