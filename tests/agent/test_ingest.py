@@ -127,19 +127,3 @@ def test_positions_latest_wins_and_a_failed_group_gives_them_back():
     ingest.set_position(8, None)  # forgotten after the failed commit was taken: that wins
     ingest.give_back(group)
     assert ingest.take().positions == {7: (1, 9), 8: None}
-
-
-def test_buffer_watermarks_stage_through_the_ingest():
-    from agent.watermarks import BufferWatermarks
-    from firmware_bridge.source import McuPosition
-
-    ingest = make()
-    marks = BufferWatermarks({7: (1, 3)}, ingest)
-    assert marks.load(7) == (1, 3)
-    marks.stage(McuPosition(7, 1, 9))
-    assert marks.load(7) == (1, 3)  # staged is not committed
-    marks.save(7, (1, 9))  # the bridge, after the commit
-    assert marks.load(7) == (1, 9)
-    marks.forget(7)
-    assert marks.load(7) is None
-    assert ingest.take().positions == {7: None}  # the forget is committed with the next group

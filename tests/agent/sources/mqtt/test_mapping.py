@@ -1,6 +1,6 @@
 """MQTT message -> readings, pure: presets against real firmware payloads, rules, every bad payload.
 
-The samples are quoted from the pages cited in agent/sources/mqtt_presets.py.
+The samples are quoted from the pages cited in agent/sources/mqtt/presets.py.
 """
 
 from __future__ import annotations
@@ -14,20 +14,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.sources.mqtt_config import (
+from agent.sources.mqtt.config import (
     MqttSourceConfig,
     mqtt_config_problems,
     parse_broker_url,
     resolve_mqtt_paths,
 )
-from agent.sources.mqtt_mapping import (
+from agent.sources.mqtt.mapping import (
     REASONS,
     Mapper,
     MqttRule,
     RuleError,
     compile_rule,
 )
-from agent.sources.mqtt_presets import PRESETS
+from agent.sources.mqtt.presets import PRESETS
 from wire.models import MAX_NAME_LEN, TIME_UNTRUSTED, Quality, SeriesKey
 
 NOW = 1_800_000_000_000  # 2027-01-15T08:00:00Z
@@ -508,7 +508,7 @@ def test_broker_urls():
 
 
 def test_unacknowledged_entries_are_kept_however_many_come_after(tmp_path):
-    from agent.sources.mqtt_seen import Seen, fingerprint
+    from agent.sources.mqtt.seen import Seen, fingerprint
 
     seen = Seen(tmp_path / "s", b"broker", keep_acked=4, enabled=True)
     first = seen.add(1, fingerprint("t", b"1"), gen=1)
@@ -525,7 +525,7 @@ def test_unacknowledged_entries_are_kept_however_many_come_after(tmp_path):
 
 
 def test_a_fresh_message_ends_the_redeliveries_of_older_connections(tmp_path):
-    from agent.sources.mqtt_seen import Seen
+    from agent.sources.mqtt.seen import Seen
 
     seen = Seen(None, b"broker", keep_acked=10, enabled=True)
     seen.add(7, 70, gen=1)  # handled, never acknowledged: its connection died
@@ -538,7 +538,7 @@ def test_a_fresh_message_ends_the_redeliveries_of_older_connections(tmp_path):
 
 
 def test_the_record_survives_a_restart_and_refuses_a_foreign_or_torn_file(tmp_path):
-    from agent.sources.mqtt_seen import Seen
+    from agent.sources.mqtt.seen import Seen
 
     path = tmp_path / "mq.mqtt-seen"
     seen = Seen(path, b"mqtt://a\0id", keep_acked=10, enabled=True)
