@@ -31,12 +31,12 @@ from urllib.parse import urlsplit
 import msgspec
 
 from agent.errors import ConfigError
-from agent.sources.mqtt_config import MqttSourceConfig, mqtt_config_problems, resolve_mqtt_paths
+from agent.sources.mqtt.config import MqttSourceConfig, mqtt_config_problems, resolve_mqtt_paths
 from firmware_bridge.ascii_protocol import AsciiConfig, compile_spec
 from firmware_bridge.errors import ConfigError as BridgeConfigError
-from firmware_bridge.mcu_source import McuConfig
+from firmware_bridge.mcu_config import McuConfig
 from firmware_bridge.modbus_config import ModbusConfig, resolve
-from firmware_bridge.port import PortConfig
+from firmware_bridge.port_config import PortConfig
 from hostio.loopback import is_loopback
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -81,8 +81,8 @@ class BufferConfig(_Section, frozen=True):
     flush_max_readings: Annotated[int, msgspec.Meta(ge=1)] = 10_000
 
 
-class TestSourceConfig(_Section, frozen=True, tag="test", tag_field="type"):
-    """Meter-like counters at a fixed rate; for tests, demos and benchmarks."""
+class SyntheticSourceConfig(_Section, frozen=True, tag="test", tag_field="type"):
+    """Meter-like counters at a fixed rate; for tests, demos and benchmarks (`type = "test"`)."""
 
     name: _Name = "test"
     rate_hz: _PositiveFloat = 1.0
@@ -107,12 +107,16 @@ class AsciiSourceConfig(AsciiConfig, frozen=True, tag="ascii", tag_field="type")
 
 
 class McuSourceConfig(McuConfig, frozen=True, tag="mcu", tag_field="type"):
-    """One MCU running our firmware: `firmware_bridge.mcu_source.McuConfig`."""
+    """One MCU running our firmware: `firmware_bridge.mcu_config.McuConfig`."""
 
 
 # A tagged union on `type`: one more source type is one more member here.
 SourceConfig = (
-    TestSourceConfig | ModbusSourceConfig | AsciiSourceConfig | McuSourceConfig | MqttSourceConfig
+    SyntheticSourceConfig
+    | ModbusSourceConfig
+    | AsciiSourceConfig
+    | McuSourceConfig
+    | MqttSourceConfig
 )
 
 

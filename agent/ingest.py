@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from agent.buffer import NewRow, Position
 from agent.clock import WIRE_QUALITY_MASK, AgentClock, Epoch, Reference
-from firmware_bridge.source import LogThrottle
+from agent.sources.throttle import LogThrottle
 from wire.models import (
     Event,
     Problem,

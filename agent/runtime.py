@@ -39,7 +39,8 @@ from agent.errors import StoreError
 from agent.ingest import Ingest
 from agent.keyfile import DeviceKey
 from agent.metrics import Metrics, serve, source_counters
-from agent.sources import Source, SourceContext, build_source
+from agent.sources import Source
+from agent.sources.registry import SourceContext, build_source
 from agent.sync import Syncer, SyncSettings
 from agent.uplink import Uplink, make_client
 from agent.watermarks import BufferWatermarks

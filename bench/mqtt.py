@@ -160,8 +160,8 @@ async def agent(directory: Path, n: int, protocol: str) -> tuple[float, float]:
     from agent.config import parse_config
     from agent.keyfile import write_private_key
     from agent.runtime import Agent, RuntimeDeps
-    from agent.sources.mqtt import MqttSource
-    from agent.sources.mqtt_config import MqttSourceConfig
+    from agent.sources.mqtt.config import MqttSourceConfig
+    from agent.sources.mqtt.source import MqttSource
 
     inflight = 20
     with broker(directory, inflight=inflight) as port:

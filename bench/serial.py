@@ -4,7 +4,7 @@ polls per second against pymodbus' own server over a pty pair, each with its cos
 - `serial.mcu_codec_frames_per_s`: READING frames decoded by the sans-I/O connection (COBS, CRC,
   layout, sequence check), one frame = one reading; `serial.mcu_codec_us_per_reading` its inverse.
 - `serial.mcu_frames_per_s`: readings replayed by the firmware emulator from its flash, through a
-  pseudo-terminal, decoded, mapped to `Reading`s, delivered and acknowledged back, end to end;
+  pseudo-terminal, decoded, added to a sink and acknowledged back, end to end;
   `serial.mcu_us_per_reading` wall time and `serial.mcu_cpu_us_per_reading` CPU time of this
   process per reading (bridge *and* emulator: they share the process).
 - `serial.modbus_polls_per_s`: read requests answered per second (four meters on one bus, each
@@ -30,19 +30,47 @@ from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, M
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer
 
-from firmware_bridge.emulator import Emulator, FlashLog
+from agent.sources import HostStamper
+from agent.sources.mcu import McuSource
+from agent.sources.modbus import ModbusSource
+from agent.watermarks import MemoryWatermarks
 from firmware_bridge.framing import encode_frame
+from firmware_bridge.mcu_config import McuConfig
 from firmware_bridge.mcu_connection import NEED_DATA, Connection, Role
 from firmware_bridge.mcu_frames import TS_UTC, HelloAck, ReadingFrame, ValueType, encode_body
-from firmware_bridge.mcu_source import McuConfig, McuSource
 from firmware_bridge.modbus_config import ModbusConfig
 from firmware_bridge.modbus_map import encode_words
-from firmware_bridge.modbus_source import ModbusSource
 from firmware_bridge.port import NullModem, PtyDevice
-from firmware_bridge.source import Delivery, SystemClock
-from firmware_bridge.watermarks import MemoryWatermarks
+from firmware_bridge.sim.emulator import Emulator, FlashLog
+from wire.models import Event, SeriesKey
 
 UNITS = (1, 2, 3, 4)
+
+
+class CountingSink:
+    """The agent's Sink reduced to a count: every batch is committed at once."""
+
+    def __init__(self) -> None:
+        self.readings = 0
+        self._ids: dict[SeriesKey, int] = {}
+
+    def series_id(self, key: SeriesKey) -> int:
+        return self._ids.setdefault(key, len(self._ids) + 1)
+
+    def add(self, series_id: int, value: float, quality: int = 0, ts_ms: int | None = None) -> None:
+        self.readings += 1
+
+    def add_event(self, event: Event) -> None:
+        return None
+
+    def room(self) -> int:
+        return 1 << 30
+
+    def last_value(self, series_id: int) -> float | None:
+        return None
+
+    async def committed(self) -> None:
+        return None
 
 
 def codec(n: int) -> dict[str, float]:
@@ -85,22 +113,17 @@ async def mcu_end_to_end(n: int) -> dict[str, float]:
             emu._take(i % 8)  # filling the flash directly is the point
         source = McuSource(
             msgspec.convert({"port": {"path": str(link)}, "window": 4096}, McuConfig),
-            clock=SystemClock(),
+            clock=HostStamper(),
             watermarks=MemoryWatermarks(),
         )
-        got = 0
-
-        async def agent(delivery: Delivery) -> None:
-            nonlocal got
-            got += len(delivery.readings)
-            delivery.ack()
+        sink = CountingSink()
 
         emu_task = asyncio.create_task(emu.run(), name="bench emulator")
         cpu, wall = time.process_time(), time.perf_counter()
-        src_task = asyncio.create_task(source.run(agent), name="bench bridge")
+        src_task = asyncio.create_task(source.run(sink), name="bench bridge")
         try:
             async with asyncio.timeout(120):
-                while got < n or flash.records:  # noqa: ASYNC110 - two tasks' state, no event
+                while sink.readings < n or flash.records:  # noqa: ASYNC110 - two tasks' state, no event
                     await asyncio.sleep(0.005)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         finally:
@@ -161,21 +184,16 @@ async def modbus_polls(seconds: float) -> dict[str, float]:
                 },
                 ModbusConfig,
             )
-            source = ModbusSource(cfg, clock=SystemClock())
-            readings = 0
-
-            async def agent(delivery: Delivery) -> None:
-                nonlocal readings
-                readings += len(delivery.readings)
-
-            task = asyncio.create_task(source.run(agent), name="bench modbus")
+            source = ModbusSource(cfg, clock=HostStamper())
+            sink = CountingSink()
+            task = asyncio.create_task(source.run(sink), name="bench modbus")
             try:
                 await asyncio.sleep(0.3)  # connect and warm up
-                start_readings = readings
+                start_readings = sink.readings
                 cpu, wall = time.process_time(), time.perf_counter()
                 await asyncio.sleep(seconds)
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                n = readings - start_readings
+                n = sink.readings - start_readings
             finally:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -1,9 +1,9 @@
 """The demo's emulated devices, in one process: `python -m demo.devices --dir RUN [...]`.
 
 Each device publishes its serial port as a pty symlink under RUN/dev/ (see `plant.Links`):
-- `mcu`: our firmware's emulator (`firmware_bridge.emulator`), two channels, readings kept in its
-  flash file until the gateway acknowledges them;
-- `bus`: an Eastron SDM630 meter, unit 1, answering Modbus RTU (`firmware_bridge.simulators`);
+- `mcu`: our firmware's emulator (`firmware_bridge.sim.emulator`), two channels, readings kept in
+  its flash file until the gateway acknowledges them;
+- `bus`: an Eastron SDM630 meter, unit 1, answering Modbus RTU (`firmware_bridge.sim.simulators`);
 - `weighbridge`: an indicator printing a ticket line every few seconds once sent `PRINT ON`;
 - with `--mqtt-port`, temperature/humidity sensors publishing to the demo's broker (`demo.mqtt`).
 
@@ -43,10 +43,10 @@ from typing import Any
 
 from demo.mqtt import Sensors
 from demo.plant import Links
-from firmware_bridge.emulator import Emulator, FlashLog, Record
 from firmware_bridge.errors import PortError
 from firmware_bridge.port import PtyDevice
-from firmware_bridge.simulators import ModbusRtuBus, SimulatedMeter, Weighbridge
+from firmware_bridge.sim.emulator import Emulator, FlashLog, Record
+from firmware_bridge.sim.simulators import ModbusRtuBus, SimulatedMeter, Weighbridge
 
 
 class RecordingFlash(FlashLog):

@@ -1,10 +1,13 @@
 """Serial protocols for the gateway: Modbus meters, ASCII instruments and our own MCU firmware.
 
-Each kind of device is one *source* class with `async run(emit)` (see `firmware_bridge.source`):
-`ModbusSource` (modbus_source), `AsciiSource` (ascii_source) and `McuSource` (mcu_source).
-The protocol logic we own is sans-I/O (`framing`, `mcu_frames`, `mcu_connection`, `modbus_map`,
-`ascii_protocol`); the only module that opens ttys is `port`; Modbus I/O goes through pymodbus.
-`emulator` speaks our MCU protocol from the device side (tests, demo); `watermarks` keeps the
-MCU positions committed; `modbus_config` and `profiles/` hold register maps of real meters.
+The protocol library only; the run loops that read devices live in `agent.sources`.
+- Codecs, sans-I/O (bytes and values in, events and values out): `framing`, `mcu_frames`,
+  `mcu_connection` (our MCU protocol), `modbus_map` (register decoding), `ascii_protocol`
+  (instrument answers and presets); `mcu_vectors` renders the byte vectors of
+  docs/firmware-protocol.md.
+- Configuration structs, no I/O: `port_config`, `mcu_config`, `modbus_config` (with the register
+  maps of real meters in `profiles/`) and `ascii_protocol.AsciiConfig`.
+- Port handling: `port` (the only module that opens a tty) and `backoff`.
+- `sim/`: the device side (the MCU firmware emulator, simulated meters and a weighbridge).
 This package imports only `wire` and third-party libraries.
 """

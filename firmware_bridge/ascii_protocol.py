@@ -29,7 +29,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from firmware_bridge.errors import ConfigError, DeviceError, UnparsableAnswerError
-from firmware_bridge.port import PortConfig
+from firmware_bridge.port_config import PortConfig
 from wire.models import AttrValue, Quality
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]

@@ -16,8 +16,9 @@
         ├── DeviceTimeoutError         no answer in time (counted; readings flagged BAD)
         └── DeviceExceptionError       a Modbus exception response (`code`)
 
-Sources never let these escape their `run()` except ConfigError (and LocalProtocolError, a bug):
-device and port trouble is counted, logged and flagged on readings, then retried.
+The serial sources (`agent.sources`) never let these escape their `run()` except ConfigError (and
+LocalProtocolError, a bug): device and port trouble is counted, logged and flagged on readings,
+then retried.
 Foreign exceptions (OSError, pyserial, pymodbus, msgspec, tomllib) are translated once, in the
 module that talks to them, with `raise ... from exc`.
 """

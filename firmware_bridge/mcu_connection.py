@@ -43,6 +43,7 @@ from firmware_bridge.mcu_frames import (
     ErrorFrame,
     Hello,
     HelloAck,
+    McuPosition,
     Message,
     ReadingFrame,
     Resend,
@@ -80,8 +81,8 @@ class Damaged:
 class OutOfSequence:
     """A reading arrived that is not the next one: send RESEND from `resend_from`."""
 
-    resend_from: tuple[int, int] | None  # None: nothing delivered this session; say HELLO again
-    got: tuple[int, int]
+    resend_from: McuPosition | None  # None: nothing delivered this session; say HELLO again
+    got: McuPosition
 
 
 Event = Message | Damaged | OutOfSequence
@@ -106,8 +107,8 @@ class Connection:
         self._events: deque[Event] = deque()
         self.stats = ConnectionStats()
         self.hello_ack: HelloAck | None = None  # the current session, bridge role
-        self._expect_first: tuple[int, int] | None = None
-        self._last: tuple[int, int] | None = None
+        self._expect_first: McuPosition | None = None
+        self._last: McuPosition | None = None
         self._last_eob = False
         self._in_gap = False
 
@@ -121,7 +122,7 @@ class Connection:
         return self.hello_ack is not None
 
     @property
-    def last_delivered(self) -> tuple[int, int] | None:
+    def last_delivered(self) -> McuPosition | None:
         return self._last
 
     @property
@@ -174,7 +175,7 @@ class Connection:
                     f"the MCU chose protocol version {msg.version}; we speak {PROTOCOL_VERSION}"
                 )
             self.hello_ack = msg
-            self._expect_first = (msg.first_boot, msg.first_seq)
+            self._expect_first = McuPosition(msg.first_boot, msg.first_seq)
             self._last = None
             self._last_eob = False
             self._in_gap = False
@@ -184,7 +185,7 @@ class Connection:
         if self.hello_ack is None:
             self.stats.stale += 1
             return
-        pos = (r.boot, r.seq)
+        pos = r.position
         last = self._last
         if last is None:
             successor = pos == self._expect_first
@@ -217,4 +218,4 @@ class Connection:
         """While in a gap, the event to act on again (the RESEND may have been lost)."""
         if not self._in_gap:
             return None
-        return OutOfSequence(self._last, self._last or (0, 0))
+        return OutOfSequence(self._last, self._last or McuPosition(0, 0))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from firmware_bridge.errors import FrameError, LocalProtocolError
 
@@ -96,6 +97,16 @@ class HelloAck:
     firmware: str
 
 
+class McuPosition(NamedTuple):
+    """Where a reading stands in one MCU's stream: its boot counter, then its sequence number
+    within that boot. Ordered as a tuple, so `a <= b` means "a was sent no later than b". This is
+    the one representation of a position: frames, the connection, ACK/RESEND, the watermark
+    stores and the agent's buffer all use it (per MCU uid, which is kept beside it)."""
+
+    boot: int
+    seq: int
+
+
 @dataclass(frozen=True, slots=True)
 class ReadingFrame:
     boot: int
@@ -109,8 +120,8 @@ class ReadingFrame:
     exp: int = 0  # I32_SCALED only
 
     @property
-    def position(self) -> tuple[int, int]:
-        return (self.boot, self.seq)
+    def position(self) -> McuPosition:
+        return McuPosition(self.boot, self.seq)
 
     @property
     def value(self) -> float:

@@ -24,7 +24,7 @@ import msgspec
 
 from firmware_bridge.errors import ConfigError
 from firmware_bridge.modbus_map import REGISTERS, DataType, Order, Point, ReadRequest, plan_requests
-from firmware_bridge.port import PortConfig
+from firmware_bridge.port_config import PortConfig
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _Tag = Annotated[str, msgspec.Meta(max_length=128)]

@@ -29,9 +29,8 @@ import os
 import termios
 import tty
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Literal
 
-import msgspec
 import serial  # type: ignore[import-untyped]  # no stubs shipped; see docs/serial.md
 
 from firmware_bridge.errors import (
@@ -40,19 +39,10 @@ from firmware_bridge.errors import (
     PortLostError,
     PortUnavailableError,
 )
+from firmware_bridge.port_config import PortConfig
 
 _LOST_ERRNOS = frozenset({errno.EIO, errno.ENODEV, errno.ENXIO, errno.EBADF, errno.EPIPE})
 _MISSING_ERRNOS = frozenset({errno.ENOENT, errno.ENODEV, errno.ENXIO, errno.EIO, errno.ENOTDIR})
-
-
-class PortConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Where a device is and how its line is framed."""
-
-    path: Annotated[str, msgspec.Meta(min_length=1)]
-    baudrate: Annotated[int, msgspec.Meta(gt=0)] = 115200
-    bytesize: Literal[7, 8] = 8
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ import pytest
 
 from agent.errors import ConfigError as AgentConfigError
 from agent.errors import KeyFileError
-from agent.sources.mqtt_mapping import RuleError
+from agent.sources.mqtt.mapping import RuleError
 from cloud.errors import ConfigError as CloudConfigError
 from firmware_bridge.errors import ConfigError as BridgeConfigError
 

@@ -1,4 +1,4 @@
-"""Sources: the things that produce readings, all behind one small interface.
+"""Sources: the things that produce readings, all behind one contract.
 
 A source is an object with a `name` and an `async run(sink)` coroutine that runs until its data
 ends or it is cancelled (the runtime gives each source its own named task). It talks to the rest
@@ -9,35 +9,40 @@ of the agent only through the `Sink` it is given:
   stamps the time from its clock (and flags untrusted time) unless the source knows better;
 - `add_event(event)` per event (a weighbridge ticket): committed in the same group as readings,
   sent in the same batches;
-- `await committed()` when the source must not acknowledge upstream (MQTT QoS 1, a Modbus
-  sequence register) before the readings are durable;
+- `await committed()` when the source must not acknowledge upstream (MQTT QoS 1, our MCU's ACK)
+  before the readings added so far are durable;
 - `last_value(series_id)` to resume a counter after a restart;
 - `room()`: how many readings `add` takes before it refuses (and counts) them, for a source
   that can leave data with its sender instead.
 
-A source stamping its own readings should use the `SourceContext.clock` it is built with (the
-agent's clock): its stamps carry the untrusted-time flag and epoch the buffer corrects later. A
-source may have a `stats` attribute, a dataclass of counters (nested dataclasses and dicts
-allowed); the metrics endpoint exports it (`edge_agent_source_counter_total`).
+A source stamping its own readings uses the `Stamper` it is built with: in the agent that is the
+agent's clock (`agent.clock.AgentClock`), whose stamps carry the untrusted-time flag and epoch the
+buffer corrects later; tools and tests use `HostStamper`. A source may have a `stats` attribute,
+a dataclass of counters (nested dataclasses and dicts allowed); the metrics endpoint exports it
+(`edge_agent_source_counter_total`).
+
+The sources: `modbus` (meters polled through pymodbus), `ascii` (line-based instruments), `mcu`
+(our firmware, exactly once through `agent.watermarks`), `mqtt/` (a broker's topics) and
+`synthetic` (meter-like counters, config `type = "test"`). Their protocols are
+`firmware_bridge`'s sans-I/O codecs; the run loops, which own the I/O, live here.
 
 A source that fails raises; the runtime stops the agent with that error (systemd restarts it),
-so a source should retry its own transient faults (a serial adapter that re-enumerates, a
-broker that restarts) with backoff and raise only for what a restart might fix. Adding a source
-type: a struct in `agent.config.SourceConfig`, a module here, a branch in `build_source`.
+so a source retries its own transient faults (a serial adapter that re-enumerates, a broker
+that restarts) with backoff and raises only for what a restart might fix. Adding a source type:
+a config struct in `agent.config.SourceConfig` (in a module that does no I/O), a module here,
+a branch in `agent.sources.registry.build_source`.
+
+This module is imported by `agent.config` (through `agent.sources.mqtt.config`): it imports
+nothing but `wire`, so loading the config schema loads no I/O library.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+import time
+from collections.abc import Iterable
+from typing import Protocol
 
-from agent.clock import AgentClock
-from agent.watermarks import BufferWatermarks
-from wire.models import Event, SeriesKey
-
-if TYPE_CHECKING:  # agent.config imports source config modules from this package
-    from agent.config import SourceConfig
+from wire.models import Event, Reading, SeriesKey
 
 
 class Sink(Protocol):
@@ -57,43 +62,24 @@ class Source(Protocol):
     async def run(self, sink: Sink) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
-class SourceContext:
-    """The agent's collaborators a source may need; the runtime builds one for all sources."""
+class Stamper(Protocol):
+    """Stamps readings: `now()` is (UTC epoch ms, quality bits to OR into the reading).
 
-    clock: AgentClock
-    watermarks: BufferWatermarks  # MCU positions, committed with the readings
-    state_dir: Path | None = None  # where a source may keep small state files (MQTT)
+    The bits are non-zero while the stamping clock cannot be trusted (TIME_UNTRUSTED plus the
+    agent clock's epoch); `agent.clock.AgentClock` has this shape.
+    """
+
+    def now(self) -> tuple[int, int]: ...
 
 
-def build_source(config: SourceConfig, context: SourceContext) -> Source:
-    """The source a config table describes (the config is validated: this does not fail)."""
-    from agent.config import (
-        AsciiSourceConfig,
-        McuSourceConfig,
-        ModbusSourceConfig,
-        TestSourceConfig,
-    )
-    from agent.sources.mqtt_config import MqttSourceConfig
+class HostStamper:
+    """The host's wall clock, taken as trusted (no bits). For tools, tests and benchmarks."""
 
-    if isinstance(config, TestSourceConfig):
-        from agent.sources.test import TestSource
+    def now(self) -> tuple[int, int]:
+        return time.time_ns() // 1_000_000, 0
 
-        return TestSource(config)
-    if isinstance(config, ModbusSourceConfig):
-        from agent.sources.modbus import ModbusAgentSource
 
-        return ModbusAgentSource(config, clock=context.clock)
-    if isinstance(config, AsciiSourceConfig):
-        from agent.sources.ascii import AsciiAgentSource
-
-        return AsciiAgentSource(config, clock=context.clock)
-    if isinstance(config, McuSourceConfig):
-        from agent.sources.mcu import McuAgentSource
-
-        return McuAgentSource(config, clock=context.clock, watermarks=context.watermarks)
-    if isinstance(config, MqttSourceConfig):
-        from agent.sources.mqtt import MqttSource
-
-        return MqttSource(config, clock=context.clock, state_dir=context.state_dir)
-    raise TypeError(f"no source for {type(config).__name__}")  # pragma: no cover
+def add_readings(sink: Sink, readings: Iterable[Reading]) -> None:
+    """Hand readings a source built whole (key, stamp, value, quality) to `sink`, in order."""
+    for r in readings:
+        sink.add(sink.series_id(r.series), r.value, r.quality, r.ts_ms)

@@ -1,31 +1,304 @@
-"""Modbus meters as an agent source: `firmware_bridge.ModbusSource` behind the `Source` protocol.
+"""The Modbus source: one task per bus polls every device on it through pymodbus.
 
-The bridge polls and decodes; this adapter hands each reading to the sink. The bridge stamps a
-poll's readings with the clock it is given, the agent's, so untrusted time is flagged (with the
-clock's epoch, corrected later by the buffer) exactly as if the agent had stamped them.
-Nothing to acknowledge: a meter cannot redeliver.
+One owner per bus: all unit ids of one RS-485 line are polled from one task, one request at a
+time, so requests never interleave on the wire. For RTU, pymodbus opens the port itself through
+pyserial with `exclusive=True`, which takes the same flock as `firmware_bridge.port.SerialPort`:
+two sources on one port exclude each other. This is the only module that talks to pymodbus' I/O;
+its exceptions end here.
+
+Every poll ends in readings, good or not:
+- a device that answers: one reading per point, GOOD (a NaN/inf float register: BAD, value 0);
+- an exception response or a timeout (after pymodbus' retries): the request's points BAD, counted
+  per unit (`stats.units[unit]`);
+- `down_after_failures` timeouts in a row open the unit's circuit: it is not asked again for
+  `down_retry_ms` (so one dead meter costs the bus one timeout per retry period, not one per poll)
+  and its points are reported BAD at their poll interval meanwhile;
+- the link lost (adapter unplugged, TCP reset): every point BAD at its interval, and the client is
+  rebuilt with capped jittered backoff, the port path resolved again (by-id names survive).
+A missing reading is never silent: the BAD readings are the explicit no-data markers.
 """
 
 from __future__ import annotations
 
-from agent.sources import Sink
-from firmware_bridge.modbus_config import ModbusConfig
-from firmware_bridge.modbus_source import ModbusSource, ModbusStats
-from firmware_bridge.source import Clock, Delivery
+import asyncio
+import logging
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+
+from agent.sources import Sink, Stamper, add_readings
+from agent.sources.throttle import LogThrottle
+from firmware_bridge.backoff import Backoff
+from firmware_bridge.errors import DeviceError, DeviceExceptionError, DeviceTimeoutError
+from firmware_bridge.modbus_config import DevicePlan, ModbusConfig, resolve
+from firmware_bridge.modbus_map import Point, ReadRequest
+from wire.models import Quality, Reading, SeriesKey
+
+_Client = AsyncModbusSerialClient | AsyncModbusTcpClient
 
 
-class ModbusAgentSource:
-    def __init__(self, config: ModbusConfig, *, clock: Clock) -> None:
+class _LinkLostError(Exception):
+    """Internal: the client lost its transport; rebuild it."""
+
+
+@dataclass(slots=True)
+class UnitStats:
+    polls: int = 0  # requests sent
+    ok: int = 0
+    timeouts: int = 0
+    exceptions: dict[int, int] = field(default_factory=dict)  # Modbus exception code → count
+    errors: int = 0  # garbled or short answers
+    skipped_down: int = 0  # requests not sent because the unit's circuit was open
+    consecutive_failures: int = 0
+    down_until: float = 0.0
+
+
+@dataclass(slots=True)
+class ModbusStats:
+    connects: int = 0
+    connect_failures: int = 0
+    links_lost: int = 0
+    readings: int = 0
+    bad_readings: int = 0
+    non_finite: int = 0
+    units: dict[int, UnitStats] = field(default_factory=dict)
+
+
+class ModbusSource:
+    """Polls one bus. `run(sink)` until cancelled; ConfigError at start is the only raise.
+
+    The readings of a poll are stamped with the `Stamper` given (the agent's clock), so
+    untrusted time is flagged exactly as if the agent had stamped them. Nothing to acknowledge:
+    a meter cannot redeliver.
+    """
+
+    def __init__(
+        self,
+        config: ModbusConfig,
+        *,
+        clock: Stamper,
+        base_dir: Path | None = None,
+        rng: random.Random | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.config = config
         self.name = config.name
-        self.bridge = ModbusSource(config, clock=clock)
-
-    @property
-    def stats(self) -> ModbusStats:
-        return self.bridge.stats
+        self.plans = resolve(config, base_dir=base_dir)
+        self._clock = clock
+        self._rng = rng
+        self._log = logger or logging.getLogger(__name__)
+        self._throttle = LogThrottle(self._log)
+        self.stats = ModbusStats()
+        self._series: dict[tuple[str, str], SeriesKey] = {}
+        for plan in self.plans:
+            self.stats.units[plan.unit_id] = UnitStats()
 
     async def run(self, sink: Sink) -> None:
-        async def emit(delivery: Delivery) -> None:
-            for r in delivery.readings:
-                sink.add(sink.series_id(r.series), r.value, r.quality, r.ts_ms)
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(cfg.reconnect_initial_ms / 1000, cfg.reconnect_max_ms / 1000, self._rng)
+        due = {plan.name: loop.time() for plan in self.plans}
+        client: _Client | None = None
+        reconnect_at = loop.time()
+        try:
+            while True:
+                now = loop.time()
+                if client is None and now >= reconnect_at:
+                    client = await self._connect()
+                    if client is None:
+                        reconnect_at = loop.time() + backoff.next_delay()
+                    else:
+                        backoff.reset()
+                    continue
+                plan = min(self.plans, key=lambda p: due[p.name])
+                wait = due[plan.name] - now
+                if client is None:
+                    wait = min(wait, reconnect_at - now)
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                interval = plan.poll_interval_ms / 1000
+                due[plan.name] = max(due[plan.name] + interval, now)
+                readings, lost = await self._poll(client, plan)
+                if lost and client is not None:
+                    self.stats.links_lost += 1
+                    client.close()
+                    client = None
+                    reconnect_at = loop.time() + backoff.next_delay()
+                add_readings(sink, readings)
+        finally:
+            if client is not None:
+                client.close()
 
-        await self.bridge.run(emit)
+    def _make_client(self) -> _Client:
+        cfg = self.config
+        timeout = cfg.timeout_ms / 1000
+        if cfg.transport == "tcp":
+            return AsyncModbusTcpClient(
+                cfg.host,
+                port=cfg.tcp_port,
+                timeout=timeout,
+                retries=cfg.retries,
+                reconnect_delay=0,
+                name=cfg.name,
+            )
+        port = cfg.port
+        if port is None:  # resolve() refuses this; keeps the type checker honest
+            raise DeviceError(f"{cfg.name}: rtu without a port")
+        return AsyncModbusSerialClient(
+            port.path,
+            baudrate=port.baudrate,
+            bytesize=port.bytesize,
+            parity=port.parity,
+            stopbits=port.stopbits,
+            timeout=timeout,
+            retries=cfg.retries,
+            reconnect_delay=0,
+            name=cfg.name,
+        )
+
+    async def _connect(self) -> _Client | None:
+        client = self._make_client()
+        try:
+            async with asyncio.timeout(self.config.timeout_ms / 1000 + 5):
+                ok = await client.connect()
+        except (ModbusException, OSError, TimeoutError) as exc:
+            ok = False
+            reason = str(exc)
+        else:
+            reason = "pymodbus could not open it (missing, busy or not permitted)"
+        if not ok:
+            client.close()
+            self.stats.connect_failures += 1
+            where = self.config.host if self.config.transport == "tcp" else self.config.port
+            self._throttle.warning(
+                "connect", "%s: cannot connect to %s: %s", self.config.name, where, reason
+            )
+            return None
+        self.stats.connects += 1
+        return client
+
+    async def _poll(self, client: _Client | None, plan: DevicePlan) -> tuple[list[Reading], bool]:
+        """Readings for every point of `plan` (BAD where no value came), and whether the link
+        was lost on the way."""
+        unit = self.stats.units[plan.unit_id]
+        loop = asyncio.get_running_loop()
+        out: list[Reading] = []
+        lost = client is None
+        for req in plan.requests:
+            if lost or client is None:
+                out += self._bad(plan, req.points)
+                continue
+            if unit.down_until > loop.time():
+                unit.skipped_down += 1
+                out += self._bad(plan, req.points)
+                continue
+            unit.polls += 1
+            try:
+                words = await self._read(client, req)
+            except _LinkLostError as exc:
+                self._throttle.warning("link", "%s: link lost: %s", self.config.name, exc)
+                lost = True
+                out += self._bad(plan, req.points)
+                continue
+            except DeviceExceptionError as exc:
+                unit.exceptions[exc.code] = unit.exceptions.get(exc.code, 0) + 1
+                unit.consecutive_failures = 0  # it answered: alive, just refusing
+                self._throttle.warning(
+                    f"exc-{plan.name}", "%s/%s: %s", self.config.name, plan.name, exc
+                )
+                out += self._bad(plan, req.points)
+                continue
+            except DeviceTimeoutError as exc:
+                unit.timeouts += 1
+                self._failed(plan, unit, str(exc))
+                out += self._bad(plan, req.points)
+                continue
+            except DeviceError as exc:
+                unit.errors += 1
+                self._failed(plan, unit, str(exc))
+                out += self._bad(plan, req.points)
+                continue
+            unit.ok += 1
+            unit.consecutive_failures = 0
+            unit.down_until = 0.0
+            ts, bits = self._clock.now()
+            for point, value in req.decode(words):
+                quality = Quality.GOOD | bits
+                if not math.isfinite(value):
+                    self.stats.non_finite += 1
+                    value, quality = 0.0, Quality.BAD | bits
+                out.append(Reading(self._key(plan, point), ts, value, quality))
+        self.stats.readings += len(out)
+        return out, lost
+
+    def _failed(self, plan: DevicePlan, unit: UnitStats, reason: str) -> None:
+        unit.consecutive_failures += 1
+        if unit.consecutive_failures >= self.config.down_after_failures:
+            unit.down_until = asyncio.get_running_loop().time() + self.config.down_retry_ms / 1000
+            self._throttle.warning(
+                f"down-{plan.name}",
+                "%s/%s (unit %d): %d failures in a row (%s); not polled for %d ms",
+                self.config.name,
+                plan.name,
+                plan.unit_id,
+                unit.consecutive_failures,
+                reason,
+                self.config.down_retry_ms,
+            )
+
+    async def _read(self, client: _Client, req: ReadRequest) -> list[int]:
+        cfg = self.config
+        budget = cfg.timeout_ms / 1000 * (cfg.retries + 1) + 1.0
+        try:
+            async with asyncio.timeout(budget):
+                if req.function == 3:
+                    rr = await client.read_holding_registers(
+                        req.address, count=req.count, device_id=req.unit
+                    )
+                else:
+                    rr = await client.read_input_registers(
+                        req.address, count=req.count, device_id=req.unit
+                    )
+        except ConnectionException as exc:
+            raise _LinkLostError(str(exc)) from exc
+        except ModbusIOException as exc:
+            if not client.connected:
+                raise _LinkLostError(str(exc)) from exc
+            raise DeviceTimeoutError(
+                f"unit {req.unit}: no answer to function {req.function} at {req.address}"
+            ) from exc
+        except TimeoutError as exc:
+            raise DeviceTimeoutError(f"unit {req.unit}: no answer within {budget:.1f} s") from exc
+        except ModbusException as exc:
+            raise DeviceError(f"unit {req.unit}: unusable answer: {exc}") from exc
+        if rr.isError():
+            code = int(getattr(rr, "exception_code", 0))
+            raise DeviceExceptionError(
+                f"unit {req.unit}: exception {code} for function {req.function} "
+                f"at {req.address}+{req.count}",
+                code=code,
+            )
+        words = list(rr.registers)
+        if len(words) < req.count:
+            raise DeviceError(f"unit {req.unit}: {len(words)} registers, asked for {req.count}")
+        return words
+
+    def _bad(self, plan: DevicePlan, points: tuple[Point, ...]) -> list[Reading]:
+        ts, bits = self._clock.now()
+        self.stats.bad_readings += len(points)
+        return [Reading(self._key(plan, p), ts, 0.0, Quality.BAD | bits) for p in points]
+
+    def _key(self, plan: DevicePlan, point: Point) -> SeriesKey:
+        k = (plan.name, point.metric)
+        key = self._series.get(k)
+        if key is None:
+            key = SeriesKey(
+                point.metric, point.unit, point.site, point.area, point.process, point.medium
+            )
+            self._series[k] = key
+        return key

@@ -18,8 +18,8 @@ from pathlib import Path
 from agent.config import McuSourceConfig, load_config
 from agent.ingest import Group
 from agent.runtime import Agent
-from agent.sources.mcu import McuAgentSource
-from firmware_bridge.watermarks import FileWatermarks
+from agent.sources.mcu import McuSource
+from agent.watermarks import FileWatermarks
 
 
 class CrashAgent(Agent):
@@ -32,7 +32,7 @@ class CrashAgent(Agent):
             (source,) = self.config.sources
             assert isinstance(source, McuSourceConfig)
             marks = FileWatermarks(Path(self.config.buffer.path).with_suffix(".marks.json"))
-            self.sources = [McuAgentSource(source, clock=self.clock, watermarks=marks)]
+            self.sources = [McuSource(source, clock=self.clock, watermarks=marks)]
         mark_committed = self.ingest.mark_committed
 
         def mark(group: Group) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from agent.config import TestSourceConfig, load_config, parse_config, parse_listen
+from agent.config import SyntheticSourceConfig, load_config, parse_config, parse_listen
 from agent.errors import ConfigError
 
 GOOD = """
@@ -38,7 +40,7 @@ def test_good_config_resolves_relative_paths():
     assert config.device.key_file == "/etc/edge-agent/keys/device.key"
     assert config.buffer.path == "/etc/edge-agent/buffer.db"
     source = config.sources[0]
-    assert isinstance(source, TestSourceConfig)
+    assert isinstance(source, SyntheticSourceConfig)
     assert source.rate_hz == 5.0
     assert source.series == 3
     assert config.clock.sync_check == "auto"
@@ -203,7 +205,7 @@ channels = { "0" = { metric = "line_pressure", unit = "bar" } }
 def test_serial_sources_parse_into_the_bridges_structs(tmp_path):
     from agent.config import AsciiSourceConfig, McuSourceConfig, ModbusSourceConfig
     from firmware_bridge.ascii_protocol import AsciiConfig
-    from firmware_bridge.mcu_source import McuConfig
+    from firmware_bridge.mcu_config import McuConfig
     from firmware_bridge.modbus_config import ModbusConfig
 
     (tmp_path / "meters").mkdir()
@@ -275,3 +277,18 @@ def test_serial_meaning_problems_name_the_key():
         "agent.toml: sources[3].channels.zero: expected a channel number 0..65535 "
         '(a key like "0"), got "zero"',
     ]
+
+
+def test_loading_the_schema_imports_no_io_library():
+    """`import agent.config` (what edgectl and check-config do) stays light: the source config
+    structs live in modules that do no I/O, so neither the buffer's nor the sources' libraries
+    are loaded. Run in a fresh interpreter, since this one has imported everything already."""
+    io_libraries = {"sqlite3", "_sqlite3", "serial", "pymodbus", "aiomqtt", "paho", "httpx"}
+    code = (
+        "import agent.config, sys; "
+        f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(io_libraries)!r})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"

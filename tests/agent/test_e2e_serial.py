@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from firmware_bridge.emulator import Emulator, FlashLog
 from firmware_bridge.port import PtyDevice
-from firmware_bridge.simulators import Ticket
+from firmware_bridge.sim.emulator import Emulator, FlashLog
+from firmware_bridge.sim.simulators import Ticket
 from tests.agent.e2e import ROOT, make_agent
 from tests.agent.helpers import write_config, write_key
 from tests.firmware_bridge.conftest import running, wait_until

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from agent.clock import EPOCH_SHIFT, AgentClock
 from agent.ingest import Ingest
-from agent.sources.mqtt_mapping import Mapper, MqttRule, compile_rule
-from agent.sources.mqtt_presets import PRESETS as MQTT_PRESETS
+from agent.sources.mqtt.mapping import Mapper, MqttRule, compile_rule
+from agent.sources.mqtt.presets import PRESETS as MQTT_PRESETS
 from firmware_bridge.ascii_protocol import (
     AnswerParser,
     AsciiConfig,
@@ -28,7 +28,7 @@ from firmware_bridge.errors import DeviceError, FrameError, UnparsableAnswerErro
 from firmware_bridge.framing import FrameDecoder, encode_frame
 from firmware_bridge.mcu_frames import TS_UTC, ChannelInfo, ReadingFrame, decode_body
 from firmware_bridge.modbus_map import REGISTERS, DataType, decode_words
-from firmware_bridge.port import PortConfig
+from firmware_bridge.port_config import PortConfig
 from tests.agent.helpers import cut, decode, open_test_buffer
 from wire.models import Event, SeriesKey
 
@@ -151,22 +151,6 @@ def test_positions_latest_wins_and_a_failed_group_gives_them_back():
     ingest.set_position(8, None)  # forgotten after the failed commit was taken: that wins
     ingest.give_back(group)
     assert ingest.take().positions == {7: (1, 9), 8: None}
-
-
-def test_buffer_watermarks_stage_through_the_ingest():
-    from agent.watermarks import BufferWatermarks
-    from firmware_bridge.source import McuPosition
-
-    ingest = make()
-    marks = BufferWatermarks({7: (1, 3)}, ingest)
-    assert marks.load(7) == (1, 3)
-    marks.stage(McuPosition(7, 1, 9))
-    assert marks.load(7) == (1, 3)  # staged is not committed
-    marks.save(7, (1, 9))  # the bridge, after the commit
-    assert marks.load(7) == (1, 9)
-    marks.forget(7)
-    assert marks.load(7) is None
-    assert ingest.take().positions == {7: None}  # the forget is committed with the next group
 
 
 def test_a_key_the_contract_refuses_gets_no_series_and_its_readings_are_counted(caplog):

@@ -13,7 +13,7 @@ from agent.buffer import open_buffer
 from agent.config import load_config
 from agent.runtime import Agent, RuntimeDeps
 from firmware_bridge.ascii_protocol import AnswerParser, AsciiConfig, compile_spec
-from firmware_bridge.port import PortConfig
+from firmware_bridge.port_config import PortConfig
 from tests.agent.fakes import SERVER_MS, FakeReceiver
 from tests.agent.helpers import write_config, write_key
 from wire.codec import decode_batch

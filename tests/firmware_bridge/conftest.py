@@ -1,4 +1,4 @@
-"""Shared helpers: short paths for pty links, a collecting sink, and task hygiene."""
+"""Shared helpers: short paths for pty links, and task and descriptor hygiene."""
 
 from __future__ import annotations
 
@@ -12,50 +12,12 @@ from typing import Any
 
 import pytest
 
-from firmware_bridge.source import Delivery
-
 
 @pytest.fixture
 def links() -> Iterator[Path]:
     """A short private directory for pty symlinks (stands in for /dev/serial/by-id)."""
     with tempfile.TemporaryDirectory(prefix="fb-") as d:
         yield Path(d)
-
-
-class Sink:
-    """Collects deliveries; acknowledges them unless told not to."""
-
-    def __init__(self, *, ack: bool = True) -> None:
-        self.ack = ack
-        self.deliveries: list[Delivery] = []
-        self.changed = asyncio.Event()
-
-    async def __call__(self, delivery: Delivery) -> None:
-        self.deliveries.append(delivery)
-        if self.ack:
-            delivery.ack()
-        self.changed.set()
-
-    @property
-    def readings(self) -> list[Any]:
-        return [r for d in self.deliveries for r in d.readings]
-
-    @property
-    def events(self) -> list[Any]:
-        return [e for d in self.deliveries for e in d.events]
-
-    async def wait_for(self, predicate: Callable[[], bool], within: float = 10.0) -> None:
-        async with asyncio.timeout(within):
-            while not predicate():
-                self.changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.05):
-                        await self.changed.wait()
-
-
-@pytest.fixture
-def sink() -> Sink:
-    return Sink()
 
 
 @contextlib.asynccontextmanager

@@ -10,6 +10,7 @@ from firmware_bridge.mcu_frames import (
     ChannelInfo,
     Hello,
     HelloAck,
+    McuPosition,
     ReadingFrame,
     Resend,
     TimeSync,
@@ -74,10 +75,10 @@ def test_gap_reports_once_and_waits_for_the_successor() -> None:
     events = feed(conn, hello_ack((7, 0)), reading(7, 0), reading(7, 2), reading(7, 3))
     assert delivered(events) == [(7, 0)]
     gaps = [e for e in events if isinstance(e, OutOfSequence)]
-    assert gaps == [OutOfSequence((7, 0), (7, 2))]
+    assert gaps == [OutOfSequence(McuPosition(7, 0), McuPosition(7, 2))]
     in_gap = conn.in_gap
     assert in_gap
-    assert conn.rearm_gap() == OutOfSequence((7, 0), (7, 0))
+    assert conn.rearm_gap() == OutOfSequence(McuPosition(7, 0), McuPosition(7, 0))
     # the replay after RESEND (7, 0): inclusive, so (7, 0) comes again as a duplicate
     events = feed(conn, reading(7, 0), reading(7, 1), reading(7, 2))
     assert delivered(events) == [(7, 1), (7, 2)]
@@ -88,7 +89,7 @@ def test_gap_reports_once_and_waits_for_the_successor() -> None:
 def test_first_reading_must_be_the_announced_one() -> None:
     conn = Connection(Role.BRIDGE)
     events = feed(conn, hello_ack((6, 40)), reading(6, 41))
-    assert events[-1] == OutOfSequence(None, (6, 41))
+    assert events[-1] == OutOfSequence(None, McuPosition(6, 41))
     assert delivered(feed(conn, reading(6, 40), reading(6, 41))) == [(6, 40), (6, 41)]
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from firmware_bridge.backoff import Backoff
 from firmware_bridge.errors import PortBusyError, PortLostError, PortUnavailableError
-from firmware_bridge.port import NullModem, PortConfig, PtyDevice, SerialPort
+from firmware_bridge.port import NullModem, PtyDevice, SerialPort
+from firmware_bridge.port_config import PortConfig
 
 pytestmark = pytest.mark.serial
 

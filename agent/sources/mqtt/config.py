@@ -1,9 +1,9 @@
 """The MQTT source's configuration: the `type = "mqtt"` table, its checks and its secrets.
 
-Kept apart from `agent.sources.mqtt` so that validating a config file needs neither aiomqtt nor
-a running loop. `agent.config` puts `MqttSourceConfig` in its `SourceConfig` union, calls
-`mqtt_config_problems` for what types cannot say (URL, TLS keys, every rule compiled against
-the presets) and `resolve_mqtt_paths` to make file paths relative to the config file.
+Kept apart from `agent.sources.mqtt.source` so that validating a config file needs neither
+aiomqtt nor a running loop. `agent.config` puts `MqttSourceConfig` in its `SourceConfig` union,
+calls `mqtt_config_problems` for what types cannot say (URL, TLS keys, every rule compiled
+against the presets) and `resolve_mqtt_paths` to make file paths relative to the config file.
 
 Secrets: the broker password lives in `password_file` (and a client key in `key_file`), each
 refused unless it is a regular file owned by the agent's user with no group or other
@@ -13,11 +13,8 @@ nor the file's content is ever logged or put in an error message.
 
 from __future__ import annotations
 
-import errno
-import os
 import re
 import socket
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,8 +23,10 @@ from urllib.parse import urlsplit
 import msgspec
 
 from agent.errors import ConfigError
-from agent.sources.mqtt_mapping import MqttRule, RuleError, compile_rule
-from agent.sources.mqtt_presets import PRESETS
+from agent.sources.mqtt.mapping import MqttRule, RuleError, compile_rule
+from agent.sources.mqtt.presets import PRESETS
+from hostio.errors import SecretFileError
+from hostio.secretfiles import read_secret_text
 
 _MAX_SECRET_BYTES = 4096
 
@@ -144,33 +143,11 @@ def default_client_id(name: str) -> str:
 
 
 def read_secret_file(path: str, what: str) -> str:
-    """The first line of a secret file that only its owner (this user) can read, else
-    ConfigError. Never logged."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY | os.O_NONBLOCK
+    """The first line of a secret file that only its owner (this user) can read (the rule of
+    `hostio.secretfiles`), else ConfigError. Never logged."""
     try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise ConfigError([f"{what} '{path}' is a symlink; refusing to follow it"]) from exc
-        raise ConfigError([f"{what} '{path}': cannot open: {exc.strerror}"]) from exc
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError([f"{what} '{path}' is not a regular file"])
-        if st.st_uid != os.geteuid():
-            raise ConfigError([f"{what} '{path}' is owned by uid {st.st_uid}, not by this user"])
-        mode = stat.S_IMODE(st.st_mode)
-        if mode & 0o077:
-            raise ConfigError(
-                [f"Permissions {mode:04o} for '{path}' are too open; chmod 600 it ({what})"]
-            )
-        data = os.read(fd, _MAX_SECRET_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > _MAX_SECRET_BYTES:
-        raise ConfigError([f"{what} '{path}' is larger than {_MAX_SECRET_BYTES} bytes"])
-    try:
-        lines = data.decode("utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{what} '{path}' is not UTF-8 text"]) from exc
+        text = read_secret_text(path, what=what, max_bytes=_MAX_SECRET_BYTES)
+    except SecretFileError as exc:
+        raise ConfigError([str(exc)]) from exc
+    lines = text.splitlines()
     return lines[0] if lines else ""

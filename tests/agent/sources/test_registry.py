@@ -1,4 +1,4 @@
-"""The serial sources as `build_source` makes them, against real peers on ptys."""
+"""The sources as `build_source` makes them: the serial ones against real peers on ptys."""
 
 from __future__ import annotations
 
@@ -13,16 +13,15 @@ import pytest
 from agent.clock import EPOCH_SHIFT, AgentClock, SystemTime
 from agent.config import AsciiSourceConfig, McuSourceConfig, ModbusSourceConfig
 from agent.ingest import Ingest
-from agent.sources import SourceContext, build_source
-from agent.sources.mcu import McuAgentSource
-from agent.watermarks import BufferWatermarks
-from firmware_bridge.emulator import Emulator, FlashLog
+from agent.sources.mcu import McuSource
+from agent.sources.registry import SourceContext, build_source
+from agent.watermarks import BufferWatermarks, MemoryWatermarks
 from firmware_bridge.modbus_map import encode_words
 from firmware_bridge.port import PtyDevice
-from firmware_bridge.watermarks import MemoryWatermarks
+from firmware_bridge.sim.emulator import Emulator, FlashLog
+from tests.agent.sources.test_modbus import device, serial_meters
 from tests.firmware_bridge.conftest import running, wait_until
 from tests.firmware_bridge.test_ascii_protocol import TICKET, xor8
-from tests.firmware_bridge.test_modbus_source import device, serial_meters
 from wire.models import TIME_UNTRUSTED, Event, SeriesKey
 
 pytestmark = pytest.mark.serial
@@ -162,7 +161,7 @@ async def test_mcu_acknowledges_only_after_commit(links: Path) -> None:
     )
     sink = FakeSink()
     sink.commits_allowed.clear()  # the buffer is slow
-    source = McuAgentSource(cfg, clock=agent_clock(), watermarks=MemoryWatermarks())
+    source = McuSource(cfg, clock=agent_clock(), watermarks=MemoryWatermarks())
     async with running(emu.run(), "emulator"), running(source.run(sink), "source:node"):
         await wait_until(lambda: len(sink.rows) == 40)
         await asyncio.sleep(0.2)

@@ -20,7 +20,7 @@ Invariants:
    sends it again. The broker's in-flight window (MQTT 5 Receive Maximum, `receive_maximum`;
    Mosquitto's `max_inflight_messages` for 3.1.1) bounds what is held in memory: backpressure
    (Mosquitto 2.0 overshoots it while draining a resumed backlog; see docs/mqtt.md).
-3. Exactly once across redelivery (`agent.sources.mqtt_seen`): a redelivered message (DUP set,
+3. Exactly once across redelivery (`agent.sources.mqtt.seen`): a redelivered message (DUP set,
    session present) whose packet id and topic+payload hash match one of the last
    `2 * receive_maximum` handled is acked without adding its readings again; the record of
    what was committed is written after each commit, so this holds across kill -9 too. Left: a
@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -62,21 +62,19 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.errors import ConfigError
-from agent.sources.mqtt_config import (
+from agent.sources import HostStamper, Sink, Stamper
+from agent.sources.mqtt.config import (
     MqttSourceConfig,
     default_client_id,
     mqtt_config_problems,
     parse_broker_url,
     read_secret_file,
 )
-from agent.sources.mqtt_mapping import CompiledRule, Mapper, compile_rule
-from agent.sources.mqtt_presets import PRESETS
-from agent.sources.mqtt_seen import Entry, Seen, fingerprint
+from agent.sources.mqtt.mapping import CompiledRule, Mapper, compile_rule
+from agent.sources.mqtt.presets import PRESETS
+from agent.sources.mqtt.seen import Entry, Seen, fingerprint
 from firmware_bridge.backoff import Backoff
 from wire.models import SeriesKey
-
-if TYPE_CHECKING:
-    from agent.sources import Sink
 
 log = logging.getLogger(__name__)
 
@@ -89,21 +87,9 @@ INFO_REASONS = frozenset({"unknown_topic"})
 # -- the source -------------------------------------------------------------------------------
 
 
-class Clock(Protocol):
-    """What the source needs of `agent.clock.AgentClock`: (time ms, quality flags) now; flags
-    are non-zero while the agent's clock cannot be trusted."""
-
-    def now(self) -> tuple[int, int]: ...
-
-
-class _SystemClock:
-    def now(self) -> tuple[int, int]:
-        return time.time_ns() // 1_000_000, 0
-
-
 @dataclass(slots=True)
 class MqttStats:
-    """Running totals since start; `problems` by reason (see mqtt_mapping.REASONS)."""
+    """Running totals since start; `problems` by reason (see mapping.REASONS)."""
 
     messages: int = 0
     readings: int = 0
@@ -123,7 +109,7 @@ class MqttSource:
         config: MqttSourceConfig,
         *,
         state_dir: Path | None = None,
-        clock: Clock | None = None,
+        clock: Stamper | None = None,
         sleep: Callable[[float], Any] = asyncio.sleep,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
@@ -142,7 +128,7 @@ class MqttSource:
             max_readings_per_message=config.max_readings_per_message,
         )
         self._needs_time = any(r.ts_steps is not None for r in rules)
-        self._clock: Clock = clock or _SystemClock()
+        self._clock: Stamper = clock or HostStamper()
         self._sleep = sleep
         self._rng = rng
         self.stats = MqttStats()

@@ -9,13 +9,15 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from agent.sources import HostStamper
+from agent.sources.modbus import ModbusSource
 from firmware_bridge.ascii_protocol import AnswerParser, AsciiConfig, compile_spec
 from firmware_bridge.modbus_config import ModbusConfig
-from firmware_bridge.modbus_source import ModbusSource
-from firmware_bridge.port import PortConfig, PtyDevice, SerialPort
-from firmware_bridge.simulators import ModbusRtuBus, SimulatedMeter, Ticket, Weighbridge, xor8
-from firmware_bridge.source import SystemClock
-from tests.firmware_bridge.conftest import Sink, running, wait_until
+from firmware_bridge.port import PtyDevice, SerialPort
+from firmware_bridge.port_config import PortConfig
+from firmware_bridge.sim.simulators import ModbusRtuBus, SimulatedMeter, Ticket, Weighbridge, xor8
+from tests.agent.sources.conftest import Recorder
+from tests.firmware_bridge.conftest import running, wait_until
 from wire.models import Quality
 
 pytestmark = pytest.mark.serial
@@ -56,7 +58,8 @@ def test_meter_serves_only_requests_covering_its_points() -> None:
     assert meter.requests == 1
 
 
-async def test_every_answered_request_is_one_reading_per_point(links: Path, sink: Sink) -> None:
+async def test_every_answered_request_is_one_reading_per_point(links: Path) -> None:
+    sink = Recorder()
     meter = SimulatedMeter()
     config = msgspec.convert(
         {
@@ -69,7 +72,7 @@ async def test_every_answered_request_is_one_reading_per_point(links: Path, sink
         },
         ModbusConfig,
     )
-    source = ModbusSource(config, clock=SystemClock())
+    source = ModbusSource(config, clock=HostStamper())
     bus = ModbusRtuBus(str(links / "meter"), str(links / "bus"), {1: meter})
     async with bus, running(source.run(sink), "modbus"):
         await sink.wait_for(lambda: len(sink.readings) >= 5 * 14)

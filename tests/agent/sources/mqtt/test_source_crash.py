@@ -1,11 +1,11 @@
 """kill -9 of the agent while messages keep arriving at QoS 1: after restarts, every message is
 in the buffer, and twice only within the window docs/mqtt.md measures.
 
-The agent runs as a child process (`python -m tests.agent.test_mqtt_crash child ...`): the real
-runtime (TaskGroup, flusher, SQLite buffer, sync loop against a receiver that is down) with the
-MQTT source. A publisher in the test streams `{"id": n}` at QoS 1 to the shared broker; the
-child is killed with SIGKILL at random moments and started again on the same buffer, state
-directory and client id, while the broker keeps queueing for the session.
+The agent runs as a child process (`python -m tests.agent.sources.mqtt.test_source_crash child
+...`): the real runtime (TaskGroup, flusher, SQLite buffer, sync loop against a receiver that is
+down) with the MQTT source. A publisher in the test streams `{"id": n}` at QoS 1 to the shared
+broker; the child is killed with SIGKILL at random moments and started again on the same
+buffer, state directory and client id, while the broker keeps queueing for the session.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.agent.helpers import write_config, write_key
-from tests.agent.test_mqtt import (
+from tests.agent.sources.mqtt.test_source import (
     buffer_values,
     drop_session,
     id_rule,
@@ -35,7 +35,7 @@ from tests.firmware_bridge.conftest import wait_until
 
 pytestmark = pytest.mark.mqtt
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 TOTAL = 1200
 RATE_HZ = 300.0  # ~1 s of child start-up queues ~300: far below Mosquitto's default 1000
 KILLS = 3
@@ -55,7 +55,7 @@ class Child:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "tests.agent.test_mqtt_crash",
+                "tests.agent.sources.mqtt.test_source_crash",
                 *self.args,
                 cwd=ROOT,
                 stdout=asyncio.subprocess.PIPE,
@@ -142,7 +142,7 @@ def child_main(workdir: Path, url: str, topic: str, client_id: str) -> None:
 
     from agent.config import load_config
     from agent.runtime import Agent, RuntimeDeps
-    from agent.sources.mqtt import MqttSource
+    from agent.sources.mqtt.source import MqttSource
 
     async def main() -> None:
         source = MqttSource(

@@ -6,7 +6,7 @@ added after the preset's. Every value of a preset is optional (`when_missing = "
 publish only what their hardware measures. Series are named `<device>.<metric>`, the device
 being the topic level the firmware puts its name in.
 
-Sources (payload shapes and units; the test samples in tests/agent/test_mqtt_mapping.py are
+Sources (payload shapes and units; the test samples in tests/agent/sources/mqtt/test_mapping.py are
 quoted from these pages):
 - Tasmota: `tele/<topic>/SENSOR` every TelePeriod; ENERGY object of power-monitoring plugs
   (Total/Today kWh, Power W, ApparentPower VA, ReactivePower var, Factor, Voltage V, Current A):
@@ -40,7 +40,7 @@ from typing import Any
 
 import msgspec
 
-from agent.sources.mqtt_mapping import MqttRule
+from agent.sources.mqtt.mapping import MqttRule
 
 
 def _v(metric: str, path: str, unit: str = "", **extra: Any) -> dict[str, Any]:

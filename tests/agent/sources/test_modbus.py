@@ -14,13 +14,14 @@ import pytest
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
+from agent.sources import HostStamper
+from agent.sources.modbus import ModbusSource
 from firmware_bridge.modbus_config import ModbusConfig
 from firmware_bridge.modbus_map import encode_words
-from firmware_bridge.modbus_source import ModbusSource
 from firmware_bridge.port import NullModem
-from firmware_bridge.simulators import ModbusRtuBus
-from firmware_bridge.source import SystemClock
-from tests.firmware_bridge.conftest import Sink, running
+from firmware_bridge.sim.simulators import ModbusRtuBus
+from tests.agent.sources.conftest import Recorder
+from tests.firmware_bridge.conftest import running
 from wire.models import Quality
 
 pytestmark = pytest.mark.serial
@@ -65,14 +66,14 @@ def rtu_config(links: Path, devices: list[dict[str, object]], **kw: object) -> M
     return msgspec.convert(raw, ModbusConfig)
 
 
-def by_metric(sink: Sink) -> dict[str, list[tuple[float, int]]]:
+def by_metric(sink: Recorder) -> dict[str, list[tuple[float, int]]]:
     out: dict[str, list[tuple[float, int]]] = {}
     for r in sink.readings:
         out.setdefault(r.series.metric, []).append((r.value, r.quality))
     return out
 
 
-async def test_every_type_and_word_order_arrives(links: Path, sink: Sink) -> None:
+async def test_every_type_and_word_order_arrives(links: Path, sink: Recorder) -> None:
     registers = [0] * 100
     points = []
     address = 0
@@ -92,7 +93,7 @@ async def test_every_type_and_word_order_arrives(links: Path, sink: Sink) -> Non
             )
             address += len(words)
     cfg = rtu_config(links, [{"name": "meter", "unit_id": 1, "points": points}], max_registers=16)
-    source = ModbusSource(cfg, clock=SystemClock())
+    source = ModbusSource(cfg, clock=HostStamper())
     async with serial_meters(links, {1: device(registers)}), running(source.run(sink), "modbus"):
         await sink.wait_for(lambda: len(sink.readings) >= len(points))
     got = by_metric(sink)
@@ -104,7 +105,7 @@ async def test_every_type_and_word_order_arrives(links: Path, sink: Sink) -> Non
     assert source.stats.units[1].ok >= 1
 
 
-async def test_profile_meter_scaled_values(links: Path, sink: Sink) -> None:
+async def test_profile_meter_scaled_values(links: Path, sink: Recorder) -> None:
     registers = [0] * 400
     registers[0:2] = encode_words(231.2, "float32")  # voltage_l1
     registers[0x48:0x4A] = encode_words(1234.5, "float32")  # energy_import
@@ -121,7 +122,7 @@ async def test_profile_meter_scaled_values(links: Path, sink: Sink) -> None:
         ],
     )
     async with serial_meters(links, {7: device(registers)}):
-        source = ModbusSource(cfg, clock=SystemClock())
+        source = ModbusSource(cfg, clock=HostStamper())
         async with running(source.run(sink), "modbus"):
             await sink.wait_for(lambda: len(sink.readings) >= 3)
     got = by_metric(sink)
@@ -131,7 +132,7 @@ async def test_profile_meter_scaled_values(links: Path, sink: Sink) -> None:
     assert sink.readings[0].series.medium == "electricity"
 
 
-async def test_exceptions_and_timeouts_are_counted_and_flagged(links: Path, sink: Sink) -> None:
+async def test_exceptions_and_timeouts_are_counted_and_flagged(links: Path, sink: Recorder) -> None:
     registers = encode_words(42.0, "float32") + [0] * 8
     cfg = rtu_config(
         links,
@@ -155,7 +156,7 @@ async def test_exceptions_and_timeouts_are_counted_and_flagged(links: Path, sink
         down_after_failures=2,
         down_retry_ms=60_000,
     )
-    source = ModbusSource(cfg, clock=SystemClock())
+    source = ModbusSource(cfg, clock=HostStamper())
     async with serial_meters(links, {1: device(registers)}), running(source.run(sink), "modbus"):
         await sink.wait_for(lambda: len(by_metric(sink).get("ok", [])) >= 10)
     got = by_metric(sink)
@@ -169,7 +170,7 @@ async def test_exceptions_and_timeouts_are_counted_and_flagged(links: Path, sink
     assert len(got["silent"]) >= 3  # … but its gap stays explicit
 
 
-async def test_unplugged_adapter_is_survived(links: Path, sink: Sink) -> None:
+async def test_unplugged_adapter_is_survived(links: Path, sink: Recorder) -> None:
     registers = encode_words(7.0, "float32")
     cfg = rtu_config(
         links,
@@ -182,7 +183,7 @@ async def test_unplugged_adapter_is_survived(links: Path, sink: Sink) -> None:
             }
         ],
     )
-    source = ModbusSource(cfg, clock=SystemClock())
+    source = ModbusSource(cfg, clock=HostStamper())
     async with (
         serial_meters(links, {1: device(registers)}) as modem,
         running(source.run(sink), "modbus"),
@@ -205,7 +206,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_modbus_tcp(sink: Sink) -> None:
+async def test_modbus_tcp(sink: Recorder) -> None:
     port = free_port()
     context = ModbusServerContext(devices={3: device(encode_words(-5.5, "float64"))}, single=False)
     server = ModbusTcpServer(context, address=("127.0.0.1", port))
@@ -228,7 +229,7 @@ async def test_modbus_tcp(sink: Sink) -> None:
             },
             ModbusConfig,
         )
-        source = ModbusSource(cfg, clock=SystemClock())
+        source = ModbusSource(cfg, clock=HostStamper())
         async with running(source.run(sink), "modbus tcp"):
             await sink.wait_for(lambda: len(sink.readings) >= 1)
     finally:
@@ -239,7 +240,7 @@ async def test_modbus_tcp(sink: Sink) -> None:
     assert sink.readings[0].value == -5.5
 
 
-async def test_missing_port_retries_with_bad_readings(links: Path, sink: Sink) -> None:
+async def test_missing_port_retries_with_bad_readings(links: Path, sink: Recorder) -> None:
     cfg = rtu_config(
         links,
         [
@@ -251,7 +252,7 @@ async def test_missing_port_retries_with_bad_readings(links: Path, sink: Sink) -
             }
         ],
     )
-    source = ModbusSource(cfg, clock=SystemClock())
+    source = ModbusSource(cfg, clock=HostStamper())
     async with running(source.run(sink), "modbus"):
         await sink.wait_for(lambda: len(sink.readings) >= 3)
     assert source.stats.connect_failures >= 1

@@ -1,4 +1,5 @@
-"""A test source: meter-like counters at a fixed rate, so the agent runs before real hardware.
+"""The synthetic source (config `type = "test"`): meter-like counters at a fixed rate, so the
+agent runs before real hardware.
 
 Each tick adds `step` to every series' counter and hands one reading per series to the sink. On
 restart a counter resumes from the last *committed* value, like a meter register that kept
@@ -14,15 +15,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from agent.config import TestSourceConfig
+from agent.config import SyntheticSourceConfig
 from agent.sources import Sink
 from wire.models import SeriesKey
 
 
-class TestSource:
-    __test__ = False  # not a pytest class, despite the name
-
-    def __init__(self, config: TestSourceConfig) -> None:
+class SyntheticSource:
+    def __init__(self, config: SyntheticSourceConfig) -> None:
         self.config = config
         self.name = config.name
 

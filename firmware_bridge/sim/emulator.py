@@ -1,6 +1,6 @@
 """A firmware emulator: our MCU protocol, spoken from the device side, for tests and the demo.
 
-    python -m firmware_bridge.emulator --link /tmp/ttyMCU --state /tmp/mcu.flash --rate-hz 10
+    python -m firmware_bridge.sim.emulator --link /tmp/ttyMCU --state /tmp/mcu.flash --rate-hz 10
 
 creates a pseudo-terminal, publishes its slave at `--link` (point the bridge's `port.path` there)
 and behaves like our firmware: it takes readings at a fixed rate on a few channels, keeps every
@@ -59,7 +59,8 @@ from firmware_bridge.mcu_frames import (
     TimeSyncAck,
     ValueType,
 )
-from firmware_bridge.port import PortConfig, PtyDevice, SerialPort
+from firmware_bridge.port import PtyDevice, SerialPort
+from firmware_bridge.port_config import PortConfig
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +348,7 @@ class Emulator:
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m firmware_bridge.emulator",
+        prog="python -m firmware_bridge.sim.emulator",
         description="Emulate Tierless MCU firmware on a pseudo-terminal or serial port.",
     )
     p.add_argument("--version", action=wire.version.VersionAction, prog="tierless-mcu-emulator")

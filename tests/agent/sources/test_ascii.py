@@ -9,12 +9,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from agent.sources import HostStamper
+from agent.sources.ascii import AsciiSource
 from firmware_bridge.ascii_protocol import AsciiConfig
-from firmware_bridge.ascii_source import AsciiSource
 from firmware_bridge.errors import PortLostError
 from firmware_bridge.port import PtyDevice
-from firmware_bridge.source import SystemClock
-from tests.firmware_bridge.conftest import Sink, running
+from tests.agent.sources.conftest import Recorder
+from tests.firmware_bridge.conftest import running
 from tests.firmware_bridge.test_ascii_protocol import TICKET, xor8
 from wire.models import Quality
 
@@ -65,7 +66,7 @@ def config(link: Path, **kw: object) -> AsciiConfig:
     return msgspec.convert(raw, AsciiConfig)
 
 
-async def test_polled_scale_with_garbage_overload_and_silence(links: Path, sink: Sink) -> None:
+async def test_polled_scale_with_garbage_overload_and_silence(links: Path, sink: Recorder) -> None:
     device = PtyDevice(str(links / "scale"))
     scale = Scale(
         device,
@@ -79,16 +80,16 @@ async def test_polled_scale_with_garbage_overload_and_silence(links: Path, sink:
             "S S     100.20 g",
         ],
     )
-    source = AsciiSource(config(links / "scale"), clock=SystemClock())
+    source = AsciiSource(config(links / "scale"), clock=HostStamper())
     async with running(scale.run(), "scale"), running(source.run(sink), "ascii"):
-        await sink.wait_for(lambda: len(sink.deliveries) >= 7)
+        await sink.wait_for(lambda: len(sink.readings) >= 7)
     got = [(r.value, r.quality, r.series.unit) for r in sink.readings[:7]]
     assert got[0] == (100.0, Quality.GOOD, "g")
     assert got[1] == (0.0, Quality.BAD, "g")  # garbage then timeout: explicit gap
     assert got[2] == (0.0, Quality.BAD, "g")  # overload names no unit: the last one counts
     assert got[3] == (0.0, Quality.BAD, "g")  # ES
     assert got[4] == (0.0, Quality.BAD, "g")  # silence
-    assert len(sink.readings) == len(sink.deliveries)  # one series, never a unit-less twin
+    assert len(sink.keys) == 1  # one series, never a unit-less twin
     assert got[5] == (100.1, Quality.UNCERTAIN, "g")
     assert got[6] == (100.2, Quality.GOOD, "g")
     assert source.stats.unparsable == 1
@@ -98,12 +99,12 @@ async def test_polled_scale_with_garbage_overload_and_silence(links: Path, sink:
     device.close()
 
 
-async def test_streaming_scale(links: Path, sink: Sink) -> None:
+async def test_streaming_scale(links: Path, sink: Recorder) -> None:
     device = PtyDevice(str(links / "scale"))
     stream = ["S S      1.00 kg\r\n", "S D   1.5", "0 kg\r\n", "\xff\xfe noise\r\n", "S +\r\n"]
     stream += ["x" * 400 + "\r\n", "S S      2.00 kg\r\n"]
     scale = Scale(device, [], stream)
-    source = AsciiSource(config(links / "scale", mode="streaming"), clock=SystemClock())
+    source = AsciiSource(config(links / "scale", mode="streaming"), clock=HostStamper())
     async with running(scale.run(), "scale"), running(source.run(sink), "ascii"):
         await sink.wait_for(lambda: len(sink.readings) >= 4)
     got = [(r.value, r.quality) for r in sink.readings]
@@ -119,7 +120,7 @@ async def test_streaming_scale(links: Path, sink: Sink) -> None:
     device.close()
 
 
-async def test_weighbridge_tickets_become_events(links: Path, sink: Sink) -> None:
+async def test_weighbridge_tickets_become_events(links: Path, sink: Recorder) -> None:
     device = PtyDevice(str(links / "bridge"))
     lines = []
     for n, (material, net) in enumerate([("GRAVEL", 25340), ("SAND", 18020)]):
@@ -128,7 +129,7 @@ async def test_weighbridge_tickets_become_events(links: Path, sink: Sink) -> Non
     lines.insert(1, "T999,SAND,L-9,1,O*00\r\n")  # bad checksum
     raw = msgspec.to_builtins(TICKET)
     raw.update(port={"path": str(links / "bridge")}, reopen_initial_ms=20)
-    source = AsciiSource(msgspec.convert(raw, AsciiConfig), clock=SystemClock())
+    source = AsciiSource(msgspec.convert(raw, AsciiConfig), clock=HostStamper())
 
     async def weighbridge() -> None:
         for line in lines:
@@ -146,10 +147,10 @@ async def test_weighbridge_tickets_become_events(links: Path, sink: Sink) -> Non
     device.close()
 
 
-async def test_replugged_instrument_is_reopened(links: Path, sink: Sink) -> None:
+async def test_replugged_instrument_is_reopened(links: Path, sink: Recorder) -> None:
     device = PtyDevice(str(links / "scale"))
     scale = Scale(device, ["S S 1.00 g"] * 1000)
-    source = AsciiSource(config(links / "scale"), clock=SystemClock())
+    source = AsciiSource(config(links / "scale"), clock=HostStamper())
     async with running(source.run(sink), "ascii"):
         async with running(scale.run(), "scale"):
             await sink.wait_for(lambda: len(sink.readings) >= 3)

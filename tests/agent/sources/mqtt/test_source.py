@@ -32,8 +32,8 @@ from paho.mqtt.properties import Properties
 from agent.config import load_config
 from agent.errors import ConfigError
 from agent.runtime import Agent, RuntimeDeps
-from agent.sources.mqtt import MqttSource
-from agent.sources.mqtt_config import MqttSourceConfig
+from agent.sources.mqtt.config import MqttSourceConfig
+from agent.sources.mqtt.source import MqttSource
 from tests.agent.fakes import FakeReceiver
 from tests.agent.helpers import write_config, write_key
 from tests.conftest import service_missing
@@ -47,7 +47,7 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 
 
-# -- helpers (also used by test_mqtt_crash.py and bench/mqtt.py) -------------------------------
+# -- helpers (also used by test_source_crash.py and bench/mqtt.py) -------------------------------
 
 
 def host_port(url: str) -> tuple[str, int]:
@@ -378,7 +378,7 @@ async def test_bad_payloads_are_counted_and_the_source_goes_on(mqtt_url, unique_
     source = MqttSource(cfg)
     sink = FakeSink()
     try:
-        with caplog.at_level(logging.WARNING, logger="agent.sources.mqtt"):
+        with caplog.at_level(logging.WARNING, logger="agent.sources.mqtt.source"):
             async with source_running(source, sink), publisher(mqtt_url) as pub:
                 for n in range(1, 4):
                     for topic, payload in junk:
@@ -540,7 +540,7 @@ async def test_mqtts_with_a_ca_and_a_password_over_mqtt_3_1_1(tmp_path, caplog):
         other.cert_pem.write_to_path(str(tmp_path / "other.pem"))
         bad = msgspec.structs.replace(cfg, ca_file=str(tmp_path / "other.pem"))
         source = MqttSource(bad)
-        with caplog.at_level(logging.WARNING, logger="agent.sources.mqtt"):
+        with caplog.at_level(logging.WARNING, logger="agent.sources.mqtt.source"):
             async with running(source.run(FakeSink()), "source"):
                 await wait_until(lambda: "cannot reach the broker" in caplog.text, 10)
         assert "CERTIFICATE_VERIFY_FAILED" in caplog.text or "certificate verify" in caplog.text
@@ -635,7 +635,7 @@ async def quiet_close(client: aiomqtt.Client) -> None:
 async def test_a_broker_that_lost_our_session_is_reported(tmp_path, caplog):
     with own_broker(tmp_path / "broker", persistence=False) as broker:
         source = MqttSource(source_config(broker.url, unique_client(), [id_rule("a/{d}")]))
-        with caplog.at_level(logging.WARNING, logger="agent.sources.mqtt"):
+        with caplog.at_level(logging.WARNING, logger="agent.sources.mqtt.source"):
             async with source_running(source, FakeSink()):
                 await asyncio.to_thread(broker.stop)
                 await asyncio.to_thread(broker.start)
@@ -656,7 +656,7 @@ async def test_messages_the_broker_drops_at_its_queue_limit_are_reported(tmp_pat
                 await pub.publish("q/x", f'{{"id": {n}}}', qos=1)
         sink = FakeSink()
         source = MqttSource(cfg)
-        with caplog.at_level(logging.WARNING, logger="agent.sources.mqtt"):
+        with caplog.at_level(logging.WARNING, logger="agent.sources.mqtt.source"):
             async with source_running(source, sink):
                 await wait_until(lambda: source.stats.broker_dropped > 0, 5)
     assert source.stats.broker_dropped + len(sink.rows) == 30
