@@ -72,6 +72,9 @@ class Metrics:
     backlog_readings: int = 0
     backlog_age_seconds: float = 0.0
     uplink_state: str = "starting"
+    uplink_up: int = 1  # 0 from a failed or refused attempt until the next answer
+    last_ack_age_seconds: float | None = None  # None: never acknowledged (no sample)
+    buffer_fill_ratio: float = 0.0
     clock_state: int = 2
     clock_offset_ms: int = 0
     key_reloads: int = 0
@@ -176,6 +179,24 @@ class Metrics:
             "gauge",
             "1 for the uplink's current state.",
             [(f'{{state="{s}"}}', 1 if self.uplink_state == s else 0) for s in UPLINK_STATES],
+        )
+        metric(
+            "uplink_up",
+            "gauge",
+            "1 while the receiver answers; 0 from a failed or refused upload until it answers.",
+            [("", self.uplink_up)],
+        )
+        metric(
+            "last_ack_age_seconds",
+            "gauge",
+            "Seconds since the receiver last acknowledged a batch (no sample: never).",
+            [] if self.last_ack_age_seconds is None else [("", self.last_ack_age_seconds)],
+        )
+        metric(
+            "buffer_fill_ratio",
+            "gauge",
+            "Buffer file's used bytes over buffer.max_mb, at the last group commit.",
+            [("", self.buffer_fill_ratio)],
         )
         metric(
             "clock_state",

@@ -39,6 +39,7 @@ from agent.errors import StoreError
 from agent.ingest import Ingest
 from agent.keyfile import DeviceKey
 from agent.metrics import Metrics, serve, source_counters
+from agent.pressure import BufferPressure
 from agent.sources import Source, SourceContext, build_source
 from agent.sync import Syncer, SyncSettings
 from agent.uplink import Uplink, make_client
@@ -154,6 +155,7 @@ class Agent:
             max_pending=cfg.buffer.flush_max_readings * 10,
         )
         self.wake = asyncio.Event()
+        self.pressure = BufferPressure(buffer.max_bytes)
         self.watermarks = BufferWatermarks(buffer.positions, self.ingest)
         context = SourceContext(
             clock=self.clock,
@@ -190,6 +192,7 @@ class Agent:
                     await self.ingest.full.wait()
             try:
                 await self._commit_group()
+                self.pressure.tick(time.monotonic())
             except StoreError as exc:
                 # Disk full or I/O error: the group went back into memory (bounded) and is
                 # retried next interval; readings beyond the bound are counted as dropped.
@@ -235,6 +238,8 @@ class Agent:
         m.dropped["buffer_full"] += result.dropped
         self.ingest.mark_committed(group)
         self.oldest_ts_ms = await self.worker.call(buffer.oldest_ts_ms)
+        used = await self.worker.call(buffer.used_bytes)
+        self.pressure.observe(used, result.dropped, time.monotonic())
         self.wake.set()
 
     async def _clock_task(self) -> None:
@@ -267,6 +272,11 @@ class Agent:
         )
         m.clock_state = int(self.clock.state)
         m.clock_offset_ms = self.clock.offset_ms
+        m.buffer_fill_ratio = self.pressure.fill
+        last_ack = self.worker.buffer.meta.get("last_sync_ms")
+        m.last_ack_age_seconds = (
+            None if last_ack is None else max(0.0, (self.clock.now_ms() - int(last_ack)) / 1000)
+        )
         m.sources = {
             s.name: source_counters(stats)
             for s in self.sources
@@ -300,5 +310,6 @@ def _settings(cfg: Config) -> SyncSettings:
         live_every_batches=c.live_every_batches,
         retry_initial_s=c.retry_initial_ms / 1000,
         retry_max_s=c.retry_max_s,
+        retry_unavailable_max_s=c.retry_unavailable_max_s,
         refused_recheck_s=c.refused_recheck_s,
     )

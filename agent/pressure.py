@@ -1,0 +1,89 @@
+"""Buffer pressure as the operator sees it: the buffer filling up, and readings dropped.
+
+The buffer keeps its bound by dropping the oldest uncut readings (invariant 4 of `agent.buffer`)
+and counts every drop for the cloud; this module puts the same facts in the log, sparingly. The
+runtime calls `observe` after each group commit with the file's used bytes and that commit's
+drops, and `tick` on every flusher turn. No clock, no I/O besides the log: time comes in as
+monotonic seconds.
+
+Lines:
+- `buffer 83 % full (...)` (WARNING) when the fill reaches `high` (80 %), once per crossing;
+  `buffer down to 52 % full` (INFO) when it falls below `low` (70 %), which re-arms the first.
+  The gap between the two is the hysteresis: a buffer hovering at 80 % says so once.
+- `buffer full: dropped N oldest readings and events ...` (ERROR): the first drop at once, then
+  at most one line every `drop_every_s` (60 s) with the count since the previous line, so a
+  buffer that drops on every commit writes one line a minute, and no drop goes unmentioned
+  (a count still owed is written by `tick` once the minute is up).
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+HIGH = 0.80
+LOW = 0.70
+DROP_EVERY_S = 60.0
+
+
+class BufferPressure:
+    def __init__(
+        self,
+        max_bytes: int,
+        *,
+        high: float = HIGH,
+        low: float = LOW,
+        drop_every_s: float = DROP_EVERY_S,
+    ) -> None:
+        if not 0 < low < high <= 1:
+            raise ValueError("buffer pressure needs 0 < low < high <= 1")
+        self._max = max_bytes
+        self._high, self._low = high, low
+        self._every = drop_every_s
+        self.fill = 0.0  # used / max at the last commit, for the metrics
+        self._armed = True  # False between a "full" line and the fall below `low`
+        self._owed = 0  # drops not yet in a line
+        self._total = 0
+        self._last_drop_line: float | None = None
+
+    def observe(self, used_bytes: int, dropped: int, now: float) -> None:
+        """After a group commit: the file's used bytes, and the readings and events it dropped."""
+        self.fill = used_bytes / self._max
+        if self._armed and self.fill >= self._high:
+            self._armed = False
+            log.warning(
+                "buffer %.0f %% full (%s of %s): at 100 %% the oldest readings not yet sent "
+                "are dropped, counted and reported to the cloud",
+                self.fill * 100,
+                _mb(used_bytes),
+                _mb(self._max),
+            )
+        if dropped:
+            self._owed += dropped
+            self._total += dropped
+        self.tick(now)
+        if not self._armed and self.fill < self._low:
+            self._armed = True
+            log.info("buffer down to %.0f %% full", self.fill * 100)
+
+    def tick(self, now: float) -> None:
+        """Write the drops owed once `drop_every_s` has passed since the last such line."""
+        last = self._last_drop_line
+        if not self._owed or (last is not None and now - last < self._every):
+            return
+        since = "" if last is None else f" in the last {now - last:.0f} s"
+        log.error(
+            "buffer full: dropped %s oldest readings and events%s to stay within %s "
+            "(%s since start); each drop is counted and reported to the cloud",
+            f"{self._owed:,}",
+            since,
+            _mb(self._max),
+            f"{self._total:,}",
+        )
+        self._owed = 0
+        self._last_drop_line = now
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.0f} KB"
