@@ -10,7 +10,7 @@ Lines:
 - `buffer 83 % full (...)` (WARNING) when the fill reaches `high` (80 %), once per crossing;
   `buffer down to 52 % full` (INFO) when it falls below `low` (70 %), which re-arms the first.
   The gap between the two is the hysteresis: a buffer hovering at 80 % says so once.
-- `buffer full: dropped N oldest readings and events ...` (ERROR): the first drop at once, then
+- `buffer full: dropped N readings and events ...` (ERROR): the first drop at once, then
   at most one line every `drop_every_s` (60 s) with the count since the previous line, so a
   buffer that drops on every commit writes one line a minute, and no drop goes unmentioned
   (a count still owed is written by `tick` once the minute is up).
@@ -28,6 +28,9 @@ DROP_EVERY_S = 60.0
 
 
 class BufferPressure:
+    """Drops are what `Buffer.commit` reports: the oldest uncut readings (then events) evicted
+    for the bound, plus what the hand-over refused while the disk stalled."""
+
     def __init__(
         self,
         max_bytes: int,
@@ -74,7 +77,7 @@ class BufferPressure:
             return
         since = "" if last is None else f" in the last {now - last:.0f} s"
         log.error(
-            "buffer full: dropped %s oldest readings and events%s to stay within %s "
+            "buffer full: dropped %s readings and events%s to stay within %s "
             "(%s since start); each drop is counted and reported to the cloud",
             f"{self._owed:,}",
             since,

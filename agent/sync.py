@@ -300,10 +300,11 @@ class Syncer:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         cause = getattr(exc, "cause", "unknown")
         self._metrics.retries[cause] = self._metrics.retries.get(cause, 0) + 1
-        notice = self._outages.failed(str(exc), self._monotonic())
-        self._metrics.uplink_up = 0
-        if notice is not None:
-            notice.log(await self._backlog())
+        if cause != "encoding":  # a zstd refusal is retried at once in gzip: no outage
+            notice = self._outages.failed(str(exc), self._monotonic())
+            self._metrics.uplink_up = 0
+            if notice is not None:
+                notice.log(await self._backlog())
         await self._set_state("retrying", error=str(exc))
 
     def _answered(self) -> None:
