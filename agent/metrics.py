@@ -195,7 +195,7 @@ class Metrics:
         metric(
             "buffer_fill_ratio",
             "gauge",
-            "Buffer file's used bytes over buffer.max_mb, at the last group commit.",
+            "Buffer file's used bytes over buffer.max_mb, measured every flush interval.",
             [("", self.buffer_fill_ratio)],
         )
         metric(

@@ -2,9 +2,9 @@
 
 The buffer keeps its bound by dropping the oldest uncut readings (invariant 4 of `agent.buffer`)
 and counts every drop for the cloud; this module puts the same facts in the log, sparingly. The
-runtime calls `observe` after each group commit with the file's used bytes and that commit's
-drops, and `tick` on every flusher turn. No clock, no I/O besides the log: time comes in as
-monotonic seconds.
+runtime calls `observe` on every flusher turn (after the group commit, if there was one) with
+the file's used bytes and that commit's drops, and `flush` on stop. No clock, no I/O besides
+the log: time comes in as monotonic seconds.
 
 Lines:
 - `buffer 83 % full (...)` (WARNING) when the fill reaches `high` (80 %), once per crossing;
@@ -12,8 +12,9 @@ Lines:
   The gap between the two is the hysteresis: a buffer hovering at 80 % says so once.
 - `buffer full: dropped N readings and events ...` (ERROR): the first drop at once, then
   at most one line every `drop_every_s` (60 s) with the count since the previous line, so a
-  buffer that drops on every commit writes one line a minute, and no drop goes unmentioned
-  (a count still owed is written by `tick` once the minute is up).
+  buffer that drops on every commit writes one line a minute, and no drop goes unmentioned: a
+  count still owed is written once the minute is up, when the fill falls below `low`, or on
+  stop (`flush`), whichever comes first.
 """
 
 from __future__ import annotations
@@ -44,14 +45,14 @@ class BufferPressure:
         self._max = max_bytes
         self._high, self._low = high, low
         self._every = drop_every_s
-        self.fill = 0.0  # used / max at the last commit, for the metrics
+        self.fill = 0.0  # used / max at the last flusher turn, for the metrics
         self._armed = True  # False between a "full" line and the fall below `low`
         self._owed = 0  # drops not yet in a line
         self._total = 0
         self._last_drop_line: float | None = None
 
     def observe(self, used_bytes: int, dropped: int, now: float) -> None:
-        """After a group commit: the file's used bytes, and the readings and events it dropped."""
+        """The file's used bytes now, and the readings and events the last commit dropped."""
         self.fill = used_bytes / self._max
         if self._armed and self.fill >= self._high:
             self._armed = False
@@ -62,19 +63,29 @@ class BufferPressure:
                 _mb(used_bytes),
                 _mb(self._max),
             )
-        if dropped:
-            self._owed += dropped
-            self._total += dropped
-        self.tick(now)
+        self._add(dropped)
+        last = self._last_drop_line
+        if self._owed and (last is None or now - last >= self._every):
+            self._write(now)
         if not self._armed and self.fill < self._low:
             self._armed = True
+            if self._owed:  # the end of a full stretch: its drops first, however recent the last
+                self._write(now)
             log.info("buffer down to %.0f %% full", self.fill * 100)
 
-    def tick(self, now: float) -> None:
-        """Write the drops owed once `drop_every_s` has passed since the last such line."""
+    def flush(self, dropped: int, now: float) -> None:
+        """On stop: write the drops still owed, the last commit's `dropped` included, however
+        recent the previous line."""
+        self._add(dropped)
+        if self._owed:
+            self._write(now)
+
+    def _add(self, dropped: int) -> None:
+        self._owed += dropped
+        self._total += dropped
+
+    def _write(self, now: float) -> None:
         last = self._last_drop_line
-        if not self._owed or (last is not None and now - last < self._every):
-            return
         since = "" if last is None else f" in the last {now - last:.0f} s"
         log.error(
             "buffer full: dropped %s readings and events%s to stay within %s "

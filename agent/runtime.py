@@ -191,8 +191,10 @@ class Agent:
                 async with asyncio.timeout(interval):
                     await self.ingest.full.wait()
             try:
-                await self._commit_group()
-                self.pressure.tick(time.monotonic())
+                dropped = await self._commit_group()
+                # Every turn, not only after a commit: acknowledgements free space too.
+                used = await self.worker.call(self.worker.buffer.used_bytes)
+                self.pressure.observe(used, dropped, time.monotonic())
             except StoreError as exc:
                 # Disk full or I/O error: the group went back into memory (bounded) and is
                 # retried next interval; readings beyond the bound are counted as dropped.
@@ -204,11 +206,12 @@ class Agent:
                     log.info("commits work again")
                 failing = False
 
-    async def _commit_group(self) -> None:
+    async def _commit_group(self) -> int:
+        """Commit what the ingest holds; returns the readings and events dropped for it."""
         group = self.ingest.take()
         if group.is_empty():
             self.ingest.mark_committed(group)
-            return
+            return 0
         started = time.perf_counter()
         buffer = self.worker.buffer
         try:
@@ -238,9 +241,8 @@ class Agent:
         m.dropped["buffer_full"] += result.dropped
         self.ingest.mark_committed(group)
         self.oldest_ts_ms = await self.worker.call(buffer.oldest_ts_ms)
-        used = await self.worker.call(buffer.used_bytes)
-        self.pressure.observe(used, result.dropped, time.monotonic())
         self.wake.set()
+        return result.dropped
 
     async def _clock_task(self) -> None:
         buffer = self.worker.buffer
@@ -257,7 +259,7 @@ class Agent:
         if not hasattr(self, "ingest"):  # failed before the ingest existed: nothing to flush
             return
         try:
-            await self._commit_group()
+            self.pressure.flush(await self._commit_group(), time.monotonic())
         except StoreError as exc:
             log.error("could not commit the last readings on stop: %s", exc)
 

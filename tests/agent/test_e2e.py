@@ -14,6 +14,7 @@ import pytest
 
 from tests.agent.e2e import (
     CHAOS_CYCLES,
+    AgentProc,
     FaultProxy,
     assert_contiguous_once,
     make_agent,
@@ -28,7 +29,7 @@ def source(rate: int = 100, series: int = 3, extra: str = "") -> str:
     return SOURCE.format(rate=rate, series=series, extra=extra)
 
 
-def whole_log(agent) -> str:
+def whole_log(agent: AgentProc) -> str:
     return (agent.config.parent / "agent.log").read_text(errors="replace")
 
 
@@ -142,7 +143,12 @@ def test_full_buffer_drops_oldest_and_the_cloud_sees_the_counts(tmp_path, receiv
     # and the gateway's own log said so: the outage, the filling buffer, the drops with a count
     assert log.count("uplink down (ConnectError") == 1
     assert log.count("% full (") == 1
-    assert "buffer full: dropped " in log
+    counts = [
+        int(line.split("buffer full: dropped ")[1].split()[0].replace(",", ""))
+        for line in log.splitlines()
+        if "buffer full: dropped " in line
+    ]
+    assert sum(counts) == dropped  # the log's counts add up to the drops, exactly
     assert log.count("uplink back after ") == 1
 
 

@@ -23,6 +23,18 @@ def lines(caplog):
     return take
 
 
+def test_the_end_of_a_full_stretch_says_its_drops_first(lines):
+    p = BufferPressure(2 * MB, drop_every_s=60)
+    p.observe(2 * MB, 100, now=0.0)
+    p.observe(2 * MB, 50, now=10.0)
+    lines()
+    p.observe(MB, 0, now=12.0)  # the receiver is back and acknowledged: well below 70 %
+    assert [text.split(" to stay")[0] for _, text in lines()] == [
+        "buffer full: dropped 50 readings and events in the last 12 s",
+        "buffer down to 50 % full",
+    ]
+
+
 def test_filling_is_said_once_per_crossing_with_hysteresis(lines):
     p = BufferPressure(10 * MB)
     p.observe(7 * MB, 0, now=0.0)
@@ -66,17 +78,30 @@ def test_drops_first_at_once_then_one_line_a_minute_with_the_count_since(lines):
     ]
 
 
-def test_a_count_still_owed_is_written_by_tick(lines):
+def test_a_count_still_owed_is_written_on_a_later_turn_or_on_stop(lines):
     p = BufferPressure(2 * MB, drop_every_s=60)
     p.observe(2 * MB, 10, now=0.0)
-    p.observe(2 * MB, 7, now=30.0)  # then the drops stop
+    p.observe(2 * MB, 7, now=30.0)  # then the drops stop; the flusher still turns
     lines()
-    p.tick(59.0)
+    p.observe(2 * MB, 0, now=59.0)
     assert lines() == []
-    p.tick(61.0)
+    p.observe(int(1.5 * MB), 0, now=61.0)  # acknowledgements freed space meanwhile
     assert "dropped 7 readings and events in the last 61 s" in lines()[0][1]
-    p.tick(200.0)
-    assert lines() == []  # nothing owed, nothing said
+    p.observe(MB, 0, now=200.0)
+    assert lines() == [("INFO", "buffer down to 50 % full")]  # nothing owed, nothing said
+    p.observe(2 * MB, 3, now=201.0)  # full again: said at once, the minute is long past
+    p.observe(2 * MB, 4, now=220.0)
+    lines()
+    p.flush(2, now=222.0)  # stop: what is owed is said at once, the last commit's included
+    assert lines() == [
+        (
+            "ERROR",
+            "buffer full: dropped 6 readings and events in the last 21 s to stay within 2.0 MB "
+            "(26 since start); each drop is counted and reported to the cloud",
+        )
+    ]
+    p.flush(0, now=203.0)
+    assert lines() == []
 
 
 def test_thresholds_are_checked():
