@@ -147,6 +147,8 @@ class Agent:
             floor_ms=buffer.clock_floor_ms(),
             next_epoch_id=buffer.next_epoch_id(),
         )
+        # Built before the ingest: the final flush runs whenever the ingest exists, and uses it.
+        self.pressure = BufferPressure(buffer.max_bytes)
         self.ingest = Ingest(
             self.clock,
             series=dict(buffer.series),
@@ -155,7 +157,6 @@ class Agent:
             max_pending=cfg.buffer.flush_max_readings * 10,
         )
         self.wake = asyncio.Event()
-        self.pressure = BufferPressure(buffer.max_bytes)
         self.watermarks = BufferWatermarks(buffer.positions, self.ingest)
         context = SourceContext(
             clock=self.clock,
