@@ -274,8 +274,8 @@ class Buffer:
         return dropped, dropped_events
 
     def used_bytes(self) -> int:
-        pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
-        free = self.conn.execute("PRAGMA freelist_count").fetchone()[0]
+        pages = self._query("PRAGMA page_count").fetchone()[0]
+        free = self._query("PRAGMA freelist_count").fetchone()[0]
         return int((pages - free) * self._page_size)
 
     # -- batches out ------------------------------------------------------------------------
@@ -287,6 +287,10 @@ class Buffer:
             "ORDER BY seq LIMIT 1"
         ).fetchone()
         return None if row is None else OutboxEntry(*row)
+
+    def outbox_batches(self) -> int:
+        """Frozen batches not yet acknowledged."""
+        return int(self._query("SELECT count(*) FROM outbox").fetchone()[0])
 
     def uncut(self) -> int:
         return self.depth - self._outbox_readings()

@@ -71,6 +71,9 @@ class CloudConfig(_Section, frozen=True):
     live_every_batches: Annotated[int, msgspec.Meta(ge=0)] = 4
     retry_initial_ms: Annotated[int, msgspec.Meta(ge=1)] = 500
     retry_max_s: _PositiveFloat = 300.0
+    # Cap for failures that end when the receiver is back (refused/reset, timeout, 502-504):
+    # short, so uploads resume within seconds; full jitter still spreads a fleet over it.
+    retry_unavailable_max_s: _PositiveFloat = 5.0
     refused_recheck_s: _PositiveFloat = 900.0
 
 

@@ -58,12 +58,20 @@ class UplinkError(AgentError):
 
 class TransientUplinkError(UplinkError):
     """Worth retrying: `cause` is "transport", "rate_limited" or "server"; `retry_after_s` is the
-    receiver's Retry-After when it sent one."""
+    receiver's Retry-After when it sent one; `status` the HTTP status, if there was a response."""
 
-    def __init__(self, message: str, *, cause: str, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        cause: str,
+        retry_after_s: float | None = None,
+        status: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.cause = cause
         self.retry_after_s = retry_after_s
+        self.status = status
 
 
 class SeqGapError(UplinkError):

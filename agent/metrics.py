@@ -78,6 +78,9 @@ class Metrics:
     backlog_readings: int = 0
     backlog_age_seconds: float = 0.0
     uplink_state: str = "starting"
+    uplink_up: int = 1  # 0 from a failed or refused attempt until the next answer
+    last_ack_age_seconds: float | None = None  # None: never acknowledged (no sample)
+    buffer_fill_ratio: float = 0.0
     clock_state: int = 2
     clock_offset_ms: int = 0
     key_reloads: int = 0
@@ -197,6 +200,24 @@ class Metrics:
             MetricType.GAUGE,
             "1 for the uplink's current state.",
             [((("state", s),), 1 if self.uplink_state == s else 0) for s in UPLINK_STATES],
+        )
+        metric(
+            "uplink_up",
+            MetricType.GAUGE,
+            "1 while the receiver answers; 0 from a failed or refused upload until it answers.",
+            [((), self.uplink_up)],
+        )
+        metric(
+            "last_ack_age_seconds",
+            MetricType.GAUGE,
+            "Seconds since the receiver last acknowledged a batch (no sample: never).",
+            [] if self.last_ack_age_seconds is None else [((), self.last_ack_age_seconds)],
+        )
+        metric(
+            "buffer_fill_ratio",
+            MetricType.GAUGE,
+            "Buffer file's used bytes over buffer.max_mb, measured every flush interval.",
+            [((), self.buffer_fill_ratio)],
         )
         metric(
             "clock_state",

@@ -39,6 +39,7 @@ from agent.errors import StoreError
 from agent.ingest import Ingest
 from agent.keyfile import DeviceKey
 from agent.metrics import Metrics, serve, source_counters
+from agent.pressure import BufferPressure
 from agent.sources import Source
 from agent.sources.registry import SourceContext, build_source
 from agent.sync import Syncer, SyncSettings
@@ -147,6 +148,8 @@ class Agent:
             floor_ms=buffer.clock_floor_ms(),
             next_epoch_id=buffer.next_epoch_id(),
         )
+        # Built before the ingest: the final flush runs whenever the ingest exists, and uses it.
+        self.pressure = BufferPressure(buffer.max_bytes)
         self.ingest = Ingest(
             self.clock,
             series=dict(buffer.series),
@@ -191,7 +194,10 @@ class Agent:
                 async with asyncio.timeout(interval):
                     await self.ingest.full.wait()
             try:
-                await self._commit_group()
+                dropped = await self._commit_group()
+                # Every turn, not only after a commit: acknowledgements free space too.
+                used = await self.worker.call(self.worker.buffer.used_bytes)
+                self.pressure.observe(used, dropped, time.monotonic())
             except StoreError as exc:
                 # Disk full or I/O error: the group went back into memory (bounded) and is
                 # retried next interval; readings beyond the bound are counted as dropped.
@@ -203,11 +209,12 @@ class Agent:
                     log.info("commits work again")
                 failing = False
 
-    async def _commit_group(self) -> None:
+    async def _commit_group(self) -> int:
+        """Commit what the ingest holds; returns the readings and events dropped for it."""
         group = self.ingest.take()
         if group.is_empty():
             self.ingest.mark_committed(group)
-            return
+            return 0
         started = time.perf_counter()
         buffer = self.worker.buffer
         try:
@@ -239,6 +246,7 @@ class Agent:
         self.ingest.mark_committed(group)
         self.oldest_ts_ms = await self.worker.call(buffer.oldest_ts_ms)
         self.wake.set()
+        return result.dropped
 
     async def _clock_task(self) -> None:
         buffer = self.worker.buffer
@@ -255,7 +263,7 @@ class Agent:
         if not hasattr(self, "ingest"):  # failed before the ingest existed: nothing to flush
             return
         try:
-            await self._commit_group()
+            self.pressure.flush(await self._commit_group(), time.monotonic())
         except StoreError as exc:
             log.error("could not commit the last readings on stop: %s", exc)
 
@@ -275,6 +283,11 @@ class Agent:
         m.dropped["rejected_invalid"] = int(meta.get("total_rejected_invalid", 0))
         m.clock_state = int(self.clock.state)
         m.clock_offset_ms = self.clock.offset_ms
+        m.buffer_fill_ratio = self.pressure.fill
+        last_ack = self.worker.buffer.meta.get("last_sync_ms")
+        m.last_ack_age_seconds = (
+            None if last_ack is None else max(0.0, (self.clock.now_ms() - int(last_ack)) / 1000)
+        )
         m.sources = {
             s.name: source_counters(stats)
             for s in self.sources
@@ -308,5 +321,6 @@ def _settings(cfg: Config) -> SyncSettings:
         live_every_batches=c.live_every_batches,
         retry_initial_s=c.retry_initial_ms / 1000,
         retry_max_s=c.retry_max_s,
+        retry_unavailable_max_s=c.retry_unavailable_max_s,
         refused_recheck_s=c.refused_recheck_s,
     )

@@ -3,8 +3,12 @@
 Decisions, per outcome of `agent.uplink`:
 - Ack (stored or duplicate): delete the batch from the outbox, learn the receiver's time.
 - TransientUplinkError (transport, 429, 5xx, zstd refused): retry the same bytes with tenacity,
-  capped exponential backoff with full jitter (`retry_initial_ms` doubling up to `retry_max_s`),
-  never sooner than the receiver's Retry-After. Retries never give up: the data stays.
+  capped exponential backoff with full jitter (`retry_initial_ms` doubling up to a cap), never
+  sooner than the receiver's Retry-After. Retries never give up: the data stays. The cap depends
+  on what failed (`_Backoff`): `retry_unavailable_max_s` (5 s) when the receiver is simply not
+  there (connection refused or reset, timeout, 502/503/504), so uploads resume within about
+  that long after it comes back, and the full jitter spreads a fleet's return over that window;
+  `retry_max_s` (300 s) for what a quick retry cannot fix (429, 500, anything else).
 - RefusedError (400, 401, 403, 409 chain_conflict, 413, 415) and a seq_gap we cannot fill:
   state "stopped: <reason>" in status and metrics, the batch and all new readings stay buffered,
   and the same bytes are offered again every `refused_recheck_s` (an operator may have re-enabled
@@ -23,6 +27,9 @@ round trips old while a large backlog drains behind it (measured in docs/agent.m
 A fresh buffer (first start, or after damage) does not know the receiver's chain head, so before
 its first cut it asks (`GET /v1/chain/head`) and continues from there instead of forking.
 
+Outages are logged once per change, not per retry (`agent.outage`): down with the reason and
+the backlog, still down every few minutes, back with how long it was down and what is queued.
+
 Key rotation: before every attempt (batch or chain head) the device key file is checked
 (`DeviceKey.refresh`, one lstat) and, if it was replaced, the new key signs from that attempt on.
 A replaced file that cannot be used leaves the old key signing (valid at the receiver for the
@@ -35,6 +42,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -47,6 +55,7 @@ from agent.clock import AgentClock
 from agent.errors import RefusedError, SeqGapError, TransientUplinkError
 from agent.keyfile import DeviceKey
 from agent.metrics import Metrics
+from agent.outage import STILL_DOWN_EVERY_S, Backlog, Notice, Outages
 from agent.uplink import Ack, Uplink
 from agent.worker import BufferWorker
 from wire.http import ErrorCode
@@ -59,6 +68,9 @@ Sleep = Callable[[float], Awaitable[None]]
 
 # While uploads are stopped by a refusal, the key file is looked at this often (one lstat).
 KEY_POLL_S = 5.0
+# HTTP statuses that mean "the receiver is not there right now" (a proxy or load balancer in
+# front of it, or its own 503 while the database is away): retried like a refused connection.
+UNAVAILABLE_STATUSES = frozenset({502, 503, 504})
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,18 +83,41 @@ class SyncSettings:
     live_every_batches: int = 4
     retry_initial_s: float = 0.5
     retry_max_s: float = 300.0
+    retry_unavailable_max_s: float = 5.0
     refused_recheck_s: float = 900.0
+    still_down_log_s: float = STILL_DOWN_EVERY_S
+
+
+def unavailable(exc: BaseException | None) -> bool:
+    """The receiver could not be reached or said it is briefly away: a retry succeeds as soon as
+    it is back, so waiting long only delays the upload."""
+    if not isinstance(exc, TransientUplinkError):
+        return False
+    return exc.cause == "transport" or exc.status in UNAVAILABLE_STATUSES
 
 
 class _Backoff(tenacity.wait.wait_base):
-    """Full jitter (uniform in [0, min(cap, initial * 2^n)]), but never less than Retry-After."""
+    """Full jitter: uniform in [0, min(cap, initial * 2^(n-1))] before retry n, where the cap is
+    `unavailable_max_s` for `unavailable` failures (never above `max_s`) and `max_s` for the
+    rest; never less than the receiver's Retry-After."""
 
-    def __init__(self, initial_s: float, max_s: float) -> None:
-        self._jitter = tenacity.wait_random_exponential(multiplier=initial_s, max=max_s)
+    def __init__(
+        self,
+        initial_s: float,
+        max_s: float,
+        unavailable_max_s: float = 5.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._initial = initial_s
+        self._max = max_s
+        self._unavailable_max = min(unavailable_max_s, max_s)
+        self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not crypto
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        wait = float(self._jitter(retry_state))
         exc = retry_state.outcome.exception() if retry_state.outcome else None
+        cap = self._unavailable_max if unavailable(exc) else self._max
+        ceiling = min(cap, self._initial * 2.0 ** min(retry_state.attempt_number - 1, 60))
+        wait = self._rng.uniform(0, ceiling)
         retry_after = getattr(exc, "retry_after_s", None)
         return max(wait, retry_after) if retry_after is not None else wait
 
@@ -115,6 +150,8 @@ class Syncer:
         self._probed = False
         self._device_key = device_key
         self._key_state: tuple[str, str | None] | None = None
+        self._outages = Outages(still_down_every_s=settings.still_down_log_s)
+        self._back: Notice | None = None  # the receiver answered again; logged after the step
         self.state = "starting"
 
     async def run(self) -> None:
@@ -123,6 +160,7 @@ class Syncer:
         while True:
             if not self._buffer.chain_confirmed:
                 await self._with_refusals(self._resync)
+                await self._log_back()
                 continue
             if not self._probed and self._clock.state == ClockState.UNTRUSTED:
                 # Only to learn the receiver's time: a refusal here must not hold batches back
@@ -130,10 +168,12 @@ class Syncer:
                 with contextlib.suppress(RefusedError):
                     await self._resync()
                 self._probed = True
+                await self._log_back()
             entry = await self._worker.call(self._buffer.outbox_head)
             if entry is None:
                 entry = await self._next_cut()
             await self._with_refusals(functools.partial(self._deliver, entry))
+            await self._log_back()
 
     # -- cutting --------------------------------------------------------------------------
 
@@ -197,6 +237,7 @@ class Syncer:
         if ack.server_time_ms is not None:
             self._clock.observe_server_time(ack.server_time_ms, ack.sent_mono_ms, ack.recv_mono_ms)
         readings = await self._worker.call(self._buffer.ack, entry.seq, now_ms=self._clock.now_ms())
+        await self._log_back()
         m = self._metrics
         m.batches_acked[ack.status] = m.batches_acked.get(ack.status, 0) + 1
         m.readings_acked += readings
@@ -216,11 +257,14 @@ class Syncer:
         if not self._buffer.chain_confirmed:
             await self._worker.call(self._buffer.adopt_head, head.seq, head.digest)
             log.info("continuing the receiver's chain after seq %d", head.seq)
+        await self._log_back()
 
     async def _retrying(self, attempt_fn: Callable[[], Awaitable[T]]) -> T:
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(TransientUplinkError),
-            wait=_Backoff(self._s.retry_initial_s, self._s.retry_max_s),
+            wait=_Backoff(
+                self._s.retry_initial_s, self._s.retry_max_s, self._s.retry_unavailable_max_s
+            ),
             sleep=self._sleep,
             before_sleep=self._on_retry,
             reraise=True,
@@ -229,7 +273,13 @@ class Syncer:
             with attempt:
                 await self._follow_key()
                 self._metrics.batches_sent += 1
-                return await attempt_fn()
+                try:
+                    result = await attempt_fn()
+                except SeqGapError:
+                    self._answered()  # an answer all the same: the receiver is there
+                    raise
+                self._answered()
+                return result
         raise AssertionError("unreachable")  # pragma: no cover - tenacity never stops
 
     async def _follow_key(self) -> None:
@@ -251,7 +301,36 @@ class Syncer:
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         cause = getattr(exc, "cause", "unknown")
         self._metrics.retries[cause] = self._metrics.retries.get(cause, 0) + 1
+        if cause != "encoding":  # a zstd refusal is retried at once in gzip: no outage
+            notice = self._outages.failed(str(exc), self._monotonic())
+            self._metrics.uplink_up = 0
+            if notice is not None:
+                notice.log(await self._backlog())
         await self._set_state("retrying", error=str(exc))
+
+    def _answered(self) -> None:
+        notice = self._outages.succeeded(self._monotonic())
+        self._metrics.uplink_up = 1
+        if notice is not None:
+            self._back = notice
+
+    async def _log_back(self) -> None:
+        """Say the uplink is back once the answer that found it back has been applied, so that
+        the line's backlog no longer counts the batch just acknowledged. Called where a step
+        ends (ack, chain head, the loop's turn); only the first call after an outage logs."""
+        notice, self._back = self._back, None
+        if notice is not None:
+            notice.log(await self._backlog())
+
+    async def _backlog(self) -> Backlog:
+        buffer = self._buffer
+
+        def read() -> tuple[int, int, int, int | None]:
+            return buffer.depth, buffer.events_held, buffer.outbox_batches(), buffer.oldest_ts_ms()
+
+        readings, events, batches, oldest = await self._worker.call(read)
+        age = None if oldest is None else max(0.0, (self._clock.now_ms() - oldest) / 1000)
+        return Backlog(readings, events, batches, age)
 
     async def _with_refusals(self, step: Callable[[], Awaitable[None]]) -> None:
         """Run one step; on a refusal, alarm and wait `refused_recheck_s` before the next try."""
@@ -260,6 +339,8 @@ class Syncer:
         except RefusedError as exc:
             key = str(exc.status)
             self._metrics.refusals[key] = self._metrics.refusals.get(key, 0) + 1
+            self._outages.refused(str(exc), self._monotonic())
+            self._metrics.uplink_up = 0
             log.error(
                 "uploads stopped: %s; data stays buffered, re-checking in %.0f s",
                 exc,

@@ -189,6 +189,7 @@ class Uplink:
                 f"{status} {code or _TRANSIENT[status]}",
                 cause=_TRANSIENT[status],
                 retry_after_s=parse_retry_after(reply.headers.get("retry-after")),
+                status=status,
             )
         raise RefusedError(_refusal_text(status, code), status=status, code=code)
 

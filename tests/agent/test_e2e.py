@@ -15,6 +15,7 @@ import pytest
 from soak.proxy import FaultProxy
 from tests.agent.e2e import (
     CHAOS_CYCLES,
+    AgentProc,
     assert_contiguous_once,
     make_agent,
     wait_until,
@@ -26,6 +27,10 @@ SOURCE = '[[sources]]\ntype = "test"\nrate_hz = {rate}\nseries = {series}\n{extr
 
 def source(rate: int = 100, series: int = 3, extra: str = "") -> str:
     return SOURCE.format(rate=rate, series=series, extra=extra)
+
+
+def whole_log(agent: AgentProc) -> str:
+    return (agent.config.parent / "agent.log").read_text(errors="replace")
 
 
 def drained(agent) -> bool:
@@ -134,6 +139,53 @@ def test_full_buffer_drops_oldest_and_the_cloud_sees_the_counts(tmp_path, receiv
         values = [v for _t, v, _q in rows]
         # the oldest went: what is left of each series is its newest stretch, whole
         assert values == [float(v) for v in range(4001 - len(values), 4001)], metric
+    log = whole_log(agent)
+    # and the gateway's own log said so: the outage, the filling buffer, the drops with a count
+    assert log.count("uplink down (ConnectError") == 1
+    assert log.count("% full (") == 1
+    counts = [
+        int(line.split("buffer full: dropped ")[1].split()[0].replace(",", ""))
+        for line in log.splitlines()
+        if "buffer full: dropped " in line
+    ]
+    assert sum(counts) == dropped  # the log's counts add up to the drops, exactly
+    assert log.count("uplink back after ") == 1
+
+
+def test_outage_is_logged_once_and_uploads_resume_within_the_cap(tmp_path, receiver, agents):
+    """Down long enough for an uncapped retry wait to grow past 10 s; back; the next batch is
+    stored within retry_unavailable_max_s plus the time a loaded machine needs for one upload."""
+    cap_s = 1.0
+    agent = make_agent(
+        tmp_path / "gw",
+        receiver.url,
+        receiver,
+        agents,
+        sources=source(rate=50, series=1),
+        cloud={
+            "retry_initial_ms": 500,
+            "retry_max_s": 300,
+            "retry_unavailable_max_s": cap_s,
+        },
+    )
+    agent.start()
+    stored = lambda: receiver.device("gw-e2e").get("readings", 0)  # noqa: E731
+    wait_until(lambda: stored() > 20, 20, "first batches", agent.log_text)
+    receiver.stop()
+    wait_until(lambda: "uplink down (" in agent.log_text(), 10, "the down line", agent.log_text)
+    time.sleep(8)  # retries 1..6 or so: uncapped, the next wait would be drawn from 0-16 s or more
+    before = stored()
+    receiver.start()
+    back = time.monotonic()
+    wait_until(lambda: stored() > before, cap_s + 30, "uploads to resume", agent.log_text)
+    resumed_s = time.monotonic() - back
+    wait_until(lambda: "uplink back after" in agent.log_text(), 10, "the back line")
+    assert agent.stop() == 0
+    log = whole_log(agent)
+    assert log.count("uplink down (") == 1  # not one line per retry
+    assert log.count("uplink back after") == 1
+    assert "still down" not in log  # the default is every 5 minutes
+    assert resumed_s < cap_s + 5, f"resumed {resumed_s:.1f} s after the receiver was back"
 
 
 def test_faults_on_the_wire_still_exactly_once(tmp_path, receiver, agents):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import sqlite3
 
 import httpx
@@ -200,6 +201,15 @@ async def test_events_travel_with_readings_and_source_stats_are_metrics(setup):
     assert "healthy" not in scrape
 
 
+async def _scrape(port):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    scrape = (await reader.read()).decode()
+    writer.close()
+    await writer.wait_closed()
+    return scrape
+
+
 class NoisyScale:
     """An MT-SICS scale streaming through the real answer parser; one line carries a NUL byte
     inside the unit, as a noisy serial line delivered it."""
@@ -232,11 +242,7 @@ async def test_a_control_byte_from_a_device_cannot_stop_the_agent(setup):
     # characters") and the agent stopped (exit 4), and again on every restart.
     await wait_for(lambda: task.done() or (len(receiver.values()) == 2 and rejected() == 1))
     assert not task.done(), task.exception()
-    reader, writer = await asyncio.open_connection("127.0.0.1", agent.metrics_port)
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-    scrape = (await reader.read()).decode()
-    writer.close()
-    await writer.wait_closed()
+    scrape = await _scrape(agent.metrics_port)
     stop.set()
     await asyncio.wait_for(task, 5)
     assert sorted(receiver.values()) == [100.5, 101.5]
@@ -268,3 +274,69 @@ async def test_a_buffer_already_holding_a_bad_row_still_flows(setup):
     await asyncio.wait_for(task, 5)
     assert sorted(receiver.values()) == [1.0, 2.0, 100.5, 101.5]
     assert agent.worker.buffer.meta["total_rejected_by_control_characters"] == 2
+
+
+async def test_outage_and_full_buffer_are_in_the_log_and_the_metrics(setup, caplog):
+    """The receiver is away from the start and the buffer overflows: the log says so once each
+    (down; filling; dropping, with the count), the gauges agree; then the receiver is back."""
+    receiver, make = setup
+    caplog.set_level(logging.INFO)
+    away = {"yes": True}
+
+    def transport(request):
+        if away["yes"]:
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+        return receiver.handle(request)
+
+    config = make(
+        sources='[[sources]]\ntype = "test"\nrate_hz = 2000\nseries = 3\nmax_readings = 4000\n',
+        buffer={"max_mb": 0.1, "flush_interval_ms": 50, "flush_max_readings": 500},
+        cloud={"batch_max_readings": 2000},
+        metrics='listen = "127.0.0.1:0"\n',
+    )
+    stop = asyncio.Event()
+    agent = Agent(
+        config,
+        RuntimeDeps(transport=httpx.MockTransport(transport), stop=stop, handle_signals=False),
+    )
+    task = asyncio.create_task(agent.run(), name="agent")
+    await wait_for(lambda: agent.metrics.readings_committed == 12_000, 30)
+    during = await _scrape(agent.metrics_port)
+    dropped = agent.metrics.dropped["buffer_full"]
+    assert dropped > 0
+    away["yes"] = False
+    await wait_for(lambda: len(receiver.values()) == 12_000 - dropped, 30)
+    await wait_for(lambda: agent.pressure.fill < 0.7)  # a flusher turn after the last ack
+    after = await _scrape(agent.metrics_port)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+
+    lines = [
+        (r.levelname, r.getMessage())
+        for r in caplog.records
+        if r.name in ("agent.outage", "agent.pressure")
+    ]
+    levels = [level for level, _ in lines]
+    texts = [text for _, text in lines]
+    assert texts[0].startswith("uplink down (ConnectError: [Errno 111] Connection refused): ")
+    full = [t for t in texts if " % full (" in t]
+    assert len(full) == 1  # once per crossing, however many commits
+    drops = [t for t in texts if t.startswith("buffer full: dropped ")]
+    # the first at once; the rest (well within the minute) when the fill falls below 70 %
+    assert len(drops) == 2
+    counts = [int(t.split()[3].replace(",", "")) for t in drops]
+    assert counts[0] > 0
+    assert sum(counts) == dropped  # every drop in the log, exactly
+    assert f"({dropped:,} since start)" in drops[1]
+    assert "to stay within 102 KB" in drops[0]
+    back = texts.index(next(t for t in texts if t.startswith("uplink back after ")))
+    assert texts[back + 1 :] == [drops[1], texts[-1]]
+    assert texts[-1].startswith("buffer down to ")
+    assert levels.count("ERROR") == 2
+    assert "edge_agent_uplink_up 0" in during
+    assert "\nedge_agent_last_ack_age_seconds " not in during  # never acknowledged: no sample
+    fill = float(during.split("\nedge_agent_buffer_fill_ratio ")[1].split()[0])
+    assert 0.8 <= fill <= 1.0
+    assert "edge_agent_uplink_up 1" in after
+    age = float(after.split("\nedge_agent_last_ack_age_seconds ")[1].split()[0])
+    assert 0 <= age < 30

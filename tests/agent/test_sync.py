@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.clock import AgentClock
 from agent.keyfile import DeviceKey, write_private_key
 from agent.metrics import Metrics
+from agent.outage import duration
 from agent.sync import KEY_POLL_S, Syncer, SyncSettings, _Backoff
 from agent.uplink import Uplink, make_client
 from agent.worker import BufferWorker
@@ -44,6 +47,7 @@ class Harness:
         self.buffer = open_test_buffer(tmp_path / "b.db")
         self.worker = BufferWorker(self.buffer)
         self.time = FakeTime()
+        self.now_s = 0.0  # the syncer's monotonic clock: moves only by the sleeps it asks for
         self.clock = AgentClock(
             self.time, lambda: True, kernel_boot_id=BOOT, floor_ms=0, next_epoch_id=1
         )
@@ -75,11 +79,13 @@ class Harness:
             SyncSettings(**defaults),
             wake=asyncio.Event(),
             sleep=self.sleep,
+            monotonic=lambda: self.now_s,
             device_key=device_key,
         )
 
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
+        self.now_s += seconds
         if self.on_sleep is not None:
             self.on_sleep(len(self.sleeps))
         await asyncio.sleep(0)
@@ -257,3 +263,117 @@ def test_backoff_is_full_jitter_capped_and_respects_retry_after():
     assert min(waits) < 5.0
     slow = TransientUplinkError("x", cause="rate_limited", retry_after_s=60.0)
     assert all(wait(state(1, slow)) >= 60.0 for _ in range(20))
+
+
+def _refused(r):
+    raise httpx.ConnectError("[Errno 111] Connection refused", request=r)
+
+
+def _outage_lines(caplog):
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "agent.outage"]
+
+
+async def test_an_outage_is_one_line_down_and_one_line_back_not_one_per_retry(
+    harness, receiver, caplog
+):
+    caplog.set_level(logging.INFO)
+    receiver.script = [_refused] * 20
+    h = harness()
+    h.buffer.adopt_head(0, GENESIS)
+    h.fill(10)
+    gauge = []
+    h.on_sleep = lambda n: gauge.append(h.metrics.uplink_up)
+    await h.run_until(lambda: h.metrics.readings_acked == 10)
+    down, back = _outage_lines(caplog)
+    assert down == (
+        "WARNING",
+        "uplink down (ConnectError: [Errno 111] Connection refused): "
+        "10 readings queued (1 batch frozen), oldest 1.0 s old; retrying",
+    )
+    level, text = back
+    assert level == "INFO"
+    assert text.startswith(f"uplink back after {duration(sum(h.sleeps))} down ")
+    assert "(20 failed attempts, last: ConnectError: [Errno 111] Connection refused): " in text
+    assert text.endswith("0 readings queued (0 batches frozen)")  # after the ack
+    assert gauge == [0] * 20
+    assert h.metrics.uplink_up == 1
+
+
+async def test_a_long_outage_says_still_down_every_few_minutes_only(harness, receiver, caplog):
+    caplog.set_level(logging.INFO)
+    receiver.script = [_refused] * 40
+    h = harness(still_down_log_s=30.0)
+    h.buffer.adopt_head(0, GENESIS)
+    h.fill(10)
+    await h.run_until(lambda: h.metrics.readings_acked == 10)
+    lines = _outage_lines(caplog)
+    still = [text for _, text in lines if text.startswith("uplink still down after")]
+    assert lines[0][1].startswith("uplink down")
+    assert lines[-1][1].startswith("uplink back after")
+    assert len(lines) == 2 + len(still)
+    total = sum(h.sleeps)
+    assert total > 40  # 36+ waits of up to 5 s; the chance of less is negligible
+    assert 1 <= len(still) <= total // 30 + 1
+
+
+async def test_unavailable_receiver_waits_at_most_the_short_cap_whatever_retry_max_s(
+    harness, receiver
+):
+    """Connection-level failures and 502/503/504 wait <= retry_unavailable_max_s (5 s), so
+    uploads resume within seconds of the receiver's return; retry_max_s (300 s) is untouched."""
+    gateway = [lambda r, s=s: reply(s, {"error": "unavailable"}) for s in (502, 503, 504)]
+    timeout = [lambda r: (_ for _ in ()).throw(httpx.ReadTimeout("slow", request=r))]
+    receiver.script = [_refused] * 20 + gateway * 3 + timeout * 3
+    h = harness()
+    assert h.syncer._s.retry_max_s == 300.0
+    h.buffer.adopt_head(0, GENESIS)
+    h.fill(10)
+    await h.run_until(lambda: h.metrics.readings_acked == 10)
+    assert len(h.sleeps) == 32
+    assert max(h.sleeps) <= 5.0
+    assert sum(h.sleeps) > 32  # still full jitter over the whole window, not a fixed tiny wait
+
+
+async def test_rate_limits_and_server_errors_keep_the_long_backoff(harness, receiver):
+    receiver.script = [lambda r: reply(429, {"error": "rate_limited"})] * 8 + [
+        lambda r: reply(500, {"error": "internal"})
+    ] * 8
+    h = harness()
+    h.buffer.adopt_head(0, GENESIS)
+    h.fill(10)
+    await h.run_until(lambda: h.metrics.readings_acked == 10)
+    # ceilings 0.5 * 2^n up to 300 s: waits of up to minutes, as before
+    assert max(h.sleeps[:8]) > 5.0
+    assert max(h.sleeps[8:]) > 5.0
+
+
+class _Top(random.Random):
+    """A random source that always draws the top of the range: the ceiling."""
+
+    def uniform(self, a, b):
+        return b
+
+
+def _state(attempt, exc):
+    rs = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+    rs.attempt_number = attempt
+    rs.outcome = tenacity.Future(attempt)
+    rs.outcome.set_exception(exc)
+    return rs
+
+
+def test_backoff_ceiling_depends_on_what_failed():
+    from agent.errors import TransientUplinkError
+
+    wait = _Backoff(0.5, 300.0, 5.0, rng=_Top())
+    transport = TransientUplinkError("x", cause="transport")
+    gone = TransientUplinkError("503", cause="server", status=503)
+    busy = TransientUplinkError("429", cause="rate_limited", status=429)
+    broken = TransientUplinkError("500", cause="server", status=500)
+    assert [wait(_state(n, transport)) for n in range(1, 8)] == [0.5, 1, 2, 4, 5, 5, 5]
+    assert wait(_state(30, gone)) == 5.0
+    assert [wait(_state(n, busy)) for n in (1, 5, 9, 10, 30)] == [0.5, 8, 128, 256, 300]
+    assert wait(_state(30, broken)) == 300.0
+    back_later = TransientUplinkError("503", cause="server", status=503, retry_after_s=120.0)
+    assert wait(_state(1, back_later)) == 120.0  # Retry-After beats the short cap
+    assert _Backoff(0.02, 0.5, 5.0, rng=_Top())(_state(30, transport)) == 0.5  # never above max
