@@ -31,7 +31,7 @@ from wire.models import (
     TIME_UNTRUSTED,
     AttrValue,
     Batch,
-    Clock,
+    ClockReport,
     Counters,
     Event,
     Problem,
@@ -101,7 +101,7 @@ def build_body(
     seq: int,
     prev: bytes,
     boot_id: str,
-    clock: Clock,
+    clock: ClockReport,
     counters: Counters,
 ) -> Built:
     """Encode `rows` and `events` as batch `seq`. Rejected rows and events are left out, counted

@@ -61,7 +61,7 @@ from agent.clock import Epoch, Reference, epoch_delta
 from agent.errors import StoreDamagedError, StoreError
 from wire.codec import MAX_EVENTS, batch_digest
 from wire.errors import EncodeError
-from wire.models import GENESIS, Clock, Counters, Event, SeriesKey
+from wire.models import GENESIS, ClockReport, Counters, Event, SeriesKey
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +307,7 @@ class Buffer:
         *,
         device_id: str,
         boot_id: str,
-        clock: Clock,
+        clock: ClockReport,
         max_readings: int,
         max_bytes: int,
         newest: bool = False,

@@ -59,7 +59,7 @@ from agent.outage import STILL_DOWN_EVERY_S, Backlog, Notice, Outages
 from agent.uplink import Ack, Uplink
 from agent.worker import BufferWorker
 from wire.http import ErrorCode
-from wire.models import Clock, ClockState
+from wire.models import ClockReport, ClockState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -193,7 +193,7 @@ class Syncer:
                     self._buffer.cut,
                     device_id=self._s.device_id,
                     boot_id=self._s.boot_id,
-                    clock=Clock(self._clock.state, self._clock.offset_ms),
+                    clock=ClockReport(self._clock.state, self._clock.offset_ms),
                     max_readings=self._s.batch_max_readings,
                     max_bytes=self._s.batch_max_bytes,
                     newest=newest,

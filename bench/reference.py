@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from wire.models import GENESIS, Batch, Clock, ClockState, Counters, SeriesData, SeriesKey
+from wire.models import GENESIS, Batch, ClockReport, ClockState, Counters, SeriesData, SeriesKey
 
 START_MS = 1_790_000_000_000
 MEDIA = ("electricity", "water", "gas")
@@ -47,5 +47,5 @@ def reference_batch(n_series: int = 50, seconds: int = 200, seq: int = 1) -> Bat
         boot_id="0f3c9a3e5b7d4e21",
         series=reference_series(n_series, seconds),
         counters=Counters(),
-        clock=Clock(ClockState.SYNCED, 0),
+        clock=ClockReport(ClockState.SYNCED, 0),
     )

@@ -40,7 +40,7 @@ from wire import PROTOCOL_VERSION
 from wire.errors import EncodeError, InvalidBatchError, TooLargeError, UnsupportedEncodingError
 from wire.models import (
     Batch,
-    Clock,
+    ClockReport,
     ClockState,
     Counters,
     Event,
@@ -177,7 +177,7 @@ def decode_batch(body: bytes) -> Batch:
             wire.counters.dropped_damaged,
             wire.counters.rejected_invalid,
         ),
-        clock=Clock(state, wire.clock.offset_ms),
+        clock=ClockReport(state, wire.clock.offset_ms),
     )
     batch.validate()
     return batch

@@ -142,7 +142,7 @@ class Counters:
 
 
 @dataclass(frozen=True, slots=True)
-class Clock:
+class ClockReport:
     """The gateway's clock when the batch was cut: state and its best offset estimate."""
 
     state: ClockState = ClockState.SYNCED
@@ -160,7 +160,7 @@ class Batch:
     series: list[SeriesData] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     counters: Counters = field(default_factory=Counters)
-    clock: Clock = field(default_factory=Clock)
+    clock: ClockReport = field(default_factory=ClockReport)
 
     def reading_count(self) -> int:
         return sum(len(s) for s in self.series)

@@ -7,7 +7,7 @@ from typing import Any
 
 from agent.buffer import Buffer, open_buffer
 from wire.codec import decode_batch
-from wire.models import Batch, Clock, SeriesKey
+from wire.models import Batch, ClockReport, SeriesKey
 
 BOOT = "kernel-boot-1"
 T0 = 1_800_000_000_000  # 2027-01-15, well inside the contract's range
@@ -25,7 +25,7 @@ def cut(buf: Buffer, *, max_readings: int = 10_000, max_bytes: int = 1 << 20, ne
     return buf.cut(
         device_id="gw-test",
         boot_id="b1",
-        clock=Clock(),
+        clock=ClockReport(),
         max_readings=max_readings,
         max_bytes=max_bytes,
         newest=newest,

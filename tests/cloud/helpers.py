@@ -32,7 +32,7 @@ from wire.keys import b64url_encode, key_id, public_key_to_raw
 from wire.models import (
     GENESIS,
     Batch,
-    Clock,
+    ClockReport,
     ClockState,
     Counters,
     Event,
@@ -108,7 +108,7 @@ class Gateway:
             series=make_series(seq, n_readings, n_series) if n_readings else [],
             events=list(events),
             counters=counters or Counters(),
-            clock=Clock(ClockState.SYNCED, 12),
+            clock=ClockReport(ClockState.SYNCED, 12),
         )
         body = encode_batch(batch)
         return Frozen(batch, body, batch_digest(body))

@@ -16,7 +16,7 @@ from tests.cloud.conftest import READ_TOKEN, Receiver
 from tests.cloud.helpers import START_MS, Frozen, Gateway
 from wire import admin, http, query
 from wire.codec import batch_digest, encode_batch
-from wire.models import Batch, Clock, ClockState, Counters, Event, SeriesData, SeriesKey
+from wire.models import Batch, ClockReport, ClockState, Counters, Event, SeriesData, SeriesKey
 
 READ = {"authorization": f"Bearer {READ_TOKEN}"}
 Schema = dict[str, Any]
@@ -150,7 +150,7 @@ def counter_batch(gw: Gateway) -> Frozen:
         series=[energy],
         events=[ticket],
         counters=Counters(),
-        clock=Clock(ClockState.SYNCED, 12),
+        clock=ClockReport(ClockState.SYNCED, 12),
     )
     body = encode_batch(batch)
     frozen = Frozen(batch, body, batch_digest(body))

@@ -9,7 +9,7 @@ from wire.models import (
     MIN_TS_MS,
     VALID_QUALITY_CODES,
     Batch,
-    Clock,
+    ClockReport,
     ClockState,
     Counters,
     Event,
@@ -65,5 +65,5 @@ def batches(draw: st.DrawFn) -> Batch:
         series=[draw(series(k)) for k in keys],
         events=draw(st.lists(events, max_size=4)),
         counters=Counters(*draw(st.tuples(*[st.integers(0, 2**63 - 1)] * 3))),
-        clock=Clock(draw(st.sampled_from(ClockState)), draw(st.integers(-(10**12), 10**12))),
+        clock=ClockReport(draw(st.sampled_from(ClockState)), draw(st.integers(-(10**12), 10**12))),
     )

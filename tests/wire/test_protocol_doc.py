@@ -13,7 +13,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from wire.codec import MEDIA_TYPE, batch_digest, decode_batch, encode_batch
 from wire.digest import content_digest, verify_content_digest
 from wire.keys import b64url_encode, key_id
-from wire.models import GENESIS, Batch, Clock, ClockState, Counters, Event, SeriesData, SeriesKey
+from wire.models import (
+    GENESIS,
+    Batch,
+    ClockReport,
+    ClockState,
+    Counters,
+    Event,
+    SeriesData,
+    SeriesKey,
+)
 from wire.signatures import parse_signature, sign_request, verify_request
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
@@ -45,7 +54,7 @@ def example_batch() -> Batch:
         series=[energy, flow],
         events=[ticket],
         counters=Counters(dropped_buffer_full=0),
-        clock=Clock(ClockState.SYNCED, 0),
+        clock=ClockReport(ClockState.SYNCED, 0),
     )
 
 

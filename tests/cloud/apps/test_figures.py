@@ -21,7 +21,7 @@ from wire.codec import batch_digest, encode_batch
 from wire.models import (
     TIME_UNTRUSTED,
     Batch,
-    Clock,
+    ClockReport,
     ClockState,
     Counters,
     Event,
@@ -382,7 +382,7 @@ def freeze(gw: Gateway, series, events=(), counters=None) -> Frozen:
         series=list(series),
         events=list(events),
         counters=counters or Counters(),
-        clock=Clock(ClockState.SYNCED, 5),
+        clock=ClockReport(ClockState.SYNCED, 5),
     )
     body = encode_batch(batch)
     frozen = Frozen(batch, body, batch_digest(body))
