@@ -33,7 +33,7 @@ from typing import Any
 
 from demo import drain, summary
 from demo.errors import DemoError
-from demo.plant import agent_toml
+from demo.plant import AREAS, DEVICE_ID, agent_toml
 from demo.procs import tcp_open, wait_until
 from demo.run import SETTLE_S, Demo, Options, say
 from soak.noise import Dirt, NoisyLine
@@ -200,11 +200,24 @@ class Soak(Demo):
         self, status: dict[str, Any], samples: drain.Samples, quiet_at: float
     ) -> bool | None:
         """The demo compares the agent's counters with the devices' totals, but a restarted
-        agent counts from zero: here, the devices have been quiet for a while and the agent
-        has committed all it took in."""
+        agent counts from zero: here, the devices have been quiet for a while, the agent has
+        committed all it took in, and the receiver holds every MQTT reading the sensors had
+        acknowledged (a freshly restarted agent may not have reconnected to the broker yet, and
+        the broker still holds them for it)."""
         if time.monotonic() < quiet_at + SETTLE_S:
             return False
-        return drain.committed_all(samples)
+        committed = drain.committed_all(samples)
+        if not committed:
+            return committed
+        produced = 2 * int(status.get("mqtt", {}).get("messages", 0))
+        if produced:
+            try:
+                counts = self.api.counts_by_area(DEVICE_ID, AREAS, *self._window())
+            except DemoError:
+                return False
+            if counts.get("mqtt", 0) < produced:
+                return False
+        return True
 
     # -- the verdict -------------------------------------------------------------------------
 
