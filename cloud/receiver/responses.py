@@ -27,6 +27,7 @@ TOO_LARGE = {"error": "too_large"}
 UNSUPPORTED = {"error": "unsupported_media_type"}
 RATE_LIMITED = {"error": "rate_limited"}
 UNAVAILABLE = {"error": "unavailable"}
+HEAD_TIMEOUT = {"error": "timeout", "message": "request head not received in time"}
 INTERNAL = {"error": "internal"}
 NOT_FOUND = {"error": "not_found"}
 OPERATOR_UNAUTHORIZED = {"error": "unauthorized", "message": "bearer token required"}
