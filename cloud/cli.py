@@ -18,6 +18,7 @@ the variable, the variable over the default:
     --head-timeout       TIERLESS_HEAD_TIMEOUT       5 s for a whole request head
     --keep-alive         TIERLESS_KEEP_ALIVE         20 s idle before a connection is closed
     --max-waiting-per-address TIERLESS_MAX_WAITING_PER_ADDRESS  64 connections without a request
+    --max-requests-per-address TIERLESS_MAX_REQUESTS_PER_ADDRESS 50 requests being handled
     --pool-size, --log-level (TIERLESS_POOL_SIZE, TIERLESS_LOG_LEVEL)
 
 Exit codes: 0 done, 1 the database refused or is unreachable, 2 bad configuration. Errors are one
@@ -86,6 +87,11 @@ def _parser() -> argparse.ArgumentParser:
         "--max-waiting-per-address",
         type=int,
         help="connections without a request being handled, per client address (default 64)",
+    )
+    serve_p.add_argument(
+        "--max-requests-per-address",
+        type=int,
+        help="requests being handled at once, per client address (default 50)",
     )
     serve_p.add_argument("--pool-size", type=int, help="PostgreSQL connections (default 8)")
     serve_p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
@@ -213,6 +219,15 @@ def serve_settings(
                 str(conn_defaults.max_waiting_per_address),
             ),
             "max waiting per address",
+        ),
+        max_requests_per_address=_int(
+            _pick(
+                args.max_requests_per_address,
+                env,
+                "TIERLESS_MAX_REQUESTS_PER_ADDRESS",
+                str(conn_defaults.max_requests_per_address),
+            ),
+            "max requests per address",
         ),
     )
     settings = ServeSettings(

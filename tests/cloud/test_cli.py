@@ -68,6 +68,7 @@ def test_environment_configures_everything_and_flags_win(tmp_path: Path) -> None
         "TIERLESS_HEAD_TIMEOUT": "2.5",
         "TIERLESS_KEEP_ALIVE": "30",
         "TIERLESS_MAX_WAITING_PER_ADDRESS": "500",
+        "TIERLESS_MAX_REQUESTS_PER_ADDRESS": "400",
     }
     s, notices = _settings([], env)
     assert (s.db_url, s.host, s.port, s.public_url) == (
@@ -83,7 +84,8 @@ def test_environment_configures_everything_and_flags_win(tmp_path: Path) -> None
         connections.head_timeout_s,
         connections.keep_alive_s,
         connections.max_waiting_per_address,
-    ) == (2.5, 30, 500)
+        connections.max_requests_per_address,
+    ) == (2.5, 30, 500, 400)
     s, _ = _settings(["--port", "9100", "--public-url", "https://other.example.com"], env)
     assert (s.port, s.public_url) == (9100, "https://other.example.com")
     s, _ = _settings(["--head-timeout", "1", "--keep-alive", "9"], env)
