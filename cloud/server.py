@@ -84,21 +84,21 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
-# Descriptors kept for what is not a waiting connection: the listening socket, the database
-# pool, log files, and the connections whose requests are being handled.
+# Descriptors kept for what is neither a connection nor the database pool: the listening
+# socket, the SQLite files, log files, the event loop's own.
 FD_RESERVE = 64
+UNLIMITED_DESCRIPTORS = 1 << 20  # what "unlimited" counts as
 
 
 def raise_descriptor_limit() -> int:
     """Raise this process's soft RLIMIT_NOFILE to its hard limit (every waiting connection is a
     descriptor); returns the soft limit now in force. Process-wide: only entry points call it."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY:
-        # "unlimited" is not a value every kernel accepts as a soft limit; take a large one.
-        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
-    else:
-        target = hard
-    if soft != resource.RLIM_INFINITY and soft < target:
+    if soft == resource.RLIM_INFINITY:
+        return UNLIMITED_DESCRIPTORS
+    # Linux refuses an "unlimited" soft limit above fs.nr_open; a large finite one is enough.
+    target = UNLIMITED_DESCRIPTORS if hard == resource.RLIM_INFINITY else hard
+    if soft < target:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             soft = target

@@ -103,6 +103,7 @@ def test_the_descriptor_limit_is_raised_to_the_hard_limit() -> None:
         now = raise_descriptor_limit()
         assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == now
         assert now == hard or hard == resource.RLIM_INFINITY
+        assert raise_descriptor_limit() == now  # already there: nothing changes
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
