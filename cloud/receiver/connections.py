@@ -38,6 +38,7 @@ whatever the size of the writes it came in.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -59,6 +60,9 @@ def head_fits(buffered: bytes, limit: int) -> bool:
     return any(buffered.find(end, 0, limit) != -1 for end in _HEAD_ENDS)
 
 
+# Parsing an address costs microseconds and a receiver sees the same few addresses again and
+# again (every request asks): remember the recent ones.
+@functools.lru_cache(maxsize=4096)
 def address_key(host: str) -> str:
     """The key a client address is counted under: IPv4 as is, IPv6 by its /64 prefix; anything
     that is not an IP address (a Unix socket's peer) as the string it is."""

@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 import h11
 import msgspec
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 from uvicorn.config import Config as UvicornConfig
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
@@ -64,8 +64,15 @@ HEAD_TIMEOUT_RESPONSE = _final(408, "Request Timeout", responses.HEAD_TIMEOUT)
 MALFORMED_RESPONSE = _final(400, "Bad Request", responses.bad_request("malformed HTTP request"))
 
 
+# uvicorn sends the receiver's own JSON 503 to a request over the limits; a Starlette Response is
+# an ASGI app that can answer any number of requests.
+OVERLOADED = responses.json_response(
+    503, responses.UNAVAILABLE, {"retry-after": str(RETRY_AFTER_S), "connection": "close"}
+)
+
+
 class Guard:
-    """What every connection of one server shares: its limits, its table, the guarded app."""
+    """What every connection of one server shares: its limits and its table."""
 
     def __init__(self, limits: ConnectionLimits, *, max_requests: int) -> None:
         self.limits = limits
@@ -81,41 +88,13 @@ class Guard:
                 "message": f"request head larger than {limits.max_head_bytes} bytes",
             },
         )
-        self._gate: _OverloadGate | None = None
 
-    def app(self, app: ASGIApp) -> ASGIApp:
-        """`app` behind the overload check; uvicorn's app is the same for every connection, so
-        the gate is built once."""
-        if self._gate is None:
-            self._gate = _OverloadGate(app, self)
-        return self._gate
-
-
-class _OverloadGate:
-    """Answers 503 when more requests are being handled than the limits allow."""
-
-    def __init__(self, app: ASGIApp, guard: Guard) -> None:
-        self._app = app
-        self._guard = guard
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        guard = self._guard
-        client = scope.get("client")
-        address = address_key(client[0]) if client else ""
-        # This request is already counted as handling (`GuardedH11Protocol._update` runs before
-        # its task starts), hence ">".
-        if (
-            guard.table.handling > guard.max_requests
-            or guard.table.requests_from(address) > guard.limits.max_requests_per_address
-        ):
-            answer = responses.json_response(
-                503,
-                responses.UNAVAILABLE,
-                {"retry-after": str(RETRY_AFTER_S), "connection": "close"},
-            )
-            await answer(scope, receive, send)
-            return
-        await self._app(scope, receive, send)
+    def overloaded(self, address: str) -> bool:
+        """Whether one more request from `address` would be over the limits."""
+        return (
+            self.table.handling >= self.max_requests
+            or self.table.requests_from(address) >= self.limits.max_requests_per_address
+        )
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -130,13 +109,23 @@ class GuardedH11Protocol(H11Protocol):
         app_state: dict[str, Any],
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        self.app = self.guard.app(self.app)
         self._address = ""
+        super().__init__(config, server_state, app_state, _loop)
         self._handling = False  # a request of ours is being handled (not in the table's queues)
         self._deadline: asyncio.TimerHandle | None = None
 
     # -- uvicorn's protocol interface, extended -------------------------------------------
+
+    # uvicorn reads `self.app` once per request, when its head has been parsed and before the
+    # request counts as handling here: that is where the overload check sits, at the cost of an
+    # attribute lookup, and with no wrapper around the app.
+    @property
+    def app(self) -> ASGIApp:
+        return OVERLOADED if self.guard.overloaded(self._address) else self._app
+
+    @app.setter
+    def app(self, app: ASGIApp) -> None:
+        self._app = app
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -172,18 +161,23 @@ class GuardedH11Protocol(H11Protocol):
     # -- the guard -------------------------------------------------------------------------
 
     def _update(self) -> None:
-        """Bring the table and the head deadline in line with uvicorn's state."""
-        if self.transport.is_closing():
+        """Bring the table and the head deadline in line with uvicorn's state (called a few
+        times per request: the common case, nothing changed, returns early)."""
+        cycle = self.cycle
+        handling = cycle is not None and not cycle.response_complete
+        if handling == self._handling:
+            if not handling and self._deadline is None and self._head_started():
+                self._arm()
             return
-        handling = self.cycle is not None and not self.cycle.response_complete
-        if handling and not self._handling:
-            self._handling = True
+        if self.transport.is_closing():
+            return  # connection_lost will take it out of the table
+        self._handling = handling
+        if handling:
             self._disarm()
             self.guard.table.handle(self)
-        elif not handling and self._handling:
-            self._handling = False
-            self._close(self.guard.table.wait(self, self._address))
-        if not handling and self._deadline is None and self._head_started():
+            return
+        self._close(self.guard.table.wait(self, self._address))
+        if self._head_started():
             self._arm()
 
     def _head_started(self) -> bool:
