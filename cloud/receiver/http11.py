@@ -20,9 +20,13 @@ changes only what happens around uvicorn's own request handling:
 4. **Overload.** The concurrency limit counts requests being handled (all, and per address),
    not open connections. Over it: the receiver's JSON 503 with `Retry-After`, and close.
 
-The guard's answers are written straight to the transport, not through h11, and the
-connection is closed right after: they are final. Malformed requests (h11's RemoteProtocolError,
-which uvicorn answers with a plain-text 400) get the receiver's JSON 400 the same way.
+The 408 and the 431 are written straight to the transport, not through h11, and the connection
+is closed right after: they are final. Malformed requests (h11's RemoteProtocolError, which
+uvicorn answers with a plain-text 400) get the receiver's JSON 400 the same way. The 503 is an
+ordinary response that uvicorn sends in place of the app's, with `Connection: close`.
+
+One reach past h11's public API: the length of its receive buffer (`_receive_buffer`), read
+once or twice per request because h11 offers only a copy of the bytes (`trailing_data`).
 
 Nothing here blocks or sleeps; timers are the event loop's (`call_later`), cancelled on every
 path out of the state that armed them.
