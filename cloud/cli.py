@@ -14,7 +14,12 @@ the variable, the variable over the default:
     --allow-insecure-http TIERLESS_ALLOW_INSECURE_HTTP=1
     --device-rate/--device-burst TIERLESS_DEVICE_RATE/_BURST      10/s, 60
     --enroll-rate/--enroll-burst TIERLESS_ENROLL_RATE/_BURST      5/min, 10 (per address)
-    --limit-concurrency, --pool-size, --log-level (TIERLESS_LIMIT_CONCURRENCY, _POOL_SIZE, ...)
+    --limit-concurrency  TIERLESS_LIMIT_CONCURRENCY  200 requests being handled at once
+    --head-timeout       TIERLESS_HEAD_TIMEOUT       5 s for a whole request head
+    --keep-alive         TIERLESS_KEEP_ALIVE         20 s idle before a connection is closed
+    --max-waiting-per-address TIERLESS_MAX_WAITING_PER_ADDRESS  64 connections without a request
+    --max-requests-per-address TIERLESS_MAX_REQUESTS_PER_ADDRESS 50 requests being handled
+    --pool-size, --log-level (TIERLESS_POOL_SIZE, TIERLESS_LOG_LEVEL)
 
 Exit codes: 0 done, 1 the database refused or is unreachable, 2 bad configuration. Errors are one
 line on stderr, never a traceback.
@@ -29,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import wire.version
-from cloud.config import Limits, normalise_public_url
+from cloud.config import ConnectionLimits, Limits, normalise_public_url
 from cloud.errors import CloudError, ConfigError, StoreError
 from cloud.receiver.tokenfiles import load_or_create
 from cloud.server import ServeSettings, serve, stderr
@@ -71,7 +76,25 @@ def _parser() -> argparse.ArgumentParser:
     serve_p.add_argument(
         "--enroll-burst", type=int, help="enrolment burst per address (default 10)"
     )
-    serve_p.add_argument("--limit-concurrency", type=int, help="open requests (default 200)")
+    serve_p.add_argument(
+        "--limit-concurrency", type=int, help="requests being handled at once (default 200)"
+    )
+    serve_p.add_argument(
+        "--head-timeout", type=float, help="seconds for a whole request head (default 5)"
+    )
+    serve_p.add_argument(
+        "--keep-alive", type=int, help="seconds an idle connection stays open (default 20)"
+    )
+    serve_p.add_argument(
+        "--max-waiting-per-address",
+        type=int,
+        help="connections without a request being handled, per client address (default 64)",
+    )
+    serve_p.add_argument(
+        "--max-requests-per-address",
+        type=int,
+        help="requests being handled at once, per client address (default 50)",
+    )
     serve_p.add_argument("--pool-size", type=int, help="PostgreSQL connections (default 8)")
     serve_p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return parser
@@ -171,6 +194,37 @@ def serve_settings(
             "enrol burst",
         ),
     )
+    conn_defaults = ConnectionLimits()
+    connections = ConnectionLimits(
+        head_timeout_s=_float(
+            _pick(
+                args.head_timeout, env, "TIERLESS_HEAD_TIMEOUT", str(conn_defaults.head_timeout_s)
+            ),
+            "head timeout",
+        ),
+        keep_alive_s=_int(
+            _pick(args.keep_alive, env, "TIERLESS_KEEP_ALIVE", str(conn_defaults.keep_alive_s)),
+            "keep-alive",
+        ),
+        max_waiting_per_address=_int(
+            _pick(
+                args.max_waiting_per_address,
+                env,
+                "TIERLESS_MAX_WAITING_PER_ADDRESS",
+                str(conn_defaults.max_waiting_per_address),
+            ),
+            "max waiting per address",
+        ),
+        max_requests_per_address=_int(
+            _pick(
+                args.max_requests_per_address,
+                env,
+                "TIERLESS_MAX_REQUESTS_PER_ADDRESS",
+                str(conn_defaults.max_requests_per_address),
+            ),
+            "max requests per address",
+        ),
+    )
     settings = ServeSettings(
         db_url=db,
         host=host,
@@ -181,6 +235,7 @@ def serve_settings(
         tls_cert=cert,
         tls_key=key,
         limits=limits,
+        connections=connections,
         limit_concurrency=_int(
             _pick(args.limit_concurrency, env, "TIERLESS_LIMIT_CONCURRENCY", "200"),
             "limit concurrency",

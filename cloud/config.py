@@ -43,6 +43,27 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one HTTP connection may cost before it has a request being handled
+    (`cloud.receiver.http11`, docs/security.md "Connections")."""
+
+    head_timeout_s: float = 5.0  # a request head arrives whole within this, or the socket closes
+    # Longer than the agent's default batch interval (agent.config batch_interval_ms, 5 s) plus
+    # an upload and some jitter, so a gateway's upload connection stays open between batches
+    # instead of being closed and reopened every time (at 5 s the two raced).
+    keep_alive_s: int = 20  # uvicorn takes whole seconds
+    max_head_bytes: int = 16 * 1024  # request line and headers, however they arrive
+    max_waiting_per_address: int = 64  # connections without a request being handled, per address
+    max_waiting: int = 16_384  # the same, in all (lowered at start to fit the descriptor limit)
+    max_requests_per_address: int = 50  # requests being handled at once, per address
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            if getattr(self, name) <= 0:
+                raise ConfigError([f"connection limit {name} must be positive"])
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """What `create_app` needs besides the store."""
 

@@ -11,23 +11,25 @@ from __future__ import annotations
 
 import gc
 import logging
+import resource
 import socket
 import ssl
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import uvicorn
 
 from cloud.app import create_app
 from cloud.bearer import BearerCheck
-from cloud.config import Config, Limits
-from cloud.errors import SchemaError
+from cloud.config import Config, ConnectionLimits, Limits
+from cloud.errors import ConfigError, SchemaError
+from cloud.receiver.http11 import guarded_protocol
 from cloud.storage.migrations import latest_version
 from cloud.storage.store import Store, describe_url, store_from_url
 
 log = logging.getLogger("cloud.server")
-HEADER_LIMIT_BYTES = 16 * 1024
 GC_YOUNG_THRESHOLD = 7_000  # allocations; CPython's default is 700
 
 
@@ -42,7 +44,8 @@ class ServeSettings:
     tls_cert: str | None = None
     tls_key: str | None = None
     limits: Limits = field(default_factory=Limits)
-    limit_concurrency: int = 200
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
+    limit_concurrency: int = 200  # requests being handled at once (not open connections)
     pool_size: int = 8
     log_level: str = "info"
     access_log: bool = False
@@ -80,6 +83,60 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
 
+# Descriptors kept for what is neither a connection nor the database pool: the listening
+# socket, the SQLite files, log files, the event loop's own.
+FD_RESERVE = 64
+UNLIMITED_DESCRIPTORS = 1 << 20  # what "unlimited" counts as
+
+
+def raise_descriptor_limit() -> int:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit (every waiting connection is a
+    descriptor); returns the soft limit now in force. Process-wide: only entry points call it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return UNLIMITED_DESCRIPTORS
+    # Linux refuses an "unlimited" soft limit above fs.nr_open; a large finite one is enough.
+    target = UNLIMITED_DESCRIPTORS if hard == resource.RLIM_INFINITY else hard
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
+    return soft
+
+
+def fit_connections(
+    limits: ConnectionLimits, *, descriptors: int, max_requests: int, pool_size: int
+) -> ConnectionLimits:
+    """`limits` with `max_waiting` lowered, if need be, so that waiting connections, requests
+    being handled and the database pool fit in `descriptors` open files."""
+    budget = descriptors - FD_RESERVE - max_requests - pool_size
+    if budget >= limits.max_waiting:
+        return limits
+    if budget < 1:
+        raise ConfigError(
+            [
+                f"the open-file limit ({descriptors}) is too low for {max_requests} requests at "
+                "once; raise it (ulimit -n, LimitNOFILE=) or lower --limit-concurrency"
+            ]
+        )
+    return replace(limits, max_waiting=budget)
+
+
+def http_options(connections: ConnectionLimits, *, max_requests: int) -> dict[str, Any]:
+    """The `uvicorn.Config` options that put the connection guard in place."""
+    return {
+        # The guard counts requests being handled; uvicorn's own limit counts open connections,
+        # so idle sockets could lock gateways out (docs/security.md, "Connections").
+        "http": guarded_protocol(connections, max_requests=max_requests),
+        "ws": "none",
+        "limit_concurrency": None,
+        "timeout_keep_alive": connections.keep_alive_s,
+        "h11_max_incomplete_event_size": connections.max_head_bytes,
+    }
+
+
 class _Server(uvicorn.Server):
     """uvicorn's server that reports once it is listening (whatever the log level)."""
 
@@ -115,6 +172,21 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
         listening = (
             f"listening on {settings.host}:{settings.port}, signatures for {config.public_url}"
         )
+        descriptors = raise_descriptor_limit()
+        connections = fit_connections(
+            settings.connections,
+            descriptors=descriptors,
+            max_requests=settings.limit_concurrency,
+            pool_size=settings.pool_size,
+        )
+        say(
+            f"connections: {settings.limit_concurrency} requests at once "
+            f"({connections.max_requests_per_address} per address), "
+            f"{connections.max_waiting} waiting ({connections.max_waiting_per_address} per "
+            f"address), head {connections.max_head_bytes} bytes within "
+            f"{connections.head_timeout_s:g} s, keep-alive {connections.keep_alive_s} s, "
+            f"open-file limit {descriptors}"
+        )
         server = _Server(
             uvicorn.Config(
                 create_app(config, store),
@@ -123,9 +195,7 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
                 lifespan="off",
                 proxy_headers=False,  # signatures are checked against public_url, never Host/XFF
                 server_header=False,
-                limit_concurrency=settings.limit_concurrency,
-                timeout_keep_alive=5,
-                h11_max_incomplete_event_size=HEADER_LIMIT_BYTES,
+                **http_options(connections, max_requests=settings.limit_concurrency),
                 ssl_certfile=settings.tls_cert,
                 ssl_keyfile=settings.tls_key,
                 ssl_context_factory=tls_context_factory if settings.tls_cert else None,

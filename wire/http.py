@@ -72,6 +72,7 @@ class ErrorCode(enum.StrEnum):
     FORBIDDEN = "forbidden"  # 403
     NOT_FOUND = "not_found"  # 404
     METHOD_NOT_ALLOWED = "method_not_allowed"  # 405
+    TIMEOUT = "timeout"  # 408: the request head did not arrive in time
     CONFLICT = "conflict"  # 409 on an admin call
     SEQ_GAP = "seq_gap"  # 409: earlier batches missing; resend from expected_seq
     CHAIN_CONFLICT = "chain_conflict"  # 409: a fork; an operator decides

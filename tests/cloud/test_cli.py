@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
+from agent.config import CloudConfig
 from cloud.cli import _parser, main, serve_settings
+from cloud.config import ConnectionLimits
 from cloud.errors import SchemaError
 from cloud.server import check_schema
 from cloud.storage.sqlite import SqliteStore
@@ -62,6 +65,10 @@ def test_environment_configures_everything_and_flags_win(tmp_path: Path) -> None
         "TIERLESS_DEVICE_RATE": "2.5",
         "TIERLESS_DEVICE_BURST": "9",
         "TIERLESS_TOKEN_DIR": str(tmp_path),
+        "TIERLESS_HEAD_TIMEOUT": "2.5",
+        "TIERLESS_KEEP_ALIVE": "30",
+        "TIERLESS_MAX_WAITING_PER_ADDRESS": "500",
+        "TIERLESS_MAX_REQUESTS_PER_ADDRESS": "400",
     }
     s, notices = _settings([], env)
     assert (s.db_url, s.host, s.port, s.public_url) == (
@@ -72,8 +79,28 @@ def test_environment_configures_everything_and_flags_win(tmp_path: Path) -> None
     )
     assert (s.admin_token, s.read_token, notices) == (TOKEN, "r" * 20, [])
     assert (s.limits.device_rate_per_s, s.limits.device_burst) == (2.5, 9)
+    connections = s.connections
+    assert (
+        connections.head_timeout_s,
+        connections.keep_alive_s,
+        connections.max_waiting_per_address,
+        connections.max_requests_per_address,
+    ) == (2.5, 30, 500, 400)
     s, _ = _settings(["--port", "9100", "--public-url", "https://other.example.com"], env)
     assert (s.port, s.public_url) == (9100, "https://other.example.com")
+    s, _ = _settings(["--head-timeout", "1", "--keep-alive", "9"], env)
+    assert (s.connections.head_timeout_s, s.connections.keep_alive_s) == (1.0, 9)
+
+
+def test_connection_defaults() -> None:
+    s, _ = _settings([], {"TIERLESS_ADMIN_TOKEN": TOKEN, "TIERLESS_READ_TOKEN": TOKEN})
+    assert s.connections == ConnectionLimits()
+    assert (s.connections.head_timeout_s, s.connections.max_head_bytes) == (5.0, 16 * 1024)
+    # longer than the agent's default batch interval, so an upload connection is reused
+    interval = next(
+        f.default for f in msgspec.structs.fields(CloudConfig) if f.name == "batch_interval_ms"
+    )
+    assert s.connections.keep_alive_s * 1000 >= 2 * interval
 
 
 @pytest.mark.parametrize(
@@ -89,6 +116,8 @@ def test_environment_configures_everything_and_flags_win(tmp_path: Path) -> None
         ([], {"TIERLESS_ADMIN_TOKEN": "short"}, "at least 16"),
         ([], {"TIERLESS_ADMIN_TOKEN_FILE": "/nonexistent/token"}, "does not exist"),
         ([], {"TIERLESS_DEVICE_BURST": "many"}, "must be an integer"),
+        (["--head-timeout", "0"], {}, "head_timeout_s must be positive"),
+        ([], {"TIERLESS_MAX_WAITING_PER_ADDRESS": "-1"}, "must be positive"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(
