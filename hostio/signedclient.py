@@ -75,6 +75,9 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
+KEEPALIVE_EXPIRY_S = 15.0
+
+
 def async_http_client(
     *,
     ca_file: str | None,
@@ -87,7 +90,12 @@ def async_http_client(
         verify=tls_context(ca_file),
         trust_env=trust_env,
         timeout=httpx.Timeout(timeout_s),
-        limits=httpx.Limits(max_connections=2, max_keepalive_connections=1),
+        # Keep the upload connection between batches: the agent's default batch interval is
+        # 5 s, httpx's default idle expiry is 5 s too, and the receiver keeps idle connections
+        # for 20 s; 15 s stays under the receiver's, so it never closes one we are about to use.
+        limits=httpx.Limits(
+            max_connections=2, max_keepalive_connections=1, keepalive_expiry=KEEPALIVE_EXPIRY_S
+        ),
         follow_redirects=False,
         transport=transport,
     )
