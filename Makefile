@@ -78,7 +78,7 @@ BASE_IMAGE ?= tierless-base:bookworm
 container-base:
 	BASE_IMAGE=$(BASE_IMAGE) deploy/container/base-image.sh
 
-container-test: dist container-base
+container-test: container-base
 	TIERLESS_DEPLOY_TESTS=1 BASE_IMAGE=$(BASE_IMAGE) $(BIN)/pytest -q -p no:cacheprovider \
 		tests/deploy/test_container.py
 
