@@ -1,6 +1,7 @@
 """The deployment tests build and install real artefacts (a wheelhouse, venvs, a container
-image): minutes, not seconds. They run only with TIERLESS_DEPLOY_TESTS=1, which `make
-install-test` and `make container-test` set (`.ci/run` runs both after `make test`)."""
+image): minutes, not seconds. Those run only with TIERLESS_DEPLOY_TESTS=1 (the `deploy_tests`
+fixture), which `make install-test` and `make container-test` set (`.ci/run` runs both after
+`make test`)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ WHEELHOUSE = DIST / "wheelhouse"
 ENABLED = os.environ.get("TIERLESS_DEPLOY_TESTS", "") == "1"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if ENABLED:
-        return
-    skip = pytest.mark.skip(reason="deployment test: make install-test / make container-test")
-    for item in items:
-        if Path(str(item.path)).is_relative_to(Path(__file__).parent):
-            item.add_marker(skip)
+@pytest.fixture
+def deploy_tests() -> None:
+    """Skips a test that builds or installs real artefacts unless TIERLESS_DEPLOY_TESTS=1 (the
+    quick checks of these files, such as the doc's commands parsing, run in `make test`)."""
+    if not ENABLED:
+        pytest.skip("deployment test: make install-test / make container-test")

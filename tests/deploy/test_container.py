@@ -44,6 +44,22 @@ def test_the_doc_has_every_step():
     assert list(doc_blocks()) == ["build", "secrets", "run", "health", "enrol", "stop"]
 
 
+def test_every_variable_of_the_steps_is_listed_and_set_by_the_test():
+    text = DOC.read_text(encoding="utf-8")
+    block = text[text.index("The variables, with what") :]
+    block = block[block.index("```sh") : block.index("```", block.index("```sh") + 5)]
+    listed = set(re.findall(r"(?:^|\s)([A-Z_]+)=", block))
+    used = {name for body in doc_blocks().values() for name in re.findall(r"\$\{?([A-Z_]+)", body)}
+    assert used <= listed, used - listed
+    assert listed == set(TEST_VARIABLES)
+
+
+@pytest.mark.parametrize("name", sorted(doc_blocks()))
+def test_each_step_is_valid_shell(name):
+    done = _run(["bash", "-n", "-c", doc_blocks()[name]])
+    assert done.returncode == 0, done.stderr
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,8 +101,26 @@ def _psql(sql: str, dsn_host: str, dsn_port: str, db: str = "postgres") -> str:
     return done.stdout.strip()
 
 
+TEST_VARIABLES = (
+    "IMAGE",
+    "BASE_IMAGE",
+    "NAME",
+    "DATA_VOLUME",
+    "SECRETS",
+    "DB_HOST",
+    "DB_PORT",
+    "DB_NAME",
+    "DB_ROLE",
+    "PORT",
+    "PUBLIC_URL",
+    "DEVICE",
+    "GATEWAY_DIR",
+    "TOKEN_FILE",
+)
+
+
 @pytest.fixture
-def page(tmp_path) -> Iterator[Page]:
+def page(tmp_path, deploy_tests) -> Iterator[Page]:
     for tool in ("docker", "psql"):
         assert shutil.which(tool), f"{tool} is not installed (.ci/run installs it)"
     pg = urlsplit(PG_DSN)
@@ -110,6 +144,7 @@ def page(tmp_path) -> Iterator[Page]:
         "GATEWAY_DIR": str(tmp_path / "edge-agent"),
         "TOKEN_FILE": str(tmp_path / "gw.token"),
     }
+    assert set(TEST_VARIABLES) <= set(env)
     try:
         yield Page(env)
     finally:

@@ -45,8 +45,8 @@ def _run(args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def wheelhouse() -> Path:
+@pytest.fixture
+def wheelhouse(deploy_tests) -> Path:
     wheels = sorted(WHEELHOUSE.glob("tierless-*.whl"))
     assert wheels, f"{WHEELHOUSE}: no tierless wheel; run make wheelhouse"
     return WHEELHOUSE
