@@ -57,9 +57,12 @@ soak: $(STAMP)
 # (pip install --no-index --find-links). WHEELHOUSE_PLATFORM=manylinux2014_aarch64 (say) fetches
 # another machine's wheels, for Python $(WHEELHOUSE_PYTHON).
 WHEELHOUSE_PYTHON ?= 3.11
+# SOURCE_DATE_EPOCH (the last commit's time) makes the wheel's bytes depend only on its contents,
+# so an unchanged tree builds the same wheel and the container build reuses its cached layers.
 dist: $(STAMP)
 	rm -rf dist/tierless-* build
-	$(BIN)/python -m build --outdir dist .
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) \
+		$(BIN)/python -m build --outdir dist .
 
 wheelhouse: dist
 	rm -rf dist/wheelhouse
@@ -73,12 +76,12 @@ install-test: wheelhouse
 	TIERLESS_DEPLOY_TESTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/deploy/test_install.py
 
 # container-test: the receiver's image built on a local Debian base (container-base), run for
-# real against PostgreSQL with the commands of docs/deploy-cloud.md (docs/container.md).
+# real against PostgreSQL with the commands of docs/deploy-cloud.md, which it reads from there.
 BASE_IMAGE ?= tierless-base:bookworm
 container-base:
 	BASE_IMAGE=$(BASE_IMAGE) deploy/container/base-image.sh
 
-container-test: container-base
+container-test: $(STAMP) container-base
 	TIERLESS_DEPLOY_TESTS=1 BASE_IMAGE=$(BASE_IMAGE) $(BIN)/pytest -q -p no:cacheprovider \
 		tests/deploy/test_container.py
 
