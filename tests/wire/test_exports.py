@@ -52,6 +52,7 @@ PINNED: dict[str, set[str]] = {
         "decompress",
         "zstd",
     },
+    "wire.extras": {"EXIT_MISSING_EXTRA", "missing_extra_line"},
     "wire.digest": {"CONTENT_DIGEST_MAX_LENGTH", "content_digest", "verify_content_digest"},
     "wire.enrollment": {
         "EnrollmentToken",
