@@ -187,7 +187,7 @@ def test_device_uses_a_profile_by_name() -> None:
         4,
         0x48,
         "float32",
-        "kWh",
+        "kW.h",
     )
     assert energy.medium == "electricity"
     assert energy.area == "hall-1"
