@@ -30,6 +30,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from agent.sources import Sink, Stamper, add_readings
+from agent.sources.lognames import name_foreign_logs
 from agent.sources.throttle import LogThrottle
 from firmware_bridge.backoff import Backoff
 from firmware_bridge.errors import DeviceError, DeviceExceptionError, DeviceTimeoutError
@@ -99,6 +100,7 @@ class ModbusSource:
             self.stats.units[plan.unit_id] = UnitStats()
 
     async def run(self, sink: Sink) -> None:
+        name_foreign_logs(self.name)  # pymodbus' own log lines say which bus they are about
         cfg = self.config
         loop = asyncio.get_running_loop()
         backoff = Backoff(cfg.reconnect_initial_ms / 1000, cfg.reconnect_max_ms / 1000, self._rng)

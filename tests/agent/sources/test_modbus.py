@@ -292,3 +292,30 @@ async def test_out_of_range_is_bad_and_counted_and_polls_are_not_requests(
     unit = source.stats.units[1]
     assert unit.polls >= 2
     assert 3 * (unit.polls - 1) <= unit.requests <= 3 * unit.polls  # the last may be underway
+
+
+async def test_pymodbus_log_lines_name_the_source(sink: Recorder, caplog) -> None:
+    """Observed: pymodbus' lines ("Failed to connect ...") did not say which bus."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nobody listens there
+    cfg = msgspec.convert(
+        {
+            "name": "press-bus",
+            "transport": "tcp",
+            "host": "127.0.0.1",
+            "tcp_port": port,
+            "timeout_ms": 200,
+            "reconnect_initial_ms": 20,
+            "reconnect_max_ms": 50,
+            "devices": [{"name": "m", "unit_id": 1, "points": [{"metric": "x", "address": 0}]}],
+        },
+        ModbusConfig,
+    )
+    source = ModbusSource(cfg, clock=HostStamper())
+    caplog.set_level("WARNING", logger="pymodbus.logging")
+    async with running(source.run(sink), "modbus"):
+        await sink.wait_for(lambda: source.stats.connect_failures >= 1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "pymodbus.logging"]
+    assert lines, "pymodbus logged nothing about the refused connection"
+    assert all(line.startswith("press-bus: ") for line in lines), lines
