@@ -17,7 +17,7 @@ feed consumption figures. The wire carries this in the metric name, the simplest
 key allows: a series in a counter unit (`COUNTER_UNITS`) is cumulative unless its metric ends in
 one of `NOT_CUMULATIVE_SUFFIXES`. The gateway refuses at start-up a resetting counter or gauge in
 a counter unit whose metric lacks such a suffix, and a cumulative one whose metric has one, so
-the name never contradicts the declaration (docs/protocol.md, "Units and counters").
+the name never contradicts the declaration (docs/protocol.md §1, "Units and counters").
 """
 
 from __future__ import annotations
