@@ -501,7 +501,7 @@ class Mapper:
         key: str | None,
     ) -> SeriesKey:
         metric = _render(rule.metric, names)
-        tags = [_render(t, names) for t in rule.tags] if key is not None else tag_values
+        tags = [_render(t, names) for t in rule.tags] if key is not None else list(tag_values)
         tags[3] = rule.media.get(names.get("device", "")) or tags[3] or value.medium
         if not metric:
             raise _BadError("bad_name", "the metric is empty")

@@ -60,6 +60,8 @@ def _topic(quantity: str, metric: str, unit: str = "", **extra: Any) -> dict[str
 _ON_OFF = {"ON": 1.0, "OFF": 0.0, "true": 1.0, "false": 0.0}
 _RMS = {"min": 0.0}  # an RMS voltage or current is never negative
 _PF = {"min": -1.0, "max": 1.0}
+# These firmwares run plugs, relays and small meters: a power beyond ±1 MW is a damaged value.
+_P = {"min": -1e6, "max": 1e6}
 _CH = {"array": "channels"}  # multi-channel devices send an array: one series per channel
 
 _PRESETS: dict[str, dict[str, Any]] = {
@@ -73,9 +75,9 @@ _PRESETS: dict[str, dict[str, Any]] = {
             _e("energy_today", "ENERGY.Today", "kW.h", kind="resetting", **_CH),
             _e("energy_yesterday", "ENERGY.Yesterday", "kW.h", kind="gauge", **_CH),
             _e("energy_period", "ENERGY.Period", "W.h", kind="resetting", **_CH),
-            _e("power", "ENERGY.Power", "W", **_CH),
-            _e("apparent_power", "ENERGY.ApparentPower", "V.A", **_CH),
-            _e("reactive_power", "ENERGY.ReactivePower", "var", **_CH),
+            _e("power", "ENERGY.Power", "W", **_P, **_CH),
+            _e("apparent_power", "ENERGY.ApparentPower", "V.A", **_P, **_CH),
+            _e("reactive_power", "ENERGY.ReactivePower", "var", **_P, **_CH),
             _e("power_factor", "ENERGY.Factor", "1", **_PF, **_CH),
             _e("voltage", "ENERGY.Voltage", "V", **_RMS, **_CH),
             _e("current", "ENERGY.Current", "A", **_RMS, **_CH),
@@ -93,7 +95,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "topic": "shellies/{device}/relay/{channel}/{quantity}",
         "metric_template": "{device}.relay{channel}.{metric}",
         "values": [
-            _topic("power", "power", "W", medium="electricity"),
+            _topic("power", "power", "W", medium="electricity", **_P),
             # Watt-minutes since the device started (it restarts at 0 after a reboot).
             _topic("energy", "energy_total", "W.min", medium="electricity"),
         ],
@@ -102,8 +104,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "topic": "shellies/{device}/emeter/{channel}/{quantity}",
         "metric_template": "{device}.emeter{channel}.{metric}",
         "values": [
-            _topic("power", "power", "W", medium="electricity"),
-            _topic("reactive_power", "reactive_power", "var", medium="electricity"),
+            _topic("power", "power", "W", medium="electricity", **_P),
+            _topic("reactive_power", "reactive_power", "var", medium="electricity", **_P),
             _topic("pf", "power_factor", "1", medium="electricity", **_PF),
             _topic("voltage", "voltage", "V", medium="electricity", **_RMS),
             _topic("current", "current", "A", medium="electricity", **_RMS),
@@ -127,7 +129,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
         "topic": "{device}/status/switch:{channel}",
         "metric_template": "{device}.switch{channel}.{metric}",
         "values": [
-            _e("power", "apower", "W"),
+            _e("power", "apower", "W", **_P),
             _e("voltage", "voltage", "V", **_RMS),
             _e("current", "current", "A", **_RMS),
             _e("frequency", "freq", "Hz"),
@@ -145,7 +147,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
             _v("pressure", "pressure", "hPa"),
             _v("co2", "co2", "[ppm]"),
             _v("illuminance", "illuminance_lux", "lx"),
-            _e("power", "power", "W"),
+            _e("power", "power", "W", **_P),
             _e("energy", "energy", "kW.h"),
             # mV on battery devices, V on mains devices: no unit rather than a wrong one.
             _v("voltage", "voltage"),
