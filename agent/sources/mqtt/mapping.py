@@ -462,12 +462,14 @@ class Mapper:
         tag_values = [_render(t, captures) for t in rule.tags]
         names = dict(captures)
         for value in rule.values:
-            if any(captures.get(k) != want for k, want in value.when):
+            if value.when and any(captures.get(k) != want for k, want in value.when):
                 continue
             found = False
             for raw, key in _walk(doc, value.steps, 0, None):
                 found = True
-                for item, prefix in _channels(raw, channels=value.channels):
+                channels = value.channels and isinstance(raw, list)
+                items = _channels(raw) if channels else ((raw, ""),)
+                for item, prefix in items:
                     if len(out.readings) >= self.max_readings:
                         raise _BadError(
                             "too_many_values", f"more than {self.max_readings} in one message"
@@ -480,13 +482,13 @@ class Mapper:
                     except _BadError as bad:
                         out.problems.append((bad.reason, f"{_show_metric(value)}: {bad.detail}"))
                         continue
-                    problem = value.limits.problem(number)
-                    if problem is None:
+                    limits = value.limits  # `number` is finite (`_number`): the range is all
+                    if limits.low <= number <= limits.high:
                         out.readings.append((series, number, quality, ts_ms))
                         continue
-                    out.problems.append((problem, f"{series.metric}: {number:g} {series.unit}"))
-                    kept = number if problem == "out_of_range" else 0.0
-                    out.readings.append((series, kept, Quality.BAD | (quality & 4), ts_ms))
+                    detail = f"{series.metric}: {number:g} {series.unit}"
+                    out.problems.append(("out_of_range", detail))
+                    out.readings.append((series, number, Quality.BAD | (quality & 4), ts_ms))
             if not found and value.required:
                 out.problems.append(("missing", f"{_show_metric(value)}: no value at its path"))
         if not out.readings and not out.problems:
@@ -501,8 +503,10 @@ class Mapper:
         key: str | None,
     ) -> SeriesKey:
         metric = _render(rule.metric, names)
-        tags = [_render(t, names) for t in rule.tags] if key is not None else list(tag_values)
-        tags[3] = rule.media.get(names.get("device", "")) or tags[3] or value.medium
+        tags = [_render(t, names) for t in rule.tags] if key is not None else tag_values
+        medium = (rule.media and rule.media.get(names.get("device", ""))) or tags[3] or value.medium
+        if medium != tags[3]:
+            tags = [*tags[:3], medium]  # never the message's shared list: the next value uses it
         if not metric:
             raise _BadError("bad_name", "the metric is empty")
         for text in (metric, value.unit, *tags):
@@ -590,13 +594,9 @@ def _mark_non_finite(text: str) -> bytes:
     return _TOKEN_RE.sub(repl, text).encode()
 
 
-def _channels(raw: Any, *, channels: bool) -> Iterator[tuple[Any, str]]:
-    """(value, metric prefix): an array as one value per channel, `ch1.`, `ch2.`, ..."""
-    if channels and isinstance(raw, list):
-        for j, item in enumerate(raw):
-            yield item, f"ch{j + 1}."
-    else:
-        yield raw, ""
+def _channels(raw: list[Any]) -> list[tuple[Any, str]]:
+    """(value, metric prefix) per element of an array: `ch1.`, `ch2.`, ..."""
+    return [(item, f"ch{j + 1}.") for j, item in enumerate(raw)]
 
 
 def _text(payload: bytes) -> str:
