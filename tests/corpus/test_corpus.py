@@ -3,6 +3,8 @@ per parser. A case states its input's source; this file only runs them."""
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import math
 import tomllib
 from pathlib import Path
@@ -15,6 +17,8 @@ from agent.sources.mqtt.mapping import Mapper, MqttRule, compile_rule
 from agent.sources.mqtt.presets import PRESETS
 from firmware_bridge.ascii_protocol import AnswerParser, AsciiConfig, compile_spec
 from firmware_bridge.errors import DeviceError, UnexpectedUnitError, UnparsableAnswerError
+from firmware_bridge.framing import FrameDecoder
+from firmware_bridge.mcu_frames import decode_body
 from firmware_bridge.modbus_config import ModbusConfig, resolve
 from wire.models import Quality
 
@@ -133,3 +137,30 @@ def test_modbus_corpus(case: dict[str, Any], data: bytes) -> None:
         for r in case["readings"]
     ]
     assert sorted(got, key=lambda r: r["metric"]) == sorted(want, key=lambda r: r["metric"])
+
+
+def _frames(decoder: FrameDecoder, chunks: list[bytes]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for chunk in chunks:
+        for item in decoder.feed(chunk):
+            if not isinstance(item, bytes):
+                out.append({"damaged": True})
+                continue
+            msg = decode_body(item)
+            fields = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}
+            out.append(
+                {
+                    "type": type(msg).__name__,
+                    **{k: int(v) if isinstance(v, enum.IntEnum) else v for k, v in fields.items()},
+                }
+            )
+    return out
+
+
+@pytest.mark.parametrize(("case", "data"), cases("mcu"))
+def test_mcu_corpus(case: dict[str, Any], data: bytes) -> None:
+    check_provenance(case)
+    wire = b"".join(bytes.fromhex(line.split("#", 1)[0]) for line in data.decode().splitlines())
+    want = case["frames"]
+    assert _frames(FrameDecoder(), [wire]) == want
+    assert _frames(FrameDecoder(), [wire[i : i + 1] for i in range(len(wire))]) == want
