@@ -155,7 +155,7 @@ MQTT_SOURCE_INDEX = 3  # sources[3] in agent.toml, when present
 def mqtt_source(port: int) -> str:
     values = ", ".join(
         f"{{ metric = {_s(v)}, path = {_s(v)}, unit = {_s(u)} }}"
-        for v, u in zip(MQTT_VALUES, ("degC", "%"), strict=True)
+        for v, u in zip(MQTT_VALUES, ("Cel", "%"), strict=True)
     )
     return f"""
 # Temperature and humidity sensors on the gateway's own Mosquitto broker.

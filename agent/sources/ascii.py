@@ -39,6 +39,7 @@ from firmware_bridge.errors import (
     DeviceError,
     PortError,
     PortLostError,
+    UnexpectedUnitError,
     UnparsableAnswerError,
 )
 from firmware_bridge.port import PortStats, SerialPort
@@ -50,7 +51,9 @@ class AsciiStats:
     port: PortStats = field(default_factory=PortStats)
     lines: LineStats = field(default_factory=LineStats)
     answers: int = 0
-    unparsable: int = 0
+    unparsable: int = 0  # lines refused, including bad_unit ones
+    bad_unit: int = 0  # lines naming a unit their value cannot have (refused)
+    out_of_range: int = 0  # values outside their plausible range (stored BAD)
     error_answers: int = 0
     timeouts: int = 0
     partial_lines: int = 0  # unfinished lines dropped at a timeout or before a new request
@@ -191,6 +194,11 @@ class AsciiSource:
             return None
         try:
             answer = self._parser.parse(text)
+        except UnexpectedUnitError as exc:
+            self.stats.unparsable += 1
+            self.stats.bad_unit += 1
+            self._throttle.warning("unparsable", "%s: %s", cfg.name, exc)
+            return None
         except UnparsableAnswerError as exc:
             self.stats.unparsable += 1
             self._throttle.warning("unparsable", "%s: %s", cfg.name, exc)
@@ -205,7 +213,8 @@ class AsciiSource:
     def _batch(self, answer: Answer) -> _Batch:
         ts, bits = self._clock.now()
         readings: list[Reading] = []
-        for spec, value, answered_unit in answer.values:
+        problems = answer.problems or (None,) * len(answer.values)
+        for (spec, value, answered_unit), problem in zip(answer.values, problems, strict=True):
             unit = answered_unit
             if spec.unit_group:
                 # "S +" (overload) names no unit: flag the series the last answer named
@@ -215,6 +224,11 @@ class AsciiSource:
                 self._last_unit[spec.metric] = unit
             if value is None:
                 readings.append(Reading(self._key(spec, unit), ts, 0.0, Quality.BAD | bits))
+                self.stats.bad_readings += 1
+            elif problem is not None:  # kept as read (when finite), flagged: it explains itself
+                kept = value if problem == "out_of_range" else 0.0
+                readings.append(Reading(self._key(spec, unit), ts, kept, Quality.BAD | bits))
+                self.stats.out_of_range += 1
                 self.stats.bad_readings += 1
             else:
                 readings.append(Reading(self._key(spec, unit), ts, value, answer.quality | bits))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from agent.sources import Sink, Stamper, add_readings
+from agent.sources.lognames import name_foreign_logs
 from agent.sources.throttle import LogThrottle
 from firmware_bridge.backoff import Backoff
 from firmware_bridge.errors import DeviceError, DeviceExceptionError, DeviceTimeoutError
@@ -47,7 +47,8 @@ class _LinkLostError(Exception):
 
 @dataclass(slots=True)
 class UnitStats:
-    polls: int = 0  # requests sent
+    polls: int = 0  # polls of this unit (one per poll interval, however many requests)
+    requests: int = 0  # requests sent (a poll of a unit takes one per planned request)
     ok: int = 0
     timeouts: int = 0
     exceptions: dict[int, int] = field(default_factory=dict)  # Modbus exception code → count
@@ -65,6 +66,7 @@ class ModbusStats:
     readings: int = 0
     bad_readings: int = 0
     non_finite: int = 0
+    out_of_range: int = 0  # outside the point's plausible range: stored BAD
     units: dict[int, UnitStats] = field(default_factory=dict)
 
 
@@ -98,6 +100,7 @@ class ModbusSource:
             self.stats.units[plan.unit_id] = UnitStats()
 
     async def run(self, sink: Sink) -> None:
+        name_foreign_logs(self.name)  # pymodbus' own log lines say which bus they are about
         cfg = self.config
         loop = asyncio.get_running_loop()
         backoff = Backoff(cfg.reconnect_initial_ms / 1000, cfg.reconnect_max_ms / 1000, self._rng)
@@ -189,6 +192,7 @@ class ModbusSource:
         loop = asyncio.get_running_loop()
         out: list[Reading] = []
         lost = client is None
+        unit.polls += 1
         for req in plan.requests:
             if lost or client is None:
                 out += self._bad(plan, req.points)
@@ -197,7 +201,7 @@ class ModbusSource:
                 unit.skipped_down += 1
                 out += self._bad(plan, req.points)
                 continue
-            unit.polls += 1
+            unit.requests += 1
             try:
                 words = await self._read(client, req)
             except _LinkLostError as exc:
@@ -229,9 +233,13 @@ class ModbusSource:
             ts, bits = self._clock.now()
             for point, value in req.decode(words):
                 quality = Quality.GOOD | bits
-                if not math.isfinite(value):
+                problem = point.problem(value)
+                if problem == "non_finite":
                     self.stats.non_finite += 1
                     value, quality = 0.0, Quality.BAD | bits
+                elif problem is not None:  # kept as read, flagged: the raw value explains it
+                    self.stats.out_of_range += 1
+                    quality = Quality.BAD | bits
                 out.append(Reading(self._key(plan, point), ts, value, quality))
         self.stats.readings += len(out)
         return out, lost
