@@ -87,6 +87,9 @@ class AsciiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     answer_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
     silence_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 10_000  # streaming: no line at all
     lost_after_timeouts: Annotated[int, msgspec.Meta(ge=1)] = 3  # then check the device is there
+    # polled: after a poll timed out, its answer may still come this long after the request; the
+    # next request waits until then, so a late answer is dropped and never taken for a later poll
+    late_answer_ms: Annotated[int, msgspec.Meta(ge=0)] = 3000
     max_line: Annotated[int, msgspec.Meta(ge=8, le=65536)] = 256
     reopen_initial_ms: Annotated[int, msgspec.Meta(ge=1)] = 500
     reopen_max_ms: Annotated[int, msgspec.Meta(ge=1)] = 30_000
