@@ -149,6 +149,7 @@ async def test_silent_streaming_scale_is_a_gap_with_one_line_each_way(
     device.close()
     assert [e["reason"] for e in events(sink, DOWN_KIND)] == ["silent"]
     (up,) = events(sink, UP_KIND)
+    assert isinstance(up["down_ms"], int)
     assert up["down_ms"] >= GAP_S * 1000
     lines = [r.getMessage() for r in caplog.records if r.name == "agent.sources.ascii"]
     assert len([m for m in lines if "scale-1: lost (silent" in m]) == 1
