@@ -88,8 +88,11 @@ class Gaps:
     def heard(self, part: str = "") -> None:
         self._heard[part] = self._monotonic()
 
-    def down(self, sink: Sink, reason: Reason, detail: str = "", *, part: str = "") -> bool:
-        """Report `part` lost (once); True if this was the transition."""
+    def down(
+        self, sink: Sink, reason: Reason, detail: str = "", *, part: str = "", log: bool = True
+    ) -> bool:
+        """Report `part` lost (once); True if this was the transition. `log=False` for a
+        source that writes its own line (the MQTT source)."""
         if part in self._down:
             return False
         now = self._monotonic()
@@ -103,10 +106,11 @@ class Gaps:
             attrs.append(("detail", detail[:200]))
         self._emit(sink, DOWN_KIND, attrs)
         what = f"lost {part}" if part else "lost"
-        self._log.warning("%s: %s (%s: %s)", self.source, what, reason, detail or "no detail")
+        if log:
+            self._log.warning("%s: %s (%s: %s)", self.source, what, reason, detail or "no detail")
         return True
 
-    def up(self, sink: Sink, *, part: str = "") -> bool:
+    def up(self, sink: Sink, *, part: str = "", log: bool = True) -> bool:
         """Report `part` back (once, if it was down); True if this was the transition."""
         self.heard(part)
         was = self._down.pop(part, None)
@@ -121,9 +125,10 @@ class Gaps:
         attrs.append(("down_ms", down_ms))
         self._emit(sink, UP_KIND, attrs)
         what = f"{part} back" if part else "back"
-        self._log.info(
-            "%s: %s after %.1f s (was %s)", self.source, what, down_ms / 1000, was.reason
-        )
+        if log:
+            self._log.info(
+                "%s: %s after %.1f s (was %s)", self.source, what, down_ms / 1000, was.reason
+            )
         return True
 
     def _emit(self, sink: Sink, kind: str, attrs: list[tuple[str, str | int]]) -> None:
