@@ -30,6 +30,7 @@ import msgspec
 
 from firmware_bridge.errors import ConfigError, DeviceError, UnparsableAnswerError
 from firmware_bridge.port_config import PortConfig
+from firmware_bridge.tickets import TicketConfig
 from wire.models import AttrValue, Quality
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -69,7 +70,7 @@ class EventConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 class AsciiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: _Name = "ascii"
     port: PortConfig
-    preset: Literal["mt-sics"] | None = None
+    preset: Literal["mt-sics", "toledo-continuous", "and"] | None = None
     mode: Literal["polled", "streaming"] = "polled"
     command: str = ""  # polled: sent every poll; streaming: sent once after opening ("": none)
     command_end: str = "\r\n"
@@ -83,6 +84,7 @@ class AsciiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     unknown_status: QualityName = "bad"
     checksum: ChecksumConfig | None = None
     event: EventConfig | None = None
+    ticket: TicketConfig | None = None  # weighings from the weight: firmware_bridge.tickets
     poll_interval_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
     answer_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
     silence_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 10_000  # streaming: no line at all
@@ -110,6 +112,37 @@ PRESETS: dict[str, dict[str, object]] = {
         "status_group": "status",
         "status_map": {"S": "good", "D": "uncertain", "I": "bad", "+": "bad", "-": "bad"},
         "command": {"polled": "SI", "streaming": "SIR"},
+        "values": [AsciiValue(group="weight", metric="weight", unit_group="unit")],
+    },
+    # Mettler Toledo standard continuous output (terminal technical manuals, e.g. IND560/IND780
+    # appendix "Continuous Output"): binary status bytes, so `firmware_bridge.toledo` checks the
+    # checksum, applies the decimal point of status word A and hands this pattern a canonical
+    # line "<G|N> <S|D|O> <weight> <unit> <tare>". Streaming only; nothing to send.
+    "toledo-continuous": {
+        "pattern": (
+            r"^(?P<mode>[GN]) (?P<status>[SDO]) (?P<weight>-?\d+(?:\.\d+)?) (?P<unit>\S+)"
+            r" (?P<tare>\d+(?:\.\d+)?)$"
+        ),
+        "status_group": "status",
+        "status_map": {"S": "good", "D": "uncertain", "O": "bad"},
+        "command": {"polled": "", "streaming": ""},
+        "values": [
+            AsciiValue(group="weight", metric="weight", unit_group="unit"),
+            AsciiValue(group="tare", metric="tare", unit_group="unit"),
+        ],
+    },
+    # A&D standard data format (A&D instruction manuals, e.g. EK-L series 9-2 "Data format";
+    # indicators such as the AD-4404 add a second header GS/NT/TR): "ST,+00123.45  g" stable,
+    # "US," unstable, "OL," out of range, "QT," a count (not a weight: BAD); CR LF. Command `Q`
+    # asks for the present value (polled); stream mode is set on the instrument.
+    "and": {
+        "pattern": (
+            r"^(?P<status>ST|US|OL|QT),(?:(?P<mode>GS|NT|TR),)?"
+            r"(?:(?P<weight>[-+]\d*\.?\d+)|[-+ ][ .]*)\s*(?P<unit>[A-Za-z%]{1,3})\s*$"
+        ),
+        "status_group": "status",
+        "status_map": {"ST": "good", "US": "uncertain", "OL": "bad", "QT": "bad"},
+        "command": {"polled": "Q", "streaming": ""},
         "values": [AsciiValue(group="weight", metric="weight", unit_group="unit")],
     },
 }

@@ -35,7 +35,9 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from agent.sources import Sink, Stamper, add_readings
 from agent.sources.gaps import Gaps
@@ -51,19 +53,61 @@ from firmware_bridge.ascii_protocol import (
 )
 from firmware_bridge.backoff import Backoff
 from firmware_bridge.errors import (
+    ConfigError,
     DeviceError,
     PortError,
     PortLostError,
     UnparsableAnswerError,
 )
 from firmware_bridge.port import PortStats, SerialPort, device_present
+from firmware_bridge.tickets import TicketBuilder, ticket_problems
+from firmware_bridge.toledo import BadFrame, ToledoFramer, ToledoStats
 from wire.models import Event, Quality, Reading, SeriesKey
+
+
+class _Lines(Protocol):
+    """What the run loops read through: complete lines out of bytes in."""
+
+    stats: LineStats
+
+    def feed(self, data: bytes) -> list[bytes]: ...
+    def reset(self) -> int: ...
+    @property
+    def partial(self) -> int: ...
+
+
+class _ToledoLines:
+    """Toledo continuous frames as the canonical lines the `toledo-continuous` preset parses;
+    a frame that fails its checksum or its fixed bits goes to `on_bad`, never further."""
+
+    def __init__(self, on_bad: Callable[[BadFrame], None]) -> None:
+        self.framer = ToledoFramer(checksum=True)
+        self.stats = LineStats()
+        self._on_bad = on_bad
+
+    def feed(self, data: bytes) -> list[bytes]:
+        out: list[bytes] = []
+        for item in self.framer.feed(data):
+            if isinstance(item, BadFrame):
+                self._on_bad(item)
+            else:
+                self.stats.lines += 1
+                out.append(item.encode("ascii"))
+        return out
+
+    def reset(self) -> int:
+        return self.framer.reset()
+
+    @property
+    def partial(self) -> int:
+        return self.framer.partial
 
 
 @dataclass(slots=True)
 class AsciiStats:
     port: PortStats = field(default_factory=PortStats)
     lines: LineStats = field(default_factory=LineStats)
+    frames: ToledoStats = field(default_factory=ToledoStats)
     answers: int = 0
     unparsable: int = 0
     error_answers: int = 0
@@ -73,6 +117,8 @@ class AsciiStats:
     bad_readings: int = 0
     events: int = 0
     reopens: int = 0
+    bad_frames: int = 0  # Toledo continuous: checksum or status bytes wrong; dropped
+    tickets: int = 0  # weighings made by the ticket builder
     late_answers: int = 0  # answers after their poll's deadline: dropped
     missed_polls: int = 0  # polls due while no request could be sent (port down, late window)
 
@@ -112,6 +158,17 @@ class AsciiSource:
         self._keys: dict[tuple[str, str], SeriesKey] = {}
         self._last_unit: dict[str, str] = {}
         self.gaps = Gaps(self.name, clock=clock, logger=self._log)
+        self._tickets: TicketBuilder | None = None
+        if config.ticket is not None:
+            problems = ticket_problems(
+                config.ticket,
+                set(self.spec.pattern.groupindex),
+                {v.metric for v in self.spec.values},
+                f"ascii {config.name!r}.ticket",
+            )
+            if problems:
+                raise ConfigError(problems)
+            self._tickets = TicketBuilder(config.ticket)
         self._next_poll = 0.0  # loop time the next poll is due
         self._clear_at = 0.0  # loop time after which no late answer can come
 
@@ -127,9 +184,7 @@ class AsciiSource:
                     self._throttle.warning("open", "%s: %s", cfg.name, exc)
                 await self._pause(sink, backoff.next_delay())
                 continue
-            splitter = LineSplitter(
-                end=b"\n" if cfg.line_end == "lf" else b"\r", max_line=cfg.max_line
-            )
+            splitter = self._splitter()
             self.stats.lines = splitter.stats
             try:
                 if cfg.mode == "polled":
@@ -142,6 +197,18 @@ class AsciiSource:
                 port.close()
             self.stats.reopens += 1
             await self._pause(sink, backoff.next_delay())
+
+    def _splitter(self) -> _Lines:
+        cfg = self.config
+        if cfg.preset == "toledo-continuous":
+            lines = _ToledoLines(self._bad_frame)
+            self.stats.frames = lines.framer.stats
+            return lines
+        return LineSplitter(end=b"\n" if cfg.line_end == "lf" else b"\r", max_line=cfg.max_line)
+
+    def _bad_frame(self, bad: BadFrame) -> None:
+        self.stats.bad_frames += 1
+        self._throttle.warning("bad-frame", "%s: dropped a frame: %s", self.config.name, bad.reason)
 
     async def _pause(self, sink: Sink, delay: float) -> None:
         """Wait `delay` before reopening; polled, BAD readings at every poll meanwhile. A path
@@ -169,7 +236,7 @@ class AsciiSource:
         self._next_poll = max(self._next_poll + self.config.poll_interval_ms / 1000, now)
 
     async def _polled(
-        self, port: SerialPort, splitter: LineSplitter, sink: Sink, backoff: Backoff
+        self, port: SerialPort, splitter: _Lines, sink: Sink, backoff: Backoff
     ) -> None:
         cfg = self.config
         loop = asyncio.get_running_loop()
@@ -204,7 +271,7 @@ class AsciiSource:
                 self.gaps.up(sink)
             _hand_over(sink, batch)
 
-    async def _drain(self, port: SerialPort, splitter: LineSplitter, seconds: float) -> None:
+    async def _drain(self, port: SerialPort, splitter: _Lines, seconds: float) -> None:
         """Read for `seconds` between polls: any answer now is late (or unsolicited): dropped."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
@@ -231,7 +298,7 @@ class AsciiSource:
             text[:60],
         )
 
-    async def _await_answer(self, port: SerialPort, splitter: LineSplitter) -> _Batch | None:
+    async def _await_answer(self, port: SerialPort, splitter: _Lines) -> _Batch | None:
         """The first line that parses (or an error answer, as BAD readings); None at timeout."""
         try:
             async with asyncio.timeout(self.config.answer_timeout_ms / 1000):
@@ -246,7 +313,7 @@ class AsciiSource:
             return None
 
     async def _streaming(
-        self, port: SerialPort, splitter: LineSplitter, sink: Sink, backoff: Backoff
+        self, port: SerialPort, splitter: _Lines, sink: Sink, backoff: Backoff
     ) -> None:
         cfg = self.config
         loop = asyncio.get_running_loop()
@@ -294,9 +361,9 @@ class AsciiSource:
             self._throttle.warning("error-answer", "%s: %s", cfg.name, exc)
             return self._bad_batch() if polled else None
         self.stats.answers += 1
-        return self._batch(answer)
+        return self._batch(answer, text)
 
-    def _batch(self, answer: Answer) -> _Batch:
+    def _batch(self, answer: Answer, text: str) -> _Batch:
         ts, bits = self._clock.now()
         readings: list[Reading] = []
         for spec, value, answered_unit in answer.values:
@@ -319,8 +386,36 @@ class AsciiSource:
         if event_cfg is not None and answer.attrs is not None:
             events = (Event(event_cfg.kind, ts, answer.attrs, answer.quality | bits),)
             self.stats.events += 1
+        if self._tickets is not None:
+            events += self._weigh(self._tickets, answer, text, ts, bits)
         self.stats.readings += len(readings)
         return _Batch(tuple(readings), events)
+
+    def _weigh(
+        self, builder: TicketBuilder, answer: Answer, text: str, ts: int, bits: int
+    ) -> tuple[Event, ...]:
+        """Feed the answer's weight to the ticket builder; the ticket, when it makes one."""
+        t = builder.config
+        weight: float | None = None
+        tare: float | None = None
+        unit = ""
+        for spec, value, answered_unit in answer.values:
+            if spec.metric == t.weight:
+                weight = None if answer.quality == Quality.BAD else value
+                unit = answered_unit or self._last_unit.get(spec.metric, "")
+            elif t.tare_metric and spec.metric == t.tare_metric:
+                tare = value
+        code = ""
+        if t.material_group:
+            m = self.spec.pattern.match(text)
+            code = (m.group(t.material_group) or "").strip() if m else ""
+        stable = answer.quality == Quality.GOOD
+        weighing = builder.feed(weight, stable=stable, unit=unit, tare=tare, code=code)
+        if weighing is None:
+            return ()
+        self.stats.tickets += 1
+        attrs = weighing.attrs(self.name, t.direction)
+        return (Event(t.kind, ts, attrs, Quality.GOOD | bits),)
 
     def _bad_batch(self) -> _Batch:
         """BAD readings for every series this source makes: the explicit "no value" marker.
