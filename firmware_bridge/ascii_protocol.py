@@ -88,6 +88,10 @@ class AsciiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     poll_interval_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
     answer_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
     silence_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 10_000  # streaming: no line at all
+    # streaming, after silence_timeout_ms without a value: "gap" reports the source down (a scale
+    # that streams continuously); "check_port" only checks the port (a ticket printer, silent
+    # between trucks)
+    on_silence: Literal["gap", "check_port"] = "gap"
     lost_after_timeouts: Annotated[int, msgspec.Meta(ge=1)] = 3  # then check the device is there
     # polled: after a poll timed out, its answer may still come this long after the request; the
     # next request waits until then, so a late answer is dropped and never taken for a later poll

@@ -14,15 +14,20 @@ the next request is not sent before then; polls that fall due meanwhile are miss
 request. The price: after a timeout, polling pauses until `late_answer_ms` has passed.
 
 Gaps (`agent.sources.gaps`): a lost or unopenable port, `lost_after_timeouts` polls in a row
-without an answer, or (streaming) `silence_timeout_ms` without a value is a `source_down` event
-and one log line; the next value is `source_up` with how long no value came. While polled and
-down, every poll interval still yields BAD readings, whether the port is open or not, as Modbus
-does. After `lost_after_timeouts` timeouts in a row (or silence when streaming) the source checks
-that the port's path still names the device it holds; if not (an adapter replugged under the same
-by-id name), it reopens. EIO/ENODEV reopen at once. Reopening uses capped jittered backoff, cut
-short when a vanished path appears again. A silent streaming instrument is sent its start command
-again (a power-cycled scale stops streaming). Nothing here raises out of `run()` except
-ConfigError at start.
+without an answer, or (streaming, `on_silence = "gap"`) `silence_timeout_ms` without a value is
+a `source_down` event and one log line; the next value is `source_up` with how long no value
+came. While polled and down, every poll interval still yields BAD readings, whether the port is
+open or not, as Modbus does. After `lost_after_timeouts` timeouts in a row (or silence when
+streaming) the source checks that the port's path still names the device it holds; if not (an
+adapter replugged under the same by-id name), it reopens. EIO/ENODEV reopen at once. Reopening
+uses capped jittered backoff, cut short when a vanished path appears again. A silent streaming
+instrument is sent its start command again (a power-cycled scale stops streaming). Nothing here
+raises out of `run()` except ConfigError at start.
+
+With a `ticket` configuration, every answer's weight also feeds a `TicketBuilder`
+(`firmware_bridge.tickets`), and each weighing it completes is an event (a weighbridge ticket).
+The `toledo-continuous` preset reads binary-status frames through `firmware_bridge.toledo`
+instead of lines; a frame failing its checksum is dropped and counted (`stats.bad_frames`).
 
 Readings and events (weighbridge tickets) are stamped by the `Stamper` given (the agent's clock)
 and handed to the sink in the order the instrument produced them. Nothing to acknowledge: an
@@ -328,7 +333,8 @@ class AsciiSource:
                     data = await port.read()
             except TimeoutError:
                 self.stats.timeouts += 1
-                self.gaps.down(sink, "silent", f"no value for {cfg.silence_timeout_ms} ms")
+                if cfg.on_silence == "gap":
+                    self.gaps.down(sink, "silent", f"no value for {cfg.silence_timeout_ms} ms")
                 if not port.still_present():
                     raise PortLostError(
                         f"{cfg.port.path}: silent and no longer names the device we hold"

@@ -156,3 +156,22 @@ async def test_silent_streaming_scale_is_a_gap_with_one_line_each_way(
     assert len([m for m in lines if "scale-1: back after" in m]) == 1
     # the start command is repeated while silent (a power-cycled scale stops streaming)
     assert scale.commands.count(b"SIR") >= 2
+
+
+async def test_a_ticket_printer_silent_between_trucks_is_no_gap(
+    links: Path, sink: Recorder
+) -> None:
+    link = links / "printer"
+    device = PtyDevice(str(link))
+    scale = ScaleSim(device, weight=55.0)
+    cfg = config(link, mode="streaming", silence_timeout_ms=200, on_silence="check_port")
+    source = AsciiSource(cfg, clock=HostStamper())
+    async with running(scale.run(), "printer"), running(source.run(sink), "ascii"):
+        await sink.wait_for(lambda: len(sink.readings) >= 2)
+        scale.silent = True
+        await sink.wait_for(lambda: source.stats.timeouts >= 3)
+        scale.silent = False
+        n = len(sink.readings)
+        await sink.wait_for(lambda: len(sink.readings) > n)
+    device.close()
+    assert sink.events == []
