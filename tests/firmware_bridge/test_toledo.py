@@ -1,12 +1,21 @@
 """Mettler Toledo standard continuous output: frames from the manuals' layout, whole and one byte
-at a time, with their checksum and the decimal point of status word A."""
+at a time, with their checksum and the decimal point of status word A; and the A&D preset's
+lines from the manuals' examples."""
 
 from __future__ import annotations
 
-import pytest
+import contextlib
 
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware_bridge.ascii_protocol import AnswerParser, AsciiConfig, compile_spec
+from firmware_bridge.errors import DeviceError, UnparsableAnswerError
 from firmware_bridge.sim.scales import toledo_frame
 from firmware_bridge.toledo import BadFrame, ToledoFramer, checksum, decode
+from wire.models import Quality
 
 
 def feed_whole(data: bytes) -> list[str | BadFrame]:
@@ -77,3 +86,40 @@ def test_status_bytes_without_their_fixed_bits_are_refused() -> None:
 def test_frames_without_checksum_when_configured_so() -> None:
     frame = toledo_frame(42.0, checksum=False)
     assert ToledoFramer(checksum=False).feed(frame * 2) == ["G S 42 kg 0"] * 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_bytes_give_lines_or_bad_frames_never_an_exception(data: bytes) -> None:
+    framer = ToledoFramer()
+    for item in framer.feed(data):
+        assert isinstance(item, str | BadFrame)
+    assert framer.partial < 18
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_the_scale_presets_raise_only_their_own_errors(line: str) -> None:
+    for preset in ("toledo-continuous", "and"):
+        raw = {"port": {"path": "/dev/null"}, "preset": preset, "mode": "streaming"}
+        parser = AnswerParser(compile_spec(msgspec.convert(raw, AsciiConfig)))
+        with contextlib.suppress(UnparsableAnswerError, DeviceError):
+            parser.parse(line)
+
+
+@pytest.mark.parametrize(
+    ("line", "value", "quality", "unit"),
+    [
+        ("ST,+00123.45  g", 123.45, Quality.GOOD, "g"),
+        ("US,-0000012.3 kg", -12.3, Quality.UNCERTAIN, "kg"),
+        ("OL,+999999.9  g", 999999.9, Quality.BAD, "g"),
+        ("ST,NT,+0012.34kg", 12.34, Quality.GOOD, "kg"),
+        ("QT,+00012345 PC", 12345.0, Quality.BAD, "PC"),
+    ],
+)
+def test_and_lines_from_the_manuals(line: str, value: float, quality: Quality, unit: str) -> None:
+    raw = {"port": {"path": "/dev/null"}, "preset": "and", "mode": "streaming"}
+    answer = AnswerParser(compile_spec(msgspec.convert(raw, AsciiConfig))).parse(line)
+    ((_, got, got_unit),) = answer.values
+    assert got == pytest.approx(value)
+    assert (answer.quality, got_unit) == (quality, unit)
