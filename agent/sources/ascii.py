@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from agent.sources import Sink, Stamper, add_readings
-from agent.sources.gaps import Gaps
+from agent.sources.gaps import Gaps, GapStats
 from agent.sources.throttle import LogThrottle
 from firmware_bridge.ascii_protocol import (
     Answer,
@@ -122,6 +122,7 @@ class AsciiStats:
     bad_readings: int = 0
     events: int = 0
     reopens: int = 0
+    outages: GapStats = field(default_factory=GapStats)  # source_down / source_up events
     bad_frames: int = 0  # Toledo continuous: checksum or status bytes wrong; dropped
     tickets: int = 0  # weighings made by the ticket builder
     late_answers: int = 0  # answers after their poll's deadline: dropped
@@ -162,7 +163,7 @@ class AsciiSource:
         self.stats = AsciiStats()
         self._keys: dict[tuple[str, str], SeriesKey] = {}
         self._last_unit: dict[str, str] = {}
-        self.gaps = Gaps(self.name, clock=clock, logger=self._log)
+        self.gaps = Gaps(self.name, clock=clock, logger=self._log, stats=self.stats.outages)
         self._tickets: TicketBuilder | None = None
         if config.ticket is not None:
             problems = ticket_problems(

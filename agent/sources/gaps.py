@@ -55,9 +55,8 @@ class _Down:
 
 @dataclass(slots=True)
 class GapStats:
-    downs: int = 0
-    ups: int = 0
-    down_now: int = 0  # parts down at this moment (a gauge kept as a counter field)
+    downs: int = 0  # source_down events
+    ups: int = 0  # source_up events
 
 
 class Gaps:
@@ -73,6 +72,7 @@ class Gaps:
         clock: Stamper,
         logger: logging.Logger,
         monotonic: Callable[[], float] = time.monotonic,
+        stats: GapStats | None = None,
     ) -> None:
         self.source = source
         self._clock = clock
@@ -80,7 +80,7 @@ class Gaps:
         self._monotonic = monotonic
         self._down: dict[str, _Down] = {}
         self._heard: dict[str, float] = {}
-        self.stats = GapStats()
+        self.stats = stats if stats is not None else GapStats()
 
     def is_down(self, part: str = "") -> bool:
         return part in self._down
@@ -98,7 +98,6 @@ class Gaps:
         now = self._monotonic()
         self._down[part] = _Down(reason, self._heard.get(part, now))
         self.stats.downs += 1
-        self.stats.down_now = len(self._down)
         attrs: list[tuple[str, str | int]] = [("source", self.source), ("reason", reason)]
         if part:
             attrs.append(("part", part))
@@ -118,7 +117,6 @@ class Gaps:
             return False
         down_ms = max(0, round((self._monotonic() - was.since) * 1000))
         self.stats.ups += 1
-        self.stats.down_now = len(self._down)
         attrs: list[tuple[str, str | int]] = [("source", self.source), ("reason", was.reason)]
         if part:
             attrs.append(("part", part))

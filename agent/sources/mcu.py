@@ -39,7 +39,7 @@ import random
 from dataclasses import dataclass, field
 
 from agent.sources import Sink, Stamper, add_readings
-from agent.sources.gaps import Gaps, Reason
+from agent.sources.gaps import Gaps, GapStats, Reason
 from agent.sources.throttle import LogThrottle
 from agent.watermarks import Watermarks
 from firmware_bridge.backoff import Backoff
@@ -95,6 +95,7 @@ class McuStats:
     history_resets: int = 0
     protocol_errors: int = 0
     reopens: int = 0
+    outages: GapStats = field(default_factory=GapStats)  # source_down / source_up events
 
 
 @dataclass(slots=True)
@@ -154,7 +155,7 @@ class McuSource:
         self._series: dict[int, SeriesKey] = {}
         self.firmware: str = ""
         self.uid: int | None = None
-        self.gaps = Gaps(self.name, clock=clock, logger=self._log)
+        self.gaps = Gaps(self.name, clock=clock, logger=self._log, stats=self.stats.outages)
         self._lost_reason: Reason = "port_lost"
 
     async def run(self, sink: Sink) -> None:

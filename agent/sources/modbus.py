@@ -35,7 +35,7 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from agent.sources import Sink, Stamper, add_readings
-from agent.sources.gaps import Gaps
+from agent.sources.gaps import Gaps, GapStats
 from agent.sources.throttle import LogThrottle
 from firmware_bridge.backoff import Backoff
 from firmware_bridge.errors import DeviceError, DeviceExceptionError, DeviceTimeoutError
@@ -70,6 +70,7 @@ class ModbusStats:
     readings: int = 0
     bad_readings: int = 0
     non_finite: int = 0
+    outages: GapStats = field(default_factory=GapStats)  # source_down / source_up events
     units: dict[int, UnitStats] = field(default_factory=dict)
 
 
@@ -99,7 +100,7 @@ class ModbusSource:
         self._throttle = LogThrottle(self._log)
         self.stats = ModbusStats()
         self._series: dict[tuple[str, str], SeriesKey] = {}
-        self.gaps = Gaps(self.name, clock=clock, logger=self._log)
+        self.gaps = Gaps(self.name, clock=clock, logger=self._log, stats=self.stats.outages)
         for plan in self.plans:
             self.stats.units[plan.unit_id] = UnitStats()
 

@@ -76,6 +76,7 @@ async def test_unplugged_polled_scale_gives_bad_readings_per_poll_and_one_line_e
     assert source.stats.missed_polls >= len(during) - 1
     # one event and one line each way, with how long it was gone
     assert [e["reason"] for e in events(sink, DOWN_KIND)] == ["port_lost"]
+    assert (source.stats.outages.downs, source.stats.outages.ups) == (1, 1)  # exported as metrics
     (up,) = events(sink, UP_KIND)
     assert up["source"] == "scale-1"
     assert isinstance(up["down_ms"], int)
