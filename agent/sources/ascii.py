@@ -309,9 +309,12 @@ class AsciiSource:
         try:
             async with asyncio.timeout(self.config.answer_timeout_ms / 1000):
                 while True:
-                    for line in splitter.feed(await port.read()):
+                    lines = splitter.feed(await port.read())
+                    for k, line in enumerate(lines):
                         batch = self._line(line, polled=True)
                         if batch is not None:
+                            for extra in lines[k + 1 :]:  # one request, one answer
+                                self._drop_late(extra)
                             return batch
         except TimeoutError:
             if splitter.partial:

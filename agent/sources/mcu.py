@@ -212,6 +212,7 @@ class McuSource:
         while True:
             data = await s.port.read()
             s.heard = loop.time()
+            self.gaps.heard()  # a later loss is measured from here
             discarded, stale = conn.framing.stats.discarded_bytes, conn.stats.stale
             conn.receive_data(data)
             self.stats.discarded_bytes += conn.framing.stats.discarded_bytes - discarded
