@@ -137,6 +137,7 @@ values = [{{ group = "net", metric = "net_mass", unit = "kg", medium = "material
 status_group = "status"
 status_map = {{ O = "good", M = "uncertain" }}
 checksum = {{ algorithm = "xor8", group = "cs" }}
+on_silence = "check_port"  # a ticket printer is silent between trucks: no gap
 reopen_initial_ms = 100
 reopen_max_ms = 1000
 

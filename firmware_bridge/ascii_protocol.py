@@ -39,6 +39,7 @@ from firmware_bridge.errors import (
     UnparsableAnswerError,
 )
 from firmware_bridge.port_config import PortConfig
+from firmware_bridge.tickets import TicketConfig
 from wire.models import AttrValue, Quality
 from wire.units import (
     UNITS,
@@ -99,7 +100,7 @@ class AsciiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     area: _Tag = ""
     process: _Tag = ""
     medium: _Tag = ""
-    preset: Literal["mt-sics"] | None = None
+    preset: Literal["mt-sics", "toledo-continuous", "and"] | None = None
     mode: Literal["polled", "streaming"] = "polled"
     command: str = ""  # polled: sent every poll; streaming: sent once after opening ("": none)
     command_end: str = "\r\n"
@@ -113,10 +114,18 @@ class AsciiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     unknown_status: QualityName = "bad"
     checksum: ChecksumConfig | None = None
     event: EventConfig | None = None
+    ticket: TicketConfig | None = None  # weighings from the weight: firmware_bridge.tickets
     poll_interval_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
     answer_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
     silence_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 10_000  # streaming: no line at all
+    # streaming, after silence_timeout_ms without a value: "gap" reports the source down (a scale
+    # that streams continuously); "check_port" only checks the port (a ticket printer, silent
+    # between trucks)
+    on_silence: Literal["gap", "check_port"] = "gap"
     lost_after_timeouts: Annotated[int, msgspec.Meta(ge=1)] = 3  # then check the device is there
+    # polled: after a poll timed out, its answer may still come this long after the request; the
+    # next request waits until then, so a late answer is dropped and never taken for a later poll
+    late_answer_ms: Annotated[int, msgspec.Meta(ge=0)] = 3000
     max_line: Annotated[int, msgspec.Meta(ge=8, le=65536)] = 256
     reopen_initial_ms: Annotated[int, msgspec.Meta(ge=1)] = 500
     reopen_max_ms: Annotated[int, msgspec.Meta(ge=1)] = 30_000
@@ -138,6 +147,20 @@ MT_SICS_UNITS = {
     "oz": "[oz_av]",
     "ozt": "[oz_tr]",
 }
+# Units the Toledo continuous framer names (`firmware_bridge.toledo`; "custom" is none of ours, so
+# a custom unit is refused like a bit error).
+TOLEDO_UNITS = {
+    "kg": "kg",
+    "lb": "[lb_av]",
+    "g": "g",
+    "t": "t",
+    "oz": "[oz_av]",
+    "ozt": "[oz_tr]",
+    "dwt": "[pwt_tr]",
+    "ton_long": "[lton_av]",
+}
+# A&D's unit field (instruction manuals' "Data format" tables): PC is a count in counting mode.
+AND_UNITS = {**MT_SICS_UNITS, "PC": "{pcs}", "%": "%", "dwt": "[pwt_tr]"}
 PRESETS: dict[str, dict[str, object]] = {
     "mt-sics": {
         "pattern": (
@@ -151,6 +174,37 @@ PRESETS: dict[str, dict[str, object]] = {
         "values": [
             AsciiValue(group="weight", metric="weight", unit_group="unit", units=MT_SICS_UNITS)
         ],
+    },
+    # Mettler Toledo standard continuous output (terminal technical manuals, e.g. IND560/IND780
+    # appendix "Continuous Output"): binary status bytes, so `firmware_bridge.toledo` checks the
+    # checksum, applies the decimal point of status word A and hands this pattern a canonical
+    # line "<G|N> <S|D|O> <weight> <unit> <tare>". Streaming only; nothing to send.
+    "toledo-continuous": {
+        "pattern": (
+            r"^(?P<mode>[GN]) (?P<status>[SDO]) (?P<weight>-?\d+(?:\.\d+)?) (?P<unit>\S+)"
+            r" (?P<tare>\d+(?:\.\d+)?)$"
+        ),
+        "status_group": "status",
+        "status_map": {"S": "good", "D": "uncertain", "O": "bad"},
+        "command": {"polled": "", "streaming": ""},
+        "values": [
+            AsciiValue(group="weight", metric="weight", unit_group="unit", units=TOLEDO_UNITS),
+            AsciiValue(group="tare", metric="tare", unit_group="unit", units=TOLEDO_UNITS),
+        ],
+    },
+    # A&D standard data format (A&D instruction manuals, e.g. EK-L series 9-2 "Data format";
+    # indicators such as the AD-4404 add a second header GS/NT/TR): "ST,+00123.45  g" stable,
+    # "US," unstable, "OL," out of range, "QT," a count (not a weight: BAD); CR LF. Command `Q`
+    # asks for the present value (polled); stream mode is set on the instrument.
+    "and": {
+        "pattern": (
+            r"^(?P<status>ST|US|OL|QT),(?:(?P<mode>GS|NT|TR),)?"
+            r"(?:(?P<weight>[-+]\d*\.?\d+)|[-+ ][ .]*)\s*(?P<unit>[A-Za-z%]{1,3})\s*$"
+        ),
+        "status_group": "status",
+        "status_map": {"ST": "good", "US": "uncertain", "OL": "bad", "QT": "bad"},
+        "command": {"polled": "Q", "streaming": ""},
+        "values": [AsciiValue(group="weight", metric="weight", unit_group="unit", units=AND_UNITS)],
     },
 }
 

@@ -96,6 +96,8 @@ UNITS: dict[str, UnitInfo] = {
     "[lb_av]": _u("mass"),
     "[oz_av]": _u("mass"),
     "[oz_tr]": _u("mass"),
+    "[pwt_tr]": _u("mass"),
+    "[lton_av]": _u("mass"),
     # pressure (absolute and barometric are never negative; gauge pressure is `bar`)
     "Pa": _u("pressure"),
     "hPa": _u("pressure", 0.0),
@@ -109,6 +111,7 @@ UNITS: dict[str, UnitInfo] = {
     "dB": _u("level"),
     "dBm": _u("radio level"),
     "{lqi}": _u("Zigbee link quality", 0.0, 255.0),
+    "{pcs}": _u("count of pieces (a counting scale)", 0.0),
     # time
     "ms": _u("time", 0.0),
     "s": _u("time", 0.0),

@@ -82,9 +82,13 @@ READINGS = (
     "SELECT ts_ms, value, quality FROM reading"
     " WHERE series_id = {p} AND ts_ms >= {p} AND ts_ms < {p} ORDER BY ts_ms LIMIT {p}"
 )
+# A BAD reading is a source's "no value here" marker (value 0): aggregates leave it out, and a
+# bucket of nothing else is no bucket, so a gap stays a gap (docs/api.md). sqlite_reads.py's
+# own LAST query repeats the condition.
 _BUCKETS = (
     "SELECT (ts_ms / {p}) * {p} AS bucket, {value}, count(*) FROM reading"
-    " WHERE series_id = {p} AND ts_ms >= {p} AND ts_ms < {p} GROUP BY bucket ORDER BY bucket"
+    " WHERE series_id = {p} AND ts_ms >= {p} AND ts_ms < {p} AND (quality & 3) <> 2"
+    " GROUP BY bucket ORDER BY bucket"
 )
 _EVENTS = (
     "SELECT device_id, seq, kind, ts_ms, quality, attrs FROM event WHERE {where}"

@@ -166,10 +166,14 @@ def test_example_serial_sources_are_valid_once_uncommented(tmp_path):
     text = re.sub(r"^#(?=[^ \-\n]|$)", "", EXAMPLE.read_text(), flags=re.M)
     config = parse_config(text, name="agent.toml", base_dir=tmp_path)
     kinds = [type(s) for s in config.sources[1:]]
-    assert kinds == [ModbusSourceConfig, AsciiSourceConfig, AsciiSourceConfig, McuSourceConfig]
+    ascii_ = AsciiSourceConfig
+    assert kinds == [ModbusSourceConfig, ascii_, ascii_, ascii_, McuSourceConfig]
     weighbridge = config.sources[3]
     assert isinstance(weighbridge, AsciiSourceConfig)
     assert weighbridge.event is not None
+    scale = config.sources[4]
+    assert isinstance(scale, AsciiSourceConfig)
+    assert scale.ticket is not None
 
 
 def _stopped_agent_buffer(tmp_path, clock: str) -> Path:

@@ -80,7 +80,8 @@ async def test_polled_scale_with_garbage_overload_and_silence(links: Path, sink:
             "S S     100.20 g",
         ],
     )
-    source = AsciiSource(config(links / "scale"), clock=HostStamper())
+    # late_answer_ms=0: no pause after a timeout, so each scripted answer is one poll
+    source = AsciiSource(config(links / "scale", late_answer_ms=0), clock=HostStamper())
     async with running(scale.run(), "scale"), running(source.run(sink), "ascii"):
         await sink.wait_for(lambda: len(sink.readings) >= 7)
     got = [(r.value, r.quality, r.series.unit) for r in sink.readings[:7]]
