@@ -18,10 +18,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import wire.version
 from agent.config import load_config
 from agent.errors import AgentError, ConfigError, StoreError
+from agent.health import config_version
 from agent.keyfile import load_private_key
 from agent.runtime import Agent
 from agent.status import format_status, read_status
@@ -89,8 +91,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    version = config_version(Path(args.config).read_bytes())
     try:
-        asyncio.run(Agent(config).run())
+        asyncio.run(Agent(config, config_version=version).run())
     except KeyboardInterrupt:  # before the signal handlers were installed
         return EXIT_FAILED
     except AgentError:

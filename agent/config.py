@@ -76,6 +76,9 @@ class CloudConfig(_Section, frozen=True):
     # short, so uploads resume within seconds; full jitter still spreads a fleet over it.
     retry_unavailable_max_s: _PositiveFloat = 5.0
     refused_recheck_s: _PositiveFloat = 900.0
+    # How often the gateway reports its health (POST /v1/health); also at start and soon after
+    # a source goes down or comes back. docs/fleet.md.
+    health_interval_s: Annotated[float, msgspec.Meta(ge=1.0, le=86_400.0)] = 60.0
 
 
 class BufferConfig(_Section, frozen=True):

@@ -1,10 +1,11 @@
 """The running agent: one TaskGroup, named tasks, a clean stop on SIGTERM.
 
 Tasks: `source:<name>` per source, `flusher` (group commits), `sync` (uploads), `clock` (NTP
-state, status fields). The metrics endpoint is an asyncio server beside them. Any task that fails
-takes the group down with its error (systemd restarts the agent); SIGTERM or SIGINT cancel the
-group, then the readings still in memory are committed in one last group and the buffer is
-closed, so a stop loses nothing that was handed over, and takes milliseconds.
+state, status fields), `health` (the health report, `agent.health`). The metrics endpoint is
+an asyncio server beside them. Any task that fails takes the group down with its error (systemd
+restarts the agent); SIGTERM or SIGINT cancel the group, then the readings still in memory are
+committed in one last group and the buffer is closed, so a stop loses nothing that was handed
+over, and takes milliseconds.
 
 Only this module and the CLI build real collaborators (clock, buffer file, HTTP client); tests
 pass their own (`RuntimeDeps`).
@@ -36,6 +37,7 @@ from agent.clock import (
 )
 from agent.config import Config, parse_listen
 from agent.errors import StoreError
+from agent.health import HealthStats, SourceStates, WatchedSink, error_counts, report_loop
 from agent.ingest import Ingest
 from agent.keyfile import DeviceKey
 from agent.metrics import Metrics, serve, source_counters
@@ -46,6 +48,8 @@ from agent.sync import Syncer, SyncSettings
 from agent.uplink import Uplink, make_client
 from agent.watermarks import BufferWatermarks
 from agent.worker import BufferWorker
+from wire.http import Backlog, HealthReport
+from wire.version import release
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +73,14 @@ class _StopRequestedError(Exception):
 class Agent:
     """Holds the collaborators of one run; `run()` until stopped."""
 
-    def __init__(self, config: Config, deps: RuntimeDeps | None = None) -> None:
+    def __init__(
+        self, config: Config, deps: RuntimeDeps | None = None, *, config_version: str = "unknown"
+    ) -> None:
         self.config = config
         self.deps = deps or RuntimeDeps()
+        self.config_version = config_version  # `agent.health.config_version` of the file
+        self.health_stats = HealthStats()
+        self.pressure_failures = 0  # group commits that failed (disk full, I/O error)
         self.metrics = Metrics()
         self.oldest_ts_ms: int | None = None
         self.stop = self.deps.stop or asyncio.Event()
@@ -99,6 +108,12 @@ class Agent:
             if buffer.damage is not None:
                 self.metrics.dropped["damaged"] += buffer.damage.readings_lost
             self._build(kernel_boot_id)
+            # Counted before anything can fail, so a crash loop shows in `restarts`.
+            starts = int(buffer.meta.get("agent_starts", 0)) + 1
+            await self.worker.call(buffer.set_meta, agent_starts=starts)
+            self.agent_version = release()
+            self.started_ms = self.clock.now_ms()
+            self.started_mono_ms = self.deps.time_source.mono_ms()
             client = make_client(
                 ca_file=cfg.cloud.ca_file,
                 trust_env=cfg.cloud.trust_env,
@@ -113,6 +128,7 @@ class Agent:
                 mono_ms=self.deps.time_source.mono_ms,
                 timeout_s=cfg.cloud.timeout_s,
             )
+            self.uplink = uplink
             self.syncer = Syncer(
                 self.worker,
                 uplink,
@@ -169,6 +185,7 @@ class Agent:
             if deps.sources is not None
             else [build_source(s, context) for s in cfg.sources]
         )
+        self.source_states = SourceStates([s.name for s in self.sources])
 
     async def _run_tasks(self) -> None:
         try:
@@ -176,8 +193,19 @@ class Agent:
                 tg.create_task(self._flusher(), name="flusher")
                 tg.create_task(self.syncer.run(), name="sync")
                 tg.create_task(self._clock_task(), name="clock")
+                tg.create_task(
+                    report_loop(
+                        self._send_health,
+                        self.source_states.changed,
+                        interval_s=self.config.cloud.health_interval_s,
+                        stats=self.health_stats,
+                    ),
+                    name="health",
+                )
                 for source in self.sources:
-                    sink = self.ingest.for_source(source.name)
+                    sink = WatchedSink(
+                        self.ingest.for_source(source.name), source.name, self.source_states
+                    )
                     tg.create_task(source.run(sink), name=f"source:{source.name}")
                 await self.stop.wait()
                 raise _StopRequestedError
@@ -201,6 +229,7 @@ class Agent:
             except StoreError as exc:
                 # Disk full or I/O error: the group went back into memory (bounded) and is
                 # retried next interval; readings beyond the bound are counted as dropped.
+                self.pressure_failures += 1
                 if not failing:
                     log.error("cannot commit readings: %s; retrying", exc)
                 failing = True
@@ -250,14 +279,70 @@ class Agent:
 
     async def _clock_task(self) -> None:
         buffer = self.worker.buffer
+        seen: tuple[int, str] | None = None
         while True:
             self.clock.refresh()
+            now = (int(self.clock.state), self.metrics.uplink_state)
+            if seen is not None and now != seen:
+                self.source_states.changed.set()  # a state change: report health soon
+            seen = now
             await self.worker.call(
                 buffer.set_meta,
                 clock_state=int(self.clock.state),
                 clock_offset_ms=int(round(self.clock.offset_ms, -2)),  # no write per jitter
             )
             await asyncio.sleep(self.config.clock.check_interval_s)
+
+    async def _send_health(self) -> None:
+        await self.uplink.send_health(await self.health_report())
+
+    async def health_report(self) -> HealthReport:
+        """The gateway's health now (`wire.http.HealthReport`)."""
+        buffer = self.worker.buffer
+        used = await self.worker.call(buffer.used_bytes)
+        meta = dict(buffer.meta)  # one copy: the buffer thread may be writing
+        now = self.clock.now_ms()
+        oldest = self.oldest_ts_ms
+        counters = {
+            s.name: source_counters(stats)
+            for s in self.sources
+            if (stats := getattr(s, "stats", None)) is not None
+        }
+        last_ack = meta.get("last_sync_ms")
+        return HealthReport(
+            device_id=self.config.device.id,
+            reported_ms=now,
+            agent_version=self.agent_version,
+            config_version=self.config_version,
+            started_ms=self.started_ms,
+            uptime_s=round((self.deps.time_source.mono_ms() - self.started_mono_ms) / 1000, 1),
+            restarts=max(0, int(meta.get("agent_starts", 1)) - 1),
+            backlog=Backlog(
+                readings=buffer.depth + self.ingest.pending,
+                bytes=used,
+                oldest_age_s=None if oldest is None else round(max(0, now - oldest) / 1000, 1),
+            ),
+            drops={
+                name: int(meta.get(f"total_{key}", 0))
+                for name, key in (
+                    ("buffer_full", "dropped_buffer_full"),
+                    ("damaged", "dropped_damaged"),
+                    ("rejected_invalid", "rejected_invalid"),
+                )
+            },
+            clock_state=int(self.clock.state),
+            clock_offset_ms=int(round(self.clock.offset_ms)),
+            uplink=self.metrics.uplink_state,
+            last_ack_ms=None if last_ack is None else int(last_ack),
+            sources=[
+                state.view(error_counts(counters.get(name, {})))
+                for name, state in self.source_states.sources.items()
+            ],
+            errors={
+                "commit_failures": self.pressure_failures,
+                "health_reports_failed": self.health_stats.failed,
+            },
+        )
 
     async def _final_flush(self) -> None:
         if not hasattr(self, "ingest"):  # failed before the ingest existed: nothing to flush

@@ -38,11 +38,14 @@ from wire.errors import SignatureError
 from wire.http import (
     BATCHES_PATH,
     CHAIN_HEAD_PATH,
+    HEALTH_REPORT_PATH,
     JSON_MEDIA_TYPE,
     BatchAck,
     ChainHead,
     ErrorBody,
     ErrorCode,
+    HealthAck,
+    HealthReport,
 )
 from wire.keys import b64url_decode
 from wire.signatures import TAG
@@ -165,6 +168,24 @@ class Uplink:
             return Head(head.seq, b64url_decode(head.digest), head.server_time_ms, sent, recv)
         except (ValueError, SignatureError) as exc:
             raise TransientUplinkError("chain head response is malformed", cause="server") from exc
+
+    async def send_health(self, report: HealthReport) -> None:
+        """POST one health report (JSON, uncompressed: it is small). Returns on the receiver's
+        `HealthAck`; raises TransientUplinkError or RefusedError like a batch otherwise. The
+        caller never retries a report: the next one replaces it."""
+        body = msgspec.json.encode(report)
+        reply = await self._request(
+            "POST", HEALTH_REPORT_PATH, body, {"content-type": JSON_MEDIA_TYPE}
+        )
+        if reply.status == 200 and _decode(reply.content, HealthAck) is not None:
+            return
+        error = _decode(reply.content, ErrorBody)
+        code = error.error if error is not None else ""
+        if reply.status == 200:
+            raise RefusedError(
+                "200 without a health acknowledgement", status=200, code="not_an_ack"
+            )
+        self._raise_for(reply, code)
 
     def _pick_encoding(self) -> str:
         chosen = choose_encoding(self.accept_encoding)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import msgspec
 
+from wire.http import DeviceHealth
+
 DEFAULT_TOKEN_TTL_S = 24 * 3600
 
 
@@ -84,6 +86,8 @@ class DeviceRecord(msgspec.Struct, frozen=True, kw_only=True):
     forks: int
     keys: list[KeyView] | msgspec.UnsetType = msgspec.UNSET
     chain_events: list[ChainEventRecord] | msgspec.UnsetType = msgspec.UNSET
+    # The gateway's latest health report (without history); absent until it sent one.
+    health: DeviceHealth | msgspec.UnsetType = msgspec.UNSET
 
 
 class DeviceList(msgspec.Struct, frozen=True, kw_only=True):

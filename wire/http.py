@@ -31,6 +31,7 @@ JSON_MEDIA_TYPE = "application/json"
 # Paths as OpenAPI templates; `{name}` is one path parameter. The receiver adds its router's
 # converters (a device id may hold "/", so it matches the rest of the path).
 BATCHES_PATH = "/v1/batches"
+HEALTH_REPORT_PATH = "/v1/health"
 CHAIN_HEAD_PATH = "/v1/chain/head"
 ENROLL_PATH = "/v1/enroll"
 ROTATE_PATH = "/v1/keys/rotate"
@@ -40,6 +41,7 @@ ADMIN_DEVICE_PATH = "/v1/admin/devices/{device_id}"
 ADMIN_DEVICE_ACTION_PATH = "/v1/admin/devices/{device_id}/{action}"  # disable, enable, revoke
 ADMIN_KEY_REVOKE_PATH = "/v1/admin/keys/{keyid}/revoke"
 DEVICES_PATH = "/v1/devices"
+DEVICE_HEALTH_PATH = "/v1/devices/{device_id}/health"
 SERIES_PATH = "/v1/series"
 READINGS_PATH = "/v1/series/{series_id}/readings"
 LATEST_PATH = "/v1/latest"
@@ -57,6 +59,11 @@ def admin_device_path(device_id: str, action: str = "") -> str:
     A "/" in the device id stays literal: the receiver matches the rest of the path."""
     path = ADMIN_DEVICE_PATH.replace("{device_id}", quote(device_id, safe="/"))
     return f"{path}/{action}" if action else path
+
+
+def device_health_path(device_id: str) -> str:
+    """The read API's path of one device's health ("/" in the id stays literal)."""
+    return DEVICE_HEALTH_PATH.replace("{device_id}", quote(device_id, safe="/"))
 
 
 def admin_key_revoke_path(keyid: str) -> str:
@@ -156,3 +163,72 @@ class Health(msgspec.Struct, frozen=True, kw_only=True):
     """`200` to `/healthz` (`ok`) and `/readyz` (`ready`)."""
 
     status: str
+
+
+class SourceHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """One source of a gateway. `state` is `up` or `down`; a down source names since when
+    (`down_since_ms`, the time of its `source_down` event), why (`reason`, one of the gap
+    reasons of docs/agent.md) and the error text (`detail`). `parts_down` names the units of a bus
+    that are down while the bus itself is up. `outages` counts `source_down` events since the
+    agent started; `errors` are the source's own error counters (name -> count, non-zero only)."""
+
+    name: str
+    state: str  # "up" | "down"
+    down_since_ms: int | None = None
+    reason: str | None = None
+    detail: str | None = None
+    parts_down: list[str] = msgspec.field(default_factory=list)
+    outages: int = 0
+    errors: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class Backlog(msgspec.Struct, frozen=True, kw_only=True):
+    """What the gateway holds that the receiver has not acknowledged."""
+
+    readings: int
+    bytes: int
+    oldest_age_s: float | None  # None: nothing held
+
+
+class HealthReport(msgspec.Struct, frozen=True, kw_only=True):
+    """`POST /v1/health`, JSON, signed by the device key like a batch. Tolerant of unknown
+    fields (an older receiver must accept a newer gateway's extra field).
+
+    `config_version` is the SHA-256 (hex, first 16 digits) of the agent's config file as read at
+    start. `drops` are the totals since the buffer file was made, by reason (`buffer_full`,
+    `damaged`, `rejected_invalid`). `clock_state` is `wire.models.ClockState` (0 synced,
+    1 corrected, 2 untrusted). `restarts` counts the agent's starts on this buffer file after the
+    first. `uplink` is the batch uplink's state (`idle`, `retrying`, `refused`, ...)."""
+
+    device_id: str
+    reported_ms: int
+    agent_version: str
+    config_version: str
+    started_ms: int
+    uptime_s: float
+    restarts: int
+    backlog: Backlog
+    drops: dict[str, int]
+    clock_state: int
+    clock_offset_ms: int | None = None
+    uplink: str = ""
+    last_ack_ms: int | None = None
+    sources: list[SourceHealth] = msgspec.field(default_factory=list)
+    errors: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+class HealthAck(msgspec.Struct, frozen=True, kw_only=True):
+    """`200` to `POST /v1/health`: the report is stored. Tolerant of unknown fields."""
+
+    status: str  # "stored"
+    server_time_ms: int | None = None
+
+
+class DeviceHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """`GET /v1/devices/{device_id}/health` (with `history`, newest first) and the `health`
+    member of a device record (without). `received_ms` is the receiver's clock."""
+
+    device_id: str
+    received_ms: int
+    report: HealthReport
+    history: list[HealthReport] | msgspec.UnsetType = msgspec.UNSET
