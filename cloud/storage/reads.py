@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cloud.storage.devices import DeviceState
+from cloud.storage.health import HealthReads
 
 Row = tuple[int, float, int]  # (ts_ms, value, quality): `cloud.apps.figures.Row`
 
@@ -93,8 +94,9 @@ class EventRecord:
     attrs: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
-class ReadStore(Protocol):
-    """Series, readings, buckets, latest values, events, devices and the figures' windows."""
+class ReadStore(HealthReads, Protocol):
+    """Series, readings, buckets, latest values, events, devices, the gateways' health reports
+    (`cloud.storage.health`) and the figures' windows."""
 
     kind: str
 
