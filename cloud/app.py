@@ -24,7 +24,7 @@ from cloud.apps import dashboard, query
 from cloud.apps.context import AppContext
 from cloud.config import Config
 from cloud.errors import StoreError
-from cloud.receiver import admin, batches, enroll, openapi
+from cloud.receiver import admin, batches, enroll, health, openapi
 from cloud.receiver.context import Context, wall_clock_ms
 from cloud.storage.store import Store
 from wire.http import HEALTH_PATH, OPENAPI_PATH, READY_PATH, Health
@@ -80,6 +80,7 @@ def create_app(
 
     routes = [
         *batches.routes(ctx),
+        *health.routes(ctx),
         *enroll.routes(ctx),
         *admin.routes(ctx),
         *query.routes(apps),

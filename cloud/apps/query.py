@@ -1,6 +1,7 @@
 """Read API under `/v1/` for dashboards and apps, behind the read token (or the admin token).
 
-    GET /v1/devices                         devices with sync state
+    GET /v1/devices                         devices with sync state and latest health
+    GET /v1/devices/{id}/health?limit=      the latest health report and the history
     GET /v1/series?device=&site=&area=&process=&medium=&metric=
     GET /v1/series/{id}/readings?from_ms=&to_ms=&limit=            raw, oldest first
     GET /v1/series/{id}/readings?from_ms=&to_ms=&bucket_ms=&agg=   avg|min|max|last|sum|count
@@ -33,6 +34,7 @@ from cloud.apps.views import (
     consumption_view,
     device_view,
     event_view,
+    health_view,
     latest_view,
     materials_view,
     point_view,
@@ -44,6 +46,7 @@ from cloud.storage.reads import Agg, ReadStore, SeriesFilter, SeriesInfo
 from wire.admin import DeviceList
 from wire.http import (
     CONSUMPTION_PATH,
+    DEVICE_HEALTH_PATH,
     DEVICES_PATH,
     EVENTS_PATH,
     LATEST_PATH,
@@ -61,6 +64,8 @@ MAX_INTERVALS = 10_000
 MAX_FIGURE_RANGE_MS = 400 * DAY_MS
 FIGURE_ROW_BUDGET = 5_000_000  # readings one figures request may read (about 5 s of work)
 MAX_TICKETS = 100_000
+HEALTH_HISTORY_DEFAULT = 20  # reports in a device's health answer; the store keeps 100
+HEALTH_HISTORY_MAX = 100
 DEFAULT_POLICY = CounterPolicy()
 
 
@@ -208,8 +213,22 @@ class QueryHandlers:
 
     async def devices(self, request: Request) -> Response:
         self._auth(request)
-        devices = await self.ctx.reads.list_devices()
-        return responses.json_response(200, DeviceList(devices=[device_view(d) for d in devices]))
+        return responses.json_response(200, await device_list(self.ctx.reads))
+
+    async def device_health(self, request: Request) -> Response:
+        self._auth(request)
+        device_id = request.path_params["device_id"]
+        limit = _int_param(request, "limit", HEALTH_HISTORY_DEFAULT)
+        if not 0 <= limit <= HEALTH_HISTORY_MAX:
+            raise _bad(f"limit must be 0..{HEALTH_HISTORY_MAX}")
+        latest = await self.ctx.reads.latest_health(device_id)
+        if not latest:
+            raise RejectedError(404, responses.NOT_FOUND, reason="no health report")
+        past = await self.ctx.reads.health_history(device_id, limit) if limit else []
+        view = health_view(device_id, latest[0].received_ms, latest[0].body, [r.body for r in past])
+        if view is None:
+            raise RejectedError(404, responses.NOT_FOUND, reason="health report unreadable")
+        return responses.json_response(200, view)
 
     async def series(self, request: Request) -> Response:
         self._auth(request)
@@ -348,11 +367,27 @@ class QueryHandlers:
         return responses.json_response(200, body)
 
 
+async def device_list(reads: ReadStore) -> DeviceList:
+    """Every device, each with its latest health report when it has sent one."""
+    devices = await reads.list_devices()
+    health = {
+        r.device_id: v
+        for r in await reads.latest_health()
+        if (v := health_view(r.device_id, r.received_ms, r.body)) is not None
+    }
+    return DeviceList(devices=[device_view(d, health=health.get(d.device_id)) for d in devices])
+
+
 def routes(ctx: AppContext) -> list[Route]:
     h = QueryHandlers(ctx)
     e = ctx.endpoint
     return [
         Route(DEVICES_PATH, e("devices", h.devices), methods=["GET"]),
+        Route(
+            DEVICE_HEALTH_PATH.replace("{device_id}", "{device_id:path}"),
+            e("device_health", h.device_health),
+            methods=["GET"],
+        ),
         Route(SERIES_PATH, e("series", h.series), methods=["GET"]),
         Route(READINGS_PATH.replace("}", ":int}"), e("readings", h.readings), methods=["GET"]),
         Route(LATEST_PATH, e("latest", h.latest), methods=["GET"]),

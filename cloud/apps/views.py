@@ -18,6 +18,7 @@ from wire.admin import (
     DeviceRecord,
     KeyView,
 )
+from wire.http import DeviceHealth, HealthReport
 from wire.keys import b64url_encode
 
 
@@ -38,7 +39,31 @@ def chain_event_view(e: ChainEvent) -> ChainEventRecord:
     )
 
 
-def device_view(d: DeviceState, *, detail: bool = False) -> DeviceRecord:
+def health_report(body: bytes) -> HealthReport | None:
+    """A stored health report; None if it no longer decodes (stored by another version)."""
+    try:
+        return msgspec.json.decode(body, type=HealthReport)
+    except msgspec.DecodeError:
+        return None
+
+
+def health_view(
+    device_id: str, received_ms: int, body: bytes, history: Sequence[bytes] | None = None
+) -> DeviceHealth | None:
+    """A device's latest report (`received_ms` by the receiver's clock), with its history
+    (newest first) when `history` is given; None if the latest does not decode."""
+    report = health_report(body)
+    if report is None:
+        return None
+    past: list[HealthReport] | msgspec.UnsetType = msgspec.UNSET
+    if history is not None:
+        past = [r for b in history if (r := health_report(b)) is not None]
+    return DeviceHealth(device_id=device_id, received_ms=received_ms, report=report, history=past)
+
+
+def device_view(
+    d: DeviceState, *, detail: bool = False, health: DeviceHealth | None = None
+) -> DeviceRecord:
     return DeviceRecord(
         device_id=d.device_id,
         status=str(d.status),
@@ -61,6 +86,7 @@ def device_view(d: DeviceState, *, detail: bool = False) -> DeviceRecord:
         forks=d.forks,
         keys=[key_view(k) for k in d.keys] if detail else msgspec.UNSET,
         chain_events=[chain_event_view(e) for e in d.chain_events] if detail else msgspec.UNSET,
+        health=msgspec.UNSET if health is None else health,
     )
 
 

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cloud import responses
+from cloud.apps.query import device_list
 from cloud.apps.views import device_view
 from cloud.bearer import require_bearer
 from cloud.errors import RejectedError
@@ -33,7 +34,6 @@ from cloud.receiver.tokens import issue_token
 from cloud.storage.devices import DeviceStatus, KeyStatus
 from wire.admin import (
     DeviceKeysRevoked,
-    DeviceList,
     DeviceStatusChanged,
     KeyRevoked,
     TokenIssued,
@@ -86,8 +86,7 @@ class AdminHandlers:
 
     async def list_devices(self, request: Request) -> Response:
         self._auth(request)
-        devices = await self.ctx.store.list_devices()
-        return responses.json_response(200, DeviceList(devices=[device_view(d) for d in devices]))
+        return responses.json_response(200, await device_list(self.ctx.store))
 
     async def show_device(self, request: Request) -> Response:
         self._auth(request)
