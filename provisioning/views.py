@@ -1,7 +1,8 @@
 """Devices as people read them: a table for `devices list`, one fact per line for `show`.
 
 Input is the receiver's device record as `provisioning.client` decoded it (`wire.admin`); fields
-a newer receiver adds are ignored by the decoder, and a device not yet seen prints "never" / "-".
+a newer receiver adds are ignored by the decoder, and a device not yet seen prints "never" / "-". The health columns come from the gateway's
+latest health report (`wire.http.HealthReport`, docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -48,6 +49,49 @@ def _clock(device: DeviceRecord) -> str:
     return name if offset is None else f"{name} {offset:+} ms"
 
 
+def _health_cells(device: DeviceRecord, now_ms: int) -> tuple[str, str, str, str]:
+    """HEALTH (age of the last report), BACKLOG, SOURCES, CONFIG; "-" before the first report."""
+    h = device.health
+    if isinstance(h, msgspec.UnsetType):
+        return ("-", "-", "-", "-")
+    r = h.report
+    age = r.backlog.oldest_age_s
+    backlog = f"{r.backlog.readings}" + ("" if age is None else f" ({_age(age)})")
+    down = [s.name for s in r.sources if s.state == "down"]
+    sources = f"{len(r.sources)} up" if not down else f"{len(down)}/{len(r.sources)} down"
+    return (_short_age(h.received_ms, now_ms), backlog, sources, r.config_version[:8])
+
+
+def health_lines(d: DeviceRecord, now_ms: int) -> list[str]:
+    """The device's latest health report, one fact per line (none before the first report)."""
+    h = d.health
+    if isinstance(h, msgspec.UnsetType):
+        return ["health:       no report yet"]
+    r = h.report
+    drops = ", ".join(f"{k} {v}" for k, v in r.drops.items() if v) or "none"
+    lines = [
+        f"health:       {_when(h.received_ms, now_ms)}",
+        f"agent:        {r.agent_version}, config {r.config_version}, up {_age(r.uptime_s)},"
+        f" {r.restarts} restart(s)",
+        f"backlog:      {r.backlog.readings} readings, {r.backlog.bytes} bytes"
+        + ("" if r.backlog.oldest_age_s is None else f", oldest {_age(r.backlog.oldest_age_s)}"),
+        f"agent drops:  {drops}",
+        f"uplink:       {r.uplink or '-'}",
+    ]
+    for s in r.sources:
+        if s.state == "down":
+            since = _when(s.down_since_ms, now_ms)
+            state = f"down since {since} ({s.reason}{': ' + s.detail if s.detail else ''})"
+        else:
+            state = "up" + (f", parts down: {', '.join(s.parts_down)}" if s.parts_down else "")
+        errors = ", ".join(f"{k} {v}" for k, v in s.errors.items())
+        lines.append(
+            f"source:       {s.name}: {state}, {s.outages} outage(s)"
+            + (f", errors: {errors}" if errors else "")
+        )
+    return lines
+
+
 def device_table(devices: list[DeviceRecord], now_ms: int) -> str:
     header = (
         "DEVICE",
@@ -59,6 +103,10 @@ def device_table(devices: list[DeviceRecord], now_ms: int) -> str:
         "FORKS",
         "DROPS",
         "CLOCK",
+        "HEALTH",
+        "BACKLOG",
+        "SOURCES",
+        "CONFIG",
     )
     rows = [header]
     for d in sorted(devices, key=lambda d: d.device_id):
@@ -73,6 +121,7 @@ def device_table(devices: list[DeviceRecord], now_ms: int) -> str:
                 str(d.forks),
                 str(_drops(d)),
                 _clock(d),
+                *_health_cells(d, now_ms),
             )
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -98,6 +147,7 @@ def device_detail(d: DeviceRecord, now_ms: int) -> str:
         f"{d.dropped.damaged}, rejected {d.dropped.rejected_invalid}",
         f"clock:        {_clock(d)}"
         + (f", signature created {skew:+} ms from receipt" if skew is not None else ""),
+        *health_lines(d, now_ms),
     ]
     if not isinstance(d.keys, msgspec.UnsetType):
         lines.append("keys:" if d.keys else "keys:         none (enrolment pending)")

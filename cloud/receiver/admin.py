@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from cloud import responses
 from cloud.apps.query import device_list
-from cloud.apps.views import device_view
+from cloud.apps.views import device_view, health_view
 from cloud.bearer import require_bearer
 from cloud.errors import RejectedError
 from cloud.receiver.batches import require_content_type
@@ -93,7 +93,13 @@ class AdminHandlers:
         device = await self.ctx.store.get_device(request.path_params["device_id"])
         if device is None:
             raise _not_found("device")
-        return responses.json_response(200, device_view(device, detail=True))
+        latest = await self.ctx.store.latest_health(device.device_id)
+        health = (
+            health_view(latest[0].device_id, latest[0].received_ms, latest[0].body)
+            if latest
+            else None
+        )
+        return responses.json_response(200, device_view(device, detail=True, health=health))
 
     async def _set_status(self, request: Request, status: DeviceStatus) -> Response:
         self._auth(request)
