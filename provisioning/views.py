@@ -1,8 +1,9 @@
 """Devices as people read them: a table for `devices list`, one fact per line for `show`.
 
 Input is the receiver's device record as `provisioning.client` decoded it (`wire.admin`); fields
-a newer receiver adds are ignored by the decoder, and a device not yet seen prints "never" / "-". The health columns come from the gateway's
-latest health report (`wire.http.HealthReport`, docs/fleet.md).
+a newer receiver adds are ignored by the decoder, and a device not yet seen prints "never" / "-".
+The health columns come from the gateway's latest health report (`wire.http.HealthReport`,
+docs/fleet.md).
 """
 
 from __future__ import annotations
