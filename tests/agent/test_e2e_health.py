@@ -52,7 +52,7 @@ def read_api(receiver: Receiver, path: str) -> tuple[int, Any]:
         f"{receiver.url}{path}", headers={"authorization": f"Bearer {token}"}
     )
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - our own receiver
+        with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
@@ -66,8 +66,9 @@ def health(receiver: Receiver) -> dict[str, Any] | None:
 
 
 def source(report: dict[str, Any], name: str) -> dict[str, Any]:
-    (found,) = [s for s in report["sources"] if s["name"] == name]
-    return found
+    found: list[dict[str, Any]] = [s for s in report["sources"] if s["name"] == name]
+    assert len(found) == 1, report["sources"]
+    return found[0]
 
 
 def wait_for_report(receiver, agent, what, check, timeout=30.0) -> dict[str, Any]:
