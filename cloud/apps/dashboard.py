@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cloud.apps import dashboard_page, figures
+from cloud.apps import dashboard_page, figures, fleet, fleet_page
 from cloud.apps.context import AppContext
 from cloud.apps.figures import Interval
 from cloud.apps.overview import Overview, Trend
@@ -163,6 +163,13 @@ class Dashboard:
         overview = await self.overview(self._tz(request))
         trend = await self.trend(overview, request.query_params.get("series"))
         return self._html(dashboard_page.content(overview, trend))
+
+    async def fleet(self, request: Request) -> Response:
+        """`/fleet`: every gateway's health (`cloud.apps.fleet`), for the same viewers."""
+        if not self._authorised(request):
+            return self._sign_in()
+        found = await fleet.fleet(self.ctx.reads, self.ctx.now_ms())
+        return self._html(fleet_page.page(fleet_page.content(found)))
 
     async def login(self, request: Request) -> Response:
         if not self._same_origin(request):
@@ -312,6 +319,7 @@ def routes(ctx: AppContext, config: DashboardConfig) -> list[Route]:
     return [
         Route("/", e("dashboard", d.page), methods=["GET"]),
         Route("/dashboard/fragment", e("dashboard_fragment", d.fragment), methods=["GET"]),
+        Route("/fleet", e("fleet", d.fleet), methods=["GET"]),
         Route("/login", e("login", d.login), methods=["POST"]),
         Route("/logout", e("logout", d.logout), methods=["POST"]),
         Route("/static/{name}", e("static", d.asset), methods=["GET"]),

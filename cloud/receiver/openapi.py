@@ -370,6 +370,13 @@ OPERATIONS: tuple[Operation, ...] = (
         parameters=[param("series"), param("tz")],
     ),
     Operation(
+        "get",
+        "/fleet",
+        "The fleet page: every gateway's health, flagged (HTML)",
+        {200: page("the fleet"), 401: page("the sign-in page")},
+        security="viewer",
+    ),
+    Operation(
         "post",
         "/login",
         "Sign in to the dashboard with a viewer or read token (form field)",
