@@ -50,6 +50,7 @@ def test_devices_list_and_show(tmp_path, receiver, ctl):
     header, *rows = table.out.splitlines()
     assert header.split() == [
         "DEVICE", "STATUS", "HEAD", "LAST", "SEEN", "READINGS", "GAPS", "FORKS", "DROPS", "CLOCK",
+        "HEALTH", "BACKLOG", "SOURCES", "CONFIG",
     ]  # fmt: skip
     assert any(r.split()[:3] == ["gw-op-4", "active", "0"] for r in rows), table.out
     listed = json.loads(ctl("devices", "list", "--json").out)["devices"]
