@@ -8,7 +8,8 @@ sink (`WatchedSink`): the `source_down` / `source_up` events every source emits
 
 Invariants:
 - A report never blocks or delays a batch: it runs in its own task (`health`), shares only the
-  HTTP client, and the buffer's thread only for a few counter reads.
+  HTTP client (two connections: the uploads use one at a time, so a report hanging on a dead
+  receiver never holds the one a batch needs), and the buffer's thread only for one size read.
 - Nothing queues: a report that is refused or fails is dropped and counted; the next one (at the
   next interval or state change) carries the state as it is then.
 - A report is sent at start, every `cloud.health_interval_s`, and soon after a state change (a

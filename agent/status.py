@@ -102,6 +102,7 @@ def read_status(config: Config, *, now_ms: int | None = None) -> dict[str, Any]:
             if key.startswith(_BY_REASON)
         },
         "readings_committed": int(meta.get("total_committed", 0)),
+        "restarts": max(0, int(meta.get("agent_starts", 0)) - 1),  # as health reports say
     }
 
 
