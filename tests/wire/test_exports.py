@@ -65,6 +65,7 @@ PINNED: dict[str, set[str]] = {
         "token_hash",
     },
     "wire.errors": {
+        "BodyError",
         "DecodeError",
         "EncodeError",
         "InvalidBatchError",
@@ -108,6 +109,7 @@ PINNED: dict[str, set[str]] = {
         "admin_device_path",
         "admin_key_revoke_path",
     },
+    "wire.jsonbody": {"decode_json", "duplicate_key"},
     "wire.keys": {
         "ED25519_RAW_LENGTH",
         "b64url_decode",
