@@ -40,6 +40,11 @@ INSERT_EVENT = (
     " VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
 )
 
+# The batch transaction's re-check of the signing key, after the device row is locked.
+SELECT_KEY_STATE = (
+    "SELECT status, not_after_ms FROM device_key WHERE keyid = {p} AND device_id = {p}"
+)
+
 SELECT_SERIES_ID = (
     "SELECT id FROM series WHERE device_id = {p} AND metric = {p} AND unit = {p} AND site = {p}"
     " AND area = {p} AND process = {p} AND medium = {p}"
