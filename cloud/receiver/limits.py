@@ -62,6 +62,8 @@ class RateLimiter:
 
     def wait_s(self, key: str) -> int:
         """Whole seconds until `key` has a token, 0 if it has one now; takes nothing."""
+        if key not in self._buckets:  # a full bucket: no entry needed (gateways never get one)
+            return 0
         now = self._clock()
         tokens = self._refill(key, now)
         self._store(key, tokens, now)
