@@ -112,19 +112,15 @@ class PostgresBatches(PostgresDb):
         async with conn.pipeline():
             await cur.execute("BEGIN")
             await cur.execute(
-                "SELECT head_seq, head_digest, status FROM device WHERE id = %s FOR UPDATE",
-                (meta.device_id,),
+                queries.fmt(queries.SELECT_HEAD_AND_KEY, PH) + " FOR UPDATE OF d",
+                (meta.keyid, meta.device_id),
             )
         head = await cur.fetchone()
         if head is None:
             raise IntegrityError(f"device {meta.device_id!r} is not registered")
         head_seq, head_digest = int(head[0]), bytes(head[1])
-        await cur.execute(
-            queries.fmt(queries.SELECT_KEY_STATE, PH) + " FOR SHARE", (meta.keyid, meta.device_id)
-        )
-        key = await cur.fetchone()
-        if key is not None and not key_usable(
-            DeviceStatus(head[2]), KeyStatus(key[0]), key[1], meta.received_ms
+        if head[3] is not None and not key_usable(
+            DeviceStatus(head[2]), KeyStatus(head[3]), head[4], meta.received_ms
         ):
             await conn.execute("COMMIT")
             return BatchResult(Outcome.KEY_REFUSED, meta.seq, head_seq + 1)

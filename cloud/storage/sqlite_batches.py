@@ -119,16 +119,13 @@ class SqliteBatches(SqliteDb):
         new_ids: dict[tuple[str, SeriesKey], int],
     ) -> BatchResult:
         head = conn.execute(
-            "SELECT head_seq, head_digest, status FROM device WHERE id = ?", (meta.device_id,)
+            queries.fmt(queries.SELECT_HEAD_AND_KEY, PH), (meta.keyid, meta.device_id)
         ).fetchone()
         if head is None:
             raise IntegrityError(f"device {meta.device_id!r} is not registered")
         head_seq, head_digest = int(head[0]), bytes(head[1])
-        key = conn.execute(
-            queries.fmt(queries.SELECT_KEY_STATE, PH), (meta.keyid, meta.device_id)
-        ).fetchone()
-        if key is not None and not key_usable(
-            DeviceStatus(head[2]), KeyStatus(key[0]), key[1], meta.received_ms
+        if head[3] is not None and not key_usable(
+            DeviceStatus(head[2]), KeyStatus(head[3]), head[4], meta.received_ms
         ):
             return BatchResult(Outcome.KEY_REFUSED, meta.seq, head_seq + 1)
         verdict = chain.classify(head_seq, head_digest, meta)

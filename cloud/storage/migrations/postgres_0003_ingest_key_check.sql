@@ -1,7 +1,8 @@
 -- Tierless receiver, PostgreSQL schema version 3: `ingest_batch` (version 2) re-checks, under
 -- the device row lock, that the signing key may still act for the device (issue 12): a key
 -- revoked or a device disabled after the request was authenticated gives outcome 'key_refused'
--- and writes nothing. The key row is held FOR SHARE, so a concurrent revocation waits for this
+-- and writes nothing. The key's state is read with the device row, under its lock; revocations
+-- lock the device row too (`cloud.storage.postgres_registry`), so a revocation waits for this
 -- batch, or this batch sees it. A keyid the store does not hold is left to the batch row's
 -- foreign key, as before. Everything else is version 2's function unchanged.
 CREATE OR REPLACE FUNCTION ingest_batch(
@@ -58,8 +59,10 @@ DECLARE
     v_events integer := coalesce(cardinality(p_event_kind), 0);
 BEGIN
     reason := '';
-    SELECT d.head_seq, d.head_digest, d.status INTO v_head_seq, v_head_digest, v_device_status
-        FROM device d WHERE d.id = p_device_id FOR UPDATE;
+    SELECT d.head_seq, d.head_digest, d.status, k.status, k.not_after_ms
+        INTO v_head_seq, v_head_digest, v_device_status, v_key_status, v_not_after
+        FROM device d LEFT JOIN device_key k ON k.keyid = p_keyid AND k.device_id = d.id
+        WHERE d.id = p_device_id FOR UPDATE OF d;
     IF NOT FOUND THEN
         outcome := 'unknown_device';
         RETURN;
@@ -68,9 +71,7 @@ BEGIN
 
     -- The key may have been revoked, or the device disabled, since the request was
     -- authenticated: `cloud.storage.devices.key_usable`, at p_received_ms.
-    SELECT k.status, k.not_after_ms INTO v_key_status, v_not_after
-        FROM device_key k WHERE k.keyid = p_keyid AND k.device_id = p_device_id FOR SHARE;
-    IF FOUND AND NOT (
+    IF v_key_status IS NOT NULL AND NOT (
         v_device_status = 'active'
         AND (v_key_status = 'active'
              OR (v_key_status = 'retiring' AND v_not_after IS NOT NULL
