@@ -4,7 +4,10 @@ nothing, on every backend and both PostgreSQL paths."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+
+import pytest
 
 from cloud.storage.batches import Outcome
 from cloud.storage.devices import DeviceStatus
@@ -59,3 +62,49 @@ async def test_a_retiring_key_is_refused_from_its_end_on(store: Store) -> None:
     assert (await store.store_batch(late, b.batch)).outcome is Outcome.KEY_REFUSED
     in_time = dataclasses.replace(old.meta(b), received_ms=START_MS + 999)
     assert (await store.store_batch(in_time, b.batch)).outcome is Outcome.STORED
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("revoke", ["key", "device"])
+async def test_a_postgres_revocation_waits_for_a_batch_in_flight(pg_dsn: str, revoke) -> None:
+    """A revocation takes the device row lock that the batch transaction holds: it cannot commit
+    while a batch is between its key check and its commit, so once it returns no batch can be
+    stored with the key."""
+    import psycopg
+
+    from cloud.storage.postgres import PostgresStore
+
+    store = PostgresStore(pg_dsn, pool_size=2)
+    await store.open()
+    try:
+        await store.migrate()
+        gw = Gateway("gw-1")
+        await register(store, gw)
+        async with await psycopg.AsyncConnection.connect(pg_dsn) as holder:
+            # what an ingest in flight holds: the device row, FOR UPDATE, until it commits
+            await holder.execute("SELECT 1 FROM device WHERE id = 'gw-1' FOR UPDATE")
+            revoking: asyncio.Task[bool | int] = asyncio.create_task(
+                store.revoke_key(gw.keyid, START_MS)
+                if revoke == "key"
+                else store.revoke_device_keys("gw-1", START_MS)
+            )
+            async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as watch:
+                waiting = 0
+                async with asyncio.timeout(30):
+                    while waiting == 0 and not revoking.done():
+                        cur = await watch.execute(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE wait_event_type = 'Lock' AND query LIKE %s",
+                            ("%device_key%",),
+                        )
+                        row = await cur.fetchone()
+                        waiting = int(row[0]) if row else 0
+                        await asyncio.sleep(0.02)
+            assert not revoking.done(), "the revocation did not wait for the device row"
+            await holder.commit()
+        assert await revoking
+        key = await store.get_key(gw.keyid)
+        assert key is not None
+        assert key.status == "revoked"
+    finally:
+        await store.close()
