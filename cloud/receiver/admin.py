@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote_to_bytes
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -57,8 +58,13 @@ def _bad(message: str) -> RejectedError:
 
 
 def device_id_param(request: Request) -> str:
-    """The `{device_id}` of the path; 400 for one the receiver could never have issued (control
-    characters, too long), before it reaches the store."""
+    """The `{device_id}` of the path; 400 for one the receiver could never have issued (not
+    UTF-8, control characters, too long), before it reaches the store."""
+    # The server decodes the path leniently (a bad byte becomes U+FFFD); the raw path tells.
+    try:
+        unquote_to_bytes(request.scope.get("raw_path") or b"").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _bad("device_id is not UTF-8") from exc
     device_id: str = request.path_params["device_id"]
     if not valid_device_id(device_id):
         raise _bad("device_id must be 1-128 printable characters")

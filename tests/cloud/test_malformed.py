@@ -96,6 +96,8 @@ async def test_query_parameters(receiver: Receiver, path, words) -> None:
         ("POST", "/v1/admin/devices/%00/revoke", ("device_id",)),
         ("GET", "/v1/admin/devices/" + "a" * 200, ("device_id",)),
         ("POST", "/v1/admin/keys/ab%00cd/revoke", ("keyid",)),
+        ("GET", "/v1/admin/devices/gw-%FF", ("device_id", "UTF-8")),
+        ("POST", "/v1/admin/devices/gw-%C3/enable", ("device_id", "UTF-8")),
     ],
 )
 async def test_admin_path_parameters(receiver: Receiver, method, path, words) -> None:
