@@ -1,0 +1,6 @@
+"""The OPC UA source: PLC and SCADA tags read over OPC UA (asyncua), behind the `Sink` contract.
+
+`config` holds the `type = "opcua"` table and its checks (no I/O library), `status` the pure
+mapping from OPC UA status codes to our quality, `certs` the client certificate made on the
+gateway, `source` the run loop (the one module that imports asyncua). See docs/opcua.md.
+"""
