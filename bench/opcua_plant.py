@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import logging
 import socket
+import sys
 from dataclasses import dataclass, field
 
 from asyncua import ua
@@ -55,6 +56,7 @@ class Plant:
     lines: int = 10
     rate_hz: float = 10.0
     secure: bool = False
+    record: bool = True  # keep `published` (the bench's flat-out server counts instead)
     trusted_clients: list[bytes] = field(default_factory=list)
     port: int = field(default_factory=free_port)
     published: list[Published] = field(default_factory=list)
@@ -66,8 +68,10 @@ class Plant:
     _task: asyncio.Task[None] | None = None
     _lines: dict[str, Node] = field(default_factory=dict)
     _nodes: dict[str, Node] = field(default_factory=dict)
+    _written_node: Node | None = None
     _status: dict[str, int] = field(default_factory=dict)
     _tick: int = 0
+    written: int = 0
 
     @property
     def url(self) -> str:
@@ -126,6 +130,13 @@ class Plant:
         eu.DisplayName = ua.LocalizedText("m³/h")
         eu.Description = ua.LocalizedText("cubic metre per hour")
         await first.add_property(0, "EngineeringUnits", eu)
+        # how many values the publisher wrote so far (the bench reads it)
+        self._written_node = await plant.add_variable(
+            ua.NodeId(ua.String("Plant.Written"), ua.Int16(self.ns)),
+            ua.QualifiedName("Written", self.ns),
+            0.0,
+            ua.VariantType.Double,
+        )
         await server.start()
         self._task = asyncio.create_task(self._publish(), name="plant-publisher")
 
@@ -186,17 +197,22 @@ class Plant:
             ),
         )
         p = Published(node_id, value, (now - _EPOCH) // _MS, code)
-        self.published.append(p)
+        self.written += 1
+        if self.record:
+            self.published.append(p)
         return p
 
     async def _publish(self) -> None:
-        period = 1.0 / self.rate_hz
+        """Every variable once per period; `rate_hz = 0`: as fast as the server can."""
+        period = 1.0 / self.rate_hz if self.rate_hz > 0 else 0.0
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:
             self._tick += 1
             for i, node_id in enumerate(list(self._nodes)):
                 await self.write(node_id, self._tick * 0.25 + i)
+            if self._written_node is not None:
+                await self._written_node.write_value(float(self.written))
             due += period
             await asyncio.sleep(max(0.0, due - loop.time()))
 
@@ -222,3 +238,22 @@ def _server_identity() -> tuple[bytes, bytes]:
         serialization.NoEncryption(),
     )
     return cert.public_bytes(serialization.Encoding.DER), key_der
+
+
+async def _serve(variables: int, port: int, rate_hz: float) -> None:
+    plant = Plant(variables=variables, lines=10, rate_hz=rate_hz, port=port, record=False)
+    async with plant:
+        print("ready", flush=True)
+        await asyncio.Event().wait()  # until the bench terminates the process
+
+
+def main() -> None:
+    """`python -m bench.opcua_plant VARIABLES PORT [RATE_HZ]`: a plant in its own process."""
+    variables, port = int(sys.argv[1]), int(sys.argv[2])
+    rate_hz = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(variables, port, rate_hz))
+
+
+if __name__ == "__main__":
+    main()

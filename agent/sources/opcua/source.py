@@ -86,6 +86,7 @@ class OpcuaStats:
     non_numeric: int = 0
     non_finite: int = 0
     source_time_replaced: int = 0
+    queue_overflows: int = 0  # values the server discarded from a full monitored-item queue
     nodes_missing: int = 0  # nodes the server did not have at the last look
     status: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -454,6 +455,8 @@ class OpcuaSource:
         quality = status.quality(code)
         if code:
             self.stats.status[status.counter_key(code)] += 1
+            if status.overflowed(code):
+                self.stats.queue_overflows += 1
         raw = dv.Value.Value if dv.Value is not None else None
         value = 0.0
         if quality is not Quality.BAD:

@@ -4,7 +4,8 @@ A StatusCode (OPC 10000-4, 7.39) is 32 bits: the top two are the severity (00 Go
 Uncertain, 10 Bad, 11 reserved and taken as Bad), bits 16–27 the sub-code that says why, the low
 16 bits flags (info type, overflow, limit bits). The reading keeps the severity as its quality;
 the condition (the code with its flag bits cleared, e.g. 0x80340000 BadNodeIdUnknown) is counted
-in the source's stats so the substatus is not lost.
+in the source's stats so the substatus is not lost, and the one flag that says values were lost
+on the server (a monitored item's queue overflowed) is counted on its own.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def quality(code: int) -> Quality:
 def condition(code: int) -> int:
     """The code without its flag bits: what happened, whatever the info bits say."""
     return code & _CONDITION_MASK
+
+
+def overflowed(code: int) -> bool:
+    """The server's queue for this monitored item overflowed before this value: values were
+    discarded (InfoType DataValue, bits 10–11 = 01, with the Overflow bit 7)."""
+    return code & 0x00000C80 == 0x00000480
 
 
 def counter_key(code: int) -> str:

@@ -29,7 +29,8 @@ from wire.models import Quality, Reading
 VARIABLES = int(os.environ.get("TIERLESS_OPCUA_VARIABLES", "200"))
 RATE_HZ = float(os.environ.get("TIERLESS_OPCUA_RATE_HZ", "5"))
 SECONDS = float(os.environ.get("TIERLESS_OPCUA_SECONDS", "2"))
-FAST: dict[str, Any] = {  # short waits, so a restart or a missing node shows within a test's seconds
+# short waits, so a restart or a missing node shows within a test's seconds
+FAST: dict[str, Any] = {
     "publishing_interval_ms": 100,
     "sampling_interval_ms": 0,
     "reconnect_initial_ms": 100,

@@ -30,3 +30,18 @@ def test_severity_is_the_quality_and_the_condition_is_the_counter(code, quality,
 
 def test_the_missing_node_codes_are_bad():
     assert all(status.quality(code) is Quality.BAD for code in status.NODE_MISSING)
+
+
+@pytest.mark.parametrize(
+    ("code", "overflowed"),
+    [
+        (0x00000000, False),
+        (0x00000480, True),  # Good, InfoType DataValue, Overflow
+        (0x408F0480, True),
+        (0x00000080, False),  # the bit means nothing without InfoType DataValue
+        (0x00000400, False),
+        (0x00000C80, False),  # InfoType 11 is reserved
+    ],
+)
+def test_a_queue_overflow_is_told_by_the_info_bits(code, overflowed):
+    assert status.overflowed(code) is overflowed
