@@ -90,6 +90,11 @@ class OpcuaSourceConfig(
     reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     resolve_retry_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0  # nodes missing on the server
     max_queued_notifications: Annotated[int, msgspec.Meta(ge=100, le=10_000_000)] = 100_000
+    # tags for every node that does not set its own
+    site: _Tag = ""
+    area: _Tag = ""
+    process: _Tag = ""
+    medium: _Tag = ""
     nodes: list[OpcuaNode]
 
 
@@ -154,11 +159,21 @@ def opcua_config_problems(config: OpcuaSourceConfig, where: str) -> list[str]:
                 f"{at}.browse_path: expected steps like 2:Plant/2:Line1/2:Flow "
                 f"(namespace index:browse name), got {node.browse_path!r}"
             )
-        series = (node.metric, node.unit, node.site, node.area, node.process, node.medium)
+        series = (node.metric, node.unit, *tags(config, node))
         if series in seen:
             problems.append(f"{at}.metric: same series as nodes[{seen[series]}]")
         seen.setdefault(series, i)
     return problems
+
+
+def tags(config: OpcuaSourceConfig, node: OpcuaNode) -> tuple[str, str, str, str]:
+    """The node's site, area, process and medium: its own, else the source's."""
+    return (
+        node.site or config.site,
+        node.area or config.area,
+        node.process or config.process,
+        node.medium or config.medium,
+    )
 
 
 def _url_host(url: str, at: str, problems: list[str]) -> str | None:

@@ -57,7 +57,12 @@ from agent.sources.opcua.certs import (
     fingerprint,
     load_certificate_der,
 )
-from agent.sources.opcua.config import OpcuaNode, OpcuaSourceConfig, opcua_config_problems
+from agent.sources.opcua.config import (
+    OpcuaNode,
+    OpcuaSourceConfig,
+    opcua_config_problems,
+    tags,
+)
 from agent.sources.throttle import LogThrottle
 from firmware_bridge.backoff import Backoff
 from wire.models import Quality, SeriesKey
@@ -299,7 +304,7 @@ class OpcuaSource:
         unit = spec.unit
         if not unit:
             unit = await _engineering_unit(node)
-        return SeriesKey(spec.metric, unit, spec.site, spec.area, spec.process, spec.medium)
+        return SeriesKey(spec.metric, unit, *tags(self.config, spec))
 
     def _node_missing(self, i: int, code: int, sink: Sink) -> None:
         first = i not in self._missing

@@ -110,14 +110,16 @@ async def test_browse_paths_and_engineering_units(plant):
     nodes = [
         OpcuaNode(browse_path=f"{ns}:Plant/{ns}:Line1/{ns}:Tag0", metric="flow"),
         OpcuaNode(browse_path=f"{ns}:Plant/{ns}:Line2/{ns}:Tag1", metric="level", unit="m"),
-        OpcuaNode(node_id=f"ns={ns};s=Line1.Tag1", metric="temp"),
+        OpcuaNode(node_id=f"ns={ns};s=Line1.Tag1", metric="temp", site="lab"),
     ]
-    source = OpcuaSource(OpcuaSourceConfig(url=plant.url, nodes=nodes, **FAST))
+    source = OpcuaSource(OpcuaSourceConfig(url=plant.url, nodes=nodes, site="plant-2", **FAST))
     rec = Recorder()
     async with running(source.run(rec), "opcua"):
         await rec.wait_for(lambda: all(len(received(rec, n.metric)) >= 3 for n in nodes))
     units = {key.metric: key.unit for key in rec.keys}
     assert units == {"flow": "m³/h", "level": "m", "temp": ""}  # EUInformation, then config
+    sites = {key.metric: key.site for key in rec.keys}
+    assert sites == {"flow": "plant-2", "level": "plant-2", "temp": "lab"}
     flow = [(r.value, r.ts_ms) for r in received(rec, "flow")]
     published = [(p.value, p.ts_ms) for p in plant.values_of(f"ns={ns};s=Line1.Tag0")]
     start = published.index(flow[0])
