@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,10 +22,12 @@ from agent.errors import ConfigError
 from agent.sources.opcua.certs import load_certificate_der, make_client_identity
 from agent.sources.opcua.config import OpcuaNode, OpcuaSourceConfig
 from agent.sources.opcua.source import OpcuaSource
+from agent.sources.registry import build_source
 from bench.opcua_plant import Plant
 from tests.agent.sources.conftest import Recorder
+from tests.agent.sources.test_registry import agent_clock, context
 from tests.firmware_bridge.conftest import running, wait_until
-from wire.models import Quality, Reading
+from wire.models import TIME_UNTRUSTED, Quality, Reading
 
 VARIABLES = int(os.environ.get("TIERLESS_OPCUA_VARIABLES", "200"))
 RATE_HZ = float(os.environ.get("TIERLESS_OPCUA_RATE_HZ", "5"))
@@ -319,3 +322,45 @@ async def test_a_client_key_others_can_read_is_a_config_error(tmp_path):
     )
     with pytest.raises(ConfigError, match="too open"):
         await OpcuaSource(config).run(Recorder())
+
+
+class FixedStamper:
+    """A clock at a fixed offset from the host's, trusted or not (bits as the agent's clock)."""
+
+    def __init__(self, offset_ms: int, bits: int) -> None:
+        self.offset_ms, self.bits = offset_ms, bits
+
+    def now(self) -> tuple[int, int]:
+        return time.time_ns() // 1_000_000 + self.offset_ms, self.bits
+
+
+@pytest.mark.parametrize(
+    ("offset_ms", "bits", "source_time"),
+    [
+        # 2 s apart, so that a stamp taken by one cannot pass for the other's
+        (2_000, 0, True),  # trusted and agreeing: the server's source timestamp
+        (5 * 3_600_000, 0, False),  # five hours apart: the agent's stamp
+        (2_000, TIME_UNTRUSTED, False),  # the agent cannot judge: its stamp, flagged
+    ],
+)
+async def test_the_source_timestamp_is_used_only_when_it_can_be_trusted(
+    plant, offset_ms, bits, source_time
+):
+    clock = FixedStamper(offset_ms, bits)
+    source = OpcuaSource(config_for(plant), clock=clock)
+    rec = Recorder()
+    async with running(source.run(rec), "opcua"):
+        await rec.wait_for(lambda: len(rec.readings) >= 8 * 3)
+    published = {(p.value, p.ts_ms) for p in plant.published}
+    from_source = [(r.value, r.ts_ms) in published for r in rec.readings]
+    assert all(from_source) if source_time else not any(from_source)
+    assert {r.quality for r in rec.readings} == {Quality.GOOD | bits}
+    replaced = 0 if source_time else len(rec.readings)
+    assert source.stats.source_time_replaced == replaced
+
+
+async def test_build_source_makes_an_opcua_source_for_its_config():
+    config = OpcuaSourceConfig(nodes=[OpcuaNode(node_id="ns=2;s=A", metric="a")])
+    source = build_source(config, context(agent_clock()))
+    assert isinstance(source, OpcuaSource)
+    assert source.name == "opcua"
