@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from asyncua import ua
 
 from agent.errors import ConfigError
 from agent.sources.opcua.certs import load_certificate_der, make_client_identity
@@ -27,7 +28,7 @@ from bench.opcua_plant import Plant
 from tests.agent.sources.conftest import Recorder
 from tests.agent.sources.test_registry import agent_clock, context
 from tests.firmware_bridge.conftest import running, wait_until
-from wire.models import TIME_UNTRUSTED, Quality, Reading
+from wire.models import TIME_UNTRUSTED, Quality, Reading, SeriesKey
 
 VARIABLES = int(os.environ.get("TIERLESS_OPCUA_VARIABLES", "200"))
 RATE_HZ = float(os.environ.get("TIERLESS_OPCUA_RATE_HZ", "5"))
@@ -364,3 +365,26 @@ async def test_build_source_makes_an_opcua_source_for_its_config():
     source = build_source(config, context(agent_clock()))
     assert isinstance(source, OpcuaSource)
     assert source.name == "opcua"
+
+
+@pytest.mark.parametrize(
+    ("value", "code", "expected"),
+    [
+        (42.5, 0x80310000, (0.0, Quality.BAD)),  # a Bad value is never sent as a value
+        (42.5, 0x408F0000, (42.5, Quality.UNCERTAIN)),
+        (7, 0x00000000, (7.0, Quality.GOOD)),
+        (True, 0x00000000, (1.0, Quality.GOOD)),
+        ("open", 0x00000000, (0.0, Quality.BAD)),  # not a number
+        (float("nan"), 0x00000000, (0.0, Quality.BAD)),
+    ],
+)
+async def test_a_value_becomes_one_reading(value, code, expected):
+    # the servers in the tests above send no value with a Bad status; some do
+    config = OpcuaSourceConfig(nodes=[OpcuaNode(node_id="ns=2;s=A", metric="a")])
+    source = OpcuaSource(config, clock=FixedStamper(0, 0))
+    rec = Recorder()
+    source._ids[0] = rec.series_id(SeriesKey("a"))
+    dv = ua.DataValue(ua.Variant(value), StatusCode=ua.StatusCode(ua.UInt32(code)))
+    source._on_value(rec, 0, dv)
+    (reading,) = rec.readings
+    assert (reading.value, reading.quality) == expected
