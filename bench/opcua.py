@@ -94,15 +94,16 @@ async def baseline(url: str, variables: int, seconds: float) -> tuple[float, flo
         start = loop.time() + WARMUP_S
         end = start + seconds
         cpu0: float | None = None
-        async for event in sub:
-            now = loop.time()
-            if now >= end:
-                break
-            if now >= start:
-                if cpu0 is None:
-                    cpu0 = time.process_time()
-                if isinstance(event, DataChangeEvent):
-                    got += 1
+        async with asyncio.timeout(WARMUP_S + seconds + 60):  # a lost server ends the run
+            async for event in sub:
+                now = loop.time()
+                if now >= end:
+                    break
+                if now >= start:
+                    if cpu0 is None:
+                        cpu0 = time.process_time()
+                    if isinstance(event, DataChangeEvent):
+                        got += 1
         cpu = time.process_time() - (cpu0 or 0.0)
         await sub.delete()
     finally:

@@ -211,6 +211,8 @@ class Plant:
             self._tick += 1
             for i, node_id in enumerate(list(self._nodes)):
                 await self.write(node_id, self._tick * 0.25 + i)
+                if i % 50 == 49:  # writes do not yield: let the server answer in between
+                    await asyncio.sleep(0)
             if self._written_node is not None:
                 await self._written_node.write_value(float(self.written))
             due += period

@@ -85,7 +85,8 @@ class OpcuaSourceConfig(
     timestamps: Literal["source", "agent"] = "source"
     max_source_skew_ms: Annotated[int, msgspec.Meta(ge=0)] = 60_000
     timeout_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
-    watchdog_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 2.0
+    # how often the server state is read to notice a dead link, and how long that read may take
+    watchdog_s: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
     reconnect_initial_ms: Annotated[int, msgspec.Meta(ge=1)] = 500
     reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     resolve_retry_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0  # nodes missing on the server
