@@ -34,6 +34,7 @@ import datetime as dt
 import logging
 import math
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,12 +210,12 @@ class OpcuaSource:
                     client.set_user(cfg.username)
                     client.set_password(self._password or "")
                 await client.connect(auto_reconnect=False)
-        except _RefusedError:
-            await self._close(client)
-            raise
         except _FAULTS as exc:
             await self._close(client)
             raise _RefusedError(_describe(exc)) from exc
+        except BaseException:  # refused, cancelled: no asyncua task outlives the attempt
+            await self._close(client)
+            raise
         return client, lost
 
     async def _server_certificate(self, client: Client) -> bytes:
@@ -273,7 +274,7 @@ class OpcuaSource:
 
     # -- nodes ------------------------------------------------------------------------------
 
-    async def _resolve(self, client: Client, indices: Any, sink: Sink) -> dict[int, Node]:
+    async def _resolve(self, client: Client, indices: Iterable[int], sink: Sink) -> dict[int, Node]:
         """The nodes of `indices` the server has, their series ids set; BAD for the others."""
         found: dict[int, Node] = {}
         paths: list[int] = []

@@ -388,3 +388,22 @@ async def test_a_value_becomes_one_reading(value, code, expected):
     source._on_value(rec, 0, dv)
     (reading,) = rec.readings
     assert (reading.value, reading.quality) == expected
+
+
+async def test_an_absolute_deadband_leaves_out_small_changes(plant):
+    # the plant's values grow by 0.25 per write: with a deadband of 0.3 the server reports at
+    # most every other one (asyncua's server compares with the previous value, so none at all
+    # after the first; the standard says with the last reported, so every other one)
+    nodes = [
+        OpcuaNode(node_id=plant.node_ids()[5], metric="dead", deadband_abs=0.3),
+        OpcuaNode(node_id=plant.node_ids()[6], metric="live"),
+    ]
+    source = OpcuaSource(OpcuaSourceConfig(url=plant.url, nodes=nodes, **FAST))
+    rec = Recorder()
+    async with running(source.run(rec), "opcua"):
+        await rec.wait_for(lambda: len(received(rec, "live")) >= 12)
+    dead = [r.value for r in received(rec, "dead")]
+    assert 1 <= len(dead) <= len(received(rec, "live")) // 2 + 1
+    assert all(b - a > 0.3 for a, b in zip(dead, dead[1:], strict=False)), dead
+    published = [(p.value, p.ts_ms) for p in plant.values_of(plant.node_ids()[5])]
+    assert all((r.value, r.ts_ms) in published for r in received(rec, "dead"))
