@@ -466,7 +466,9 @@ class OpcuaSource:
                 nodes.update(await self._resolve(client, sorted(self._missing), sink))
                 next_resolve = loop.time() + self.config.resolve_retry_s
             order = sorted(nodes)
-            values = await client.read_attributes([nodes[i] for i in order])
+            # no node found yet: nothing to read (a server may answer an empty Read with
+            # BadNothingToDo; asyncua's does not, so no test here can show it)
+            values = await client.read_attributes([nodes[i] for i in order]) if order else []
             for i, value in zip(order, values, strict=True):
                 code = value.StatusCode.value if value.StatusCode is not None else 0
                 if status.condition(code) in status.NODE_MISSING:

@@ -8,6 +8,7 @@ the plant of the first test, TIERLESS_OPCUA_SECONDS (2) for how long it is read.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import stat
@@ -407,3 +408,16 @@ async def test_an_absolute_deadband_leaves_out_small_changes(plant):
     assert all(b - a > 0.3 for a, b in zip(dead, dead[1:], strict=False)), dead
     published = [(p.value, p.ts_ms) for p in plant.values_of(plant.node_ids()[5])]
     assert all((r.value, r.ts_ms) in published for r in received(rec, "dead"))
+
+
+async def test_polling_while_no_node_is_found_keeps_the_session(plant):
+    nodes = [OpcuaNode(browse_path=f"{plant.ns}:Plant/{plant.ns}:Nowhere", metric="nowhere")]
+    config = OpcuaSourceConfig(url=plant.url, nodes=nodes, mode="poll", poll_interval_ms=50, **FAST)
+    source = OpcuaSource(config)
+    rec = Recorder()
+    async with running(source.run(rec), "opcua"):
+        await wait_until(lambda: source.stats.nodes_missing == 1)
+        await asyncio.sleep(1.0)  # polls on, finds nothing, and must not drop the session
+    assert source.stats.links_lost == 0
+    assert source.stats.connects == 1
+    assert rec.readings == []  # a path never resolved has no series yet (docs/opcua.md)
