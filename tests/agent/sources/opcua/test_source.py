@@ -9,18 +9,25 @@ the plant of the first test, TIERLESS_OPCUA_SECONDS (2) for how long it is read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import sqlite3
 import stat
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from asyncua import ua
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.config import parse_config
 from agent.errors import ConfigError
+from agent.keyfile import write_private_key
+from agent.runtime import Agent, RuntimeDeps
 from agent.sources.opcua.certs import load_certificate_der, make_client_identity
 from agent.sources.opcua.config import OpcuaNode, OpcuaSourceConfig
 from agent.sources.opcua.source import OpcuaSource
@@ -421,3 +428,35 @@ async def test_polling_while_no_node_is_found_keeps_the_session(plant):
     assert source.stats.links_lost == 0
     assert source.stats.connects == 1
     assert rec.readings == []  # a path never resolved has no series yet (docs/opcua.md)
+
+
+async def test_the_agent_commits_every_reading_the_source_hands_over(plant, tmp_path):
+    # the runtime, its flusher and a real SQLite buffer, the receiver away
+    write_private_key(tmp_path / "keys" / "device.key", Ed25519PrivateKey.generate())
+    config = parse_config(
+        '[device]\nid = "gw-opcua"\nkey_file = "keys/device.key"\n'
+        '[cloud]\nurl = "https://ingest.test"\n[buffer]\npath = "buffer.db"\n'
+        'flush_interval_ms = 100\n[metrics]\nlisten = ""\n[clock]\nsync_check = "assume_synced"\n',
+        name="agent.toml",
+        base_dir=tmp_path,
+    )
+    source = OpcuaSource(config_for(plant))
+    offline = httpx.MockTransport(lambda r: httpx.Response(503, json={"error": "down"}))
+    stop = asyncio.Event()
+    agent = Agent(
+        config, RuntimeDeps(transport=offline, stop=stop, handle_signals=False, sources=[source])
+    )
+    async with running(agent.run(), "agent") as task:
+        await wait_until(lambda: source.stats.readings >= 8 * 10)
+        stop.set()
+        await task
+    with contextlib.closing(sqlite3.connect(tmp_path / "buffer.db")) as db:
+        (committed,) = db.execute("SELECT value FROM meta WHERE key = 'total_committed'").fetchone()
+        rows = db.execute(
+            "SELECT s.metric, r.ts_ms, r.value, r.quality FROM reading r "
+            "JOIN series s ON s.id = r.series_id"
+        ).fetchall()
+    assert int(committed) == source.stats.readings
+    published = {(metric(p.node_id), p.ts_ms, p.value, 0) for p in plant.published}
+    assert rows
+    assert set(rows) <= published  # in the buffer exactly as the server published them
