@@ -2,5 +2,6 @@
 
 `config` holds the `type = "opcua"` table and its checks (no I/O library), `status` the pure
 mapping from OPC UA status codes to our quality, `certs` the client certificate made on the
-gateway, `source` the run loop (the one module that imports asyncua). See docs/opcua.md.
+gateway, `requests` the monitored items and unit look-ups built from the config, `source` the
+run loop (with `requests`, the only modules that import asyncua). See docs/opcua.md.
 """

@@ -1,6 +1,6 @@
 """The OPC UA source's run loop: one client session to one server, its variables into the sink.
 
-The one module that imports asyncua; its exceptions end here.
+With `requests`, the only module that imports asyncua; its exceptions end here.
 
 Invariants:
 1. Every value the server reports becomes one reading, in the order reported: a monitored
@@ -63,6 +63,7 @@ from agent.sources.opcua.config import (
     opcua_config_problems,
     tags,
 )
+from agent.sources.opcua.requests import engineering_units, monitored_item
 from agent.sources.throttle import LogThrottle
 from firmware_bridge.backoff import Backoff
 from wire.models import Quality, SeriesKey
@@ -295,7 +296,7 @@ class OpcuaSource:
                 else:
                     self._node_missing(i, result.StatusCode.value, sink)
         new = [i for i in sorted(found) if self._keys[i] is None]
-        units = await self._engineering_units(
+        units = await engineering_units(
             client, {i: found[i] for i in new if not self.config.nodes[i].unit}
         )
         for i in new:
@@ -304,35 +305,6 @@ class OpcuaSource:
             self._keys[i] = key
             self._ids[i] = sink.series_id(key)
         return found
-
-    async def _engineering_units(self, client: Client, nodes: dict[int, Node]) -> dict[int, str]:
-        """The DisplayName of each node's EngineeringUnits property (EUInformation), where it
-        has one: two requests for all nodes, whatever their number."""
-        if not nodes:
-            return {}
-        order = sorted(nodes)
-        paths = []
-        for i in order:
-            path = ua.BrowsePath()
-            path.StartingNode = nodes[i].nodeid
-            path.RelativePath = ua.RelativePath.from_string("/0:EngineeringUnits")
-            paths.append(path)
-        results = await client.uaclient.translate_browsepaths_to_nodeids(paths)
-        props = {
-            i: client.get_node(r.Targets[0].TargetId)
-            for i, r in zip(order, results, strict=True)
-            if r.StatusCode.is_good() and r.Targets
-        }
-        if not props:
-            return {}
-        values = await client.read_attributes([props[i] for i in sorted(props)])
-        units: dict[int, str] = {}
-        for i, value in zip(sorted(props), values, strict=True):
-            eu = value.Value.Value if value.Value is not None else None
-            text = getattr(getattr(eu, "DisplayName", None), "Text", None)
-            if isinstance(text, str):
-                units[i] = text
-        return units
 
     def _node_missing(self, i: int, code: int, sink: Sink) -> None:
         first = i not in self._missing
@@ -388,34 +360,8 @@ class OpcuaSource:
 
     async def _monitor(self, sub: Any, nodes: dict[int, Node], sink: Sink) -> dict[int, int]:
         """Monitored items for `nodes`: their ids by node index (the missing ones left out)."""
-        cfg = self.config
-        requests = []
         order = sorted(nodes)
-        for i in order:
-            spec = cfg.nodes[i]
-            params = ua.MonitoringParameters()
-            params.ClientHandle = i + 1
-            sampling = spec.sampling_interval_ms
-            params.SamplingInterval = float(
-                cfg.sampling_interval_ms if sampling is None else sampling
-            )
-            params.QueueSize = cfg.queue_size if spec.queue_size is None else spec.queue_size
-            params.DiscardOldest = True
-            deadband = cfg.deadband_abs if spec.deadband_abs is None else spec.deadband_abs
-            if deadband > 0:
-                flt = ua.DataChangeFilter()
-                flt.Trigger = ua.DataChangeTrigger.StatusValue
-                flt.DeadbandType = ua.DeadbandType.Absolute
-                flt.DeadbandValue = deadband
-                params.Filter = flt
-            item = ua.ReadValueId()
-            item.NodeId = nodes[i].nodeid
-            item.AttributeId = AttributeIds.Value
-            request = ua.MonitoredItemCreateRequest()
-            request.ItemToMonitor = item
-            request.MonitoringMode = ua.MonitoringMode.Reporting
-            request.RequestedParameters = params
-            requests.append(request)
+        requests = [monitored_item(self.config, i, nodes[i]) for i in order]
         if not requests:
             return {}
         results = await sub.create_monitored_items(requests)
