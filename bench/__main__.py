@@ -41,11 +41,14 @@ ROWS: list[tuple[str, str | None, str, tuple[str, float] | None]] = [
     ("cloud.small_batches_per_s.postgres", "cloud.empty_post_per_s", "/s", (">=", 1 / 3)),
     ("mqtt.msgs_per_s", "mqtt.baseline_msgs_per_s", "/s", None),
     ("mqtt.readings_per_s", None, "/s", None),
+    ("opcua.readings_per_s", "opcua.baseline_readings_per_s", "/s", None),
+    ("opcua.cpu_us_per_reading", "opcua.baseline_cpu_us_per_reading", "µs", None),
+    ("opcua.server_writes_per_s", "opcua.baseline_server_writes_per_s", "/s", None),
     ("serial.mcu_frames_per_s", None, "/s", None),
     ("serial.modbus_polls_per_s", None, "/s", None),
     ("dashboard.overview_ms", None, "ms", None),
 ]
-SUITES = ("codec", "agent", "cloud", "mqtt", "serial", "dashboard")
+SUITES = ("codec", "agent", "cloud", "mqtt", "opcua", "serial", "dashboard")
 
 
 def _fmt(x: float) -> str:
