@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cloud import responses
-from cloud.apps import dashboard, query
+from cloud.apps import dashboard, efficiency_api, query
 from cloud.apps.context import AppContext
 from cloud.config import Config
 from cloud.errors import StoreError
@@ -83,6 +83,7 @@ def create_app(
         *enroll.routes(ctx),
         *admin.routes(ctx),
         *query.routes(apps),
+        *efficiency_api.routes(apps),
         *dashboard.routes(apps, dashboard_config or dashboard.DashboardConfig()),
         Route(HEALTH_PATH, healthz, methods=["GET"]),
         Route(READY_PATH, readyz, methods=["GET"]),

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from wire import admin, query
+from wire import admin, efficiency, query
 from wire.codec import MEDIA_TYPE
 from wire.http import (
     ADMIN_DEVICE_ACTION_PATH,
@@ -316,6 +316,24 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         security="read",
         parameters=[*_RANGE, _INTERVAL, param("tz"), param("device"), param("kind")],
+    ),
+    Operation(
+        "get",
+        efficiency.EFFICIENCY_PATH,
+        "Production, energy intensity (kWh/t, m³/t) and anomalies with evidence",
+        {
+            200: ok("efficiency figures", efficiency.Efficiency),
+            400: error("bad parameter, or too many readings for one request"),
+            **_OPERATOR_AUTH,
+        },
+        security="read",
+        parameters=[
+            *_RANGE,
+            param("tz"),
+            param("processes", description="comma list; default: the processes tickets name"),
+            param("direction", enum=["out", "in"]),
+            param("shifts", description="name:start-end,... in local hours"),
+        ],
     ),
     Operation(
         "get",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,7 +20,8 @@ from cloud.apps.robust import Band, Baseline, mad, median
 from cloud.storage.reads import EventRecord
 from tests.cloud.apps import plant as synth
 from tests.cloud.apps.test_figures import freeze, series_data
-from tests.cloud.conftest import Receiver
+from tests.cloud.conftest import READ_TOKEN, Receiver
+from wire.efficiency import EFFICIENCY_PATH, Efficiency
 from wire.models import Event, SeriesKey
 
 DAYS = max(21, int(os.environ.get("TIERLESS_PLANT_DAYS", "30")))
@@ -296,3 +298,20 @@ async def test_the_plant_through_the_receiver_into_the_store(receiver: Receiver)
     check_findings(plant, report.findings)
     days = [r for r in report.intensity if r.period == "day" and r.intensity is not None]
     assert {(r.process, r.medium) for r in days} >= {("line1", "electricity"), ("line2", "water")}
+
+    # The same through the query API, which finds the processes from the tickets.
+    auth = {"authorization": f"Bearer {READ_TOKEN}"}
+    params = {"from_ms": plant.from_ms, "to_ms": plant.to_ms}
+    r = await receiver.client.get(EFFICIENCY_PATH, params=params, headers=auth)
+    assert r.status_code == 200, r.text
+    body = msgspec.json.decode(r.content, type=Efficiency)
+    assert body.processes == ["line1", "line2"]
+    assert [(f.kind, f.subject, f.from_ms) for f in body.findings] == [
+        (f.kind, f.subject, f.from_ms) for f in report.findings
+    ]
+    assert len(body.intensity) == len(report.intensity)
+    assert body.tonnes["line1"] == pytest.approx(report.tonnes["line1"])
+    for bad in ({"shifts": "day:6-18"}, {"direction": "up"}, {"colour": "red"}):
+        r = await receiver.client.get(EFFICIENCY_PATH, params={**params, **bad}, headers=auth)
+        assert r.status_code == 400, r.text
+    assert (await receiver.client.get(EFFICIENCY_PATH)).status_code == 401
