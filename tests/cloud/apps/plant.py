@@ -153,3 +153,51 @@ def generate(days: int = 30, faults: tuple[str, ...] = FAULTS, seed: int = 7) ->
                 points.append((ts, round(level, 3), 0))
         plant.rows[sid] = [(START_MS, 1000.0, 0), *points]
     return plant
+
+
+def main() -> None:
+    """`python -m tests.cloud.apps.plant [days] [seeds]`: the note's figures (docs/figures.md):
+    planted faults found, false findings on the clean plant, and the median time of `analyse`."""
+    import statistics
+    import sys
+    import time
+
+    from cloud.apps.efficiency import analyse
+    from cloud.apps.intensity import PlantConfig, ProcessConfig
+
+    days = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    seeds = int(sys.argv[2]) if len(sys.argv) > 2 else 20
+    config = PlantConfig((ProcessConfig("line1"), ProcessConfig("line2")))
+    planted = found = false_clean = extra = 0
+    times = []
+    for seed in range(1, seeds + 1):
+        for faults in (FAULTS, ()):
+            plant = generate(days, faults, seed)
+            t0 = time.perf_counter()
+            report = analyse(
+                plant.series,
+                plant.rows,
+                plant.events,
+                config,
+                from_ms=plant.from_ms,
+                to_ms=plant.to_ms,
+                until_ms=plant.to_ms,
+            )
+            times.append(time.perf_counter() - t0)
+            hits = {(f.kind, f.subject) for f in report.findings}
+            if not faults:
+                false_clean += len(report.findings)
+                continue
+            planted += len(plant.faults)
+            found += sum(1 for f in plant.faults if (f.kind, f.subject) in hits)
+            extra += len(hits - {(f.kind, f.subject) for f in plant.faults})
+    readings = sum(len(r) for r in generate(days, (), 1).rows.values())
+    print(f"{days} days, {seeds} seeds, {readings} readings per plant")
+    print(f"planted faults found: {found} of {planted}")
+    print(f"findings on the clean plant: {false_clean} ({seeds * days} plant-days)")
+    print(f"findings on the faulty plant beside the planted ones: {extra}")
+    print(f"analyse: median {statistics.median(times):.3f} s of {len(times)} runs")
+
+
+if __name__ == "__main__":
+    main()
