@@ -20,6 +20,9 @@ from cloud.apps.alert_delivery import Sender, SmtpConfig, load_rules, raise_find
 from cloud.apps.alerts import Rule, Webhook
 from cloud.apps.anomalies import Finding
 from cloud.storage.store import Store
+from tests.cloud.apps import plant as synth
+from tests.cloud.apps.test_efficiency import feed
+from tests.cloud.conftest import ADMIN_TOKEN, READ_TOKEN, Receiver
 from tests.cloud.helpers import free_port
 
 NOW = 1_790_000_000_000
@@ -222,3 +225,51 @@ async def test_email_through_a_real_smtp_server_after_it_comes_up(store: Store) 
     assert msg["Subject"] == "[tierless] night_flow: gw-a/water_volume"
     body = msg.get_payload()
     assert "expected: 0.2 m³/h" in str(body) or "expected: 0.2" in str(msg)
+
+
+async def test_the_plant_alerts_through_the_api_once_each(receiver: Receiver) -> None:
+    """Findings of the synthetic plant become alerts through the API, delivered once each,
+    acknowledged and resolved with their audit trail."""
+    plant = synth.generate(30)
+    await feed(receiver, plant)
+    hook = HookReceiver(free_port())
+    await hook.start()
+    admin = {"authorization": f"Bearer {ADMIN_TOKEN}"}
+    read = {"authorization": f"Bearer {READ_TOKEN}"}
+    rule = {"id": "all", "webhooks": [{"url": f"http://127.0.0.1:{hook.port}/", "secret": SECRET}]}
+    c = receiver.client
+    assert (await c.put("/v1/alert-rules/all", json=rule, headers=read)).status_code == 401
+    assert (await c.put("/v1/alert-rules/other", json=rule, headers=admin)).status_code == 400
+    assert (await c.put("/v1/alert-rules/all", json=rule, headers=admin)).status_code == 200
+    first = (await c.post("/v1/alerts/evaluate", headers=admin)).json()
+    assert first["findings"] == len(first["opened"]) == 6  # five planted, one consequence
+    again = (await c.post("/v1/alerts/evaluate", headers=admin)).json()
+    assert again == {"findings": 6, "opened": []}  # found again: counted, not raised again
+    assert (await c.post("/v1/alerts/deliver", headers=admin)).json() == {
+        "delivered": 6,
+        "failed": 0,
+    }
+    assert (await c.post("/v1/alerts/deliver", headers=admin)).json()["delivered"] == 0
+    await hook.stop()
+    assert len({h["x-tierless-delivery"] for h, _ in hook.received}) == len(hook.received) == 6
+    listed = (await c.get("/v1/alerts", headers=read)).json()["alerts"]
+    kinds = sorted(a["kind"] for a in listed)
+    assert kinds == ["baseload", "night_flow", "silent", "step", "step", "stuck"]
+    assert all(a["occurrences"] == 2 for a in listed)
+    stuck = next(a for a in listed if a["kind"] == "stuck")
+    assert stuck["evidence"]["seen"] == 0
+    path = f"/v1/alerts/{stuck['alert_id']}"
+    body = {"actor": "ana", "note": "meter replaced"}
+    assert (await c.post(path + "/acknowledge", json=body, headers=read)).status_code == 401
+    r = await c.post(path + "/acknowledge", json=body, headers=admin)
+    assert r.json()["state"] == "acknowledged"
+    assert (await c.post(path + "/resolve", json=body, headers=admin)).status_code == 200
+    assert (await c.post(path + "/resolve", json=body, headers=admin)).status_code == 404
+    trail = (await c.get(path + "/audit", headers=read)).json()["entries"]
+    assert [(e["action"], e["actor"]) for e in trail] == [
+        ("opened", "rule"),
+        ("acknowledged", "ana"),
+        ("resolved", "ana"),
+    ]
+    open_now = (await c.get("/v1/alerts?state=open", headers=read)).json()["alerts"]
+    assert len(open_now) == 5

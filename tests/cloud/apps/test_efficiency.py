@@ -265,12 +265,12 @@ def test_each_fault_alone_is_found_and_nothing_else(fault: str) -> None:
     check_findings(plant, run(plant))
 
 
-async def test_the_plant_through_the_receiver_into_the_store(receiver: Receiver) -> None:
-    """The same plant sent as gateways send it, read back by the app from the platform tables."""
-    plant = synth.generate(DAYS)
+async def feed(receiver: Receiver, plant: synth.Plant) -> None:
+    """Send the plant as its gateways and its scale would: a batch per device and day."""
     receiver.clock.ms = plant.to_ms
+    days = plant.days
     gateways = {d: await receiver.enrolled(d) for d in ("gw-a", "gw-b", "scale-1")}
-    for day in range(DAYS):
+    for day in range(days):
         lo, hi = plant.from_ms + day * synth.DAY, plant.from_ms + (day + 1) * synth.DAY
         for device in ("gw-a", "gw-b"):
             data = []
@@ -292,6 +292,12 @@ async def test_the_plant_through_the_receiver_into_the_store(receiver: Receiver)
         if tickets:
             r = await receiver.send(gateways["scale-1"], freeze(gateways["scale-1"], [], tickets))
             assert r.status_code == 200, r.text
+
+
+async def test_the_plant_through_the_receiver_into_the_store(receiver: Receiver) -> None:
+    """The same plant sent as gateways send it, read back by the app from the platform tables."""
+    plant = synth.generate(DAYS)
+    await feed(receiver, plant)
     report = await efficiency.load(
         receiver.store, CONFIG, from_ms=plant.from_ms, to_ms=plant.to_ms, until_ms=plant.to_ms
     )
