@@ -41,8 +41,9 @@ APPS_MAY_IMPORT = {
     "cloud.responses",
 }
 
-# The apps that may write: alerts, their acknowledgements and their outbox, and nothing else.
-ALERT_WRITERS = {"cloud.apps.alert_delivery", "cloud.apps.alerts_api"}
+# The apps that may use the alert interface (alerts, acknowledgements, the outbox), the only
+# storage an app may write: delivery and the API write, the efficiency page lists alerts.
+ALERT_WRITERS = {"cloud.apps.alert_delivery", "cloud.apps.alerts_api", "cloud.apps.efficiency_page"}
 
 
 def imported_modules(path: Path) -> set[str]:

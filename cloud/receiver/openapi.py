@@ -415,6 +415,13 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "get",
+        "/efficiency",
+        "The efficiency page (HTML): energy per tonne, findings, live alerts",
+        {200: page("the page"), 401: page("the sign-in page")},
+        security="viewer",
+    ),
+    Operation(
+        "get",
         "/dashboard/fragment",
         "The refreshing part of the dashboard (HTML)",
         {200: page("content"), 401: page("sign in")},

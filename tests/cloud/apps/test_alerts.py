@@ -273,3 +273,13 @@ async def test_the_plant_alerts_through_the_api_once_each(receiver: Receiver) ->
     ]
     open_now = (await c.get("/v1/alerts?state=open", headers=read)).json()["alerts"]
     assert len(open_now) == 5
+
+    # The efficiency page shows the live alerts, the findings and the intensity.
+    assert (await c.get("/efficiency")).status_code == 401
+    r = await c.get("/efficiency", headers=read)
+    assert r.status_code == 200, r.text
+    assert r.text.count('class="alert"') == 5
+    assert r.text.count('class="finding"') == 6
+    assert 'data-kind="stuck" data-subject="gw-a/water_volume"' not in r.text
+    assert 'data-kind="stuck" data-subject="gw-a/gas_volume"' in r.text
+    assert 'class="intensity" data-process="line2" data-medium="electricity"' in r.text
