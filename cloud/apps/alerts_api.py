@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from zoneinfo import ZoneInfo
 
 import httpx
 import msgspec
@@ -29,7 +30,7 @@ from cloud import responses
 from cloud.apps import alerts, efficiency
 from cloud.apps.alert_delivery import Sender, SmtpConfig, load_rules, raise_findings
 from cloud.apps.context import AppContext, Handler
-from cloud.apps.figures import TICKET_KIND
+from cloud.apps.figures import TICKET_KIND, local_day
 from cloud.apps.intensity import PlantConfig, ProcessConfig
 from cloud.bearer import BearerCheck, require_bearer
 from cloud.errors import RejectedError
@@ -158,7 +159,8 @@ class AlertHandlers:
     async def evaluate(self, request: Request) -> Response:
         require_bearer(request, self.admin)
         now = self.ctx.now_ms()
-        from_ms = now + 1 - 30 * DAY_MS
+        # whole UTC days, so each day's row is the whole day
+        from_ms = local_day(now - 30 * DAY_MS, ZoneInfo("UTC"))[0]
         tickets = await self.ctx.reads.events(None, TICKET_KIND, from_ms, now + 1, 100_000)
         names = sorted({str(p) for e in tickets if (p := e.attrs.get("process")) is not None})
         config = PlantConfig(tuple(ProcessConfig(n) for n in names))

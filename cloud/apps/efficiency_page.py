@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,7 +20,7 @@ from cloud.apps.anomalies import Finding
 from cloud.apps.charts import esc, fmt
 from cloud.apps.context import AppContext
 from cloud.apps.dashboard import Dashboard, DashboardConfig
-from cloud.apps.figures import TICKET_KIND
+from cloud.apps.figures import TICKET_KIND, local_day
 from cloud.apps.intensity import DAY_PERIOD, IntensityRow, PlantConfig, ProcessConfig
 from cloud.storage.alerts import AlertRecord, AlertStore
 
@@ -131,7 +132,8 @@ class EfficiencyPage:
         if not self.dashboard.authorised(request):
             return self.dashboard.html(dashboard_page.sign_in_page(), 401)
         now = self.ctx.now_ms()
-        from_ms = now + 1 - WINDOW_DAYS * DAY_MS
+        # whole UTC days, so each day's row is the whole day
+        from_ms = local_day(now - WINDOW_DAYS * DAY_MS, ZoneInfo("UTC"))[0]
         tickets = await self.ctx.reads.events(None, TICKET_KIND, from_ms, now + 1, 100_000)
         names = sorted({str(p) for e in tickets if (p := e.attrs.get("process")) is not None})
         report = await efficiency.load(
