@@ -2,7 +2,9 @@
 carries, how it is signed, and when a failed one is retried. docs/alerts.md states it for users.
 
 - A rule (JSON, `Rule`) takes a finding when each of its non-empty lists (`kinds`, `media`,
-  `processes`, `subjects`) holds the finding's value.
+  `processes`, `subjects`) holds the finding's value, and the finding is at least as far from
+  what was expected as its thresholds ask: |seen - expected| >= `min_delta` and
+  |seen - expected| >= `min_ratio` * |expected|.
 - The group key is rule, kind and subject: while a group has a live alert, further findings only
   count as occurrences of it (a flapping meter makes one alert).
 - A webhook delivery is a JSON POST signed with HMAC-SHA256 of `<timestamp>.<body>` under the
@@ -41,6 +43,8 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True):
     subjects: list[str] = []
     webhooks: list[Webhook] = []
     emails: list[str] = []
+    min_delta: float = 0.0  # in the finding's unit
+    min_ratio: float = 0.0  # of the expected value: 0.2 takes findings 20 % off or more
 
 
 class AlertPayload(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,7 +73,10 @@ def matches(rule: Rule, f: Finding) -> bool:
     checks = ((rule.kinds, f.kind), (rule.media, f.medium), (rule.processes, f.process))
     if any(allowed and value not in allowed for allowed, value in checks):
         return False
-    return not rule.subjects or f.subject in rule.subjects
+    if rule.subjects and f.subject not in rule.subjects:
+        return False
+    off = abs(f.seen - f.expected)
+    return off >= rule.min_delta and off >= rule.min_ratio * abs(f.expected)
 
 
 def group_key(rule: Rule, f: Finding) -> str:

@@ -55,6 +55,10 @@ def test_rules_match_by_kind_medium_process_and_subject() -> None:
     assert not alerts.matches(Rule(id="r", processes=["line2"]), f)
     assert not alerts.matches(Rule(id="r", subjects=["gw-b"]), f)
     assert alerts.group_key(Rule(id="r"), f) == "r|night_flow|gw-a/water_volume"
+    # thresholds: 0.2 -> 2.2 m³/h is 2.0 off, ten times the expected value
+    assert alerts.matches(Rule(id="r", min_delta=2.0, min_ratio=10.0), f)
+    assert not alerts.matches(Rule(id="r", min_delta=2.5), f)
+    assert not alerts.matches(Rule(id="r", min_ratio=10.5), f)
     with pytest.raises(msgspec.ValidationError):
         alerts.parse_rule(b'{"id": "x", "kinds": "stuck"}')
 
