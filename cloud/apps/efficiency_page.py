@@ -59,26 +59,40 @@ def shell(content: str) -> str:
 
 
 def intensity_table(rows: Sequence[IntensityRow]) -> str:
+    """Per process and medium, the last days: consumption, tonnes, intensity, trend, and the
+    intensity of each shift that starts on the day."""
     days = [r for r in rows if r.period == DAY_PERIOD]
     if not days:
         return '<section class="card"><h2>Energy per tonne</h2><p>No production yet.</p></section>'
     groups: dict[tuple[str, str, str], list[IntensityRow]] = {}
-    for r in days:
-        groups.setdefault((r.process, r.medium, r.unit), []).append(r)
-    out = ['<section class="card" id="intensity"><h2>Energy per tonne, by day</h2>']
+    shifts: dict[tuple[str, str, str, int], dict[str, float | None]] = {}
+    names: list[str] = []
+    for r in rows:
+        key = (r.process, r.medium, r.unit)
+        if r.period == DAY_PERIOD:
+            groups.setdefault(key, []).append(r)
+            continue
+        if r.period not in names:
+            names.append(r.period)
+        day = next((d.from_ms for d in days if d.from_ms <= r.from_ms < d.to_ms), None)
+        if day is not None:
+            shifts.setdefault((*key, day), {})[r.period] = r.intensity
+    out = ['<section class="card" id="intensity"><h2>Energy per tonne, by day and shift</h2>']
     for (process, medium, unit), rs in sorted(groups.items()):
-        shown = rs[-SHOWN_DAYS:]
         out.append(f"<h3>{esc(process)} · {esc(medium)} ({esc(unit)}/t)</h3><table><tr>")
         out.append("<th>day</th><th>consumption</th><th>tonnes</th><th>per tonne</th>")
-        out.append("<th>vs 14-day median</th></tr>")
-        for r in shown:
+        out.append("<th>vs 14-day median</th>")
+        out.append("".join(f"<th>{esc(n)}</th>" for n in names) + "</tr>")
+        for r in rs[-SHOWN_DAYS:]:
             ratio = "–" if r.ratio is None else f"{(r.ratio - 1) * 100:+.0f} %"
             value = "" if r.intensity is None else f' data-value="{r.intensity!r}"'
+            by_shift = shifts.get((process, medium, unit, r.from_ms), {})
+            cells = "".join(f'<td data-shift="{esc(n)}">{fmt(by_shift.get(n))}</td>' for n in names)
             out.append(
                 f'<tr class="intensity" data-process="{esc(process)}" data-medium="{esc(medium)}">'
                 f"<td>{esc(_day(r.from_ms))}</td><td>{fmt(r.consumption, unit)}</td>"
                 f"<td>{fmt(r.tonnes, 't')}</td><td{value}>{fmt(r.intensity)}</td>"
-                f"<td>{esc(ratio)}</td></tr>"
+                f"<td>{esc(ratio)}</td>{cells}</tr>"
             )
         out.append("</table>")
     out.append("</section>")

@@ -59,6 +59,11 @@ async def test_efficiency_page_in_a_real_browser(tmp_path: Path) -> None:
             )
             assert per_tonne
             assert all(200 < v < 250 for v in per_tonne)  # after the step: about 225 kWh/t
+            shifts = await b.js(
+                "return [...document.querySelectorAll('tr.intensity td[data-shift=\"late\"]')]"
+                ".map(e => e.innerText)"
+            )
+            assert any(text not in ("", "–") for text in shifts)  # weekdays' late shifts
             width = await b.js(
                 "return document.getElementById('findings').getBoundingClientRect().width"
             )

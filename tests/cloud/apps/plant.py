@@ -149,7 +149,7 @@ def generate(days: int = 30, faults: tuple[str, ...] = FAULTS, seed: int = 7) ->
             ts = t0 + STEP  # the reading at the end of the quarter hour
             if "silent_gateway" in on and device == "gw-b" and silence[0] < ts <= silence[1]:
                 continue
-            if ts < end:
+            if ts <= end:  # the last reading closes the last quarter hour
                 points.append((ts, round(level, 3), 0))
         plant.rows[sid] = [(START_MS, 1000.0, 0), *points]
     return plant
