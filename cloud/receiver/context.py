@@ -44,6 +44,7 @@ class Context:
     keys: PublicKeys = field(default_factory=PublicKeys)
     device_limiter: RateLimiter = field(init=False)
     address_limiter: RateLimiter = field(init=False)
+    auth_failures: RateLimiter = field(init=False)  # per client address, device requests
     decode_slots: asyncio.Semaphore = field(init=False)
     key_records: KeyRecords = field(init=False)
 
@@ -61,8 +62,20 @@ class Context:
             clock=self.monotonic,
             max_keys=lim.rate_table_max,
         )
+        self.auth_failures = RateLimiter(
+            lim.auth_failure_rate_per_s,
+            lim.auth_failure_burst,
+            clock=self.monotonic,
+            max_keys=lim.rate_table_max,
+        )
         self.decode_slots = asyncio.Semaphore(lim.decode_concurrency)
-        self.key_records = KeyRecords(self.store, lim.key_cache_s, self.monotonic)
+        self.key_records = KeyRecords(
+            self.store,
+            lim.key_cache_s,
+            self.monotonic,
+            unknown_ttl_s=lim.unknown_key_cache_s,
+            unknown_max=lim.unknown_key_cache_max,
+        )
 
     def endpoint(self, route: str, handler: Handler) -> Handler:
         """`handler` with refusals mapped to responses, a time bound, and request metrics."""

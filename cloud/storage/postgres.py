@@ -12,6 +12,7 @@ import psycopg
 
 from cloud.errors import SchemaError, StoreUnavailableError
 from cloud.storage.migrations import latest_version, migrations
+from cloud.storage.postgres_alerts import PostgresAlerts
 from cloud.storage.postgres_batches import PostgresBatches
 from cloud.storage.postgres_health import PostgresHealth
 from cloud.storage.postgres_reads import PostgresReads
@@ -20,7 +21,9 @@ from cloud.storage.postgres_registry import PostgresRegistry
 _MIGRATION_LOCK = 0x7469_6572_6C65_7373 & 0x7FFF_FFFF_FFFF_FFFF  # "tierless"
 
 
-class PostgresStore(PostgresBatches, PostgresRegistry, PostgresReads, PostgresHealth):
+class PostgresStore(
+    PostgresBatches, PostgresRegistry, PostgresReads, PostgresAlerts, PostgresHealth
+):
     """`cloud.storage.store.Store` on PostgreSQL."""
 
     async def empty(self) -> bool:

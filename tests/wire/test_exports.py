@@ -66,6 +66,7 @@ PINNED: dict[str, set[str]] = {
         "token_hash",
     },
     "wire.errors": {
+        "BodyError",
         "DecodeError",
         "EncodeError",
         "InvalidBatchError",
@@ -109,6 +110,7 @@ PINNED: dict[str, set[str]] = {
         "admin_device_path",
         "admin_key_revoke_path",
     },
+    "wire.jsonbody": {"decode_json", "duplicate_key"},
     "wire.keys": {
         "ED25519_RAW_LENGTH",
         "b64url_decode",
