@@ -94,5 +94,8 @@ def create_app(
         Route(OPENAPI_PATH, openapi_json, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    # No redirects between `/path` and `/path/`: an API answers 404, and Starlette's redirect
+    # decodes the query string as UTF-8 without a check (a 500 on `?\x80`).
+    app.router.redirect_slashes = False
     app.state.ctx = ctx
     return app

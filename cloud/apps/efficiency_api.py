@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cloud import responses
-from cloud.apps import efficiency
+from cloud.apps import efficiency, params
 from cloud.apps.context import AppContext
 from cloud.apps.figures import TICKET_KIND
 from cloud.apps.intensity import PlantConfig, ProcessConfig, Shift
@@ -37,16 +37,6 @@ def _bad(message: str) -> RejectedError:
     return RejectedError(400, responses.bad_request(message), reason=message)
 
 
-def _int(request: Request, name: str, default: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise _bad(f"{name} must be an integer") from None
-
-
 def parse_shifts(text: str) -> tuple[Shift, ...]:
     """`early:6-14,late:14-22` -> shifts; ValueError on anything else."""
     out = []
@@ -63,14 +53,14 @@ class EfficiencyHandler:
 
     async def efficiency(self, request: Request) -> Response:
         require_bearer(request, self.ctx.api)
-        q = request.query_params
+        q = params.query(request)  # strict: UTF-8, printable, each given once
         unknown = set(q.keys()) - _ALLOWED
         if unknown:
             raise _bad(f"unknown parameter {sorted(unknown)[0]!r}")
         tz = time_zone(request)
         now = self.ctx.now_ms()
-        to_ms = _int(request, "to_ms", now + 1)
-        from_ms = _int(request, "from_ms", to_ms - DEFAULT_RANGE_MS)
+        to_ms = params.time_ms(q, "to_ms", min(now + 1, params.TIME_MAX_MS))
+        from_ms = params.time_ms(q, "from_ms", max(0, to_ms - DEFAULT_RANGE_MS))
         if not 0 <= from_ms < to_ms or to_ms - from_ms > MAX_RANGE_MS:
             raise _bad("from_ms must be before to_ms, at most 400 days apart")
         direction = q.get("direction", "out")
