@@ -24,6 +24,7 @@ import asyncio
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,7 @@ class ModbusSource:
         self._log = logger or logging.getLogger(__name__)
         self._throttle = LogThrottle(self._log)
         self.stats = ModbusStats()
+        self.tap: Callable[[str], None] | None = None  # `edge-agent probe`: raw answers
         self._series: dict[tuple[str, str], SeriesKey] = {}
         for plan in self.plans:
             self.stats.units[plan.unit_id] = UnitStats()
@@ -223,6 +225,12 @@ class ModbusSource:
                 self._failed(plan, unit, str(exc))
                 out += self._bad(plan, req.points)
                 continue
+            if self.tap is not None:
+                registers = " ".join(f"{w:04x}" for w in words)
+                self.tap(
+                    f"unit {req.unit} function {req.function} at {req.address}+{req.count}: "
+                    f"{registers}"
+                )
             unit.ok += 1
             unit.consecutive_failures = 0
             unit.down_until = 0.0

@@ -218,3 +218,24 @@ def test_status_into_a_closed_pipe_prints_no_traceback(tmp_path):
     assert "Traceback" not in err
     assert "BrokenPipeError" not in err
     assert code == 0
+
+
+def test_global_options_before_or_after_the_subcommand_and_a_default_config(tmp_path, capsys):
+    from agent.cli import DEFAULT_CONFIG, _parser
+
+    parser = _parser()
+    for argv in (
+        ["--config", "a.toml", "--log-level", "debug", "--log-format", "json", "run"],
+        ["run", "--config", "a.toml", "--log-level", "debug", "--log-format", "json"],
+        ["--log-level", "debug", "status", "--config", "a.toml", "--log-format", "json"],
+    ):
+        args = parser.parse_args(argv)
+        assert (args.config, args.log_level, args.log_format) == ("a.toml", "debug", "json")
+    assert parser.parse_args(["run"]).config == DEFAULT_CONFIG == "/etc/edge-agent/agent.toml"
+    assert parser.parse_args(["--log-level", "error", "run"]).log_level == "error"
+    # check-config takes the file as its argument or as --config, like every other subcommand
+    write_key(tmp_path / "keys" / "device.key")
+    path = write_config(tmp_path, url="http://127.0.0.1:9")
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert main(["--config", str(path), "check-config"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{path}: ok"] * 2
