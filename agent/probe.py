@@ -6,7 +6,8 @@ Each source runs alone against a `ProbeSink` until it has handed over one round 
 (the readings stop coming for `SETTLE_S`, or a series comes round a second time) or `timeout_s`
 passes. What it read is printed with the raw data it came from: a source that supports it gets a
 `tap` (a callable taking one line of text: the registers of a Modbus answer, an ASCII line, an
-MQTT topic and payload) set before it runs.
+MQTT topic and payload) set before it runs; the lines it tapped up to the round's last reading
+follow the readings.
 
 What a probe never does, so it can run beside a running agent: it opens no buffer, acknowledges
 nothing upstream (`committed()` never returns, so an MCU keeps its readings and an MQTT message
@@ -41,12 +42,14 @@ class ProbeSink:
     """A `Sink` that only remembers what it was given (with the raw lines tapped so far)."""
 
     keys: list[SeriesKey] = field(default_factory=list)
-    readings: list[tuple[SeriesKey, float, int, list[str]]] = field(default_factory=list)
+    readings: list[tuple[SeriesKey, float, int]] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    raw: list[str] = field(default_factory=list)
+    raw: list[str] = field(default_factory=list)  # every line tapped
+    round_raw: int = 0  # how many of them the round's readings and events came from
     seen_twice: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     _seen: set[int] = field(default_factory=set)
+    _kinds: set[str] = field(default_factory=set)
 
     def tap(self, line: str) -> None:
         self.raw.append(line)
@@ -59,16 +62,21 @@ class ProbeSink:
             return len(self.keys) - 1
 
     def add(self, series_id: int, value: float, quality: int = 0, ts_ms: int | None = None) -> None:
-        if series_id in self._seen:
+        if self.seen_twice or series_id in self._seen:
             self.seen_twice = True
-            self.changed.set()
-            return
-        self._seen.add(series_id)
-        self.readings.append((self.keys[series_id], value, quality, self.raw[-1:]))
+        else:
+            self._seen.add(series_id)
+            self.readings.append((self.keys[series_id], value, quality))
+            self.round_raw = len(self.raw)
         self.changed.set()
 
     def add_event(self, event: Event) -> None:
-        self.events.append(event)
+        if self.seen_twice or event.kind in self._kinds:
+            self.seen_twice = True
+        else:
+            self._kinds.add(event.kind)
+            self.events.append(event)
+            self.round_raw = len(self.raw)
         self.changed.set()
 
     def room(self) -> int:
@@ -134,17 +142,15 @@ def describe(name: str, sink: ProbeSink) -> list[str]:
         last = f" (raw: {sink.raw[-1]})" if sink.raw else ""
         return [f"{name}: nothing read{last}"]
     lines = [f"{name}:"]
-    shown: set[str] = set()
-    for key, value, quality, taps in sink.readings:
+    for key, value, quality in sink.readings:
         unit = f" {key.unit}" if key.unit else ""
         lines.append(f"  {key.metric} = {value:g}{unit}  [{quality_name(quality)}]")
-        for text in taps:
-            if text not in shown:
-                shown.add(text)
-                lines.append(f"    raw: {text}")
     for event in sink.events:
         attrs = " ".join(f"{k}={v}" for k, v in event.attrs)
         lines.append(f"  event {event.kind}: {attrs}  [{quality_name(event.quality)}]")
+    # The raw data of the round, in the order it came (a source may read several blocks
+    # before it hands over the readings they hold).
+    lines += [f"  raw: {text}" for text in sink.raw[: sink.round_raw]]
     return lines
 
 
