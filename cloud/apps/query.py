@@ -226,7 +226,7 @@ class QueryHandlers:
         series_id = request.path_params["series_id"]
         info = await self.ctx.reads.get_series(series_id)
         if info is None:
-            raise RejectedError(404, responses.NOT_FOUND, reason="series not found")
+            raise RejectedError(404, responses.not_found("series"), reason="series not found")
         from_ms, to_ms = self._range(request)
         bucket_ms = _int_param(request, "bucket_ms", 0)
         if bucket_ms == 0:
