@@ -277,7 +277,13 @@ def _parser() -> argparse.ArgumentParser:
     p = add(sub, "enroll", _enroll, "make this gateway's key and enrol it (run on the gateway)")
     p.add_argument("--dir", required=True, type=Path, help="the agent's directory")
     p.add_argument("--cloud", metavar="URL", help="receiver URL (from the bundle if given)")
-    p.add_argument("--device", "--device-id", dest="device", metavar="ID", help="device id")
+    p.add_argument(
+        "--device",
+        "--device-id",
+        dest="device",
+        metavar="ID",
+        help="device id (default: the one DIR/agent.toml names, when enrolling again)",
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--token-file", metavar="FILE", help="file holding the token (- : stdin)")
     source.add_argument("--bundle", type=Path, metavar="DIR", help="install bundle (fleet plan)")
@@ -490,9 +496,15 @@ def _enroll(args: argparse.Namespace, io: Io) -> int:
         if bundle.ca_pem is not None and ca_file is None:
             ca_file, ca_pem = str(args.bundle / agentconfig.CA_NAME), bundle.ca_pem
     else:
+        cloud_url = cloud_url or io.env.get("TIERLESS_CLOUD_URL") or None
+        existing = args.dir / agentconfig.CONFIG_NAME
+        if (device_id is None or cloud_url is None) and existing.is_file():
+            # enrolling again (--replace): the config already names the device and receiver
+            named = agentconfig.read(existing)
+            device_id = device_id or named.device_id
+            cloud_url = cloud_url or named.cloud_url
         if device_id is None:
             raise LocalError("--device ID is required (or --bundle)")
-        cloud_url = cloud_url or io.env.get("TIERLESS_CLOUD_URL")
         if not cloud_url:
             raise LocalError("--cloud URL is required (or --bundle, or TIERLESS_CLOUD_URL)")
         token = enrolment_token(args.token, args.token_file, io.stdin, io.say)

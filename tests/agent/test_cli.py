@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -239,3 +240,28 @@ def test_global_options_before_or_after_the_subcommand_and_a_default_config(tmp_
     assert main(["check-config", "--config", str(path)]) == 0
     assert main(["--config", str(path), "check-config"]) == 0
     assert capsys.readouterr().out.splitlines() == [f"{path}: ok"] * 2
+
+
+def test_status_does_not_keep_showing_an_error_a_sync_or_a_new_key_answered(tmp_path, capsys):
+    path = _stopped_agent_buffer(tmp_path, 'sync_check = "assume_synced"\n')
+    key_ms = (tmp_path / "keys" / "device.key").stat().st_mtime_ns // 1_000_000
+
+    def last_error(**meta) -> str:
+        buf = open_test_buffer(tmp_path / "data" / "buffer.db")
+        buf.set_meta(**meta)
+        buf.close()
+        assert main(["status", "--config", str(path)]) == 0
+        (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("last error")]
+        return str(line.split(":", 1)[1].strip())
+
+    forbidden = "403 forbidden: key revoked or expired, or device disabled"
+    # refused after the key was written: that is the state
+    assert last_error(last_error=forbidden, last_error_ms=key_ms + 60_000) == forbidden
+    # then re-enrolled: a new key file, written after the refusal
+    (tmp_path / "keys" / "device.key").unlink()
+    write_key(tmp_path / "keys" / "device.key")
+    os.utime(tmp_path / "keys" / "device.key", ns=((key_ms + 120_000) * 10**6,) * 2)
+    assert last_error().startswith(f"{forbidden} (the key file was replaced since")
+    # and a sync succeeded after it: the 403 is history
+    shown = last_error(last_sync_ms=key_ms + 180_000)
+    assert shown == f"none since the last sync (before it: {forbidden})"
