@@ -176,3 +176,40 @@ async def test_probe_shows_a_brokers_message_without_taking_the_agents_session(
     assert code == 0, out + err
     assert "  boiler_temp = 21.5 degC  [good]" in out
     assert f"  raw: {unique_topic}/boiler {payload!r}" in out
+
+
+MCU = """[[sources]]
+type = "mcu"
+name = "press-3"
+port = {{ path = "{path}", baudrate = 115200 }}
+
+[sources.channels]
+"0" = {{ metric = "line_pressure", unit = "bar" }}
+"1" = {{ metric = "oil_temp", unit = "degC" }}
+"""
+
+
+@pytest.mark.serial
+async def test_probe_shows_an_mcus_frames_and_acknowledges_nothing(
+    links: Path, tmp_path: Path
+) -> None:
+    from firmware_bridge.sim.emulator import Emulator, FlashLog
+
+    pty = PtyDevice(str(links / "mcu"))
+    flash = FlashLog(links / "flash")
+    emu = Emulator(pty, flash, channels=2, rate_hz=20, max_readings=50, value_mode="position")
+    config = write_config(
+        tmp_path, url="http://127.0.0.1:9", sources=MCU.format(path=links / "mcu")
+    )
+    try:
+        async with running(emu.run(), "emulator"):
+            code, out, err = await probe(config)
+            held = len(flash.records)
+    finally:
+        pty.close()
+        flash.close()
+    assert code == 0, out + err
+    assert re.search(r"^  line_pressure = [\d.e+]+ bar  \[good\]$", out, re.M), out
+    assert re.search(r"^  oil_temp = [\d.e+]+ degC  \[good\]$", out, re.M), out
+    assert re.search(r"^  raw: reading frame boot \d+ seq \d+ channel 0 ", out, re.M), out
+    assert held > 0  # the MCU keeps every reading: a probe sends no ACK
