@@ -32,18 +32,37 @@ def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-# How a stored unit symbol is shown: gateways send ASCII spellings (`m3`, `Nm3`, `degC`), the
-# figures already sum into `m³`, and one page must not show both. Display only: the stored
-# symbol, the APIs and `data-` attributes keep what the gateway sent.
-UNIT_LABELS = {"degC": "°C", "degF": "°F", "deg": "°", "degree": "°", "ohm": "Ω", "us": "µs"}
+# How a stored unit symbol is shown: gateways send ASCII spellings (`m3`, `Nm3`, `degC`) or
+# UCUM codes (`Cel`, `kW.h`, `[degF]`, `{lqi}`: ucum.org), the figures already sum into `m³`,
+# and one page must not show two spellings of one unit. Display only: the stored symbol, the
+# APIs and `data-` attributes keep what the gateway sent.
+UNIT_LABELS = {
+    "degC": "°C",
+    "Cel": "°C",
+    "degF": "°F",
+    "[degF]": "°F",
+    "deg": "°",
+    "degree": "°",
+    "ohm": "Ω",
+    "us": "µs",
+    "ug/m3": "µg/m³",
+    "[car_m]": "ct",
+    "[lton_av]": "long ton",
+    "{lqi}": "LQI",
+}
 _POWERS = re.compile(r"(?<=[A-Za-z])([23])(?![0-9])")
+_UCUM_PRODUCT = re.compile(r"(?<=[A-Za-z])\.(?=[A-Za-z])")  # kW.h, V.A: a product of units
+_UCUM_SPECIAL = re.compile(r"\[([a-z]+)(?:_[a-z]+)?\]|\{([^}]*)\}")  # [lb_av] -> lb, {pcs}
 
 
 def unit_label(unit: str) -> str:
-    """The spelling of `unit` on the page: `m3` -> `m³`, `Nm3/h` -> `Nm³/h`, `degC` -> `°C`."""
+    """The spelling of `unit` on the page: `m3` -> `m³`, `Nm3/h` -> `Nm³/h`, `degC` and `Cel` ->
+    `°C`, `kW.h` -> `kWh`, `[ppm]` -> `ppm`."""
     unit = unit.strip()
     if unit in UNIT_LABELS:
         return UNIT_LABELS[unit]
+    unit = _UCUM_SPECIAL.sub(lambda m: m.group(1) or m.group(2), unit)
+    unit = _UCUM_PRODUCT.sub("", unit)
     return _POWERS.sub(lambda m: "²" if m.group(1) == "2" else "³", unit)
 
 

@@ -53,6 +53,20 @@ def test_units_have_one_spelling() -> None:
         "kg",
         "",
     ]
+    # UCUM codes (ucum.org), what gateways declare: shown the way people write them
+    ucum = ("Cel", "kW.h", "[degF]", "V.A", "kvar.h", "[ppm]", "ug/m3", "{pcs}", "[lb_av]", "m3/h")
+    assert [unit_label(u) for u in ucum] == [
+        "°C",
+        "kWh",
+        "°F",
+        "VA",
+        "kvarh",
+        "ppm",
+        "µg/m³",
+        "pcs",
+        "lb",
+        "m³/h",
+    ]
 
 
 def test_a_lone_point_is_drawn_and_ticks_fit_the_span() -> None:
