@@ -1,7 +1,8 @@
 """`edge-agent`: run the gateway daemon, show its status, check a config file, probe sources.
 
 Global options (`--config`, `--log-level`, `--log-format`) go before or after the subcommand.
-`--config` defaults to /etc/edge-agent/agent.toml (`DEFAULT_CONFIG`) for every subcommand;
+`--config` defaults to /var/lib/edge-agent/agent.toml (`DEFAULT_CONFIG`, the one place `edgectl
+enroll`, the unit file and docs/operations.md use) for every subcommand;
 `check-config` also takes the file as its argument.
 
 Exit codes (stable, for scripts and systemd):
@@ -38,7 +39,7 @@ EXIT_STORE = 4
 EXIT_FAILED = 5
 EXIT_NOTHING_READ = 1  # `probe`: a source read nothing within --timeout
 PROG = "edge-agent"
-DEFAULT_CONFIG = "/etc/edge-agent/agent.toml"
+DEFAULT_CONFIG = "/var/lib/edge-agent/agent.toml"
 
 log = logging.getLogger("agent")
 

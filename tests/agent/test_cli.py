@@ -232,7 +232,7 @@ def test_global_options_before_or_after_the_subcommand_and_a_default_config(tmp_
     ):
         args = parser.parse_args(argv)
         assert (args.config, args.log_level, args.log_format) == ("a.toml", "debug", "json")
-    assert parser.parse_args(["run"]).config == DEFAULT_CONFIG == "/etc/edge-agent/agent.toml"
+    assert parser.parse_args(["run"]).config == DEFAULT_CONFIG == "/var/lib/edge-agent/agent.toml"
     assert parser.parse_args(["--log-level", "error", "run"]).log_level == "error"
     # check-config takes the file as its argument or as --config, like every other subcommand
     write_key(tmp_path / "keys" / "device.key")
