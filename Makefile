@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint fmt typecheck pytest bench demo soak clean
+.PHONY: test lint fmt typecheck pytest bench demo soak clean dist wheelhouse install-test \
+	container-base container-test
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -51,5 +52,38 @@ soak: $(STAMP)
 		--outage-max-s $(or $(SOAK_OUTAGE_MAX_S),8) --seed $(or $(SOAK_SEED),1) \
 		--json .soak/soak.json
 
+# The one install path (docs/install.md): dist/ gets the wheel and the sdist; the wheelhouse holds
+# the wheel with every dependency of every role, so a gateway installs with no index
+# (pip install --no-index --find-links). WHEELHOUSE_PLATFORM=manylinux2014_aarch64 (say) fetches
+# another machine's wheels, for Python $(WHEELHOUSE_PYTHON).
+WHEELHOUSE_PYTHON ?= 3.11
+# SOURCE_DATE_EPOCH (the last commit's time) makes the wheel's bytes depend only on its contents,
+# so an unchanged tree builds the same wheel and the container build reuses its cached layers.
+dist: $(STAMP)
+	rm -rf dist/tierless-* build
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 315532800) \
+		$(BIN)/python -m build --outdir dist .
+
+wheelhouse: dist
+	rm -rf dist/wheelhouse
+	$(BIN)/python -m pip download --quiet --only-binary=:all: --dest dist/wheelhouse \
+		$(if $(WHEELHOUSE_PLATFORM),--platform $(WHEELHOUSE_PLATFORM) --python-version $(WHEELHOUSE_PYTHON)) \
+		"tierless[agent,cloud,postgres,provisioning,zstd] @ file://$$(ls $(CURDIR)/dist/tierless-*.whl)"
+
+# Not part of `make test` (they take minutes): .ci/run runs them after it.
+# install-test: the wheel from the wheelhouse into fresh venvs, offline, every command's --help.
+install-test: wheelhouse
+	TIERLESS_DEPLOY_TESTS=1 $(BIN)/pytest -q -p no:cacheprovider tests/deploy/test_install.py
+
+# container-test: the receiver's image built on a local Debian base (container-base), run for
+# real against PostgreSQL with the commands of docs/deploy-cloud.md, which it reads from there.
+BASE_IMAGE ?= tierless-base:bookworm
+container-base:
+	BASE_IMAGE=$(BASE_IMAGE) deploy/container/base-image.sh
+
+container-test: $(STAMP) container-base
+	TIERLESS_DEPLOY_TESTS=1 BASE_IMAGE=$(BASE_IMAGE) $(BIN)/pytest -q -p no:cacheprovider \
+		tests/deploy/test_container.py
+
 clean:
-	rm -rf $(VENV) .bench .soak .hypothesis .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .bench .soak .hypothesis .mypy_cache .pytest_cache .ruff_cache dist build

@@ -37,6 +37,7 @@ from firmware_bridge.errors import ConfigError as BridgeConfigError
 from firmware_bridge.mcu_config import McuConfig
 from firmware_bridge.modbus_config import ModbusConfig, resolve
 from firmware_bridge.port_config import PortConfig
+from firmware_bridge.tickets import ticket_problems
 from hostio.loopback import is_loopback
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
@@ -409,10 +410,14 @@ def _modbus_problems(source: ModbusSourceConfig, where: str) -> list[str]:
 
 def _ascii_problems(source: AsciiSourceConfig, where: str) -> list[str]:
     try:
-        compile_spec(source, where=where)
+        spec = compile_spec(source, where=where)
     except BridgeConfigError as exc:
         return list(exc.problems)
-    return []
+    if source.ticket is None:
+        return []
+    groups = set(spec.pattern.groupindex)
+    metrics = {v.metric for v in spec.values}
+    return ticket_problems(source.ticket, groups, metrics, f"{where}.ticket")
 
 
 def _mcu_problems(source: McuSourceConfig, where: str) -> list[str]:

@@ -32,6 +32,10 @@ class Limits:
     handler_timeout_s: float = 60.0  # everything a request does after its headers
     raw_readings_limit: int = 10_000  # rows per raw readings query
     key_cache_s: float = 1.0  # how long a key's state may be reused (revocation delay)
+    unknown_key_cache_s: float = 5.0  # how long an unknown keyid is known to be unknown ...
+    unknown_key_cache_max: int = 10_000  # ... and how many of them
+    auth_failure_rate_per_s: float = 1.0  # failed device authentications per client address ...
+    auth_failure_burst: int = 30  # ... before /v1/batches and /v1/chain/head answer 429
     rate_table_max: int = 100_000  # tracked devices/addresses before the oldest are forgotten
 
     def __post_init__(self) -> None:

@@ -137,6 +137,7 @@ values = [{{ group = "net", metric = "net_mass", unit = "kg", medium = "material
 status_group = "status"
 status_map = {{ O = "good", M = "uncertain" }}
 checksum = {{ algorithm = "xor8", group = "cs" }}
+on_silence = "check_port"  # a ticket printer is silent between trucks: no gap
 reopen_initial_ms = 100
 reopen_max_ms = 1000
 
@@ -155,7 +156,7 @@ MQTT_SOURCE_INDEX = 3  # sources[3] in agent.toml, when present
 def mqtt_source(port: int) -> str:
     values = ", ".join(
         f"{{ metric = {_s(v)}, path = {_s(v)}, unit = {_s(u)} }}"
-        for v, u in zip(MQTT_VALUES, ("degC", "%"), strict=True)
+        for v, u in zip(MQTT_VALUES, ("Cel", "%"), strict=True)
     )
     return f"""
 # Temperature and humidity sensors on the gateway's own Mosquitto broker.

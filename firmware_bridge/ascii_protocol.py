@@ -14,7 +14,11 @@ Invariants:
   the error pattern, or its checksum is wrong) and DeviceError (the instrument answered with an
   error line); both are counted by the source, never fatal;
 - a matched answer without a value (MT-SICS `S +`, overload) still yields a reading: value 0.0,
-  quality from the status (BAD), so the gap is explicit.
+  quality from the status (BAD), so the gap is explicit;
+- every value is checked against its unit and range (wire.units): a unit the answer names that
+  is not in the value's `units` map raises UnexpectedUnitError (the line is refused: a bit error
+  never makes a new series); a number outside the value's range is kept with the reason
+  `out_of_range` in `Answer.problems`, and the source stores it BAD.
 
 Presets (`preset = "mt-sics"`) fill the pattern, command, status map and error pattern of a
 publicly documented protocol; explicit settings win over the preset's.
@@ -28,9 +32,25 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from firmware_bridge.errors import ConfigError, DeviceError, UnparsableAnswerError
+from firmware_bridge.errors import (
+    ConfigError,
+    DeviceError,
+    UnexpectedUnitError,
+    UnparsableAnswerError,
+)
 from firmware_bridge.port_config import PortConfig
+from firmware_bridge.tickets import TicketConfig
 from wire.models import AttrValue, Quality
+from wire.units import (
+    UNITS,
+    Kind,
+    Limits,
+    default_kind,
+    kind_problem,
+    limits_for,
+    range_problem,
+    unit_problem,
+)
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _Tag = Annotated[str, msgspec.Meta(max_length=128)]
@@ -41,8 +61,14 @@ _QUALITY = {"good": Quality.GOOD, "uncertain": Quality.UNCERTAIN, "bad": Quality
 class AsciiValue(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     group: _Name
     metric: _Name
-    unit: _Tag = ""
+    unit: _Tag = ""  # a UCUM code from wire.units.UNITS
     unit_group: str = ""  # take the unit from this group of the answer instead
+    # With unit_group: the unit as the instrument writes it -> its UCUM code. Empty: the answer
+    # must write a UCUM code itself. Any other token refuses the line.
+    units: dict[str, str] = msgspec.field(default_factory=dict)
+    kind: Kind | None = None  # None: cumulative in a counter unit, gauge otherwise
+    min: float | None = None  # plausible range, within the unit's physical limits
+    max: float | None = None
     scale: float = 1.0
     offset: float = 0.0
     site: _Tag = ""
@@ -69,7 +95,12 @@ class EventConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 class AsciiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     name: _Name = "ascii"
     port: PortConfig
-    preset: Literal["mt-sics"] | None = None
+    # Tags for every value that does not set its own (the preset's values too).
+    site: _Tag = ""
+    area: _Tag = ""
+    process: _Tag = ""
+    medium: _Tag = ""
+    preset: Literal["mt-sics", "toledo-continuous", "and"] | None = None
     mode: Literal["polled", "streaming"] = "polled"
     command: str = ""  # polled: sent every poll; streaming: sent once after opening ("": none)
     command_end: str = "\r\n"
@@ -83,10 +114,18 @@ class AsciiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     unknown_status: QualityName = "bad"
     checksum: ChecksumConfig | None = None
     event: EventConfig | None = None
+    ticket: TicketConfig | None = None  # weighings from the weight: firmware_bridge.tickets
     poll_interval_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
     answer_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 1000
     silence_timeout_ms: Annotated[int, msgspec.Meta(ge=1)] = 10_000  # streaming: no line at all
+    # streaming, after silence_timeout_ms without a value: "gap" reports the source down (a scale
+    # that streams continuously); "check_port" only checks the port (a ticket printer, silent
+    # between trucks)
+    on_silence: Literal["gap", "check_port"] = "gap"
     lost_after_timeouts: Annotated[int, msgspec.Meta(ge=1)] = 3  # then check the device is there
+    # polled: after a poll timed out, its answer may still come this long after the request; the
+    # next request waits until then, so a late answer is dropped and never taken for a later poll
+    late_answer_ms: Annotated[int, msgspec.Meta(ge=0)] = 3000
     max_line: Annotated[int, msgspec.Meta(ge=8, le=65536)] = 256
     reopen_initial_ms: Annotated[int, msgspec.Meta(ge=1)] = 500
     reopen_max_ms: Annotated[int, msgspec.Meta(ge=1)] = 30_000
@@ -96,7 +135,32 @@ class AsciiConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
 # for New Classic balances): `S` / `SI` answer "S S     100.00 g" (stable) or "S D …" (dynamic,
 # SI only); "S I" = not executable (busy), "S +" = overload, "S -" = underload; "ES", "ET", "EL"
 # are syntax, transmission and logical errors. `SIR` repeats SI continuously (streaming).
-# Commands and answers end with CR LF.
+# Commands and answers end with CR LF. Units as the balance writes them (the manual's list of
+# weight units for `U`/`PWR`): g, kg, mg, t, ct, lb, oz, ozt; anything else is a damaged line.
+MT_SICS_UNITS = {
+    "g": "g",
+    "kg": "kg",
+    "mg": "mg",
+    "t": "t",
+    "ct": "[car_m]",
+    "lb": "[lb_av]",
+    "oz": "[oz_av]",
+    "ozt": "[oz_tr]",
+}
+# Units the Toledo continuous framer names (`firmware_bridge.toledo`; "custom" is none of ours, so
+# a custom unit is refused like a bit error).
+TOLEDO_UNITS = {
+    "kg": "kg",
+    "lb": "[lb_av]",
+    "g": "g",
+    "t": "t",
+    "oz": "[oz_av]",
+    "ozt": "[oz_tr]",
+    "dwt": "[pwt_tr]",
+    "ton_long": "[lton_av]",
+}
+# A&D's unit field (instruction manuals' "Data format" tables): PC is a count in counting mode.
+AND_UNITS = {**MT_SICS_UNITS, "PC": "{pcs}", "%": "%", "dwt": "[pwt_tr]"}
 PRESETS: dict[str, dict[str, object]] = {
     "mt-sics": {
         "pattern": (
@@ -107,7 +171,40 @@ PRESETS: dict[str, dict[str, object]] = {
         "status_group": "status",
         "status_map": {"S": "good", "D": "uncertain", "I": "bad", "+": "bad", "-": "bad"},
         "command": {"polled": "SI", "streaming": "SIR"},
-        "values": [AsciiValue(group="weight", metric="weight", unit_group="unit")],
+        "values": [
+            AsciiValue(group="weight", metric="weight", unit_group="unit", units=MT_SICS_UNITS)
+        ],
+    },
+    # Mettler Toledo standard continuous output (terminal technical manuals, e.g. IND560/IND780
+    # appendix "Continuous Output"): binary status bytes, so `firmware_bridge.toledo` checks the
+    # checksum, applies the decimal point of status word A and hands this pattern a canonical
+    # line "<G|N> <S|D|O> <weight> <unit> <tare>". Streaming only; nothing to send.
+    "toledo-continuous": {
+        "pattern": (
+            r"^(?P<mode>[GN]) (?P<status>[SDO]) (?P<weight>-?\d+(?:\.\d+)?) (?P<unit>\S+)"
+            r" (?P<tare>\d+(?:\.\d+)?)$"
+        ),
+        "status_group": "status",
+        "status_map": {"S": "good", "D": "uncertain", "O": "bad"},
+        "command": {"polled": "", "streaming": ""},
+        "values": [
+            AsciiValue(group="weight", metric="weight", unit_group="unit", units=TOLEDO_UNITS),
+            AsciiValue(group="tare", metric="tare", unit_group="unit", units=TOLEDO_UNITS),
+        ],
+    },
+    # A&D standard data format (A&D instruction manuals, e.g. EK-L series 9-2 "Data format";
+    # indicators such as the AD-4404 add a second header GS/NT/TR): "ST,+00123.45  g" stable,
+    # "US," unstable, "OL," out of range, "QT," a count (not a weight: BAD); CR LF. Command `Q`
+    # asks for the present value (polled); stream mode is set on the instrument.
+    "and": {
+        "pattern": (
+            r"^(?P<status>ST|US|OL|QT),(?:(?P<mode>GS|NT|TR),)?"
+            r"(?:(?P<weight>[-+]\d*\.?\d+)|[-+ ][ .]*)\s*(?P<unit>[A-Za-z%]{1,3})\s*$"
+        ),
+        "status_group": "status",
+        "status_map": {"ST": "good", "US": "uncertain", "OL": "bad", "QT": "bad"},
+        "command": {"polled": "Q", "streaming": ""},
+        "values": [AsciiValue(group="weight", metric="weight", unit_group="unit", units=AND_UNITS)],
     },
 }
 
@@ -123,6 +220,7 @@ class AsciiSpec:
     values: tuple[AsciiValue, ...]
     status_group: str
     status_map: dict[str, QualityName]
+    limits: tuple[Limits, ...] = ()  # per value, as `values`
 
 
 def compile_spec(config: AsciiConfig, *, where: str | None = None) -> AsciiSpec:
@@ -174,9 +272,49 @@ def compile_spec(config: AsciiConfig, *, where: str | None = None) -> AsciiSpec:
     metrics = [v.metric for v in values]
     if len(set(metrics)) != len(metrics):
         problems.append(f"{where}.values: a metric appears twice in values")
+    values = tuple(_with_tags(v, config) for v in values)
+    for k, v in enumerate(values):
+        at = f"{where}.values[{k}]" if config.values else f"{where}.preset ({v.metric})"
+        problems += [f"{at}.{key}: {problem}" for key, problem in _value_problems(v)]
     if problems or pattern is None:
         raise ConfigError(problems)
-    return AsciiSpec(config, command, pattern, error_pattern, values, status_group, status_map)
+    limits = tuple(limits_for(v.unit, _kind(v), v.min, v.max) for v in values)
+    return AsciiSpec(
+        config, command, pattern, error_pattern, values, status_group, status_map, limits
+    )
+
+
+def _kind(v: AsciiValue) -> Kind:
+    return v.kind or default_kind(v.unit)
+
+
+def _with_tags(v: AsciiValue, config: AsciiConfig) -> AsciiValue:
+    """The value with the source's tags where it sets none of its own."""
+    tags = {
+        name: getattr(config, name)
+        for name in ("site", "area", "process", "medium")
+        if getattr(config, name) and not getattr(v, name)
+    }
+    return msgspec.structs.replace(v, **tags) if tags else v
+
+
+def _value_problems(v: AsciiValue) -> list[tuple[str, str]]:
+    out = []
+    units = list(v.units.values()) if v.unit_group else [v.unit]
+    for unit in units:
+        problem = unit_problem(unit)
+        if problem is not None:
+            out.append(("units" if v.unit_group else "unit", problem))
+        else:
+            problem = kind_problem(v.metric, unit, v.kind or default_kind(unit))
+            if problem is not None:
+                out.append(("kind", problem))
+    if v.units and not v.unit_group:
+        out.append(("units", "only used with unit_group"))
+    problem = range_problem(v.unit, v.min, v.max)
+    if problem is not None:
+        out.append(("min", problem))
+    return out
 
 
 def _compile(text: str, where: str, problems: list[str]) -> re.Pattern[str] | None:
@@ -253,6 +391,7 @@ class Answer:
     status: str
     quality: Quality
     attrs: tuple[tuple[str, AttrValue], ...] | None
+    problems: tuple[str | None, ...] = ()  # per value: why it cannot be GOOD (out_of_range)
 
 
 class AnswerParser:
@@ -276,24 +415,39 @@ class AnswerParser:
         else:
             quality = Quality.GOOD
         values: list[tuple[AsciiValue, float | None, str]] = []
-        for v in spec.values:
+        problems: list[str | None] = []
+        for k, v in enumerate(spec.values):
             text = m.group(v.group)
-            unit = (m.group(v.unit_group) or "") if v.unit_group else v.unit
+            unit = _unit(m, v) if v.unit_group else v.unit
             if text is None:
                 values.append((v, None, unit))
+                problems.append(None)
                 continue
             try:
-                number = float(text)
+                number = float(text) * v.scale + v.offset
             except ValueError as exc:
                 raise UnparsableAnswerError(f"{v.group}: {text!r} is not a number") from exc
-            values.append((v, number * v.scale + v.offset, unit))
+            values.append((v, number, unit))
+            limits = spec.limits[k] if spec.limits else Limits()
+            problems.append(limits.problem(number))
         attrs = None
         if spec.config.event is not None:
             attrs = tuple(
                 (name, _attr(m.group(group) or ""))
                 for name, group in spec.config.event.attrs.items()
             )
-        return Answer(tuple(values), status, quality, attrs)
+        return Answer(tuple(values), status, quality, attrs, tuple(problems))
+
+
+def _unit(m: re.Match[str], v: AsciiValue) -> str:
+    """The UCUM code of the unit the answer names ("" when it names none, as in `S +`)."""
+    token = (m.group(v.unit_group) or "").strip()
+    if not token:
+        return ""
+    unit = v.units.get(token) if v.units else (token if token in UNITS else None)
+    if unit is None:
+        raise UnexpectedUnitError(f"{v.unit_group}: unit {token[:16]!r} is not one {v.metric} has")
+    return unit
 
 
 def _attr(text: str) -> AttrValue:

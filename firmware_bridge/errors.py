@@ -6,6 +6,7 @@
     │   └── RemoteProtocolError        the peer sent what the protocol forbids
     │       ├── FrameError             one frame is damaged (COBS, CRC, length): drop it, resync
     │       └── UnparsableAnswerError  an instrument's line matches no pattern: count, go on
+    │           └── UnexpectedUnitError  it names a unit its value cannot have: count, go on
     ├── ConfigError                    fix the configuration; `problems` lists every one found
     ├── PortError                      a serial port cannot be used
     │   ├── PortUnavailableError       not there (ENOENT/ENODEV/EIO on open): retry with backoff
@@ -54,6 +55,10 @@ class FrameError(RemoteProtocolError):
 
 class UnparsableAnswerError(RemoteProtocolError):
     """An instrument answered with a line that matches none of the configured patterns."""
+
+
+class UnexpectedUnitError(UnparsableAnswerError):
+    """An answer names a unit its value cannot have (a bit error, or another instrument)."""
 
 
 class ConfigError(BridgeError):

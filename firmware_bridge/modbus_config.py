@@ -25,6 +25,7 @@ import msgspec
 from firmware_bridge.errors import ConfigError
 from firmware_bridge.modbus_map import REGISTERS, DataType, Order, Point, ReadRequest, plan_requests
 from firmware_bridge.port_config import PortConfig
+from wire.units import Kind, default_kind, kind_problem, limits_for, range_problem, unit_problem
 
 _Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _Tag = Annotated[str, msgspec.Meta(max_length=128)]
@@ -40,7 +41,10 @@ class PointConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_on
     byte_order: Order | None = None
     scale: float = 1.0
     offset: float = 0.0
-    unit: _Tag = ""
+    unit: _Tag = ""  # a UCUM code from wire.units.UNITS
+    kind: Kind | None = None  # None: cumulative in a counter unit, gauge otherwise
+    min: float | None = None  # plausible range, within the unit's physical limits
+    max: float | None = None
     site: _Tag = ""
     area: _Tag = ""
     process: _Tag = ""
@@ -231,6 +235,9 @@ def _device_plan(
         if point.address + REGISTERS[point.dtype] > 65536:
             at = f"{pwhere}.address" if own else pwhere
             problems.append(f"{at}: {pc.metric} runs past register 65535")
+        for key, problem in _declaration_problems(point.metric, pc):
+            at = f"{pwhere}.{key}" if own else f"{pwhere} ({pc.metric})"
+            problems.append(f"{at}: {problem}")
         points.append(point)
     max_registers = min(config.max_registers, meta.max_registers if meta else 125)
     requests = plan_requests(
@@ -239,7 +246,23 @@ def _device_plan(
     return DevicePlan(dev.name, dev.unit_id, dev.poll_interval_ms, tuple(points), tuple(requests))
 
 
+def _declaration_problems(metric: str, pc: PointConfig) -> list[tuple[str, str]]:
+    """The unit, kind and range checks of one point: (key, problem) pairs."""
+    out = []
+    unit = unit_problem(pc.unit)
+    if unit is not None:
+        out.append(("unit", unit))
+    kind = kind_problem(metric, pc.unit, pc.kind or default_kind(pc.unit))
+    if kind is not None:
+        out.append(("kind", kind))
+    bounds = range_problem(pc.unit, pc.min, pc.max)
+    if bounds is not None:
+        out.append(("min", bounds))
+    return out
+
+
 def _point(dev: DeviceConfig, meta: ProfileMeta | None, pc: PointConfig) -> Point:
+    kind = pc.kind or default_kind(pc.unit)
     return Point(
         metric=dev.metric_prefix + pc.metric,
         function=pc.function or (meta.function if meta else 3),
@@ -254,4 +277,6 @@ def _point(dev: DeviceConfig, meta: ProfileMeta | None, pc: PointConfig) -> Poin
         area=pc.area or dev.area,
         process=pc.process or dev.process,
         medium=pc.medium or dev.medium or (meta.medium if meta else ""),
+        kind=kind,
+        limits=limits_for(pc.unit, kind, pc.min, pc.max),
     )

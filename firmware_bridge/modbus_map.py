@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from wire.units import Kind, Limits
+
 DataType = Literal["u16", "i16", "u32", "i32", "float32", "float64"]
 Order = Literal["big", "little"]
 
@@ -93,6 +95,8 @@ class Point:
     area: str = ""
     process: str = ""
     medium: str = ""
+    kind: Kind = Kind.GAUGE
+    limits: Limits = Limits()
 
     @property
     def count(self) -> int:
@@ -108,6 +112,10 @@ class Point:
         if math.isfinite(raw):
             return raw * self.scale + self.offset
         return raw
+
+    def problem(self, value: float) -> str | None:
+        """Why `value` cannot be GOOD (`non_finite`, `out_of_range`), or None."""
+        return self.limits.problem(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,6 +175,12 @@ class SerialPort:
             self._serial.close()
 
 
+def device_present(path: str) -> bool:
+    """Whether `path` names something now (a stat, no open: cheap to ask while waiting for a
+    replug)."""
+    return os.path.exists(path)
+
+
 def _open_error(path: str, exc: BaseException) -> Exception:
     code = getattr(exc, "errno", None)
     text = str(exc)

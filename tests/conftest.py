@@ -13,11 +13,18 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
-from hypothesis import settings
+from hypothesis import HealthCheck, settings
 
 # Property tests are derandomised: the same examples on every run and every machine, so a red
 # test is reproducible and CI never turns red by luck. HYPOTHESIS_PROFILE=explore searches anew.
-settings.register_profile("tierless", derandomize=True, database=None)
+# Deterministic in make test, and no timing checks: a loaded 2-core machine is not slow code.
+settings.register_profile(
+    "tierless",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.register_profile("explore", derandomize=False)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "tierless"))
 

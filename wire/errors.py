@@ -6,6 +6,8 @@
     │   ├── TooLargeError          a cap was hit: wire size, decoded size, counts (413)
     │   └── InvalidBatchError      well-formed bytes, invalid contents: NaN, bad lengths, … (400)
     ├── EncodeError                our own batch cannot be encoded (a local bug or bad reading)
+    ├── BodyError                  a JSON request body that does not decode strictly (400); the
+    │                              message names the field and the fault, never echoes input
     ├── TokenFormatError           a string that is not an enrolment token (mistyped, cut, altered)
     └── SignatureError             signature, digest or key not acceptable (401); one message
                                    for the client, the reason for our logs only
@@ -39,6 +41,12 @@ class InvalidBatchError(DecodeError):
 
 class EncodeError(WireError):
     """A batch built on this side cannot be encoded."""
+
+
+class BodyError(WireError):
+    """A JSON request body that is not exactly the expected object (`wire.jsonbody`): not
+    UTF-8, not JSON, a repeated key, a missing, unknown or mistyped field. `str()` is
+    `<path>: <fault>`, safe to send back."""
 
 
 class TokenFormatError(WireError, ValueError):

@@ -11,6 +11,8 @@ Invariants:
 - Bodies the *receiver reads* (requests) keep the tolerance they have always had:
   `EnrollRequest` and `RotateRequest` ignore unknown fields (an older receiver must accept a newer
   gateway's extra field), `wire.admin.TokenRequest` rejects them (its only writer is edgectl).
+  The receiver decodes every JSON request body through `wire.jsonbody.decode_json`: strict
+  types, and no key repeated in any object at any depth, known field or not.
 - Bodies the *clients read* (responses) ignore unknown fields, so a receiver may add a field
   without breaking deployed gateways; a missing or mistyped field the client needs is an error.
 - `ErrorBody.error` is a plain string when decoded: a client must survive a code it does not know.

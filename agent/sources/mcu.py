@@ -22,6 +22,11 @@ Time: readings stamped in UTC by the MCU keep their time (TIME_UNTRUSTED if the 
 from an untrusted clock). Readings stamped in ms since boot are mapped with the offset learned in
 the current boot's handshake and TIME_SYNC round trips (midpoint rule); readings from an earlier
 boot that was never synced cannot be mapped and get the receive time, flagged TIME_UNTRUSTED.
+
+Gaps (`agent.sources.gaps`): a port lost or unopenable (reason `port_lost`) or no frame for
+`dead_after_ms` (reason `silent`) is a `source_down` event and one log line; the next completed
+handshake is `source_up` with how long the MCU was gone. Nothing is missing in between: the MCU
+keeps its readings until acknowledged and replays them, so the events mark a delay, not a loss.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.sources import Sink, Stamper, add_readings
+from agent.sources.gaps import Gaps, GapStats, Reason
 from agent.sources.throttle import LogThrottle
 from agent.watermarks import Watermarks
 from firmware_bridge.backoff import Backoff
@@ -90,6 +96,7 @@ class McuStats:
     history_resets: int = 0
     protocol_errors: int = 0
     reopens: int = 0
+    outages: GapStats = field(default_factory=GapStats)  # source_down / source_up events
 
 
 @dataclass(slots=True)
@@ -150,6 +157,8 @@ class McuSource:
         self._series: dict[int, SeriesKey] = {}
         self.firmware: str = ""
         self.uid: int | None = None
+        self.gaps = Gaps(self.name, clock=clock, logger=self._log, stats=self.stats.outages)
+        self._lost_reason: Reason = "port_lost"
 
     async def run(self, sink: Sink) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -170,13 +179,15 @@ class McuSource:
             try:
                 port = SerialPort.open(cfg.port, self.stats.port)
             except PortError as exc:
-                self._throttle.warning("open", "%s: %s", cfg.name, exc)
+                if not self.gaps.down(sink, "port_lost", str(exc)):
+                    self._throttle.warning("open", "%s: %s", cfg.name, exc)
                 await asyncio.sleep(backoff.next_delay())
                 continue
+            self._lost_reason = "port_lost"
             try:
                 await self._session(port, sink, backoff)
             except* PortError as group:
-                self._throttle.warning("lost", "%s: %s", cfg.name, group.exceptions[0])
+                self.gaps.down(sink, self._lost_reason, str(group.exceptions[0]))
             except* RemoteProtocolError as group:
                 self.stats.protocol_errors += 1
                 self._throttle.warning(
@@ -203,6 +214,7 @@ class McuSource:
         while True:
             data = await s.port.read()
             s.heard = loop.time()
+            self.gaps.heard()  # a later loss is measured from here
             discarded, stale = conn.framing.stats.discarded_bytes, conn.stats.stale
             conn.receive_data(data)
             self.stats.discarded_bytes += conn.framing.stats.discarded_bytes - discarded
@@ -223,6 +235,7 @@ class McuSource:
                 elif isinstance(event, HelloAck):
                     await self._on_hello_ack(s, event)
                     backoff.reset()
+                    self.gaps.up(sink)
                 elif isinstance(event, TimeSyncAck):
                     self._on_time_sync_ack(s, event)
                 elif isinstance(event, ChannelInfo):
@@ -432,6 +445,7 @@ class McuSource:
             now = loop.time()
             conn = s.conn
             if now - s.heard > cfg.dead_after_ms / 1000:
+                self._lost_reason = "silent" if s.port.still_present() else "port_lost"
                 raise PortLostError(
                     f"{cfg.port.path}: no frame for {cfg.dead_after_ms} ms"
                     + ("" if s.port.still_present() else " and the device node is gone")

@@ -16,13 +16,16 @@ Every poll ends in readings, good or not:
 - the link lost (adapter unplugged, TCP reset): every point BAD at its interval, and the client is
   rebuilt with capped jittered backoff, the port path resolved again (by-id names survive).
 A missing reading is never silent: the BAD readings are the explicit no-data markers.
+
+Gaps (`agent.sources.gaps`): the link lost or not connecting is a `source_down` event (reason
+`link_lost`) and one log line, the next answered request `source_up`; a unit whose circuit opens
+is `source_down` with `part` = its device name (reason `unit_down`), its next answer `source_up`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +35,8 @@ from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
 from agent.sources import Sink, Stamper, add_readings
+from agent.sources.gaps import Gaps, GapStats
+from agent.sources.lognames import name_foreign_logs
 from agent.sources.throttle import LogThrottle
 from firmware_bridge.backoff import Backoff
 from firmware_bridge.errors import DeviceError, DeviceExceptionError, DeviceTimeoutError
@@ -48,7 +53,8 @@ class _LinkLostError(Exception):
 
 @dataclass(slots=True)
 class UnitStats:
-    polls: int = 0  # requests sent
+    polls: int = 0  # polls of this unit (one per poll interval, however many requests)
+    requests: int = 0  # requests sent (a poll of a unit takes one per planned request)
     ok: int = 0
     timeouts: int = 0
     exceptions: dict[int, int] = field(default_factory=dict)  # Modbus exception code → count
@@ -66,6 +72,8 @@ class ModbusStats:
     readings: int = 0
     bad_readings: int = 0
     non_finite: int = 0
+    out_of_range: int = 0  # outside the point's plausible range: stored BAD
+    outages: GapStats = field(default_factory=GapStats)  # source_down / source_up events
     units: dict[int, UnitStats] = field(default_factory=dict)
 
 
@@ -96,10 +104,12 @@ class ModbusSource:
         self.stats = ModbusStats()
         self.tap: Callable[[str], None] | None = None  # `edge-agent probe`: raw answers
         self._series: dict[tuple[str, str], SeriesKey] = {}
+        self.gaps = Gaps(self.name, clock=clock, logger=self._log, stats=self.stats.outages)
         for plan in self.plans:
             self.stats.units[plan.unit_id] = UnitStats()
 
     async def run(self, sink: Sink) -> None:
+        name_foreign_logs(self.name)  # pymodbus' own log lines say which bus they are about
         cfg = self.config
         loop = asyncio.get_running_loop()
         backoff = Backoff(cfg.reconnect_initial_ms / 1000, cfg.reconnect_max_ms / 1000, self._rng)
@@ -110,7 +120,7 @@ class ModbusSource:
             while True:
                 now = loop.time()
                 if client is None and now >= reconnect_at:
-                    client = await self._connect()
+                    client = await self._connect(sink)
                     if client is None:
                         reconnect_at = loop.time() + backoff.next_delay()
                     else:
@@ -125,7 +135,7 @@ class ModbusSource:
                     continue
                 interval = plan.poll_interval_ms / 1000
                 due[plan.name] = max(due[plan.name] + interval, now)
-                readings, lost = await self._poll(client, plan)
+                readings, lost = await self._poll(client, plan, sink)
                 if lost and client is not None:
                     self.stats.links_lost += 1
                     client.close()
@@ -163,7 +173,7 @@ class ModbusSource:
             name=cfg.name,
         )
 
-    async def _connect(self) -> _Client | None:
+    async def _connect(self, sink: Sink) -> _Client | None:
         client = self._make_client()
         try:
             async with asyncio.timeout(self.config.timeout_ms / 1000 + 5):
@@ -176,21 +186,26 @@ class ModbusSource:
         if not ok:
             client.close()
             self.stats.connect_failures += 1
-            where = self.config.host if self.config.transport == "tcp" else self.config.port
-            self._throttle.warning(
-                "connect", "%s: cannot connect to %s: %s", self.config.name, where, reason
-            )
+            cfg = self.config
+            where = cfg.host if cfg.transport == "tcp" else cfg.port.path if cfg.port else ""
+            if not self.gaps.down(sink, "link_lost", f"cannot connect to {where}: {reason}"):
+                self._throttle.warning(
+                    "connect", "%s: cannot connect to %s: %s", cfg.name, where, reason
+                )
             return None
         self.stats.connects += 1
         return client
 
-    async def _poll(self, client: _Client | None, plan: DevicePlan) -> tuple[list[Reading], bool]:
+    async def _poll(
+        self, client: _Client | None, plan: DevicePlan, sink: Sink
+    ) -> tuple[list[Reading], bool]:
         """Readings for every point of `plan` (BAD where no value came), and whether the link
         was lost on the way."""
         unit = self.stats.units[plan.unit_id]
         loop = asyncio.get_running_loop()
         out: list[Reading] = []
         lost = client is None
+        unit.polls += 1
         for req in plan.requests:
             if lost or client is None:
                 out += self._bad(plan, req.points)
@@ -199,17 +214,18 @@ class ModbusSource:
                 unit.skipped_down += 1
                 out += self._bad(plan, req.points)
                 continue
-            unit.polls += 1
+            unit.requests += 1
             try:
                 words = await self._read(client, req)
             except _LinkLostError as exc:
-                self._throttle.warning("link", "%s: link lost: %s", self.config.name, exc)
+                self.gaps.down(sink, "link_lost", str(exc))
                 lost = True
                 out += self._bad(plan, req.points)
                 continue
             except DeviceExceptionError as exc:
                 unit.exceptions[exc.code] = unit.exceptions.get(exc.code, 0) + 1
                 unit.consecutive_failures = 0  # it answered: alive, just refusing
+                self._answered(plan, sink)
                 self._throttle.warning(
                     f"exc-{plan.name}", "%s/%s: %s", self.config.name, plan.name, exc
                 )
@@ -217,12 +233,12 @@ class ModbusSource:
                 continue
             except DeviceTimeoutError as exc:
                 unit.timeouts += 1
-                self._failed(plan, unit, str(exc))
+                self._failed(plan, unit, str(exc), sink)
                 out += self._bad(plan, req.points)
                 continue
             except DeviceError as exc:
                 unit.errors += 1
-                self._failed(plan, unit, str(exc))
+                self._failed(plan, unit, str(exc), sink)
                 out += self._bad(plan, req.points)
                 continue
             if self.tap is not None:
@@ -234,30 +250,38 @@ class ModbusSource:
             unit.ok += 1
             unit.consecutive_failures = 0
             unit.down_until = 0.0
+            self._answered(plan, sink)
             ts, bits = self._clock.now()
             for point, value in req.decode(words):
                 quality = Quality.GOOD | bits
-                if not math.isfinite(value):
+                problem = point.problem(value)
+                if problem == "non_finite":
                     self.stats.non_finite += 1
                     value, quality = 0.0, Quality.BAD | bits
+                elif problem is not None:  # kept as read, flagged: the raw value explains it
+                    self.stats.out_of_range += 1
+                    quality = Quality.BAD | bits
                 out.append(Reading(self._key(plan, point), ts, value, quality))
         self.stats.readings += len(out)
         return out, lost
 
-    def _failed(self, plan: DevicePlan, unit: UnitStats, reason: str) -> None:
+    def _answered(self, plan: DevicePlan, sink: Sink) -> None:
+        """A unit answered: the link is up, and so is that unit."""
+        self.gaps.up(sink)
+        self.gaps.up(sink, part=plan.name)
+
+    def _failed(self, plan: DevicePlan, unit: UnitStats, reason: str, sink: Sink) -> None:
         unit.consecutive_failures += 1
         if unit.consecutive_failures >= self.config.down_after_failures:
             unit.down_until = asyncio.get_running_loop().time() + self.config.down_retry_ms / 1000
-            self._throttle.warning(
-                f"down-{plan.name}",
-                "%s/%s (unit %d): %d failures in a row (%s); not polled for %d ms",
-                self.config.name,
-                plan.name,
-                plan.unit_id,
-                unit.consecutive_failures,
-                reason,
-                self.config.down_retry_ms,
+            detail = (
+                f"unit {plan.unit_id}: {unit.consecutive_failures} failures in a row ({reason}); "
+                f"not polled for {self.config.down_retry_ms} ms"
             )
+            if not self.gaps.down(sink, "unit_down", detail, part=plan.name):
+                self._throttle.warning(
+                    f"down-{plan.name}", "%s/%s: %s", self.config.name, plan.name, detail
+                )
 
     async def _read(self, client: _Client, req: ReadRequest) -> list[int]:
         cfg = self.config

@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo
 
 from cloud.storage.reads import EventRecord, SeriesInfo
 from wire.models import Quality
+from wire.units import NOT_CUMULATIVE_SUFFIXES
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -68,9 +69,15 @@ COUNTER_UNITS: dict[str, tuple[str, float]] = {
     "Nm³": ("Nm³", 1.0),
     "Sm3": ("Sm³", 1.0),
     "Sm³": ("Sm³", 1.0),
+    # The UCUM codes gateways declare (wire.units), summed with the spellings above.
+    "W.h": ("kWh", 0.001),
+    "kW.h": ("kWh", 1.0),
+    "MW.h": ("kWh", 1000.0),
+    "W.min": ("kWh", 1.0 / 60_000.0),
+    "var.h": ("kvarh", 0.001),
+    "kvar.h": ("kvarh", 1.0),
+    "kJ": ("GJ", 1e-6),
 }
-# A metric in a counter unit that is not a running total (energy per interval, say).
-NOT_CUMULATIVE_SUFFIXES = ("_delta", "_interval", "_increment", "_rate")
 TICKET_KIND = "weighbridge_ticket"
 _OUTBOUND = frozenset({"out", "outbound", "dispatch", "shipped"})
 # Candidate register widths for rollovers: 10^n, and 2^16/2^32/2^48/2^64 raw counts scaled by

@@ -17,6 +17,7 @@ a bucketed read at 100,000 buckets, a figure at 10,000 intervals, 400 days and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -25,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cloud import responses
-from cloud.apps import figures
+from cloud.apps import figures, params
 from cloud.apps.context import AppContext
 from cloud.apps.figures import CounterPolicy, Figure, Interval, Role, Trace
 from cloud.apps.views import (
@@ -62,6 +63,7 @@ MAX_FIGURE_RANGE_MS = 400 * DAY_MS
 FIGURE_ROW_BUDGET = 5_000_000  # readings one figures request may read (about 5 s of work)
 MAX_TICKETS = 100_000
 DEFAULT_POLICY = CounterPolicy()
+_TZ_NAME_MAX = 64  # the longest IANA name is about 30 characters
 
 
 @dataclass
@@ -151,41 +153,29 @@ def _tags(s: SeriesInfo) -> dict[str, str]:
     return {"site": s.site, "area": s.area, "process": s.process, "medium": s.medium}
 
 
-def _bad(message: str) -> RejectedError:
-    return RejectedError(400, responses.bad_request(message), reason=message)
+_bad = params.bad
 
 
-def _int_param(request: Request, name: str, default: int, *, minimum: int = 0) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise _bad(f"{name} must be an integer") from exc
-    if not minimum <= value < 2**62:
-        raise _bad(f"{name} out of range")
-    return value
-
-
-def series_filter(request: Request, *, others: tuple[str, ...] = ()) -> SeriesFilter:
-    q = request.query_params
+def series_filter(q: Mapping[str, str], *, others: tuple[str, ...] = ()) -> SeriesFilter:
     unknown = set(q.keys()) - set(FILTERS) - set(others)
     if unknown:
-        raise _bad(f"unknown filter {sorted(unknown)[0]!r}; use {', '.join(FILTERS)}")
+        first = params.shown(sorted(unknown)[0])
+        raise _bad(f"unknown filter {first}; use {', '.join(FILTERS)}")
     return SeriesFilter(**{name: q.get(name) for name in FILTERS})
 
 
-def time_zone(request: Request) -> ZoneInfo:
-    name = request.query_params.get("tz") or "UTC"
+def time_zone(q: Mapping[str, str]) -> ZoneInfo:
+    name = q.get("tz") or "UTC"
     try:
+        if len(name) > _TZ_NAME_MAX:
+            raise ValueError(name)
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: a name the OS refuses
         raise _bad("tz must be an IANA time zone name, e.g. Europe/Berlin") from exc
 
 
-def _choice(request: Request, name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = request.query_params.get(name) or default
+def _choice(q: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = q.get(name) or default
     if value not in allowed:
         raise _bad(f"{name} must be one of {', '.join(allowed)}")
     return value
@@ -199,9 +189,9 @@ class QueryHandlers:
     def _auth(self, request: Request) -> None:
         require_bearer(request, self._readers)
 
-    def _range(self, request: Request) -> tuple[int, int]:
-        to_ms = _int_param(request, "to_ms", self.ctx.now_ms() + 1)
-        from_ms = _int_param(request, "from_ms", max(0, to_ms - DAY_MS))
+    def _range(self, q: Mapping[str, str]) -> tuple[int, int]:
+        to_ms = params.time_ms(q, "to_ms", self.ctx.now_ms() + 1)
+        from_ms = params.time_ms(q, "from_ms", max(0, to_ms - DAY_MS))
         if from_ms >= to_ms:
             raise _bad("from_ms must be before to_ms")
         return from_ms, to_ms
@@ -213,27 +203,28 @@ class QueryHandlers:
 
     async def series(self, request: Request) -> Response:
         self._auth(request)
-        found = await self.ctx.reads.list_series(series_filter(request))
+        found = await self.ctx.reads.list_series(series_filter(params.query(request)))
         return responses.json_response(200, SeriesList(series=[series_view(s) for s in found]))
 
     async def latest(self, request: Request) -> Response:
         self._auth(request)
-        found = await self.ctx.reads.latest(series_filter(request))
+        found = await self.ctx.reads.latest(series_filter(params.query(request)))
         return responses.json_response(200, LatestList(latest=[latest_view(v) for v in found]))
 
     async def readings(self, request: Request) -> Response:
         self._auth(request)
-        series_id = request.path_params["series_id"]
+        series_id = params.series_id(request)
+        q = params.query(request)
         info = await self.ctx.reads.get_series(series_id)
         if info is None:
             raise RejectedError(404, responses.not_found("series"), reason="series not found")
-        from_ms, to_ms = self._range(request)
-        bucket_ms = _int_param(request, "bucket_ms", 0)
+        from_ms, to_ms = self._range(q)
+        bucket_ms = params.integer(q, "bucket_ms", 0)
         if bucket_ms == 0:
-            if "agg" in request.query_params:
+            if "agg" in q:
                 raise _bad("agg needs bucket_ms")
             cap = self.ctx.raw_readings_limit
-            limit = _int_param(request, "limit", cap, minimum=1)
+            limit = params.integer(q, "limit", cap, minimum=1)
             points = await self.ctx.reads.readings(series_id, from_ms, to_ms, min(limit, cap))
             raw = RawReadings(
                 series=series_view(info),
@@ -243,7 +234,7 @@ class QueryHandlers:
             )
             return responses.json_response(200, raw)
         try:
-            agg = Agg(request.query_params.get("agg", "avg"))
+            agg = Agg(q.get("agg", "avg"))
         except ValueError as exc:
             raise _bad(f"agg must be one of {', '.join(a.value for a in Agg)}") from exc
         if (to_ms - from_ms) // bucket_ms > MAX_BUCKETS:
@@ -261,26 +252,27 @@ class QueryHandlers:
 
     async def events(self, request: Request) -> Response:
         self._auth(request)
-        from_ms, to_ms = self._range(request)
+        q = params.query(request)
+        from_ms, to_ms = self._range(q)
         cap = self.ctx.raw_readings_limit
-        limit = min(_int_param(request, "limit", cap, minimum=1), cap)
-        q = request.query_params
+        limit = min(params.integer(q, "limit", cap, minimum=1), cap)
         found = await self.ctx.reads.events(q.get("device"), q.get("kind"), from_ms, to_ms, limit)
         return responses.json_response(200, EventList(events=[event_view(e) for e in found]))
 
     def _figure_window(
-        self, request: Request, tz: ZoneInfo, default_interval: str
+        self, q: Mapping[str, str], tz: ZoneInfo, default_interval: str
     ) -> tuple[int, int, Interval]:
         now = self.ctx.now_ms()
         day_start, day_end = figures.local_day(now, tz)
-        to_ms = _int_param(request, "to_ms", day_end)
-        from_ms = _int_param(request, "from_ms", day_start if to_ms == day_end else to_ms - DAY_MS)
+        to_ms = params.time_ms(q, "to_ms", day_end)
+        default_from = day_start if to_ms == day_end else max(0, to_ms - DAY_MS)
+        from_ms = params.time_ms(q, "from_ms", default_from)
         if from_ms >= to_ms:
             raise _bad("from_ms must be before to_ms")
         if to_ms - from_ms > MAX_FIGURE_RANGE_MS:
             raise _bad("a figure covers at most 400 days")
         allowed = tuple(i.value for i in Interval)
-        interval = Interval(_choice(request, "interval", default_interval, allowed))
+        interval = Interval(_choice(q, "interval", default_interval, allowed))
         return from_ms, to_ms, interval
 
     def _boundaries(self, from_ms: int, to_ms: int, interval: Interval, tz: ZoneInfo) -> list[int]:
@@ -291,19 +283,19 @@ class QueryHandlers:
     async def consumption(self, request: Request) -> Response:
         self._auth(request)
         extra = ("from_ms", "to_ms", "interval", "tz", "group_by", "detail", "max_step_ms")
-        flt = series_filter(request, others=extra)
-        tz = time_zone(request)
-        from_ms, to_ms, interval = self._figure_window(request, tz, "hour")
-        raw_group = request.query_params.get("group_by", "medium")
+        q = params.query(request)
+        flt = series_filter(q, others=extra)
+        tz = time_zone(q)
+        from_ms, to_ms, interval = self._figure_window(q, tz, "hour")
+        raw_group = q.get("group_by", "medium")
         group_by = tuple(t for t in raw_group.split(",") if t) if raw_group != "none" else ()
         if len(set(group_by)) != len(group_by) or not set(group_by) <= set(GROUP_TAGS):
             raise _bad(f"group_by takes a comma list of {', '.join(GROUP_TAGS)}, or none")
-        detail = _choice(request, "detail", "groups", ("groups", "series"))
-        policy = CounterPolicy(
-            max_step_ms=_int_param(request, "max_step_ms", DEFAULT_POLICY.max_step_ms, minimum=1)
-        )
-        if policy.max_step_ms > DAY_MS:
+        detail = _choice(q, "detail", "groups", ("groups", "series"))
+        max_step_ms = params.integer(q, "max_step_ms", DEFAULT_POLICY.max_step_ms, minimum=1)
+        if max_step_ms > DAY_MS:
             raise _bad("max_step_ms is at most one day")
+        policy = CounterPolicy(max_step_ms=max_step_ms)
         boundaries = self._boundaries(from_ms, to_ms, interval, tz)
         until_ms = min(to_ms, self.ctx.now_ms() + 1)
         series = await self.ctx.reads.list_series(flt)
@@ -331,13 +323,13 @@ class QueryHandlers:
 
     async def materials(self, request: Request) -> Response:
         self._auth(request)
-        q = request.query_params
+        q = params.query(request)
         allowed = {"from_ms", "to_ms", "interval", "tz", "device", "kind"}
         unknown = set(q.keys()) - allowed
         if unknown:
-            raise _bad(f"unknown parameter {sorted(unknown)[0]!r}")
-        tz = time_zone(request)
-        from_ms, to_ms, interval = self._figure_window(request, tz, "day")
+            raise _bad(f"unknown parameter {params.shown(sorted(unknown)[0])}")
+        tz = time_zone(q)
+        from_ms, to_ms, interval = self._figure_window(q, tz, "day")
         boundaries = self._boundaries(from_ms, to_ms, interval, tz)
         kind = q.get("kind") or figures.TICKET_KIND
         found = await self.ctx.reads.events(q.get("device"), kind, from_ms, to_ms, MAX_TICKETS + 1)
@@ -354,7 +346,7 @@ def routes(ctx: AppContext) -> list[Route]:
     return [
         Route(DEVICES_PATH, e("devices", h.devices), methods=["GET"]),
         Route(SERIES_PATH, e("series", h.series), methods=["GET"]),
-        Route(READINGS_PATH.replace("}", ":int}"), e("readings", h.readings), methods=["GET"]),
+        Route(READINGS_PATH, e("readings", h.readings), methods=["GET"]),
         Route(LATEST_PATH, e("latest", h.latest), methods=["GET"]),
         Route(EVENTS_PATH, e("events", h.events), methods=["GET"]),
         Route(CONSUMPTION_PATH, e("consumption", h.consumption), methods=["GET"]),

@@ -15,7 +15,9 @@ that already exists (re-enrolment after a lost or revoked key) keeps its chain.
 
 from __future__ import annotations
 
-import msgspec
+import re
+from urllib.parse import unquote_to_bytes
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -26,7 +28,7 @@ from cloud.bearer import require_bearer
 from cloud.errors import RejectedError
 from cloud.receiver.batches import require_content_type
 from cloud.receiver.context import Context
-from cloud.receiver.enroll import JSON, valid_device_id
+from cloud.receiver.enroll import JSON, decode_body, valid_device_id
 from cloud.receiver.limits import read_body
 from cloud.receiver.tokens import issue_token
 from cloud.storage.devices import DeviceStatus, KeyStatus
@@ -45,6 +47,33 @@ from wire.http import (
     ADMIN_TOKENS_PATH,
 )
 
+_KEYID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+
+
+def _bad(message: str) -> RejectedError:
+    return RejectedError(400, responses.bad_request(message), reason=message)
+
+
+def device_id_param(request: Request) -> str:
+    """The `{device_id}` of the path; 400 for one the receiver could never have issued (not
+    UTF-8, control characters, too long), before it reaches the store."""
+    # The server decodes the path leniently (a bad byte becomes U+FFFD); the raw path tells.
+    try:
+        unquote_to_bytes(request.scope.get("raw_path") or b"").decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _bad("device_id is not UTF-8") from exc
+    device_id: str = request.path_params["device_id"]
+    if not valid_device_id(device_id):
+        raise _bad("device_id must be 1-128 printable characters")
+    return device_id
+
+
+def keyid_param(request: Request) -> str:
+    keyid: str = request.path_params["keyid"]
+    if _KEYID.fullmatch(keyid) is None:
+        raise _bad("keyid must be 1-128 base64url characters")
+    return keyid
+
 
 def _not_found(what: str) -> RejectedError:
     return RejectedError(404, responses.not_found(what), reason=f"{what} not found")
@@ -62,17 +91,11 @@ class AdminHandlers:
         require_content_type(request, JSON)
         limits = self.ctx.config.limits
         raw = await read_body(request, limits.max_json_bytes, timeout_s=limits.body_timeout_s)
-        try:
-            body = msgspec.json.decode(raw, type=TokenRequest)
-        except msgspec.DecodeError as exc:
-            message = 'expected {"device_id": str, "ttl_s": int}'
-            raise RejectedError(400, responses.bad_request(message), reason="token body") from exc
+        body = decode_body(raw, TokenRequest)
         if not valid_device_id(body.device_id):
-            message = "device_id must be 1-128 printable characters"
-            raise RejectedError(400, responses.bad_request(message), reason=message)
+            raise _bad("device_id must be 1-128 printable characters")
         if not 0 < body.ttl_s <= self.ctx.config.max_token_ttl_s:
-            message = f"ttl_s must be 1..{self.ctx.config.max_token_ttl_s}"
-            raise RejectedError(400, responses.bad_request(message), reason=message)
+            raise _bad(f"ttl_s must be 1..{self.ctx.config.max_token_ttl_s}")
         token, record = issue_token(
             body.device_id, now_ms=self.ctx.now_ms(), ttl_ms=body.ttl_s * 1000
         )
@@ -94,14 +117,14 @@ class AdminHandlers:
 
     async def show_device(self, request: Request) -> Response:
         self._auth(request)
-        device = await self.ctx.store.get_device(request.path_params["device_id"])
+        device = await self.ctx.store.get_device(device_id_param(request))
         if device is None:
             raise _not_found("device")
         return responses.json_response(200, device_view(device, detail=True))
 
     async def _set_status(self, request: Request, status: DeviceStatus) -> Response:
         self._auth(request)
-        device_id = request.path_params["device_id"]
+        device_id = device_id_param(request)
         device = await self.ctx.store.get_device(device_id)
         if device is None:
             raise _not_found("device")
@@ -124,7 +147,7 @@ class AdminHandlers:
 
     async def revoke_device(self, request: Request) -> Response:
         self._auth(request)
-        device_id = request.path_params["device_id"]
+        device_id = device_id_param(request)
         if await self.ctx.store.get_device(device_id) is None:
             raise _not_found("device")
         n = await self.ctx.store.revoke_device_keys(device_id, self.ctx.now_ms())
@@ -134,7 +157,7 @@ class AdminHandlers:
 
     async def revoke_key(self, request: Request) -> Response:
         self._auth(request)
-        keyid = request.path_params["keyid"]
+        keyid = keyid_param(request)
         key = await self.ctx.store.get_key(keyid)
         if key is None:
             raise _not_found("key")

@@ -5,7 +5,9 @@ Device request checks, in this order (cheapest first; nothing is read or decoded
 signature except the headers):
 1. exactly one Signature-Input and one Signature field line, parsed strictly (`wire.signatures`);
 2. the key, looked up by keyid (an unknown key fails here); a key's record is reused for at most
-   `Limits.key_cache_s` (1 s) so a busy device costs no store round trip per request;
+   `Limits.key_cache_s` (1 s) so a busy device costs no store round trip per request, and an
+   unknown keyid is remembered as unknown for `Limits.unknown_key_cache_s` (5 s, at most
+   `Limits.unknown_key_cache_max` ids) so a flood of made-up ids costs one look-up each per 5 s;
 3. the Ed25519 signature over `@method`, `@target-uri` (configured public URL + raw path + query,
    never Host), content-type, content-digest and content-encoding when present, with our tag;
 4. only then the key state: revoked, retiring past its end, or device disabled is 403, so an
@@ -88,32 +90,65 @@ class PublicKeys:
 class KeyRecords:
     """Key records by keyid for at most `ttl_s` (monotonic), so a busy device costs no store
     round trip per request. A revocation made through this process's admin API invalidates at
-    once; one made through another receiver takes effect here within `ttl_s`. Unknown keys are
-    not cached."""
+    once; one made through another receiver takes effect here within `ttl_s`, and in the batch
+    transaction at once (the store re-checks the key under the device's row lock).
 
-    def __init__(self, store: BatchStore, ttl_s: float, clock: Callable[[], float]) -> None:
+    Unknown key ids are remembered as unknown for `unknown_ttl_s`, at most `unknown_max` of them,
+    in a table of their own: a flood of made-up key ids costs one store look-up per id and
+    `unknown_ttl_s`, and cannot push the keys of real devices out of the cache. A key enrolled
+    through this process is known at once (enrolment calls `invalidate`); one enrolled through
+    another receiver is known here within `unknown_ttl_s`."""
+
+    def __init__(
+        self,
+        store: BatchStore,
+        ttl_s: float,
+        clock: Callable[[], float],
+        *,
+        unknown_ttl_s: float = 5.0,
+        unknown_max: int = 10_000,
+    ) -> None:
         self._store = store
         self._ttl_s = ttl_s
         self._clock = clock
+        self._unknown_ttl_s = unknown_ttl_s
+        self._unknown_max = unknown_max
         self._records: OrderedDict[str, tuple[float, KeyRecord]] = OrderedDict()
+        self._unknown: OrderedDict[str, float] = OrderedDict()  # keyid -> when looked up
+        self.lookups = 0  # store look-ups made, for tests and metrics
 
     async def get(self, keyid: str) -> KeyRecord | None:
         now = self._clock()
         hit = self._records.get(keyid)
         if hit is not None and now - hit[0] < self._ttl_s:
             return hit[1]
+        missed = self._unknown.get(keyid)
+        if missed is not None and now - missed < self._unknown_ttl_s:
+            return None
+        self.lookups += 1
         record = await self._store.get_key(keyid)
         if record is None:
             self._records.pop(keyid, None)
+            self._unknown[keyid] = now
+            self._unknown.move_to_end(keyid)
+            while len(self._unknown) > self._unknown_max:
+                self._unknown.popitem(last=False)
             return None
+        self._unknown.pop(keyid, None)
         self._records[keyid] = (now, record)
         self._records.move_to_end(keyid)
         if len(self._records) > _KEY_CACHE_MAX:
             self._records.popitem(last=False)
         return record
 
+    def forget(self, keyid: str) -> None:
+        """Drop what is cached about one key (the store said its state changed)."""
+        self._records.pop(keyid, None)
+        self._unknown.pop(keyid, None)
+
     def invalidate(self) -> None:
         self._records.clear()
+        self._unknown.clear()
 
 
 async def authenticate_device(

@@ -4,14 +4,18 @@ Order of checks for a batch (each refusal is final; later steps never run):
 
     1. declared Content-Length over the wire cap          413  (nothing read)
     2. Content-Type / Content-Encoding not accepted       415
-    3. signature headers, key look-up, signature          401  (one body for all)
+    3. client address over its failed-authentication budget  429 + Retry-After
+       signature headers, key look-up, signature          401  (one body for all; charged
+                                                               to the client address)
     4. key revoked/expired, device disabled               403
     5. per-device rate                                    429 + Retry-After
     6. body read, cut at the wire cap                     413
     7. Content-Digest against the body as received        401
     8. bounded decompression, bounded decoding            413 / 415 / 400   (in `decode_slots`)
     9. body's device_id is the key's device               403
-   10. one store transaction: chain check + all writes    200 stored/duplicate, 409
+   10. one store transaction: key and device state re-checked under the device's row lock
+       (revoked or disabled since step 4: 403, nothing written), chain check + all writes
+                                                          200 stored/duplicate, 403, 409
 
 Decode work for bodies over `decode_in_thread_bytes` runs in a worker thread so that one large
 batch does not stall the event loop; `decode_slots` bounds how many run at once (memory).
@@ -31,6 +35,7 @@ from cloud.receiver.auth import authenticate_device, unauthorized
 from cloud.receiver.context import Context
 from cloud.receiver.limits import check_declared_size, read_body
 from cloud.storage.batches import BatchMeta, BatchResult, Outcome
+from cloud.storage.devices import KeyRecord
 from wire.codec import MEDIA_TYPE, batch_digest, decode_batch
 from wire.compression import available_encodings, decompress
 from wire.digest import verify_content_digest
@@ -51,6 +56,7 @@ from wire.http import (
 )
 from wire.keys import b64url_encode
 from wire.models import Batch
+from wire.signatures import ParsedSignature
 
 _ENCODINGS = frozenset(available_encodings())
 EMPTY_BODY_CAP = 1024
@@ -103,6 +109,8 @@ def result_response(result: BatchResult, server_time_ms: int) -> Response:
             status=AckStatus(result.outcome), seq=result.seq, server_time_ms=server_time_ms
         )
         return responses.json_response(200, ack)
+    if result.outcome is Outcome.KEY_REFUSED:
+        return responses.json_response(403, responses.FORBIDDEN)
     conflict = result.outcome is Outcome.CHAIN_CONFLICT
     body = ErrorBody(
         error=ErrorCode(result.outcome),
@@ -116,15 +124,34 @@ class IngestHandlers:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
 
+    async def _authenticate(
+        self, request: Request
+    ) -> tuple[KeyRecord, ParsedSignature, dict[str, str]]:
+        """`authenticate_device`, behind the client address's budget of failures: an address
+        that keeps failing (made-up key ids, bad signatures) gets 429 before any work."""
+        ctx = self.ctx
+        address = request.client.host if request.client else "unknown"
+        ctx.auth_failures.check_open(address, reason=f"auth failures from {address}")
+        try:
+            return await authenticate_device(
+                request,
+                ctx.key_records,
+                ctx.keys,
+                public_url=ctx.config.public_url,
+                now_ms=ctx.now_ms,
+            )
+        except RejectedError as exc:
+            if exc.status == 401:
+                ctx.auth_failures.charge(address)
+            raise
+
     async def post_batch(self, request: Request) -> Response:
         ctx, limits = self.ctx, self.ctx.config.limits
         started = ctx.monotonic()
         check_declared_size(request, limits.max_wire_bytes)
         require_content_type(request, MEDIA_TYPE)
         encoding = content_encoding(request)
-        key, parsed, headers = await authenticate_device(
-            request, ctx.key_records, ctx.keys, public_url=ctx.config.public_url, now_ms=ctx.now_ms
-        )
+        key, parsed, headers = await self._authenticate(request)
         ctx.device_limiter.check(key.device_id, reason=f"device {key.device_id} rate")
         body = await read_body(request, limits.max_wire_bytes, timeout_s=limits.body_timeout_s)
         check_digest(headers, body)
@@ -154,6 +181,9 @@ class IngestHandlers:
         )
         result = await ctx.store.store_batch(meta, batch)
         ctx.metrics.batches.inc(str(result.outcome))
+        if result.outcome is Outcome.KEY_REFUSED:
+            ctx.key_records.forget(key.keyid)  # the cached record is out of date
+            ctx.metrics.rejections.inc(responses.FORBIDDEN.error)
         if result.outcome is Outcome.STORED:
             ctx.metrics.readings.inc(amount=batch.reading_count())
             ctx.metrics.events.inc(amount=len(batch.events))
@@ -164,9 +194,7 @@ class IngestHandlers:
     async def chain_head(self, request: Request) -> Response:
         ctx = self.ctx
         check_declared_size(request, EMPTY_BODY_CAP)
-        key, _, headers = await authenticate_device(
-            request, ctx.key_records, ctx.keys, public_url=ctx.config.public_url, now_ms=ctx.now_ms
-        )
+        key, _, headers = await self._authenticate(request)
         ctx.device_limiter.check(key.device_id, reason=f"device {key.device_id} rate")
         body = await read_body(request, EMPTY_BODY_CAP, timeout_s=ctx.config.limits.body_timeout_s)
         check_digest(headers, body)

@@ -46,6 +46,7 @@ class Context:
     keys: PublicKeys = field(default_factory=PublicKeys)
     device_limiter: RateLimiter = field(init=False)
     address_limiter: RateLimiter = field(init=False)
+    auth_failures: RateLimiter = field(init=False)  # per client address, device requests
     decode_slots: asyncio.Semaphore = field(init=False)
     key_records: KeyRecords = field(init=False)
     audit: Audit = field(init=False)
@@ -64,8 +65,20 @@ class Context:
             clock=self.monotonic,
             max_keys=lim.rate_table_max,
         )
+        self.auth_failures = RateLimiter(
+            lim.auth_failure_rate_per_s,
+            lim.auth_failure_burst,
+            clock=self.monotonic,
+            max_keys=lim.rate_table_max,
+        )
         self.decode_slots = asyncio.Semaphore(lim.decode_concurrency)
-        self.key_records = KeyRecords(self.store, lim.key_cache_s, self.monotonic)
+        self.key_records = KeyRecords(
+            self.store,
+            lim.key_cache_s,
+            self.monotonic,
+            unknown_ttl_s=lim.unknown_key_cache_s,
+            unknown_max=lim.unknown_key_cache_max,
+        )
         self.audit = Audit(self.monotonic)
 
     def endpoint(self, route: str, handler: Handler) -> Handler:

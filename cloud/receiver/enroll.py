@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from typing import TypeVar
 
-import msgspec
 from cryptography.exceptions import InvalidSignature
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,7 +33,7 @@ from cloud.receiver.limits import check_declared_size, read_body
 from cloud.storage.registry import EnrollRequest
 from wire.digest import verify_content_digest
 from wire.enrollment import parse_token, rotate_pop_message
-from wire.errors import SignatureError, TokenFormatError
+from wire.errors import BodyError, SignatureError, TokenFormatError
 from wire.http import (
     ENROLL_PATH,
     JSON_MEDIA_TYPE,
@@ -44,6 +43,7 @@ from wire.http import (
 )
 from wire.http import EnrollRequest as EnrollBody
 from wire.http import RotateRequest as RotateBody
+from wire.jsonbody import decode_json
 from wire.keys import b64url_decode, b64url_encode, key_id, public_key_from_raw
 from wire.models import MAX_NAME_LEN
 from wire.signatures import ENROLL_TAG, verify_request
@@ -55,6 +55,14 @@ T = TypeVar("T")
 
 def valid_device_id(device_id: str) -> bool:
     return 0 < len(device_id) <= MAX_NAME_LEN and device_id.isprintable()
+
+
+def decode_body(raw: bytes, kind: type[T]) -> T:
+    """The one way a JSON request body is read (`wire.jsonbody`): 400 naming the field."""
+    try:
+        return decode_json(raw, kind)
+    except BodyError as exc:
+        raise _bad(str(exc)) from exc
 
 
 def _bad(message: str) -> RejectedError:
@@ -75,10 +83,7 @@ class EnrollHandlers:
     async def _json_body(self, request: Request, kind: type[T]) -> tuple[T, bytes]:
         limits = self.ctx.config.limits
         body = await read_body(request, limits.max_json_bytes, timeout_s=limits.body_timeout_s)
-        try:
-            return msgspec.json.decode(body, type=kind), body
-        except msgspec.DecodeError as exc:
-            raise _bad("body is not the expected JSON object") from exc
+        return decode_body(body, kind), body
 
     async def enroll(self, request: Request) -> Response:
         ctx = self.ctx

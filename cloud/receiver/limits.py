@@ -1,5 +1,11 @@
 """Resource limits on the request path: per-key rate buckets and the capped body reader.
 
+The buckets: per device (batches, after authentication), per client address (enrolment and
+rotation attempts, before any work), and per client address for failed device authentications
+(`/v1/batches` and `/v1/chain/head` answer 429 before authenticating once an address has used
+its failures up; a gateway that authenticates is never charged, so gateways sharing one address
+behind NAT are not limited by each other's traffic, only by failures from that address).
+
 Invariants:
 - A body is never read past `cap` bytes: a declared Content-Length over the cap is refused before
   the first byte is read, and a chunked (or lying) body is cut off as soon as it passes the cap.
@@ -34,31 +40,58 @@ class RateLimiter:
         self._max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
+    def _refill(self, key: str, now: float) -> float:
+        tokens, last = self._buckets.pop(key, (self._burst, now))
+        return min(self._burst, tokens + (now - last) * self._rate)
+
+    def _store(self, key: str, tokens: float, now: float) -> None:
+        self._buckets[key] = (tokens, now)
+        while len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)
+
+    def _wait(self, tokens: float) -> int:
+        return 0 if tokens >= 1.0 else max(1, math.ceil((1.0 - tokens) / self._rate))
+
     def retry_after_s(self, key: str) -> int:
         """Take one token for `key`: 0 when allowed, else whole seconds until one is due."""
         now = self._clock()
-        tokens, last = self._buckets.pop(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            wait = 0
-        else:
-            self._buckets[key] = (tokens, now)
-            wait = max(1, math.ceil((1.0 - tokens) / self._rate))
-        while len(self._buckets) > self._max_keys:
-            self._buckets.popitem(last=False)
+        tokens = self._refill(key, now)
+        wait = self._wait(tokens)
+        self._store(key, tokens - 1.0 if wait == 0 else tokens, now)
         return wait
+
+    def wait_s(self, key: str) -> int:
+        """Whole seconds until `key` has a token, 0 if it has one now; takes nothing."""
+        if key not in self._buckets:  # a full bucket: no entry needed (gateways never get one)
+            return 0
+        now = self._clock()
+        tokens = self._refill(key, now)
+        self._store(key, tokens, now)
+        return self._wait(tokens)
+
+    def charge(self, key: str) -> None:
+        """Take one token from `key` if it has one (a cost counted after the fact)."""
+        now = self._clock()
+        tokens = self._refill(key, now)
+        self._store(key, max(0.0, tokens - 1.0), now)
+
+    def check_open(self, key: str, *, reason: str) -> None:
+        """RejectedError 429 with Retry-After when `key` has no token left; takes nothing."""
+        wait = self.wait_s(key)
+        if wait:
+            raise _rate_limited(reason, wait)
 
     def check(self, key: str, *, reason: str) -> None:
         """RejectedError 429 with Retry-After when `key` is over its rate."""
         wait = self.retry_after_s(key)
         if wait:
-            raise RejectedError(
-                429,
-                responses.RATE_LIMITED,
-                reason=reason,
-                headers={"retry-after": str(wait)},
-            )
+            raise _rate_limited(reason, wait)
+
+
+def _rate_limited(reason: str, wait_s: int) -> RejectedError:
+    return RejectedError(
+        429, responses.RATE_LIMITED, reason=reason, headers={"retry-after": str(wait_s)}
+    )
 
 
 def too_large(reason: str) -> RejectedError:

@@ -2,7 +2,13 @@
 
 Contract of `BatchStore.store_batch` (the one place exactly-once is decided):
 - It runs ONE transaction that first locks the device's row (PostgreSQL `SELECT ... FOR UPDATE`,
-  SQLite `BEGIN IMMEDIATE`), then compares the batch with the device's chain head
+  SQLite `BEGIN IMMEDIATE`), then re-checks that the signing key (`meta.keyid`) may still act
+  for the device at `meta.received_ms` (`cloud.storage.devices.key_usable`: device active, key
+  active or retiring before its end), read with the locked device row; PostgreSQL's
+  revocations lock that row too, so a revocation waits for the batch or the batch sees it. A
+  key revoked or a device disabled after the request was authenticated gives `KEY_REFUSED` and
+  writes nothing; a key id the store does not hold at all is left to the batch row's foreign
+  key (IntegrityError). Then it compares the batch with the device's chain head
   (`cloud.storage.chain.classify`), and only for an append writes the batch row, new series, all
   readings and events, the counters, and the new head. Either all of it commits or none of it.
 - A duplicate (same seq, same digest) writes nothing. A gap or a fork writes only one
@@ -29,6 +35,7 @@ class Outcome(enum.StrEnum):
     DUPLICATE = "duplicate"
     SEQ_GAP = "seq_gap"
     CHAIN_CONFLICT = "chain_conflict"
+    KEY_REFUSED = "key_refused"  # revoked, expired or disabled since authentication: 403
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,15 +38,20 @@ class KeyRecord:
 
     def usable(self, now_ms: int) -> bool:
         """Whether a valid signature by this key may act for its device now."""
-        if self.device_status is not DeviceStatus.ACTIVE:
-            return False
-        if self.status is KeyStatus.ACTIVE:
-            return True
-        return (
-            self.status is KeyStatus.RETIRING
-            and self.not_after_ms is not None
-            and now_ms < self.not_after_ms
-        )
+        return key_usable(self.device_status, self.status, self.not_after_ms, now_ms)
+
+
+def key_usable(
+    device_status: DeviceStatus, key_status: KeyStatus, not_after_ms: int | None, now_ms: int
+) -> bool:
+    """The one rule for a key acting for its device: the device is active, and the key is
+    active or retiring before its end. The receiver applies it after the signature, and the
+    batch transaction again under the device's row lock."""
+    if device_status is not DeviceStatus.ACTIVE:
+        return False
+    if key_status is KeyStatus.ACTIVE:
+        return True
+    return key_status is KeyStatus.RETIRING and not_after_ms is not None and now_ms < not_after_ms
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from psycopg.types.json import Jsonb
 from cloud.errors import IntegrityError, StoreError
 from cloud.storage import chain, postgres_sql, queries
 from cloud.storage.batches import BatchMeta, BatchResult, Outcome
-from cloud.storage.devices import ChainHead, KeyRecord
+from cloud.storage.devices import ChainHead, DeviceStatus, KeyRecord, KeyStatus, key_usable
 from cloud.storage.postgres_db import PH, AConn, PostgresDb, translate
 from cloud.storage.rows import key_record
 from wire.models import Batch, SeriesKey
@@ -112,13 +112,18 @@ class PostgresBatches(PostgresDb):
         async with conn.pipeline():
             await cur.execute("BEGIN")
             await cur.execute(
-                "SELECT head_seq, head_digest FROM device WHERE id = %s FOR UPDATE",
-                (meta.device_id,),
+                queries.fmt(queries.SELECT_HEAD_AND_KEY, PH) + " FOR UPDATE OF d",
+                (meta.keyid, meta.device_id),
             )
         head = await cur.fetchone()
         if head is None:
             raise IntegrityError(f"device {meta.device_id!r} is not registered")
         head_seq, head_digest = int(head[0]), bytes(head[1])
+        if head[3] is not None and not key_usable(
+            DeviceStatus(head[2]), KeyStatus(head[3]), head[4], meta.received_ms
+        ):
+            await conn.execute("COMMIT")
+            return BatchResult(Outcome.KEY_REFUSED, meta.seq, head_seq + 1)
         verdict = chain.classify(head_seq, head_digest, meta)
         if verdict.step is chain.Step.LOOKUP:
             await cur.execute(

@@ -152,16 +152,22 @@ class PostgresRegistry(PostgresDb):
         return n == 1
 
     async def revoke_key(self, keyid: str, now_ms: int) -> bool:
+        # The device row is locked first, as the batch transaction locks it: a revocation waits
+        # for a batch in flight, and no batch commits with this key once it returns.
         n = await self._rowcount(
-            "UPDATE device_key SET status = 'revoked', revoked_ms = %s"
-            " WHERE keyid = %s AND status != 'revoked'",
-            (now_ms, keyid),
+            "WITH locked AS (SELECT d.id FROM device d JOIN device_key k ON k.device_id = d.id"
+            " WHERE k.keyid = %s FOR UPDATE OF d)"
+            " UPDATE device_key SET status = 'revoked', revoked_ms = %s FROM locked"
+            " WHERE device_key.keyid = %s AND device_key.device_id = locked.id"
+            " AND device_key.status != 'revoked'",
+            (keyid, now_ms, keyid),
         )
         return n == 1
 
     async def revoke_device_keys(self, device_id: str, now_ms: int) -> int:
-        return await self._rowcount(
-            "UPDATE device_key SET status = 'revoked', revoked_ms = %s"
-            " WHERE device_id = %s AND status != 'revoked'",
-            (now_ms, device_id),
+        return await self._rowcount(  # the device row first, as in `revoke_key`
+            "WITH locked AS (SELECT id FROM device WHERE id = %s FOR UPDATE)"
+            " UPDATE device_key SET status = 'revoked', revoked_ms = %s FROM locked"
+            " WHERE device_key.device_id = locked.id AND device_key.status != 'revoked'",
+            (device_id, now_ms),
         )

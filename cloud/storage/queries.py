@@ -40,6 +40,14 @@ INSERT_EVENT = (
     " VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
 )
 
+# The batch transaction's first read: the chain head, the device's status and the signing key's
+# state (NULLs when the store does not hold that key), in one statement. PostgreSQL appends
+# `FOR UPDATE OF d`: the device row is the lock that revocations take too.
+SELECT_HEAD_AND_KEY = (
+    "SELECT d.head_seq, d.head_digest, d.status, k.status, k.not_after_ms FROM device d"
+    " LEFT JOIN device_key k ON k.keyid = {p} AND k.device_id = d.id WHERE d.id = {p}"
+)
+
 SELECT_SERIES_ID = (
     "SELECT id FROM series WHERE device_id = {p} AND metric = {p} AND unit = {p} AND site = {p}"
     " AND area = {p} AND process = {p} AND medium = {p}"
@@ -82,9 +90,13 @@ READINGS = (
     "SELECT ts_ms, value, quality FROM reading"
     " WHERE series_id = {p} AND ts_ms >= {p} AND ts_ms < {p} ORDER BY ts_ms LIMIT {p}"
 )
+# A BAD reading is a source's "no value here" marker (value 0): aggregates leave it out, and a
+# bucket of nothing else is no bucket, so a gap stays a gap (docs/api.md). sqlite_reads.py's
+# own LAST query repeats the condition.
 _BUCKETS = (
     "SELECT (ts_ms / {p}) * {p} AS bucket, {value}, count(*) FROM reading"
-    " WHERE series_id = {p} AND ts_ms >= {p} AND ts_ms < {p} GROUP BY bucket ORDER BY bucket"
+    " WHERE series_id = {p} AND ts_ms >= {p} AND ts_ms < {p} AND (quality & 3) <> 2"
+    " GROUP BY bucket ORDER BY bucket"
 )
 _EVENTS = (
     "SELECT device_id, seq, kind, ts_ms, quality, attrs FROM event WHERE {where}"

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from cloud.errors import IntegrityError, StoreError
 from cloud.storage import chain, queries
 from cloud.storage.batches import BatchMeta, BatchResult, Outcome
-from cloud.storage.devices import ChainHead, KeyRecord
+from cloud.storage.devices import ChainHead, DeviceStatus, KeyRecord, KeyStatus, key_usable
 from cloud.storage.rows import key_record
 from cloud.storage.sqlite_db import PH, Conn, SqliteDb, translate
 from wire.models import Batch, SeriesKey
@@ -119,11 +119,15 @@ class SqliteBatches(SqliteDb):
         new_ids: dict[tuple[str, SeriesKey], int],
     ) -> BatchResult:
         head = conn.execute(
-            "SELECT head_seq, head_digest FROM device WHERE id = ?", (meta.device_id,)
+            queries.fmt(queries.SELECT_HEAD_AND_KEY, PH), (meta.keyid, meta.device_id)
         ).fetchone()
         if head is None:
             raise IntegrityError(f"device {meta.device_id!r} is not registered")
         head_seq, head_digest = int(head[0]), bytes(head[1])
+        if head[3] is not None and not key_usable(
+            DeviceStatus(head[2]), KeyStatus(head[3]), head[4], meta.received_ms
+        ):
+            return BatchResult(Outcome.KEY_REFUSED, meta.seq, head_seq + 1)
         verdict = chain.classify(head_seq, head_digest, meta)
         if verdict.step is chain.Step.LOOKUP:
             stored = conn.execute(

@@ -49,12 +49,14 @@ class SqliteReads(SqliteDb, WindowReads):
     async def buckets(
         self, series_id: int, from_ms: int, to_ms: int, bucket_ms: int, agg: Agg
     ) -> list[BucketPoint]:
-        # SQLite returns the bare column `value` from the row that holds max(ts_ms).
+        # SQLite returns the bare column `value` from the row that holds max(ts_ms). BAD
+        # readings are left out, as in queries.buckets.
         if agg is Agg.LAST:
             sql = (
                 "SELECT bucket, value, n FROM (SELECT (ts_ms / ?) * ? AS bucket, value,"
                 " max(ts_ms) AS t, count(*) AS n FROM reading"
-                " WHERE series_id = ? AND ts_ms >= ? AND ts_ms < ? GROUP BY bucket)"
+                " WHERE series_id = ? AND ts_ms >= ? AND ts_ms < ? AND (quality & 3) <> 2"
+                " GROUP BY bucket)"
                 " ORDER BY bucket"
             )
         else:

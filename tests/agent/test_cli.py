@@ -57,15 +57,13 @@ def test_example_config_is_valid(tmp_path, capsys):
     from agent.config import load_config
 
     config = load_config(EXAMPLE)  # as shipped
-    assert config.sources
+    # No live source: a copied example must not upload invented readings (issue 14).
+    assert config.sources == []
     assert config.cloud.url.startswith("https://")
-    # and with its files present, check-config passes it as a whole
-    text = EXAMPLE.read_text()
-    text = text.replace("/var/lib/edge-agent/keys/device.key", "keys/device.key")
-    text = text.replace("/var/lib/edge-agent/buffer.db", "data/buffer.db")
-    text = text.replace('ca_file = "/etc/edge-agent/ingest-ca.pem"\n', "")
-    (tmp_path / "agent.toml").write_text(text)
-    write_key(tmp_path / "keys" / "device.key")
+    # and copied as it is into a directory beside its key (what edgectl enroll writes, with
+    # paths relative to the file), check-config passes it as a whole
+    (tmp_path / "agent.toml").write_text(EXAMPLE.read_text())
+    write_key(tmp_path / "device.key")
     assert main(["check-config", str(tmp_path / "agent.toml")]) == 0
 
 
@@ -169,10 +167,14 @@ def test_example_serial_sources_are_valid_once_uncommented(tmp_path):
     text = re.sub(r"^#(?=[^ \-\n]|$)", "", EXAMPLE.read_text(), flags=re.M)
     config = parse_config(text, name="agent.toml", base_dir=tmp_path)
     kinds = [type(s) for s in config.sources[1:]]
-    assert kinds == [ModbusSourceConfig, AsciiSourceConfig, AsciiSourceConfig, McuSourceConfig]
+    ascii_ = AsciiSourceConfig
+    assert kinds == [ModbusSourceConfig, ascii_, ascii_, ascii_, McuSourceConfig]
     weighbridge = config.sources[3]
     assert isinstance(weighbridge, AsciiSourceConfig)
     assert weighbridge.event is not None
+    scale = config.sources[4]
+    assert isinstance(scale, AsciiSourceConfig)
+    assert scale.ticket is not None
 
 
 def _stopped_agent_buffer(tmp_path, clock: str) -> Path:

@@ -292,3 +292,15 @@ def test_loading_the_schema_imports_no_io_library():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_a_ticket_on_an_ascii_source_is_checked_with_the_config():
+    text = GOOD + (
+        '\n[[sources]]\ntype = "ascii"\nname = "bridge"\npreset = "and"\nmode = "streaming"\n'
+        'port = { path = "/dev/ttyUSB7" }\n'
+        'ticket = { threshold = 500, weight = "mass", material_group = "code" }\n'
+    )
+    assert problems(text) == [
+        "agent.toml: sources[1].ticket.weight: no value has the metric 'mass'",
+        "agent.toml: sources[1].ticket.material_group: pattern has no group 'code'",
+    ]

@@ -246,7 +246,8 @@ _MQTT = Mapper(
             {
                 "topic": "j/{device}",
                 "metric_template": "{device}.{metric}",
-                "values": [{"metric": "v{key}", "path": "*", "unit": "{device}"}],
+                # units are a closed set (wire/units.py): the hostile text comes in the metric
+                "values": [{"metric": "v{key}", "path": "*", "unit": "W"}],
             },
             {"preset": "tasmota"},
         )

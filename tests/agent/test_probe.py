@@ -74,7 +74,7 @@ client_id = "agent-that-must-not-be-kicked"
 [[sources.rules]]
 topic = "{topic}/{{device}}"
 metric_template = "{{device}}_{{metric}}"
-values = [{{ metric = "temp", path = "t", unit = "degC" }}]
+values = [{{ metric = "temp", path = "t", unit = "Cel" }}]
 """
 
 
@@ -116,7 +116,7 @@ async def test_probe_reads_the_meter_and_the_weighbridge_once(links: Path, tmp_p
     assert code == 0, out + err
     # one poll: the two metrics, good, with the registers they came from
     assert re.search(r"^  power_total = [\d.]+ W  \[good\]$", out, re.M), out
-    assert re.search(r"^  energy_import = [\d.]+ kWh  \[good\]$", out, re.M), out
+    assert re.search(r"^  energy_import = [\d.]+ kW\.?h  \[good\]$", out, re.M), out
     raw = re.findall(r"^  raw: unit 1 function 4 at (\d+)\+2: [0-9a-f]{4} [0-9a-f]{4}$", out, re.M)
     assert sorted(int(a) for a in raw) == sorted(
         p.address for p in meter.points if p.metric in ("power_total", "energy_import")
@@ -174,7 +174,7 @@ async def test_probe_shows_a_brokers_message_without_taking_the_agents_session(
         # a probe under the agent's client id would have made the broker drop this connection
         await agent.publish(f"{unique_topic}/still-here", b"1", qos=1)
     assert code == 0, out + err
-    assert "  boiler_temp = 21.5 degC  [good]" in out
+    assert "  boiler_temp = 21.5 Cel  [good]" in out
     assert f"  raw: {unique_topic}/boiler {payload!r}" in out
 
 
@@ -185,7 +185,7 @@ port = {{ path = "{path}", baudrate = 115200 }}
 
 [sources.channels]
 "0" = {{ metric = "line_pressure", unit = "bar" }}
-"1" = {{ metric = "oil_temp", unit = "degC" }}
+"1" = {{ metric = "oil_temp", unit = "Cel" }}
 """
 
 
@@ -210,6 +210,6 @@ async def test_probe_shows_an_mcus_frames_and_acknowledges_nothing(
         flash.close()
     assert code == 0, out + err
     assert re.search(r"^  line_pressure = [\d.e+]+ bar  \[good\]$", out, re.M), out
-    assert re.search(r"^  oil_temp = [\d.e+]+ degC  \[good\]$", out, re.M), out
+    assert re.search(r"^  oil_temp = [\d.e+]+ Cel  \[good\]$", out, re.M), out
     assert re.search(r"^  raw: reading frame boot \d+ seq \d+ channel 0 ", out, re.M), out
     assert held > 0  # the MCU keeps every reading: a probe sends no ACK

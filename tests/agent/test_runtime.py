@@ -14,6 +14,7 @@ from agent.buffer import open_buffer
 from agent.config import load_config
 from agent.runtime import Agent, RuntimeDeps
 from firmware_bridge.ascii_protocol import AnswerParser, AsciiConfig, compile_spec
+from firmware_bridge.errors import UnexpectedUnitError
 from firmware_bridge.port_config import PortConfig
 from tests.agent.fakes import SERVER_MS, FakeReceiver
 from tests.agent.helpers import write_config, write_key
@@ -224,7 +225,13 @@ class NoisyScale:
 
     async def run(self, sink) -> None:
         for line in ("S S     100.5 kg", "S D  00  11835\x00kg", "S S     101.5 kg"):
-            answer = self.parser.parse(line)
+            try:
+                answer = self.parser.parse(line)
+            except UnexpectedUnitError:
+                # Since issue 13 the preset refuses a unit the balance cannot send. The door
+                # must still refuse the key it used to make of this line (weight "00", status D).
+                sink.add(sink.series_id(SeriesKey("weight", "11835\x00kg")), 0.0, 1)
+                continue
             for spec, value, unit in answer.values:
                 key = SeriesKey(spec.metric, unit)
                 sink.add(sink.series_id(key), value if value is not None else 0.0, answer.quality)

@@ -13,7 +13,12 @@ from firmware_bridge.ascii_protocol import (
     LineSplitter,
     compile_spec,
 )
-from firmware_bridge.errors import ConfigError, DeviceError, UnparsableAnswerError
+from firmware_bridge.errors import (
+    ConfigError,
+    DeviceError,
+    UnexpectedUnitError,
+    UnparsableAnswerError,
+)
 from wire.models import Quality
 
 
@@ -170,3 +175,76 @@ def test_splitter_is_bounded(data: bytes) -> None:
     for line in splitter.feed(data):
         assert len(line) <= 32
     assert splitter.partial <= 32
+
+
+# -- units, ranges and tags (issue 13) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("line", ["S S     100.00 {g", "S S     100.00 kG", "S D     100.00 ke"])
+def test_mt_sics_a_bit_error_in_the_unit_refuses_the_line(line: str) -> None:
+    """Observed: `{g`, `kG`, `ke` became new weight series. A unit the balance cannot send is a
+    damaged line, never a series."""
+    with pytest.raises(UnexpectedUnitError, match="unit"):
+        MT.parse(line)
+
+
+@pytest.mark.parametrize(
+    ("token", "unit"), [("g", "g"), ("kg", "kg"), ("t", "t"), ("lb", "[lb_av]"), ("ct", "[car_m]")]
+)
+def test_mt_sics_units_become_ucum_codes(token: str, unit: str) -> None:
+    ((_, value, got),) = MT.parse(f"S S     12.5 {token}").values
+    assert (value, got) == (12.5, unit)
+
+
+def test_a_value_outside_its_range_is_flagged() -> None:
+    parser = AnswerParser(
+        compile_spec(
+            cfg(
+                mode="streaming",
+                pattern=r"^T=(?P<t>\S+) H=(?P<h>\S+)$",
+                values=[
+                    {"group": "t", "metric": "temperature", "unit": "Cel"},
+                    {"group": "h", "metric": "humidity", "unit": "%"},
+                ],
+            )
+        )
+    )
+    assert parser.parse("T=21.5 H=45").problems == (None, None)
+    assert parser.parse("T=-273.16 H=140.5").problems == ("out_of_range", "out_of_range")
+
+
+def test_source_tags_reach_the_presets_values() -> None:
+    """Observed: an ASCII source could not carry tags without rewriting the preset."""
+    spec = compile_spec(cfg(preset="mt-sics", site="plant-1", area="gate", medium="material"))
+    (value,) = spec.values
+    assert (value.site, value.area, value.process, value.medium) == (
+        "plant-1",
+        "gate",
+        "",
+        "material",
+    )
+    own = compile_spec(
+        cfg(
+            preset="mt-sics",
+            area="gate",
+            values=[{"group": "weight", "metric": "w", "unit": "kg", "area": "pit"}],
+        )
+    )
+    assert own.values[0].area == "pit"  # a value's own tag wins
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ({"unit": "kWh"}, "'kW.h'"),
+        ({"unit": "°C"}, "'Cel'"),
+        ({"unit": "%", "min": 50, "max": 10}, "above max"),
+        ({"unit": "kW.h", "metric": "energy_today"}, "not cumulative"),
+        ({"unit": "kW.h", "kind": "resetting"}, "needs a metric ending"),
+        ({"units": {"g": "g"}}, "only used with unit_group"),
+    ],
+)
+def test_declarations_are_checked(value: dict[str, object], problem: str) -> None:
+    raw = {"group": "v", "metric": "m", **value}
+    with pytest.raises(ConfigError, match=problem):
+        compile_spec(cfg(mode="streaming", pattern=r"^(?P<v>\S+)$", values=[raw]))

@@ -25,6 +25,8 @@ from firmware_bridge.modbus_map import (
     encode_words,
     plan_requests,
 )
+from firmware_bridge.port_config import PortConfig
+from wire.units import Kind, unit_problem
 
 # (type, value, registers as they arrive for word_order/byte_order big/big, little/big,
 # big/little, little/little). Bytes of the value, most significant first, are written ABCD….
@@ -187,7 +189,7 @@ def test_device_uses_a_profile_by_name() -> None:
         4,
         0x48,
         "float32",
-        "kWh",
+        "kW.h",
     )
     assert energy.medium == "electricity"
     assert energy.area == "hall-1"
@@ -259,3 +261,47 @@ def test_two_identical_meters_need_distinct_series() -> None:
 def test_config_rejects_unknown_keys() -> None:
     with pytest.raises(msgspec.ValidationError, match="unknown"):
         msgspec.convert({"devices": [], "tcp_prot": 502}, ModbusConfig)
+
+
+# -- declarations: unit, kind, range (issue 13) ------------------------------------------------
+
+
+def test_profile_points_declare_units_kinds_and_ranges() -> None:
+    cfg = ModbusConfig(
+        port=PortConfig(path="/dev/null"),
+        devices=[DeviceConfig(name="main", unit_id=1, profile="eastron-sdm630")],
+    )
+    points = {p.metric: p for p in resolve(cfg)[0].points}
+    assert points["energy_import"].kind == Kind.CUMULATIVE
+    assert points["energy_import"].problem(-1.0) == "out_of_range"
+    assert points["voltage_l1"].problem(-5.0) == "out_of_range"
+    assert points["power_total"].problem(-1500.0) is None  # exporting
+    assert points["frequency"].problem(float("nan")) == "non_finite"
+    for name in builtin_profiles():
+        profile = load_profile(name)
+        for pc in profile.points:
+            assert unit_problem(pc.unit) is None, (name, pc.metric)
+
+
+@pytest.mark.parametrize(
+    ("point", "problem"),
+    [
+        ({"unit": "kWh"}, r"points\[0\]\.unit: unit 'kWh' is spelled 'kW.h'"),
+        ({"unit": "kW.h", "kind": "resetting"}, r"points\[0\]\.kind: .* needs a metric ending"),
+        ({"unit": "W", "kind": "cumulative"}, r"points\[0\]\.kind: kind cumulative needs"),
+        ({"unit": "%", "min": 0, "max": 200, "metric": "x_today"}, None),
+        ({"unit": "Cel", "max": -300}, r"points\[0\]\.min: max -300 is below"),
+    ],
+)
+def test_point_declarations_are_checked(point: dict[str, object], problem: str | None) -> None:
+    raw = {"metric": "m", "address": 0, **point}
+    cfg = ModbusConfig(
+        port=PortConfig(path="/dev/null"),
+        devices=[DeviceConfig(name="d", unit_id=1, points=[msgspec.convert(raw, PointConfig)])],
+    )
+    if problem is None:
+        (plan,) = resolve(cfg)
+        assert plan.points[0].limits.high == 100.0  # never wider than the unit's limits
+        return
+    with pytest.raises(ConfigError, match=problem):
+        resolve(cfg)

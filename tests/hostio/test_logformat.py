@@ -38,7 +38,9 @@ def test_text_lines_start_with_the_utc_time(restore_root) -> None:
 def test_json_lines_are_one_object_each_with_the_exception(restore_root) -> None:
     out = io.StringIO()
     configure("edge-cloud", "debug", LogFormat.JSON, out)
-    log = logging.getLogger("uvicorn.error")
+    # (not uvicorn's own logger name: an in-process uvicorn of another test may have configured
+    # it not to propagate)
+    log = logging.getLogger("tierless.test.logformat")
     log.debug('a "quoted"\nline')
     try:
         raise ValueError("boom")
@@ -51,7 +53,7 @@ def test_json_lines_are_one_object_each_with_the_exception(restore_root) -> None
     assert (first["prog"], first["level"], first["logger"], first["msg"]) == (
         "edge-cloud",
         "DEBUG",
-        "uvicorn.error",
+        "tierless.test.logformat",
         'a "quoted"\nline',
     )
     assert "ValueError: boom" in second["exc"]

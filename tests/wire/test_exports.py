@@ -52,6 +52,7 @@ PINNED: dict[str, set[str]] = {
         "decompress",
         "zstd",
     },
+    "wire.extras": {"EXIT_MISSING_EXTRA", "missing_extra_line"},
     "wire.digest": {"CONTENT_DIGEST_MAX_LENGTH", "content_digest", "verify_content_digest"},
     "wire.enrollment": {
         "EnrollmentToken",
@@ -65,6 +66,7 @@ PINNED: dict[str, set[str]] = {
         "token_hash",
     },
     "wire.errors": {
+        "BodyError",
         "DecodeError",
         "EncodeError",
         "InvalidBatchError",
@@ -108,6 +110,7 @@ PINNED: dict[str, set[str]] = {
         "admin_device_path",
         "admin_key_revoke_path",
     },
+    "wire.jsonbody": {"decode_json", "duplicate_key"},
     "wire.keys": {
         "ED25519_RAW_LENGTH",
         "b64url_decode",
@@ -186,6 +189,21 @@ PINNED: dict[str, set[str]] = {
         "verify_request",
     },
     "wire.version": {"DISTRIBUTION", "VersionAction", "release", "version_line"},
+    "wire.units": {
+        "ALIASES",
+        "COUNTER_UNITS",
+        "NOT_CUMULATIVE_SUFFIXES",
+        "UNITS",
+        "Kind",
+        "Limits",
+        "UnitInfo",
+        "default_kind",
+        "is_cumulative_name",
+        "kind_problem",
+        "limits_for",
+        "range_problem",
+        "unit_problem",
+    },
     "wire.structured": {
         "BareItem",
         "Dictionary",

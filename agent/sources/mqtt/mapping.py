@@ -17,7 +17,13 @@ Invariants (kept by `Mapper.map`, checked by the tests with every bad-payload cl
 - `map()` never raises for any topic and payload: every failure is a reason in `Mapped.problems`;
 - every SeriesKey it returns is valid on the wire (metric 1..128 printable characters, tags at
   most 128 printable), so a hostile topic can never make a batch unencodable;
-- values are finite floats; a timestamp is None (the agent stamps arrival time with its clock
+- values are finite floats, one bad value (NaN, a word, out of range) spoils only itself: a
+  NaN or Infinity token, or a number beyond float range, in one field of a JSON payload is
+  refused as `non_finite` for that value and the other values of the message are kept;
+- every value is checked against its point's declaration (wire.units): its unit is a UCUM code
+  of the closed set (checked when the rule is compiled), a number outside its plausible range is
+  kept BAD with the problem `out_of_range`, and a counter's metric name says its kind;
+- a timestamp is None (the agent stamps arrival time with its clock
   rules) or a payload time inside `[now - max_age, now + max_ahead]`; one outside that window,
   or unreadable, keeps the reading, stamped at arrival and flagged UNCERTAIN; while the agent's
   own clock is untrusted (`now_ms=None`) a payload time cannot be checked and is flagged
@@ -38,6 +44,16 @@ import msgspec
 
 from agent.errors import ConfigError
 from wire.models import MAX_NAME_LEN, MAX_TS_MS, MIN_TS_MS, TIME_UNTRUSTED, Quality, SeriesKey
+from wire.units import (
+    COUNTER_UNITS,
+    Kind,
+    Limits,
+    default_kind,
+    kind_problem,
+    limits_for,
+    range_problem,
+)
+from wire.units import unit_problem as _unit_problem
 
 # Reasons a message (or one value of it) is refused or flagged. Counted per reason by the source.
 REASONS = (
@@ -48,6 +64,7 @@ REASONS = (
     "not_json",  # a rule with paths got something that is not JSON
     "too_deep",  # JSON nested deeper than the decoder allows
     "non_finite",  # NaN, Infinity, or a number out of float range
+    "out_of_range",  # outside the value's plausible range: kept, stored BAD
     "not_number",  # a plain payload that is neither a number nor a mapped word
     "wrong_type",  # an object, array or non-numeric string where a number belongs
     "unmapped",  # a word or boolean the value's `map` does not list
@@ -65,6 +82,9 @@ _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _VAR_RE = re.compile(r"\{([^{}]*)\}")
 _NON_FINITE_RE = re.compile(rb"(?<![A-Za-z0-9_\"])-?(?:NaN|Infinity)(?![A-Za-z0-9_\"])")
 _INDEX_RE = re.compile(r"\[(-?\d+)\]")
+# Outside strings: NaN/Infinity tokens and numbers (which may overflow a float).
+_TOKEN_RE = re.compile(r'"(?:[^"\\]|\\.)*"|(-?(?:NaN|Infinity))|(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)')
+_NON_FINITE_MARK = "\x00non-finite:"
 
 
 class _Struct(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -79,11 +99,20 @@ class MqttValue(_Struct, frozen=True):
 
     metric: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     path: _Template = ""
-    unit: Annotated[str, msgspec.Meta(max_length=MAX_NAME_LEN)] = ""
+    unit: Annotated[str, msgspec.Meta(max_length=MAX_NAME_LEN)] = ""  # a UCUM code
+    kind: Kind | None = None  # None: cumulative in a counter unit, gauge otherwise
+    min: float | None = None  # plausible range, within the unit's physical limits
+    max: float | None = None
+    # The value's medium when the rule sets none (presets: electricity for power and energy).
+    medium: Annotated[str, msgspec.Meta(max_length=MAX_NAME_LEN)] = ""
     scale: float = 1.0
     # Words and booleans to numbers: {ON = 1, OFF = 0}, {"true" = 1, "false" = 0}.
     map: dict[str, float] = msgspec.field(default_factory=dict)
     when_missing: Literal["error", "skip"] = "error"
+    # "channels": an array at the path is one value per channel, metric `ch<n>.<metric>` (n from 1)
+    array: Literal["error", "channels"] = "error"
+    # Only for topics whose captures have these values, e.g. {quantity = "power"}.
+    when: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class MqttRule(_Struct, frozen=True):
@@ -97,6 +126,10 @@ class MqttRule(_Struct, frozen=True):
     area: _Template | None = None
     process: _Template | None = None
     medium: _Template | None = None
+    # The medium per device (the `{device}` capture), over the rule's and the values' media.
+    medium_by_device: dict[str, Annotated[str, msgspec.Meta(max_length=MAX_NAME_LEN)]] = (
+        msgspec.field(default_factory=dict)
+    )
     # "" or left out: arrival time. Otherwise a path to the payload's own time.
     timestamp_path: _Template | None = None
     timestamp_format: Literal["auto", "epoch_s", "epoch_ms", "iso8601"] = "auto"
@@ -136,6 +169,10 @@ class _Value:
     scale: float
     map: dict[str, float]
     required: bool
+    limits: Limits = Limits()
+    medium: str = ""
+    channels: bool = False
+    when: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +188,7 @@ class CompiledRule:
     ts_naive_utc: bool
     max_age_ms: int
     max_ahead_ms: int
+    media: dict[str, str] = field(default_factory=dict)  # medium by device
 
 
 @dataclass(slots=True)
@@ -205,20 +243,31 @@ def compile_rule(rule: MqttRule, presets: dict[str, MqttRule]) -> CompiledRule:
         _compile_template(getattr(rule, n) or "", captures | {"key"}, n)
         for n in ("site", "area", "process", "medium")
     )
+    if rule.medium_by_device and "device" not in captures:
+        raise RuleError("medium_by_device", "needs a {device} capture in the topic")
     values = []
     for i, v in enumerate(rule.values):
         where = f"values[{i}]"
         steps = _compile_path(v.path, f"{where}.path")
         wild = any(s[0] == "any" for s in steps)
         allowed = captures | ({"key"} if wild else set())
+        value_metric = _compile_template(v.metric, allowed, f"{where}.metric")
+        kind = _check_declaration(v, where, metric, value_metric)
+        for name in v.when:
+            if name not in captures:
+                raise RuleError(f"{where}.when", f"{{{name}}} is not a capture of the topic")
         values.append(
             _Value(
-                metric=_compile_template(v.metric, allowed, f"{where}.metric"),
+                metric=value_metric,
                 steps=steps,
                 unit=v.unit,
                 scale=v.scale,
                 map=dict(v.map),
                 required=v.when_missing == "error",
+                limits=limits_for(v.unit, kind, v.min, v.max),
+                medium=v.medium,
+                channels=v.array == "channels",
+                when=tuple(sorted(v.when.items())),
             )
         )
         if not math.isfinite(v.scale):
@@ -243,7 +292,31 @@ def compile_rule(rule: MqttRule, presets: dict[str, MqttRule]) -> CompiledRule:
         ts_naive_utc=rule.timestamp_naive == "utc",
         max_age_ms=int(rule.timestamp_max_age_s * 1000),
         max_ahead_ms=int(rule.timestamp_max_ahead_s * 1000),
+        media=dict(rule.medium_by_device),
     )
+
+
+def _check_declaration(v: MqttValue, where: str, metric: _Template_, value: _Template_) -> Kind:
+    """The value's unit, range and kind checked; its kind."""
+    problem = _unit_problem(v.unit)
+    if problem is not None:
+        raise RuleError(f"{where}.unit", problem)
+    problem = range_problem(v.unit, v.min, v.max)
+    if problem is not None:
+        raise RuleError(f"{where}.min", problem)
+    kind = v.kind or default_kind(v.unit)
+    # The metric the cloud sees ends as the rule's metric_template ends, and where that ends in
+    # {metric}, as the value's metric ends: that end must say the kind (wire.units).
+    tail = metric[-1] if metric else (False, "")
+    if tail == (True, "metric"):
+        tail = value[-1] if value else (False, "")
+    if tail[0] and kind is not Kind.CUMULATIVE and v.unit in COUNTER_UNITS:
+        raise RuleError(f"{where}.kind", "the metric must end in literal text to say its kind")
+    # a placeholder at the end passes the suffix check as cumulative, so only the unit counts
+    problem = kind_problem("" if tail[0] else tail[1], v.unit, kind)
+    if problem is not None:
+        raise RuleError(f"{where}.kind", problem)
+    return kind
 
 
 def _compile_topic(topic: str) -> tuple[tuple[_Level, ...], set[str]]:
@@ -389,22 +462,33 @@ class Mapper:
         tag_values = [_render(t, captures) for t in rule.tags]
         names = dict(captures)
         for value in rule.values:
+            if value.when and any(captures.get(k) != want for k, want in value.when):
+                continue
             found = False
             for raw, key in _walk(doc, value.steps, 0, None):
                 found = True
-                if len(out.readings) >= self.max_readings:
-                    raise _BadError(
-                        "too_many_values", f"more than {self.max_readings} in one message"
-                    )
-                names["key"] = key or ""
-                try:
-                    number = _number(raw, value.map)
-                    names["metric"] = _render(value.metric, names)
-                    series = self._key(rule, value, names, tag_values, key)
-                except _BadError as bad:
-                    out.problems.append((bad.reason, f"{_show_metric(value)}: {bad.detail}"))
-                    continue
-                out.readings.append((series, number * value.scale, quality, ts_ms))
+                channels = value.channels and isinstance(raw, list)
+                items = _channels(raw) if channels else ((raw, ""),)
+                for item, prefix in items:
+                    if len(out.readings) >= self.max_readings:
+                        raise _BadError(
+                            "too_many_values", f"more than {self.max_readings} in one message"
+                        )
+                    names["key"] = key or ""
+                    try:
+                        number = _number(item, value.map) * value.scale
+                        names["metric"] = prefix + _render(value.metric, names)
+                        series = self._key(rule, value, names, tag_values, key)
+                    except _BadError as bad:
+                        out.problems.append((bad.reason, f"{_show_metric(value)}: {bad.detail}"))
+                        continue
+                    limits = value.limits  # `number` is finite (`_number`): the range is all
+                    if limits.low <= number <= limits.high:
+                        out.readings.append((series, number, quality, ts_ms))
+                        continue
+                    detail = f"{series.metric}: {number:g} {series.unit}"
+                    out.problems.append(("out_of_range", detail))
+                    out.readings.append((series, number, Quality.BAD | (quality & 4), ts_ms))
             if not found and value.required:
                 out.problems.append(("missing", f"{_show_metric(value)}: no value at its path"))
         if not out.readings and not out.problems:
@@ -420,6 +504,9 @@ class Mapper:
     ) -> SeriesKey:
         metric = _render(rule.metric, names)
         tags = [_render(t, names) for t in rule.tags] if key is not None else tag_values
+        medium = (rule.media and rule.media.get(names.get("device", ""))) or tags[3] or value.medium
+        if medium != tags[3]:
+            tags = [*tags[:3], medium]  # never the message's shared list: the next value uses it
         if not metric:
             raise _BadError("bad_name", "the metric is empty")
         for text in (metric, value.unit, *tags):
@@ -478,15 +565,38 @@ def _decode(payload: bytes) -> Any:
     try:
         return msgspec.json.decode(payload)
     except msgspec.ValidationError as exc:  # msgspec: "Number out of range"
-        raise _BadError("non_finite", str(exc)) from None
+        detail = str(exc)
     except msgspec.DecodeError as exc:
         try:
             payload.decode("utf-8")
         except UnicodeDecodeError:
             raise _BadError("binary", f"{len(payload)} bytes, not UTF-8") from None
-        if _NON_FINITE_RE.search(payload):
-            raise _BadError("non_finite", "NaN or Infinity in JSON") from None
-        raise _BadError("not_json", str(exc)) from None
+        if not _NON_FINITE_RE.search(payload):
+            raise _BadError("not_json", str(exc)) from None
+        detail = "NaN or Infinity in JSON"
+    # One non-finite field must not spoil the message: mark each such token, so that only the
+    # value read from it is refused (`_number`).
+    try:
+        return msgspec.json.decode(_mark_non_finite(payload.decode("utf-8")))
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise _BadError("non_finite", detail) from None
+
+
+def _mark_non_finite(text: str) -> bytes:
+    """The JSON text with every NaN/Infinity token, and every number beyond float range, outside
+    strings replaced by a marker string."""
+
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1) is None and (m.group(2) is None or math.isfinite(float(m.group(2)))):
+            return m.group(0)
+        return msgspec.json.encode(_NON_FINITE_MARK + m.group(0)).decode()
+
+    return _TOKEN_RE.sub(repl, text).encode()
+
+
+def _channels(raw: list[Any]) -> list[tuple[Any, str]]:
+    """(value, metric prefix) per element of an array: `ch1.`, `ch2.`, ..."""
+    return [(item, f"ch{j + 1}.") for j, item in enumerate(raw)]
 
 
 def _text(payload: bytes) -> str:
@@ -544,6 +654,8 @@ def _number(raw: Any, mapping: dict[str, float]) -> float:
     if isinstance(raw, str):
         if raw in mapping:
             return mapping[raw]
+        if raw.startswith(_NON_FINITE_MARK):
+            raise _BadError("non_finite", raw[len(_NON_FINITE_MARK) :])
         try:
             number = float(raw)
         except ValueError:

@@ -63,6 +63,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.errors import ConfigError
 from agent.sources import HostStamper, Sink, Stamper
+from agent.sources.gaps import Gaps
 from agent.sources.mqtt.config import (
     MqttSourceConfig,
     default_client_id,
@@ -139,6 +140,7 @@ class MqttSource:
         keep = max(2 * config.receive_maximum, 256)
         self._seen = Seen(path, identity, keep, enabled=config.dedupe == "packet_id")
         self._series: dict[SeriesKey, int] = {}
+        self.gaps = Gaps(self.name, clock=self._clock, logger=log, monotonic=monotonic)
         self._pending: list[tuple[_Connection, int, Entry | _NotTaken | None]] = []
         self._generation = 0
         self._pending_ready = asyncio.Event()
@@ -188,6 +190,8 @@ class MqttSource:
                 self.stats.disconnects += 1
                 self._lost_at = self._monotonic()
                 log.warning("%s: lost the broker at %s: %s", self.name, self.config.url, reason)
+                self.gaps.heard()  # measured from the loss, as the "back after" line is
+                self.gaps.down(sink, "broker_lost", reason, log=False)
             elif backoff.attempts % 10 == 0:  # the first failure, then every tenth
                 log.warning(
                     "%s: cannot reach the broker at %s (attempt %d): %s",
@@ -231,6 +235,7 @@ class MqttSource:
                 if self._lost_at is not None:
                     away = f", back after {self._monotonic() - self._lost_at:.1f} s"
                     self._lost_at = None
+                    self.gaps.up(sink, log=False)
                 log.info(
                     "%s: subscribed to %s at %s as %r (session %s%s)",
                     self.name,

@@ -80,7 +80,8 @@ async def test_polled_scale_with_garbage_overload_and_silence(links: Path, sink:
             "S S     100.20 g",
         ],
     )
-    source = AsciiSource(config(links / "scale"), clock=HostStamper())
+    # late_answer_ms=0: no pause after a timeout, so each scripted answer is one poll
+    source = AsciiSource(config(links / "scale", late_answer_ms=0), clock=HostStamper())
     async with running(scale.run(), "scale"), running(source.run(sink), "ascii"):
         await sink.wait_for(lambda: len(sink.readings) >= 7)
     got = [(r.value, r.quality, r.series.unit) for r in sink.readings[:7]]
@@ -161,4 +162,46 @@ async def test_replugged_instrument_is_reopened(links: Path, sink: Recorder) -> 
         async with running(scale.run(), "scale again"):
             await sink.wait_for(lambda: any(r.value == 2.0 for r in sink.readings))
     assert source.stats.port.opens >= 2
+    device.close()
+
+
+async def test_streaming_scale_bit_errors_in_the_unit_make_no_series(
+    links: Path, sink: Recorder
+) -> None:
+    """Observed: bit errors on a scale line created `weight` series in `{g`, `kG`, `ke`."""
+    device = PtyDevice(str(links / "scale"))
+    stream = [
+        "S S     100.00 kg\r\n",
+        "S S     100.00 {g\r\n",
+        "S D     100.00 kG\r\n",
+        "S S     100.00 ke\r\n",
+        "S S     101.00 kg\r\n",
+    ]
+    scale = Scale(device, [], stream)
+    cfg = config(links / "scale", mode="streaming", area="gate", medium="material")
+    source = AsciiSource(cfg, clock=HostStamper())
+    async with running(scale.run(), "scale"), running(source.run(sink), "ascii"):
+        await sink.wait_for(lambda: len(sink.readings) >= 2)
+    assert [(r.value, r.series.unit) for r in sink.readings] == [(100.0, "kg"), (101.0, "kg")]
+    assert {(k.unit, k.area, k.medium) for k in sink.keys} == {("kg", "gate", "material")}
+    assert source.stats.bad_unit == 3
+    device.close()
+
+
+async def test_polled_value_out_of_range_is_bad_and_counted(links: Path, sink: Recorder) -> None:
+    device = PtyDevice(str(links / "probe"))
+    scale = Scale(device, ["S S 140.5 %", "S S 45.0 %"])
+    cfg = config(
+        links / "probe",
+        preset=None,
+        command="SI",
+        pattern=r"^S S\s+(?P<rh>\S+) %$",
+        values=[{"group": "rh", "metric": "humidity", "unit": "%"}],
+    )
+    source = AsciiSource(cfg, clock=HostStamper())
+    async with running(scale.run(), "probe"), running(source.run(sink), "ascii"):
+        await sink.wait_for(lambda: len(sink.readings) >= 2)
+    got = [(r.value, r.quality) for r in sink.readings[:2]]
+    assert got == [(140.5, Quality.BAD), (45.0, Quality.GOOD)]
+    assert source.stats.out_of_range == 1
     device.close()

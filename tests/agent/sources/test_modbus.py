@@ -257,3 +257,65 @@ async def test_missing_port_retries_with_bad_readings(links: Path, sink: Recorde
         await sink.wait_for(lambda: len(sink.readings) >= 3)
     assert source.stats.connect_failures >= 1
     assert all(r.quality == Quality.BAD for r in sink.readings)
+
+
+async def test_out_of_range_is_bad_and_counted_and_polls_are_not_requests(
+    links: Path, sink: Recorder
+) -> None:
+    """An SDM630 energy register reading −1 kW.h and a voltage of −5 V cannot be GOOD; a poll
+    that takes three requests counts one poll and three requests."""
+    registers = [0] * 400
+    registers[0:2] = encode_words(-5.0, "float32")  # voltage_l1: an RMS value below zero
+    registers[0x48:0x4A] = encode_words(-1.0, "float32")  # energy_import: a counter below zero
+    registers[0x156:0x158] = encode_words(12.5, "float32")  # energy_total: fine
+    cfg = rtu_config(
+        links,
+        [
+            {
+                "name": "main",
+                "unit_id": 1,
+                "profile": "eastron-sdm630",
+                "include": ["voltage_l1", "energy_import", "energy_total"],
+                "poll_interval_ms": 200,
+            }
+        ],
+    )
+    source = ModbusSource(cfg, clock=HostStamper())
+    assert len(source.plans[0].requests) == 3  # max_gap 0: one request per point here
+    async with serial_meters(links, {1: device(registers)}), running(source.run(sink), "modbus"):
+        await sink.wait_for(lambda: len(sink.readings) >= 6)
+    first = {m: v[0] for m, v in by_metric(sink).items()}
+    assert first["voltage_l1"] == (-5.0, Quality.BAD)  # exact in float32
+    assert first["energy_import"] == (-1.0, Quality.BAD)
+    assert first["energy_total"] == (12.5, Quality.GOOD)
+    assert source.stats.out_of_range >= 2
+    unit = source.stats.units[1]
+    assert unit.polls >= 2
+    assert 3 * (unit.polls - 1) <= unit.requests <= 3 * unit.polls  # the last may be underway
+
+
+async def test_pymodbus_log_lines_name_the_source(sink: Recorder, caplog) -> None:
+    """Observed: pymodbus' lines ("Failed to connect ...") did not say which bus."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nobody listens there
+    cfg = msgspec.convert(
+        {
+            "name": "press-bus",
+            "transport": "tcp",
+            "host": "127.0.0.1",
+            "tcp_port": port,
+            "timeout_ms": 200,
+            "reconnect_initial_ms": 20,
+            "reconnect_max_ms": 50,
+            "devices": [{"name": "m", "unit_id": 1, "points": [{"metric": "x", "address": 0}]}],
+        },
+        ModbusConfig,
+    )
+    source = ModbusSource(cfg, clock=HostStamper())
+    caplog.set_level("WARNING", logger="pymodbus.logging")
+    async with running(source.run(sink), "modbus"):
+        await sink.wait_for(lambda: source.stats.connect_failures >= 1)
+    lines = [r.getMessage() for r in caplog.records if r.name == "pymodbus.logging"]
+    assert lines, "pymodbus logged nothing about the refused connection"
+    assert all(line.startswith("press-bus: ") for line in lines), lines

@@ -69,6 +69,22 @@ def test_counter_rule_by_unit_and_metric() -> None:
     assert figures.counter_unit("L") == ("m³", 0.001)
 
 
+def test_gateways_ucum_counters_count_and_a_daily_counter_does_not() -> None:
+    """Tasmota's ENERGY.Today resets at midnight: next to ENERGY.Total it would count the same
+    energy twice. Gateways send it as `<device>.energy_today` in `kW.h` (wire/units.py)."""
+    assert figures.is_counter("plug.energy_total", "kW.h")
+    assert figures.is_counter("plug.relay0.energy_total", "W.min")
+    assert figures.counter_unit("W.min") == ("kWh", 1.0 / 60_000.0)
+    assert not figures.is_counter("plug.energy_today", "kW.h")
+    assert not figures.is_counter("plug.energy_yesterday", "kW.h")
+    assert not figures.is_counter("plug.energy_period", "W.h")
+    series = [
+        SeriesInfo(1, "gw", "plug.energy_total", "kW.h", "", "", "", "electricity"),
+        SeriesInfo(2, "gw", "plug.energy_today", "kW.h", "", "", "", "electricity"),
+    ]
+    assert figures.roles(series) == {1: Role.CONSUMPTION}
+
+
 def test_roles_count_a_meter_once() -> None:
     def s(i, metric, device="gw", unit="kWh", area="a"):
         return SeriesInfo(i, device, metric, unit, "site", area, "p", "electricity")

@@ -46,7 +46,7 @@ METER = {
     "area": "{area}",
     "medium": "electricity",
     "values": [
-        {"metric": "energy", "path": "readings[0].kwh", "unit": "kWh"},
+        {"metric": "energy", "path": "readings[0].kwh", "unit": "kW.h"},
         {"metric": "power", "path": "readings[-1].w", "unit": "kW", "scale": 0.001},
         {
             "metric": "breaker",
@@ -66,7 +66,7 @@ def test_topic_levels_become_device_and_tags_and_paths_pick_values():
     out = m.map("plant/p1/hall-a/meter-17/data", payload, now_ms=NOW)
     assert out.problems == []
     assert [(k, v) for k, v, _q, _t in out.readings] == [
-        (SeriesKey("17.energy", "kWh", "p1", "hall-a", "", "electricity"), 1200.5),
+        (SeriesKey("17.energy", "kW.h", "p1", "hall-a", "", "electricity"), 1200.5),
         (SeriesKey("17.power", "kW", "p1", "hall-a", "", "electricity"), 3.5),
         (SeriesKey("17.breaker", "", "p1", "hall-a", "", "electricity"), 2.0),
         (SeriesKey("17.online", "", "p1", "hall-a", "", "electricity"), 1.0),

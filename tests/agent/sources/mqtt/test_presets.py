@@ -41,6 +41,8 @@ def test_tasmota_energy_plug():
     assert got == {
         "livingroom-lamp.energy_total": 3.705,
         "livingroom-lamp.energy_today": 0.026,
+        "livingroom-lamp.energy_yesterday": 0.028,
+        "livingroom-lamp.energy_period": 1.0,
         "livingroom-lamp.power": 5.0,
         "livingroom-lamp.apparent_power": 5.0,
         "livingroom-lamp.reactive_power": 0.0,
@@ -50,7 +52,8 @@ def test_tasmota_energy_plug():
     }
     assert out.problems == []
     units = {k.metric.split(".", 1)[1]: k.unit for k, *_ in out.readings}
-    assert units["energy_total"] == "kWh"
+    assert units["energy_total"] == "kW.h"
+    assert units["energy_period"] == "W.h"
     assert units["power"] == "W"
     assert units["current"] == "A"
     assert all(ts is None and q == 0 for _k, _v, q, ts in out.readings)  # arrival time
@@ -74,7 +77,7 @@ def test_shelly_gen2_switch_status():
     }
     assert out.problems == []  # temperature null: not available, skipped
     key = next(k for k, *_ in out.readings if k.metric.endswith("energy_total"))
-    assert key == SeriesKey(prefix + "energy_total", "Wh", site="plant-1", medium="electricity")
+    assert key == SeriesKey(prefix + "energy_total", "W.h", site="plant-1", medium="electricity")
     assert mapper({"preset": "shelly-gen2-switch"}).match("x/status/input:0") is None
 
 
