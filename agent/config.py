@@ -32,6 +32,11 @@ import msgspec
 
 from agent.errors import ConfigError
 from agent.sources.mqtt.config import MqttSourceConfig, mqtt_config_problems, resolve_mqtt_paths
+from agent.sources.opcua.config import (
+    OpcuaSourceConfig,
+    opcua_config_problems,
+    resolve_opcua_paths,
+)
 from firmware_bridge.ascii_protocol import AsciiConfig, compile_spec
 from firmware_bridge.errors import ConfigError as BridgeConfigError
 from firmware_bridge.mcu_config import McuConfig
@@ -121,6 +126,7 @@ SourceConfig = (
     | AsciiSourceConfig
     | McuSourceConfig
     | MqttSourceConfig
+    | OpcuaSourceConfig
 )
 
 
@@ -436,6 +442,7 @@ _SOURCE_CHECKS: dict[type[Any], Callable[[Any, str], list[str]]] = {
     AsciiSourceConfig: _ascii_problems,
     McuSourceConfig: _mcu_problems,
     MqttSourceConfig: mqtt_config_problems,
+    OpcuaSourceConfig: opcua_config_problems,
 }
 
 
@@ -486,6 +493,8 @@ def _resolve_source(source: SourceConfig, base: Path) -> SourceConfig:
         source = msgspec.structs.replace(source, devices=devices)
     if isinstance(source, MqttSourceConfig):
         source = resolve_mqtt_paths(source, base)
+    if isinstance(source, OpcuaSourceConfig):
+        source = resolve_opcua_paths(source, base)
     return source
 
 

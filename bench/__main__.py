@@ -3,6 +3,10 @@
 BENCH_SIZE=small|full (small by default; full for the numbers quoted in docs and notes).
 BENCH_JSON=path (default .bench/results.json) receives the same figures for scripts.
 BENCH_ONLY=codec,agent,… runs a subset.
+
+A suite that fails (an exception, a check inside it that does not hold) is reported by name with
+its error after the table, in the JSON under "failed", and makes the exit status 1; the other
+suites' figures are measured, printed and written all the same.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import os
 import platform
 import sys
 import time
+import traceback
 from pathlib import Path
 
 # (figure, baseline, how to read the ratio, target) — the table's rows in order. A target is the
@@ -41,11 +46,14 @@ ROWS: list[tuple[str, str | None, str, tuple[str, float] | None]] = [
     ("cloud.small_batches_per_s.postgres", "cloud.empty_post_per_s", "/s", (">=", 1 / 3)),
     ("mqtt.msgs_per_s", "mqtt.baseline_msgs_per_s", "/s", None),
     ("mqtt.readings_per_s", None, "/s", None),
+    ("opcua.readings_per_s", "opcua.baseline_readings_per_s", "/s", None),
+    ("opcua.cpu_us_per_reading", "opcua.baseline_cpu_us_per_reading", "µs", None),
+    ("opcua.server_writes_per_s", "opcua.baseline_server_writes_per_s", "/s", None),
     ("serial.mcu_frames_per_s", None, "/s", None),
     ("serial.modbus_polls_per_s", None, "/s", None),
     ("dashboard.overview_ms", None, "ms", None),
 ]
-SUITES = ("codec", "agent", "cloud", "mqtt", "serial", "dashboard")
+SUITES = ("codec", "agent", "cloud", "mqtt", "opcua", "serial", "dashboard")
 
 
 def _fmt(x: float) -> str:
@@ -95,8 +103,27 @@ def main() -> int:
         print(f"bench: BENCH_SIZE must be small or full, not {size!r}", file=sys.stderr)
         return 2
     only = [s for s in os.environ.get("BENCH_ONLY", ",".join(SUITES)).split(",") if s]
+    results, missing, failed = run_suites(only, size)
+    print(table(results))
+    if missing:
+        print(f"\nnot built yet, so not measured: {', '.join(missing)}")
+    for suite, error in failed.items():
+        print(f"\nFAILED suite {suite}: {error}")
+    path = Path(os.environ.get("BENCH_JSON", ".bench/results.json"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"size": size, "python": platform.python_version(), "machine": platform.machine()}
+    out = {"meta": meta, "results": results, "failed": failed}
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwritten to {path}")
+    return 1 if failed else 0
+
+
+def run_suites(only: list[str], size: str) -> tuple[dict[str, float], list[str], dict[str, str]]:
+    """Every suite in `only`, each on its own: (figures, suites not built, failed suite ->
+    its error). One suite's failure never discards another's figures."""
     results: dict[str, float] = {}
-    missing = []
+    missing: list[str] = []
+    failed: dict[str, str] = {}
     for suite in only:
         try:
             module = importlib.import_module(f"bench.{suite}")
@@ -105,17 +132,13 @@ def main() -> int:
             continue
         started = time.perf_counter()
         print(f"bench: {suite} ({size}) …", file=sys.stderr, flush=True)
-        results.update(module.run(size))
+        try:
+            results.update(module.run(size))
+        except Exception as exc:  # a suite's own failure: reported, the next suite still runs
+            traceback.print_exc(file=sys.stderr)
+            failed[suite] = f"{type(exc).__name__}: {exc}"
         print(f"bench: {suite} took {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    print(table(results))
-    if missing:
-        print(f"\nnot built yet, so not measured: {', '.join(missing)}")
-    path = Path(os.environ.get("BENCH_JSON", ".bench/results.json"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"size": size, "python": platform.python_version(), "machine": platform.machine()}
-    path.write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    print(f"\nwritten to {path}")
-    return 0
+    return results, missing, failed
 
 
 if __name__ == "__main__":

@@ -25,9 +25,10 @@ each reading came from (a Modbus answer's registers, an ASCII line, an MQTT topi
 an MCU's decoded reading frame) before handing over those readings.
 
 The sources: `modbus` (meters polled through pymodbus), `ascii` (line-based instruments), `mcu`
-(our firmware, exactly once through `agent.watermarks`), `mqtt/` (a broker's topics) and
-`synthetic` (meter-like counters, config `type = "test"`). Their protocols are
-`firmware_bridge`'s sans-I/O codecs; the run loops, which own the I/O, live here.
+(our firmware, exactly once through `agent.watermarks`), `mqtt/` (a broker's topics), `opcua/`
+(an OPC UA server's variables) and `synthetic` (meter-like counters, config `type = "test"`).
+The serial protocols are `firmware_bridge`'s sans-I/O codecs; the run loops, which own the I/O,
+live here.
 
 A source that fails raises; the runtime stops the agent with that error (systemd restarts it),
 so a source retries its own transient faults (a serial adapter that re-enumerates, a broker

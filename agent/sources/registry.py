@@ -19,6 +19,7 @@ from agent.config import (
 )
 from agent.sources import Source, Stamper
 from agent.sources.mqtt.config import MqttSourceConfig
+from agent.sources.opcua.config import OpcuaSourceConfig
 from agent.watermarks import Watermarks
 
 
@@ -33,8 +34,9 @@ class SourceContext:
 
 def build_source(config: SourceConfig, context: SourceContext) -> Source:
     """The source a config table describes (the config is validated: this does not fail)."""
-    # A source's module is imported only when a config asks for one: pymodbus, pyserial and
-    # aiomqtt cost every start time (and a Pi's memory) that a gateway without them need not pay.
+    # A source's module is imported only when a config asks for one: pymodbus, pyserial,
+    # aiomqtt and asyncua cost every start time (and a Pi's memory) that a gateway without
+    # them need not pay.
     if isinstance(config, SyntheticSourceConfig):
         from agent.sources.synthetic import SyntheticSource
 
@@ -55,4 +57,8 @@ def build_source(config: SourceConfig, context: SourceContext) -> Source:
         from agent.sources.mqtt.source import MqttSource
 
         return MqttSource(config, clock=context.clock, state_dir=context.state_dir)
+    if isinstance(config, OpcuaSourceConfig):
+        from agent.sources.opcua.source import OpcuaSource
+
+        return OpcuaSource(config, clock=context.clock)
     raise TypeError(f"no source for {type(config).__name__}")  # pragma: no cover

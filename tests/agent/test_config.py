@@ -84,8 +84,8 @@ sync_check = "sundial"
         'agent.toml: buffer.max_mb: expected a number, got "lots"',
         "agent.toml: sources[1].rate_hz: expected a number > 0, got -1",
         "agent.toml: sources[1].series: expected an integer >= 1, got 0",
-        'agent.toml: sources[2].type: expected one of "ascii", "mcu", "modbus", "mqtt", "test", '
-        'got "serial"',
+        'agent.toml: sources[2].type: expected one of "ascii", "mcu", "modbus", "mqtt", "opcua", '
+        '"test", got "serial"',
         'agent.toml: clock.sync_check: expected one of "auto", "timesyncd", "adjtimex", '
         '"assume_synced", "receiver_only", got "sundial"',
     ]

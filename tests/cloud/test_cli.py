@@ -202,8 +202,11 @@ def test_migrate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 
 def _healthcheck_script() -> str:
     text = (ROOT / "Dockerfile").read_text()
-    line = next(ln for ln in text.splitlines() if ln.strip().startswith('CMD ["python", "-c"'))
-    return str(json.loads(line.strip().removeprefix("CMD "))[2])
+    # The HEALTHCHECK's command: `CMD ["<python>", "-c", "<script>"]` on the line after it.
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith("CMD [") and '"-c"' in ln)
+    argv = json.loads(line.strip().removeprefix("CMD "))
+    assert argv[1] == "-c"
+    return str(argv[2])
 
 
 async def test_container_entry_point_env_and_healthcheck(tmp_path: Path) -> None:

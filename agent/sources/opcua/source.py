@@ -1,0 +1,503 @@
+"""The OPC UA source's run loop: one client session to one server, its variables into the sink.
+
+With `requests`, the only module that imports asyncua; its exceptions end here.
+
+Invariants:
+1. Every value the server reports becomes one reading, in the order reported: a monitored
+   item's notification (mode `subscribe`, the default: sampling interval, queue size and an
+   absolute deadband per node) or a read (mode `poll`). Its quality is the status code's
+   severity (`status.quality`); every non-good condition is counted by code in
+   `stats.status`. A BAD value is sent as 0.0 with quality BAD, never as NaN.
+2. Time: the server's source timestamp is used when the agent's clock is trusted and the two
+   agree within `max_source_skew_ms`; otherwise the agent stamps the reading (flagging untrusted
+   time as every source does) and `stats.source_time_replaced` counts it.
+3. Connection faults are retried forever with capped, jittered backoff (`reconnect_initial_ms`
+   doubling to `reconnect_max_s`); each attempt is a new session whose monitored items are
+   created again, and whose first notifications carry every node's current value. Only
+   configuration faults (an unsafe key file) raise.
+4. Gaps are explicit: when the link is lost, every node gets one BAD reading stamped at the
+   loss (the same no-data marker the serial sources write); a node the server does not have
+   (yet, or any more) gets one BAD reading when found missing, is counted in
+   `stats.nodes_missing`, and is looked for again every `resolve_retry_s`.
+5. One log line when the server is lost and one when it is back; failed attempts in between
+   are throttled (`LogThrottle`).
+6. Security: the server's certificate is compared with `trusted_server_certs` before the secure
+   channel is opened; a certificate not in the list is refused (`stats.certificate_rejected`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime as dt
+import logging
+import math
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.common.node import Node
+from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
+from asyncua.crypto import security_policies
+from asyncua.ua.attribute_ids import AttributeIds
+from asyncua.ua.object_ids import ObjectIds
+from asyncua.ua.uaerrors import UaError
+
+from agent.errors import ConfigError
+from agent.sources import HostStamper, Sink, Stamper
+from agent.sources.mqtt.config import read_secret_file
+from agent.sources.opcua import status
+from agent.sources.opcua.certs import (
+    ClientIdentity,
+    default_application_uri,
+    ensure_client_identity,
+    fingerprint,
+    load_certificate_der,
+)
+from agent.sources.opcua.config import (
+    OpcuaSourceConfig,
+    opcua_config_problems,
+    tags,
+)
+from agent.sources.opcua.requests import engineering_units, monitored_item
+from agent.sources.throttle import LogThrottle
+from firmware_bridge.backoff import Backoff
+from wire.models import Quality, SeriesKey
+
+# What asyncua raises when a server is away, refuses us or breaks the protocol.
+_FAULTS = (OSError, TimeoutError, UaError, EOFError, asyncio.IncompleteReadError)
+_POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
+    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
+    "Aes128_Sha256_RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
+}
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MS = dt.timedelta(milliseconds=1)
+
+
+@dataclass(slots=True)
+class OpcuaStats:
+    """Running totals since start; `status` counts non-good status codes by condition."""
+
+    connects: int = 0
+    connect_failures: int = 0
+    certificate_rejected: int = 0
+    links_lost: int = 0
+    readings: int = 0
+    bad_readings: int = 0
+    uncertain_readings: int = 0
+    non_numeric: int = 0
+    non_finite: int = 0
+    source_time_replaced: int = 0
+    queue_overflows: int = 0  # values the server discarded from a full monitored-item queue
+    nodes_missing: int = 0  # nodes the server did not have at the last look
+    status: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class _LinkLostError(Exception):
+    """Internal: the session is gone; make a new one."""
+
+
+class _RefusedError(Exception):
+    """Internal: a connect attempt failed for a reason worth its own counter."""
+
+
+class OpcuaSource:
+    """Reads one server. `run(sink)` until cancelled; ConfigError is the only raise."""
+
+    def __init__(
+        self,
+        config: OpcuaSourceConfig,
+        *,
+        clock: Stamper | None = None,
+        rng: random.Random | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        problems = opcua_config_problems(config, f"sources.{config.name}")
+        if problems:
+            raise ConfigError(problems)
+        self.config = config
+        self.name = config.name
+        self.stats = OpcuaStats()
+        self._clock: Stamper = clock or HostStamper()
+        self._rng = rng
+        self._log = logger or logging.getLogger(__name__)
+        self._throttle = LogThrottle(self._log)
+        self._app_uri = config.application_uri or default_application_uri(config.name)
+        self._keys: list[SeriesKey | None] = [None] * len(config.nodes)  # unit learnt once
+        self._ids: list[int] = [-1] * len(config.nodes)
+        self._missing: set[int] = set()
+        self._identity: ClientIdentity | None = None
+        self._trusted: frozenset[bytes] = frozenset()
+        self._password: str | None = None
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    async def run(self, sink: Sink) -> None:
+        cfg = self.config
+        self._load_secrets()
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(cfg.reconnect_initial_ms / 1000, cfg.reconnect_max_s, self._rng)
+        lost_at: float | None = None
+        while True:
+            try:
+                client, lost = await self._connect()
+            except _RefusedError as exc:
+                self.stats.connect_failures += 1
+                self._throttle.warning(
+                    "connect", "%s: cannot connect to %s: %s", self.name, cfg.url, exc
+                )
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            self.stats.connects += 1
+            if lost_at is not None:
+                self._log.warning(
+                    "%s: %s is back after %.1f s", self.name, cfg.url, loop.time() - lost_at
+                )
+                lost_at = None
+            try:
+                reason = await self._session(client, lost, sink)
+            finally:
+                await self._close(client)
+            self.stats.links_lost += 1
+            lost_at = loop.time()
+            self._log.warning("%s: lost %s: %s", self.name, cfg.url, reason)
+            self._mark_all_bad(sink)
+            await asyncio.sleep(backoff.next_delay())
+
+    def _load_secrets(self) -> None:
+        cfg = self.config
+        if cfg.security_policy != "None" and self._identity is None:
+            self._identity = ensure_client_identity(cfg.cert_file, cfg.key_file, self._app_uri)
+            if self._identity.created:
+                self._log.warning(
+                    "%s: made a client certificate %s (SHA-256 %s); add it to the server's "
+                    "trusted certificates",
+                    self.name,
+                    cfg.cert_file,
+                    fingerprint(self._identity.certificate_der),
+                )
+            self._trusted = frozenset(load_certificate_der(p) for p in cfg.trusted_server_certs)
+        if cfg.password_file and self._password is None:
+            self._password = read_secret_file(cfg.password_file, "OPC UA password file")
+
+    async def _connect(self) -> tuple[Client, asyncio.Event]:
+        cfg = self.config
+        client = Client(cfg.url, timeout=cfg.timeout_s, watchdog_intervall=cfg.watchdog_s)
+        client.application_uri = self._app_uri
+        client.name = client.description = f"tierless {self.name}"
+        lost = asyncio.Event()
+
+        async def on_lost(exc: Exception) -> None:
+            lost.set()
+
+        client.connection_lost_callback = on_lost
+        try:
+            async with asyncio.timeout(cfg.timeout_s * 3):
+                if self._identity is not None:
+                    server_der = await self._server_certificate(client)
+                    await client.set_security(
+                        _POLICIES[cfg.security_policy],
+                        certificate=self._identity.certificate_der,
+                        private_key=self._identity.key_der(),
+                        server_certificate=server_der,
+                        mode=getattr(ua.MessageSecurityMode, cfg.security_mode),
+                    )
+                if cfg.username:
+                    client.set_user(cfg.username)
+                    client.set_password(self._password or "")
+                await client.connect(auto_reconnect=False)
+        except _FAULTS as exc:
+            await self._close(client)
+            raise _RefusedError(_describe(exc)) from exc
+        except BaseException:  # refused, cancelled: no asyncua task outlives the attempt
+            await self._close(client)
+            raise
+        return client, lost
+
+    async def _server_certificate(self, client: Client) -> bytes:
+        """The certificate of the endpoint we want, if it is one we trust (invariant 6)."""
+        cfg = self.config
+        endpoints = await client.connect_and_get_server_endpoints()
+        policy_uri = _POLICIES[cfg.security_policy].URI
+        mode = getattr(ua.MessageSecurityMode, cfg.security_mode)
+        for ep in endpoints:
+            if ep.SecurityPolicyUri == policy_uri and ep.SecurityMode == mode:
+                der = _first_certificate(ep.ServerCertificate or b"")
+                if der not in self._trusted:
+                    self.stats.certificate_rejected += 1
+                    raise _RefusedError(
+                        f"the server's certificate (SHA-256 {fingerprint(der)}) is not in "
+                        "trusted_server_certs"
+                    )
+                return der
+        raise _RefusedError(
+            f"the server offers no {cfg.security_policy}/{cfg.security_mode} endpoint"
+        )
+
+    async def _close(self, client: Client) -> None:
+        try:
+            async with asyncio.timeout(self.config.timeout_s):
+                await client.disconnect()
+        except (*_FAULTS, RuntimeError, AttributeError):
+            pass  # the session is gone either way; the server times it out
+
+    async def _session(self, client: Client, lost: asyncio.Event, sink: Sink) -> str:
+        """Read until the link is lost; the reason it was lost."""
+        work = asyncio.create_task(self._work(client, sink), name=f"opcua-{self.name}-read")
+        watch = asyncio.create_task(lost.wait(), name=f"opcua-{self.name}-watch")
+        try:
+            done, _ = await asyncio.wait({work, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, watch):
+                task.cancel()
+            await asyncio.gather(work, watch, return_exceptions=True)
+        if work in done and not work.cancelled():
+            exc = work.exception()
+            if isinstance(exc, _LinkLostError):
+                return str(exc)
+            if isinstance(exc, _FAULTS):
+                return _describe(exc)
+            if exc is not None:
+                raise exc
+        return "the server stopped answering"
+
+    async def _work(self, client: Client, sink: Sink) -> None:
+        nodes = await self._resolve(client, range(len(self.config.nodes)), sink)
+        if self.config.mode == "poll":
+            await self._poll(client, nodes, sink)
+        else:
+            await self._subscribe(client, nodes, sink)
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    async def _resolve(self, client: Client, indices: Iterable[int], sink: Sink) -> dict[int, Node]:
+        """The nodes of `indices` the server has, their series ids set; BAD for the others."""
+        found: dict[int, Node] = {}
+        paths: list[int] = []
+        for i in indices:
+            spec = self.config.nodes[i]
+            if spec.node_id:
+                found[i] = client.get_node(spec.node_id)
+            else:
+                paths.append(i)
+        if paths:
+            objects = ua.NodeId(ua.Int32(ObjectIds.ObjectsFolder))
+            results = await client.translate_browsepaths(
+                objects, ["/" + self.config.nodes[i].browse_path for i in paths]
+            )
+            for i, result in zip(paths, results, strict=True):
+                if result.StatusCode.is_good() and result.Targets:
+                    found[i] = client.get_node(result.Targets[0].TargetId)
+                else:
+                    self._node_missing(i, result.StatusCode.value, sink)
+        new = [i for i in sorted(found) if self._keys[i] is None]
+        units = await engineering_units(
+            client, {i: found[i] for i in new if not self.config.nodes[i].unit}
+        )
+        for i in new:
+            spec = self.config.nodes[i]
+            key = SeriesKey(spec.metric, spec.unit or units.get(i, ""), *tags(self.config, spec))
+            self._keys[i] = key
+            self._ids[i] = sink.series_id(key)
+        return found
+
+    def _node_missing(self, i: int, code: int, sink: Sink) -> None:
+        first = i not in self._missing
+        self._missing.add(i)
+        self.stats.nodes_missing = len(self._missing)
+        if first:
+            self._throttle.warning(
+                f"missing-{i}",
+                "%s: the server has no node %s (%s); looked for again every %g s",
+                self.name,
+                self.config.nodes[i].where(),
+                status.counter_key(code),
+                self.config.resolve_retry_s,
+            )
+            if self._ids[i] >= 0:
+                self._add_bad(sink, i, code)
+            else:
+                self.stats.status[status.counter_key(code)] += 1
+
+    def _node_found(self, i: int) -> None:
+        self._missing.discard(i)
+        self.stats.nodes_missing = len(self._missing)
+
+    # -- subscription -----------------------------------------------------------------------
+
+    async def _subscribe(self, client: Client, nodes: dict[int, Node], sink: Sink) -> None:
+        cfg = self.config
+        sub = await client.create_subscription(
+            cfg.publishing_interval_ms,
+            None,
+            queue_maxsize=cfg.max_queued_notifications,
+            # a consumer that cannot keep up loses the session (and so reads every current
+            # value again) rather than silently dropping notifications
+            overflow=OverflowPolicy.DISCONNECT,
+        )
+        items = await self._monitor(sub, nodes, sink)
+        audit = asyncio.create_task(
+            self._audit(client, sub, nodes, items, sink), name=f"opcua-{self.name}-audit"
+        )
+        try:
+            async for event in sub:
+                if isinstance(event, DataChangeEvent):
+                    i = event.data.monitored_item.ClientHandle - 1
+                    self._on_value(sink, i, event.data.monitored_item.Value)
+                elif isinstance(event, StatusChangeEvent):
+                    code = event.notification.Status.value
+                    if status.quality(code) is Quality.BAD:
+                        raise _LinkLostError(f"subscription status {status.counter_key(code)}")
+        finally:
+            audit.cancel()
+            await asyncio.gather(audit, return_exceptions=True)
+        raise _LinkLostError("the subscription ended")
+
+    async def _monitor(self, sub: Any, nodes: dict[int, Node], sink: Sink) -> dict[int, int]:
+        """Monitored items for `nodes`: their ids by node index (the missing ones left out)."""
+        order = sorted(nodes)
+        requests = [monitored_item(self.config, i, nodes[i]) for i in order]
+        if not requests:
+            return {}
+        results = await sub.create_monitored_items(requests)
+        items: dict[int, int] = {}
+        for i, result in zip(order, results, strict=True):
+            if isinstance(result, ua.StatusCode):
+                self._node_missing(i, result.value, sink)
+            else:
+                self._node_found(i)
+                items[i] = result
+        return items
+
+    async def _audit(
+        self, client: Client, sub: Any, nodes: dict[int, Node], items: dict[int, int], sink: Sink
+    ) -> None:
+        """Every `resolve_retry_s`: drop the items of nodes that disappeared (a server reports
+        nothing on a monitored item whose node was deleted) and monitor those that came back."""
+        while True:
+            await asyncio.sleep(self.config.resolve_retry_s)
+            order = sorted(items)
+            if order:
+                found = await client.read_attributes(
+                    [nodes[i] for i in order], AttributeIds.NodeClass
+                )
+                gone = []
+                for i, value in zip(order, found, strict=True):
+                    code = value.StatusCode.value if value.StatusCode is not None else 0
+                    if status.condition(code) in status.NODE_MISSING:
+                        self._node_missing(i, code, sink)
+                        gone.append(items.pop(i))
+                if gone:
+                    with contextlib.suppress(UaError):
+                        await sub.unsubscribe(gone)
+            if self._missing:
+                back = await self._resolve(client, sorted(self._missing), sink)
+                nodes.update(back)
+                items.update(await self._monitor(sub, back, sink))
+
+    # -- polling ----------------------------------------------------------------------------
+
+    async def _poll(self, client: Client, nodes: dict[int, Node], sink: Sink) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.config.poll_interval_ms / 1000
+        due = loop.time()
+        next_resolve = loop.time() + self.config.resolve_retry_s
+        while True:
+            if self._missing and loop.time() >= next_resolve:
+                nodes.update(await self._resolve(client, sorted(self._missing), sink))
+                next_resolve = loop.time() + self.config.resolve_retry_s
+            order = sorted(nodes)
+            # no node found yet: nothing to read (a server may answer an empty Read with
+            # BadNothingToDo; asyncua's does not, so no test here can show it)
+            values = await client.read_attributes([nodes[i] for i in order]) if order else []
+            for i, value in zip(order, values, strict=True):
+                code = value.StatusCode.value if value.StatusCode is not None else 0
+                if status.condition(code) in status.NODE_MISSING:
+                    self._node_missing(i, code, sink)
+                    continue
+                self._node_found(i)
+                self._on_value(sink, i, value)
+            due += interval
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            due = max(due, loop.time() - interval)  # a slow server: skip, do not burst
+
+    # -- readings ---------------------------------------------------------------------------
+
+    def _on_value(self, sink: Sink, i: int, dv: ua.DataValue) -> None:
+        code = dv.StatusCode.value if dv.StatusCode is not None else 0
+        if status.condition(code) in status.NODE_MISSING:
+            self._node_missing(i, code, sink)
+            return
+        quality = status.quality(code)
+        if code:
+            self.stats.status[status.counter_key(code)] += 1
+            if status.overflowed(code):
+                self.stats.queue_overflows += 1
+        raw = dv.Value.Value if dv.Value is not None else None
+        value = 0.0
+        if quality is not Quality.BAD:
+            if isinstance(raw, bool | int | float):
+                value = float(raw)
+            else:
+                self.stats.non_numeric += 1
+                self._throttle.warning(
+                    f"type-{i}",
+                    "%s: node %s has a %s value, not a number; sent as BAD",
+                    self.name,
+                    self.config.nodes[i].where(),
+                    type(raw).__name__,
+                )
+                quality = Quality.BAD
+            if not math.isfinite(value):
+                self.stats.non_finite += 1
+                value, quality = 0.0, Quality.BAD
+        ts, bits = self._stamp(dv.SourceTimestamp)
+        if quality is Quality.BAD:
+            self.stats.bad_readings += 1
+        elif quality is Quality.UNCERTAIN:
+            self.stats.uncertain_readings += 1
+        self.stats.readings += 1
+        sink.add(self._ids[i], value, quality | bits, ts)
+
+    def _stamp(self, source: dt.datetime | None) -> tuple[int, int]:
+        """(ts_ms, quality bits): the source timestamp when it can be trusted (invariant 2)."""
+        now, bits = self._clock.now()
+        if source is None or self.config.timestamps == "agent":
+            return now, bits
+        if source.tzinfo is None:
+            source = source.replace(tzinfo=dt.UTC)
+        ts = (source - _EPOCH) // _MS
+        if bits or abs(ts - now) > self.config.max_source_skew_ms:
+            self.stats.source_time_replaced += 1
+            return now, bits
+        return ts, 0
+
+    def _add_bad(self, sink: Sink, i: int, code: int | None) -> None:
+        now, bits = self._clock.now()
+        if code is not None:
+            self.stats.status[status.counter_key(code)] += 1
+        self.stats.readings += 1
+        self.stats.bad_readings += 1
+        sink.add(self._ids[i], 0.0, Quality.BAD | bits, now)
+
+    def _mark_all_bad(self, sink: Sink) -> None:
+        for i, sid in enumerate(self._ids):
+            if sid >= 0:
+                self._add_bad(sink, i, None)  # counted in links_lost
+
+
+def _first_certificate(der: bytes) -> bytes:
+    """The leading certificate of a DER chain (servers may send theirs with its issuers)."""
+    if len(der) < 4 or der[1] != 0x82:
+        return der
+    return der[: int.from_bytes(der[2:4], "big") + 4]
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "…"
