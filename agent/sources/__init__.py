@@ -22,7 +22,8 @@ a dataclass of counters (nested dataclasses and dicts allowed); the metrics endp
 (`edge_agent_source_stats_total`). A source may have a `tap` attribute (`None`, or a callable
 taking one line of text): `edge-agent probe` sets it, and the source then passes it the raw data
 each reading came from (a Modbus answer's registers, an ASCII line, an MQTT topic and payload,
-an MCU's decoded reading frame) before handing over those readings.
+an MCU's decoded reading frame, an OPC UA value and its status code) before handing over
+those readings.
 
 The sources: `modbus` (meters polled through pymodbus), `ascii` (line-based instruments), `mcu`
 (our firmware, exactly once through `agent.watermarks`), `mqtt/` (a broker's topics), `opcua/`

@@ -213,3 +213,23 @@ async def test_probe_shows_an_mcus_frames_and_acknowledges_nothing(
     assert re.search(r"^  oil_temp = [\d.e+]+ Cel  \[good\]$", out, re.M), out
     assert re.search(r"^  raw: reading frame boot \d+ seq \d+ channel 0 ", out, re.M), out
     assert held > 0  # the MCU keeps every reading: a probe sends no ACK
+
+
+async def test_probe_shows_what_an_opc_ua_server_published() -> None:
+    """In-process (asyncua's server runs in this event loop): one round of the nodes, with the
+    value and status code as the server sent them."""
+    from agent.probe import describe, probe_source
+    from agent.sources.opcua.config import OpcuaNode, OpcuaSourceConfig
+    from agent.sources.opcua.source import OpcuaSource
+    from bench.opcua_plant import Plant
+
+    async with Plant(variables=3, lines=1, rate_hz=5) as plant:
+        ids = plant.node_ids()
+        nodes = [OpcuaNode(node_id=n, metric=n.rsplit("=", 1)[1]) for n in ids]
+        config = OpcuaSourceConfig(url=plant.url, nodes=nodes, publishing_interval_ms=100)
+        sink = await probe_source(OpcuaSource(config), timeout_s=30)
+    lines = describe("plc", sink)
+    assert len(sink.readings) == len(ids), lines  # one round: each node once
+    for node_id in ids:
+        assert any(line.startswith(f"  raw: {node_id}: ") for line in lines), lines
+    assert any(" status 0x00000000 at " in line for line in lines), lines
