@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cloud import responses
-from cloud.apps import dashboard, query
+from cloud.apps import alerts_api, dashboard, efficiency_api, efficiency_page, query
 from cloud.apps.context import AppContext
 from cloud.config import Config
 from cloud.errors import StoreError
@@ -83,7 +83,10 @@ def create_app(
         *enroll.routes(ctx),
         *admin.routes(ctx),
         *query.routes(apps),
+        *efficiency_api.routes(apps),
+        *alerts_api.routes(apps, store, config.admin),
         *dashboard.routes(apps, dashboard_config or dashboard.DashboardConfig()),
+        *efficiency_page.routes(apps, store, dashboard_config or dashboard.DashboardConfig()),
         Route(HEALTH_PATH, healthz, methods=["GET"]),
         Route(READY_PATH, readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),

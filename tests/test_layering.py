@@ -6,7 +6,8 @@
   nothing else of the agent.
 - The platform's apps (`cloud.apps`) only read: of the rest of cloud they may import the read
   interface and the device records of storage, the errors, the bearer-token check and the
-  response helpers; never the batch or registry interfaces, a backend, or the receiver.
+  response helpers; never the batch or registry interfaces, a backend, or the receiver. The one
+  exception: the alert apps (`ALERT_WRITERS`) may write the alert interface, and no other app.
 - No package has an import cycle, not even one hidden in a function body or behind
   `TYPE_CHECKING`: every import in a module counts.
 """
@@ -39,6 +40,10 @@ APPS_MAY_IMPORT = {
     "cloud.bearer",
     "cloud.responses",
 }
+
+# The apps that may use the alert interface (alerts, acknowledgements, the outbox), the only
+# storage an app may write: delivery and the API write, the efficiency page lists alerts.
+ALERT_WRITERS = {"cloud.apps.alert_delivery", "cloud.apps.alerts_api", "cloud.apps.efficiency_page"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -99,6 +104,8 @@ def app_violations(modules: dict[str, Path]) -> list[str]:
             if m.split(".")[0] != "cloud" or m in ("cloud", "cloud.storage"):
                 continue
             allowed = {"cloud.apps", *APPS_MAY_IMPORT}
+            if name in ALERT_WRITERS:
+                allowed.add("cloud.storage.alerts")
             if not any(m == ok or m.startswith(ok + ".") for ok in allowed):
                 found.append(f"{name} imports {m}")
     return found
@@ -215,3 +222,13 @@ def test_cycle_finder_sees_a_hidden_cycle() -> None:
     graph = {"p.a": {"p.b"}, "p.b": {"p.c"}, "p.c": {"p.a"}, "p.d": {"p.a"}}
     assert list(cycles(graph)) == [["p.a", "p.b", "p.c"]]
     assert list(cycles({"p.a": {"p.b"}, "p.b": set()})) == []
+
+
+def test_only_the_alert_apps_write_and_only_alerts(tmp_path: Path) -> None:
+    alerts = tmp_path / "a.py"
+    alerts.write_text("from cloud.storage.alerts import AlertStore\n", encoding="utf-8")
+    assert app_violations({"cloud.apps.figures": alerts}) != []
+    assert app_violations({"cloud.apps.alert_delivery": alerts}) == []
+    batches = tmp_path / "b.py"
+    batches.write_text("from cloud.storage.batches import BatchStore\n", encoding="utf-8")
+    assert app_violations({"cloud.apps.alert_delivery": batches}) != []

@@ -121,6 +121,13 @@ class Dashboard:
         cookie = request.cookies.get(COOKIE)
         return cookie is not None and self._accepts(_unb64(cookie))
 
+    def authorised(self, request: Request) -> bool:
+        """Whether a request carries a viewer's token or session: other pages reuse the check."""
+        return self._authorised(request)
+
+    def html(self, body: str, status: int = 200) -> Response:
+        return self._html(body, status)
+
     def _cookie(self, token: str, max_age: int = COOKIE_MAX_AGE_S) -> str:
         secure = "; Secure" if self._secure else ""
         return (

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from wire import admin, query
+from wire import admin, alerts, efficiency, query
 from wire.codec import MEDIA_TYPE
 from wire.http import (
     ADMIN_DEVICE_ACTION_PATH,
@@ -319,6 +319,90 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "get",
+        alerts.ALERTS_PATH,
+        "Alerts with their evidence, oldest first",
+        {200: ok("alerts", alerts.AlertList), 400: error("bad state"), **_OPERATOR_AUTH},
+        security="read",
+        parameters=[param("state", enum=["open", "acknowledged", "resolved"])],
+    ),
+    Operation(
+        "get",
+        alerts.ALERT_AUDIT_PATH,
+        "An alert's audit trail",
+        {200: ok("audit", alerts.AuditList), 404: error("unknown alert"), **_OPERATOR_AUTH},
+        security="read",
+        parameters=[param("alert_id", "path", "integer")],
+    ),
+    *(
+        Operation(
+            "post",
+            alerts.ALERT_STATE_PATH.replace("{action}", action),
+            summary,
+            {
+                200: ok("the alert", alerts.AlertView),
+                400: error("bad body"),
+                404: error("no live alert with that id"),
+                **_OPERATOR_AUTH,
+            },
+            security="admin",
+            parameters=[param("alert_id", "path", "integer")],
+            request=alerts.StateChange,
+        )
+        for action, summary in (
+            ("acknowledge", "Acknowledge a live alert"),
+            ("resolve", "Resolve a live alert"),
+        )
+    ),
+    Operation(
+        "get",
+        alerts.ALERT_RULES_PATH,
+        "Alert rules",
+        {200: ok("rules", alerts.RuleList), **_OPERATOR_AUTH},
+        security="read",
+    ),
+    Operation(
+        "put",
+        alerts.ALERT_RULE_PATH,
+        "Create or replace an alert rule (docs/alerts.md)",
+        {200: ok("the rule", alerts.RuleList), 400: error("bad rule"), **_OPERATOR_AUTH},
+        security="admin",
+        parameters=[param("rule_id", "path")],
+        request=JSON_MEDIA_TYPE,
+    ),
+    Operation(
+        "post",
+        alerts.ALERTS_EVALUATE_PATH,
+        "Raise alerts from the efficiency findings of the last 30 days",
+        {200: ok("evaluated", alerts.Evaluated), **_OPERATOR_AUTH},
+        security="admin",
+    ),
+    Operation(
+        "post",
+        alerts.ALERTS_DELIVER_PATH,
+        "Deliver the due alerts of the outbox once",
+        {200: ok("delivered", alerts.Delivered), **_OPERATOR_AUTH},
+        security="admin",
+    ),
+    Operation(
+        "get",
+        efficiency.EFFICIENCY_PATH,
+        "Production, energy intensity (kWh/t, m³/t) and anomalies with evidence",
+        {
+            200: ok("efficiency figures", efficiency.Efficiency),
+            400: error("bad parameter, or too many readings for one request"),
+            **_OPERATOR_AUTH,
+        },
+        security="read",
+        parameters=[
+            *_RANGE,
+            param("tz"),
+            param("processes", description="comma list; default: the processes tickets name"),
+            param("direction", enum=["out", "in"]),
+            param("shifts", description="name:start-end,... in local hours"),
+        ],
+    ),
+    Operation(
+        "get",
         "/",
         "The plant dashboard (HTML); ?token= once sets the session cookie",
         {
@@ -328,6 +412,13 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         security="viewer",
         parameters=[param("token"), param("series"), param("tz")],
+    ),
+    Operation(
+        "get",
+        "/efficiency",
+        "The efficiency page (HTML): energy per tonne, findings, live alerts",
+        {200: page("the page"), 401: page("the sign-in page")},
+        security="viewer",
     ),
     Operation(
         "get",

@@ -12,6 +12,7 @@ import psycopg
 
 from cloud.errors import SchemaError, StoreUnavailableError
 from cloud.storage.migrations import latest_version, migrations
+from cloud.storage.postgres_alerts import PostgresAlerts
 from cloud.storage.postgres_batches import PostgresBatches
 from cloud.storage.postgres_reads import PostgresReads
 from cloud.storage.postgres_registry import PostgresRegistry
@@ -19,7 +20,7 @@ from cloud.storage.postgres_registry import PostgresRegistry
 _MIGRATION_LOCK = 0x7469_6572_6C65_7373 & 0x7FFF_FFFF_FFFF_FFFF  # "tierless"
 
 
-class PostgresStore(PostgresBatches, PostgresRegistry, PostgresReads):
+class PostgresStore(PostgresBatches, PostgresRegistry, PostgresReads, PostgresAlerts):
     """`cloud.storage.store.Store` on PostgreSQL."""
 
     async def empty(self) -> bool:

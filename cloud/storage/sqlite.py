@@ -14,13 +14,14 @@ import sqlite3
 
 from cloud.errors import SchemaError
 from cloud.storage.migrations import latest_version, migrations
+from cloud.storage.sqlite_alerts import SqliteAlerts
 from cloud.storage.sqlite_batches import SqliteBatches
 from cloud.storage.sqlite_db import Conn
 from cloud.storage.sqlite_reads import SqliteReads
 from cloud.storage.sqlite_registry import SqliteRegistry
 
 
-class SqliteStore(SqliteBatches, SqliteRegistry, SqliteReads):
+class SqliteStore(SqliteBatches, SqliteRegistry, SqliteReads, SqliteAlerts):
     """`cloud.storage.store.Store` on SQLite."""
 
     async def ping(self) -> None:

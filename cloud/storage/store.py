@@ -13,12 +13,13 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from cloud.errors import ConfigError
+from cloud.storage.alerts import AlertStore
 from cloud.storage.batches import BatchStore
 from cloud.storage.reads import ReadStore
 from cloud.storage.registry import RegistryStore
 
 
-class Store(BatchStore, RegistryStore, ReadStore, Protocol):
+class Store(BatchStore, RegistryStore, ReadStore, AlertStore, Protocol):
     """A receiver's state: every interface, and opening, checking and migrating the schema."""
 
     kind: str  # "sqlite" | "postgres"
