@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from agent.sources import Sink
@@ -57,13 +57,14 @@ def config_version(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def error_counts(counters: dict[str, int]) -> dict[str, int]:
-    """The non-zero error counters of a source (`agent.metrics.source_counters` names)."""
-    return {
-        name: n
-        for name, n in sorted(counters.items())
-        if n and any(word in name for word in _ERROR_WORDS)
-    }
+def error_counts(counters: Mapping[tuple[str, str], int]) -> dict[str, int]:
+    """The non-zero error counters of a source (`agent.metrics.source_counters`: a stat and
+    its key, such as a Modbus unit id), named `stat` or `stat[key]`."""
+    out: dict[str, int] = {}
+    for (stat, key), n in sorted(counters.items()):
+        if n and any(word in stat for word in _ERROR_WORDS):
+            out[f"{stat}[{key}]" if key else stat] = n
+    return out
 
 
 @dataclass(slots=True)

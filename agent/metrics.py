@@ -3,8 +3,14 @@
 Counters are plain integers the components add to; gauges are refreshed from the live objects
 just before each scrape (`refresh` callback), and so are the sources' own `stats` (serial
 sources count polls, timeouts, frames, reopens …): `source_counters()` flattens a stats dataclass
-into `counter name -> value` (`port.opens`, `units.3.timeouts`, `mcu_errors.5`), exported as
-`edge_agent_source_counter_total{source="…",counter="…"}`.
+into `(stat, key) -> value`: the dotted path of field names (`port.opens`, `units.timeouts`,
+`mcu_errors`) and the dictionary keys on the way ("" for none; a unit id `3`, an error code `5`,
+joined by "/" when there are several), exported as
+`edge_agent_source_stats_total{source="…",stat="…"[,key="…"]}` (one label per thing, which is
+what `promtool check metrics` asks for; the family's name must not say "counter").
+
+Beside the agent's own families: `edge_agent_build_info{version="…"}` and the process's
+`process_*` families (`hostio.procstats`).
 
 The HTTP side is a deliberately tiny asyncio server (GET /metrics only, one response per
 connection, 5 s to send the request): the endpoint is for a local scraper, and a full web stack
@@ -21,6 +27,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import wire.version
+from hostio.procstats import build_info_family, process_families
 from hostio.prometheus import (
     CONTENT_TYPE,
     Labels,
@@ -37,22 +45,23 @@ UPLINK_STATES = ("starting", "idle", "sending", "retrying", "stopped")
 _NOT_COUNTERS = frozenset({"down_until", "consecutive_failures"})
 
 
-def source_counters(stats: Any) -> dict[str, int]:
-    """A source's stats dataclass as `dotted.name -> count`; non-counters are left out."""
-    out: dict[str, int] = {}
+def source_counters(stats: Any) -> dict[tuple[str, str], int]:
+    """A source's stats dataclass as `(dotted.field.path, key) -> count` (see the module
+    docstring); non-counters are left out."""
+    out: dict[tuple[str, str], int] = {}
 
-    def walk(value: Any, name: str) -> None:
+    def walk(value: Any, name: str, key: str) -> None:
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
             for f in dataclasses.fields(value):
                 if f.name not in _NOT_COUNTERS:
-                    walk(getattr(value, f.name), f"{name}.{f.name}" if name else f.name)
+                    walk(getattr(value, f.name), f"{name}.{f.name}" if name else f.name, key)
         elif isinstance(value, Mapping):
             for k, v in value.items():
-                walk(v, f"{name}.{k}")
+                walk(v, name, f"{key}/{k}" if key else str(k))
         elif isinstance(value, int) and not isinstance(value, bool):
-            out[name] = value
+            out[(name, key)] = value
 
-    walk(stats, "")
+    walk(stats, "", "")
     return out
 
 
@@ -82,11 +91,12 @@ class Metrics:
     last_ack_age_seconds: float | None = None  # None: never acknowledged (no sample)
     buffer_fill_ratio: float = 0.0
     clock_state: int = 2
-    clock_offset_ms: int = 0
+    clock_offset_ms: int = 0  # exported in seconds (Prometheus's base unit)
     key_reloads: int = 0
     key_reload_failures: int = 0
     key_reload_failing: int = 0  # 1 while the key file on disk cannot be used
-    sources: dict[str, dict[str, int]] = field(default_factory=dict)  # name -> counters
+    sources: dict[str, dict[tuple[str, str], int]] = field(default_factory=dict)  # name -> stats
+    version: str | None = None  # the release (edge_agent_build_info), read at the first scrape
 
     def render(self) -> str:
         out: list[str] = []
@@ -226,10 +236,10 @@ class Metrics:
             [((), self.clock_state)],
         )
         metric(
-            "clock_offset_ms",
+            "clock_offset_seconds",
             MetricType.GAUGE,
             "Local wall clock minus receiver time.",
-            [((), self.clock_offset_ms)],
+            [((), self.clock_offset_ms / 1000)],
         )
         metric(
             "key_reloads_total",
@@ -250,16 +260,20 @@ class Metrics:
             [((), self.key_reload_failing)],
         )
         metric(
-            "source_counter_total",
+            "source_stats_total",
             MetricType.COUNTER,
-            "Counters of each source (polls, timeouts, frames, reopens ...), by counter name.",
+            "Counts of each source (polls, timeouts, frames, reopens ...), by stat and key "
+            "(a unit id, an error code).",
             [
-                ((("source", source), ("counter", name)), value)
+                ((("source", source), ("stat", stat), *((("key", key),) if key else ())), value)
                 for source, counters in sorted(self.sources.items())
-                for name, value in sorted(counters.items())
+                for (stat, key), value in sorted(counters.items())
             ],
         )
-        return render([out])
+        if self.version is None:  # not at start-up: reading it costs tens of milliseconds
+            self.version = wire.version.release()
+        out.extend(build_info_family("edge_agent_build_info", self.version, "The agent's release."))
+        return render([out, *process_families()])
 
 
 async def serve(

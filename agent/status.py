@@ -52,6 +52,18 @@ def read_status(config: Config, *, now_ms: int | None = None) -> dict[str, Any]:
     oldest = min(oldest_candidates) if oldest_candidates else None
     clock_state = meta.get("clock_state")
     last_sync = meta.get("last_sync_ms")
+    last_error, last_error_ms = meta.get("last_error"), meta.get("last_error_ms")
+    # The buffer keeps the last error for good; it is current only until the next sync.
+    current = last_error is not None and (
+        last_sync is None or last_error_ms is None or last_error_ms > last_sync
+    )
+    key_changed_ms = _mtime_ms(Path(config.device.key_file))
+    key_replaced = bool(
+        current
+        and last_error_ms is not None
+        and key_changed_ms is not None
+        and key_changed_ms > last_error_ms
+    )
     digest = meta.get("head_digest")
     return {
         "device_id": config.device.id,
@@ -70,8 +82,10 @@ def read_status(config: Config, *, now_ms: int | None = None) -> dict[str, Any]:
             "state": meta.get("uplink_state", "never started"),
             "last_sync_ms": last_sync,
             "last_sync_age_s": None if last_sync is None else round((now - last_sync) / 1000, 1),
-            "last_error": meta.get("last_error"),
-            "last_error_ms": meta.get("last_error_ms"),
+            "last_error": last_error,
+            "last_error_ms": last_error_ms,
+            "error_current": current,  # False: a sync succeeded after it
+            "key_replaced_since_error": key_replaced,  # re-enrolled or rotated after it
             "batches_acked": int(meta.get("total_acked_batches", 0)),
             "readings_acked": int(meta.get("total_acked_readings", 0)),
         },
@@ -119,7 +133,7 @@ def format_status(status: dict[str, Any]) -> str:
         f"oldest:        {_age(b['oldest_reading_age_s'])}",
         f"uplink:        {u['state']}",
         f"last sync:     {_when(u['last_sync_ms'], u['last_sync_age_s'])}",
-        f"last error:    {u['last_error'] or 'none'}",
+        f"last error:    {_error(u)}",
         f"chain head:    seq {c['head_seq']}"
         + ("" if c["confirmed_with_receiver"] else " (not yet confirmed with the receiver)"),
         f"clock:         {_clock(k['state'], k['sync_check'])}"
@@ -160,6 +174,27 @@ def _clock(name: str | None, sync_check: str) -> str:
     if state == ClockState.SYNCED and sync_check == "assume_synced":
         return 'assumed synced (sync_check = "assume_synced": not checked)'
     return _CLOCK_NAMES[state]
+
+
+def _error(u: dict[str, Any]) -> str:
+    error = u["last_error"]
+    if error is None:
+        return "none"
+    if not u.get("error_current", True):
+        return f"none since the last sync (before it: {error})"
+    if u.get("key_replaced_since_error"):
+        return (
+            f"{error} (the key file was replaced since: re-enrolled or rotated; a running agent "
+            "tries again with it within seconds, a stopped one when started)"
+        )
+    return str(error)
+
+
+def _mtime_ms(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns // 1_000_000
+    except OSError:
+        return None
 
 
 def _age(age_s: float | None) -> str:

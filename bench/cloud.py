@@ -172,7 +172,7 @@ async def _process(args: list[str], ready: str) -> AsyncIterator[None]:
             if not line:
                 raise RuntimeError(f"server did not start: {''.join(seen)}")
             seen.append(line)
-            if line.startswith(ready):
+            if f" {ready}" in f" {line}":
                 break
     try:
         yield

@@ -10,6 +10,9 @@ the variable, the variable over the default:
     --tls-cert/--tls-key TIERLESS_TLS_CERT/_KEY      (none: plain HTTP)
     --admin-token-file   TIERLESS_ADMIN_TOKEN_FILE   (or TIERLESS_ADMIN_TOKEN; else created)
     --read-token-file    TIERLESS_READ_TOKEN_FILE    (or TIERLESS_READ_TOKEN; else created)
+    --viewer-token-file  TIERLESS_VIEWER_TOKEN_FILE  (or TIERLESS_VIEWER_TOKEN; else none): opens
+                         the dashboard only, for the plant's screens and managers
+    --timezone           TIERLESS_TIMEZONE           UTC: whose calendar day the dashboard shows
     --token-dir          TIERLESS_TOKEN_DIR          beside the SQLite file, else the cwd
     --allow-insecure-http TIERLESS_ALLOW_INSECURE_HTTP=1
     --device-rate/--device-burst TIERLESS_DEVICE_RATE/_BURST      10/s, 60
@@ -19,29 +22,49 @@ the variable, the variable over the default:
     --keep-alive         TIERLESS_KEEP_ALIVE         20 s idle before a connection is closed
     --max-waiting-per-address TIERLESS_MAX_WAITING_PER_ADDRESS  64 connections without a request
     --max-requests-per-address TIERLESS_MAX_REQUESTS_PER_ADDRESS 50 requests being handled
-    --pool-size, --log-level (TIERLESS_POOL_SIZE, TIERLESS_LOG_LEVEL)
+    --pool-size          TIERLESS_POOL_SIZE          8
+    --log-level          TIERLESS_LOG_LEVEL          info (before or after the subcommand)
+    --log-format         TIERLESS_LOG_FORMAT         text, or json (one object per line)
 
-Exit codes: 0 done, 1 the database refused or is unreachable, 2 bad configuration. Errors are one
-line on stderr, never a traceback.
+Exit codes: 0 done, 1 the database refused or is unreachable, 2 bad configuration (a port
+already in use included: it is checked before anything is created). Errors are one line on
+stderr, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
-from collections.abc import Mapping, Sequence
+import socket
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import wire.version
 from cloud.config import ConnectionLimits, Limits, normalise_public_url
 from cloud.errors import CloudError, ConfigError, StoreError
-from cloud.receiver.tokenfiles import load_or_create
-from cloud.server import ServeSettings, serve, stderr
+from cloud.receiver.tokenfiles import check_token, load_or_create, read_token_file
+from cloud.server import ServeSettings, notice_logger, serve, stderr
 from cloud.storage.store import describe_url, store_from_url
+from hostio.logformat import LEVELS, LogFormat, configure
 from hostio.loopback import is_loopback
 
 DEFAULT_DB = "sqlite:///./tierless-cloud.db"
+
+
+def _log_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # Before or after the subcommand: on the subcommand an option not given leaves the
+    # top-level value alone (SUPPRESS), and None at the top means "the variable, else default".
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("--log-level", choices=LEVELS, default=default)
+    parser.add_argument(
+        "--log-format",
+        choices=[f.value for f in LogFormat],
+        default=default,
+        help="text (default) or json: one object per line",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,11 +72,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="edge-cloud", description="Tierless receiver: verify, de-duplicate, store."
     )
     parser.add_argument("--version", action=wire.version.VersionAction, prog="edge-cloud")
+    _log_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", required=True)
     serve_p = sub.add_parser("serve", help="run the receiver")
     migrate_p = sub.add_parser("migrate", help="apply pending schema migrations")
     for p in (serve_p, migrate_p):
         p.add_argument("--db", help=f"sqlite:///path.db or postgresql://… (default {DEFAULT_DB})")
+        _log_options(p, top=False)
     serve_p.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_p.add_argument("--port", type=int, help="port (default 8080)")
     serve_p.add_argument("--public-url", help="base URL gateways sign (default http://HOST:PORT)")
@@ -61,6 +86,14 @@ def _parser() -> argparse.ArgumentParser:
     serve_p.add_argument("--tls-key", help="PEM private key for --tls-cert")
     serve_p.add_argument("--admin-token-file", type=Path, help="file (mode 0600) with the token")
     serve_p.add_argument("--read-token-file", type=Path, help="file (mode 0600) with the token")
+    serve_p.add_argument(
+        "--viewer-token-file",
+        type=Path,
+        help="file (mode 0600) with a token that opens the dashboard only (default: none)",
+    )
+    serve_p.add_argument(
+        "--timezone", help="IANA time zone of the dashboard's day, e.g. Europe/Berlin (UTC)"
+    )
     serve_p.add_argument("--token-dir", type=Path, help="where tokens are created if not given")
     serve_p.add_argument(
         "--allow-insecure-http",
@@ -96,7 +129,6 @@ def _parser() -> argparse.ArgumentParser:
         help="requests being handled at once, per client address (default 50)",
     )
     serve_p.add_argument("--pool-size", type=int, help="PostgreSQL connections (default 8)")
-    serve_p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return parser
 
 
@@ -126,16 +158,54 @@ def _token_dir(db_url: str) -> Path:
     return Path.cwd()
 
 
+def check_port_free(host: str, port: int) -> None:
+    """ConfigError if `host:port` cannot be bound now (in use, or not this machine's address).
+    Bound the way uvicorn binds (SO_REUSEADDR), then released at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            why = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise ConfigError([f"cannot listen on {host}:{port}: {why}"]) from exc
+
+
+def log_settings(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[str, LogFormat]:
+    level = _pick(args.log_level, env, "TIERLESS_LOG_LEVEL", "info") or "info"
+    fmt = _pick(args.log_format, env, "TIERLESS_LOG_FORMAT", "text") or "text"
+    if level not in LEVELS:
+        raise ConfigError([f"log level {level!r} is not one of {', '.join(LEVELS)}"])
+    try:
+        return level, LogFormat(fmt)
+    except ValueError as exc:
+        raise ConfigError([f"log format {fmt!r} is not text or json"]) from exc
+
+
+def _timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError([f"time zone {name!r} is not an IANA zone (e.g. Europe/Berlin)"]) from exc
+    return name
+
+
 def serve_settings(
-    args: argparse.Namespace, env: Mapping[str, str]
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    *,
+    check_port: Callable[[str, int], None] | None = None,
 ) -> tuple[ServeSettings, list[str]]:
-    """Settings from flags and environment, and notices to print (created token files)."""
+    """Settings from flags and environment, and notices to print (created token files).
+    `check_port` (the entry point passes `check_port_free`) runs before anything is created."""
     db = _pick(args.db, env, "TIERLESS_DB", DEFAULT_DB) or DEFAULT_DB
     store_from_url(db)  # validates the URL before anything is created
     host = _pick(args.host, env, "TIERLESS_HOST", "127.0.0.1") or "127.0.0.1"
     port = _int(_pick(args.port, env, "TIERLESS_PORT", "8080"), "port")
     if not 0 < port < 65536:
         raise ConfigError([f"port {port} is not in 1..65535"])
+    timezone = _timezone(_pick(args.timezone, env, "TIERLESS_TIMEZONE", "UTC") or "UTC")
+    log_level, log_format = log_settings(args, env)
     cert = _pick(args.tls_cert, env, "TIERLESS_TLS_CERT", None)
     key = _pick(args.tls_key, env, "TIERLESS_TLS_KEY", None)
     if (cert is None) != (key is None):
@@ -159,6 +229,8 @@ def serve_settings(
         scheme = "https" if cert else "http"
         public = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
     public = normalise_public_url(public)
+    if check_port is not None:
+        check_port(host, port)
 
     token_dir = Path(_pick(args.token_dir, env, "TIERLESS_TOKEN_DIR", None) or _token_dir(db))
     notices = []
@@ -175,6 +247,19 @@ def serve_settings(
         tokens.append(token)
         if notice:
             notices.append(notice)
+    # The viewer token is optional: never created, and not the read token (which opens the
+    # whole query API).
+    viewer_file = _pick(args.viewer_token_file, env, "TIERLESS_VIEWER_TOKEN_FILE", None)
+    viewer_value = env.get("TIERLESS_VIEWER_TOKEN") or None
+    viewer = (
+        read_token_file(Path(viewer_file))
+        if viewer_file
+        else check_token(viewer_value, "the viewer token variable")
+        if viewer_value
+        else ""
+    )
+    if viewer and viewer in tokens:
+        raise ConfigError(["the viewer token must differ from the admin and read tokens"])
     defaults = Limits()
     limits = Limits(
         device_rate_per_s=_float(
@@ -241,7 +326,10 @@ def serve_settings(
             "limit concurrency",
         ),
         pool_size=_int(_pick(args.pool_size, env, "TIERLESS_POOL_SIZE", "8"), "pool size"),
-        log_level=_pick(args.log_level, env, "TIERLESS_LOG_LEVEL", "info") or "info",
+        log_level=log_level,
+        log_format=log_format,
+        viewer_token=viewer,
+        timezone=timezone,
     )
     return settings, notices
 
@@ -262,14 +350,17 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     args = _parser().parse_args(argv)
     environ = os.environ if env is None else env
     try:
+        level, fmt = log_settings(args, environ)
+        configure("edge-cloud", level, fmt)
         if args.command == "migrate":
             db = _pick(args.db, environ, "TIERLESS_DB", DEFAULT_DB) or DEFAULT_DB
             stderr(asyncio.run(_migrate(db)))
             return 0
-        settings, notices = serve_settings(args, environ)
+        settings, notices = serve_settings(args, environ, check_port=check_port_free)
+        say = notice_logger().info
         for notice in notices:
-            stderr(notice)
-        asyncio.run(serve(settings, say=stderr))
+            say(notice)
+        asyncio.run(serve(settings, say=say))
         return 0
     except ConfigError as exc:
         for problem in exc.problems:

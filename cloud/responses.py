@@ -36,14 +36,21 @@ RATE_LIMITED = ErrorBody(error=ErrorCode.RATE_LIMITED)
 UNAVAILABLE = ErrorBody(error=ErrorCode.UNAVAILABLE)
 HEAD_TIMEOUT = ErrorBody(error=ErrorCode.TIMEOUT, message="request head not received in time")
 INTERNAL = ErrorBody(error=ErrorCode.INTERNAL)
-NOT_FOUND = ErrorBody(error=ErrorCode.NOT_FOUND)
-METHOD_NOT_ALLOWED = ErrorBody(error=ErrorCode.METHOD_NOT_ALLOWED)
+NOT_FOUND = ErrorBody(error=ErrorCode.NOT_FOUND, message="no such path")
+METHOD_NOT_ALLOWED = ErrorBody(
+    error=ErrorCode.METHOD_NOT_ALLOWED, message="this path does not take that method"
+)
 OPERATOR_UNAUTHORIZED = ErrorBody(error=ErrorCode.UNAUTHORIZED, message="bearer token required")
 
 
 def bad_request(message: str) -> ErrorBody:
     """A 400 body; `message` is ours (a fixed phrase or a wire validation path), never raw input."""
     return ErrorBody(error=ErrorCode.BAD_REQUEST, message=message)
+
+
+def not_found(what: str) -> ErrorBody:
+    """A 404 body naming what was not found ("device", "key", "series"): ours, never input."""
+    return ErrorBody(error=ErrorCode.NOT_FOUND, message=f"no such {what}")
 
 
 def conflict(message: str) -> ErrorBody:

@@ -22,12 +22,14 @@ from typing import Any
 import uvicorn
 
 from cloud.app import create_app
+from cloud.apps.dashboard import DashboardConfig
 from cloud.bearer import BearerCheck
 from cloud.config import Config, ConnectionLimits, Limits
 from cloud.errors import ConfigError, SchemaError
 from cloud.receiver.http11 import guarded_protocol
 from cloud.storage.migrations import latest_version
 from cloud.storage.store import Store, describe_url, store_from_url
+from hostio.logformat import LogFormat
 
 log = logging.getLogger("cloud.server")
 GC_YOUNG_THRESHOLD = 7_000  # allocations; CPython's default is 700
@@ -48,7 +50,10 @@ class ServeSettings:
     limit_concurrency: int = 200  # requests being handled at once (not open connections)
     pool_size: int = 8
     log_level: str = "info"
+    log_format: LogFormat = LogFormat.TEXT
     access_log: bool = False
+    viewer_token: str = ""  # the dashboard's viewer token ("" for none)
+    timezone: str = "UTC"  # the dashboard's day
 
 
 async def check_schema(store: Store, db_url: str, *, say: Callable[[str], None]) -> None:
@@ -189,7 +194,13 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
         )
         server = _Server(
             uvicorn.Config(
-                create_app(config, store),
+                create_app(
+                    config,
+                    store,
+                    dashboard_config=DashboardConfig(
+                        viewer=BearerCheck(settings.viewer_token), timezone=settings.timezone
+                    ),
+                ),
                 host=settings.host,
                 port=settings.port,
                 lifespan="off",
@@ -199,6 +210,9 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
                 ssl_certfile=settings.tls_cert,
                 ssl_keyfile=settings.tls_key,
                 ssl_context_factory=tls_context_factory if settings.tls_cert else None,
+                # uvicorn's loggers propagate to the root handler the entry point set up
+                # (`hostio.logformat`), so its lines and ours share one format.
+                log_config=None,
                 log_level=settings.log_level,
                 access_log=settings.access_log,
             ),
@@ -212,3 +226,11 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
 
 def stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def notice_logger() -> logging.Logger:
+    """The logger of the receiver's start-up notices (created token files, listening): shown at
+    every log level, in the log's format."""
+    notices = logging.getLogger("cloud.notice")
+    notices.setLevel(logging.INFO)
+    return notices

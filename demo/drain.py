@@ -4,7 +4,7 @@ drain, in the order the data travels, each read from what the processes publish:
 1. `devices_quiet`: the devices stopped producing, the MCU holds no unacknowledged reading (the
    agent acknowledges only what it committed), no MQTT publish is in flight (`status.json`);
 2. `handed_over`: the agent has received every answer the devices sent, and committed all it
-   received (its Prometheus endpoint: per-source counters `units.1.ok` of the meter's bus,
+   received (its Prometheus endpoint: per-source counters `units.ok` (key 1) of the meter's bus,
    `events` of the weighbridge, `messages` of the MQTT source, against the devices' own counts;
    then `edge_agent_readings_in_total` = committed + dropped, and the same for events);
 3. `uploaded`: `edge-agent status --json` shows no event left in the buffer and no reading taken
@@ -77,13 +77,13 @@ def handed_over(
 ) -> bool | None:
     """Condition 2; None when the metrics do not say (a counter missing). `sources` names the
     agent's source of each device: {"meter": "incomer-bus", ...}."""
-    counter = "edge_agent_source_counter_total"
-    wanted = [("meter", "units.1.ok", status["meter"]["requests"])]
-    wanted.append(("weighbridge", "events", status["weighbridge"]["tickets"]))
+    counter = "edge_agent_source_stats_total"
+    wanted = [("meter", {"stat": "units.ok", "key": "1"}, status["meter"]["requests"])]
+    wanted.append(("weighbridge", {"stat": "events"}, status["weighbridge"]["tickets"]))
     if "mqtt" in status and "mqtt" in sources:
-        wanted.append(("mqtt", "messages", status["mqtt"]["messages"]))
-    for device, name, produced in wanted:
-        got = _get(samples, counter, source=sources[device], counter=name)
+        wanted.append(("mqtt", {"stat": "messages"}, status["mqtt"]["messages"]))
+    for device, labels, produced in wanted:
+        got = _get(samples, counter, source=sources[device], **labels)
         if got is None:
             return None
         if got < produced:

@@ -221,8 +221,21 @@ class SyncSignedClient:
         return self.request(method, path, body, signed)
 
 
+# What OpenSSL says when the "TLS server" answers in plain text: the first bytes of an HTTP
+# answer read as a TLS record header give a version it does not know.
+_PLAIN_HTTP_SIGNS = ("WRONG_VERSION_NUMBER", "wrong version number", "HTTP_REQUEST", "http request")
+PLAIN_HTTP_HINT = "the receiver speaks plain HTTP? use an http:// URL, or put TLS in front of it"
+
+
+def _hinted(detail: str) -> str:
+    if any(sign in detail for sign in _PLAIN_HTTP_SIGNS):
+        return f"{detail} ({PLAIN_HTTP_HINT})"
+    return detail
+
+
 def translate(exc: Exception) -> ExchangeError:
-    """The ExchangeError for an httpx exception (or an expired deadline)."""
+    """The ExchangeError for an httpx exception (or an expired deadline). A TLS failure that
+    means the peer answered in plain HTTP says so in its `detail`."""
     message = f"{type(exc).__name__}: {exc or 'no detail'}"
     cause: BaseException | None = exc
     while cause is not None:
@@ -231,7 +244,7 @@ def translate(exc: Exception) -> ExchangeError:
                 message, detail=cause.verify_message or "certificate not trusted"
             )
         if isinstance(cause, ssl.SSLError):
-            return TlsError(message, detail=str(cause.reason or cause))
+            return TlsError(message, detail=_hinted(str(cause.reason or cause)))
         cause = cause.__cause__ or cause.__context__
     if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return ExchangeTimeoutError(message, detail="timed out")
@@ -239,7 +252,7 @@ def translate(exc: Exception) -> ExchangeError:
         return ExchangeError(message, detail=type(exc).__name__)  # e.g. an undecodable answer
     text = str(exc) or type(exc).__name__
     if "SSL" in text or "certificate" in text:
-        return TlsError(message, detail=text)
+        return TlsError(message, detail=_hinted(text))
     return UnreachableError(message, detail=text)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import time
 import traceback
@@ -276,7 +277,13 @@ def _parser() -> argparse.ArgumentParser:
     p = add(sub, "enroll", _enroll, "make this gateway's key and enrol it (run on the gateway)")
     p.add_argument("--dir", required=True, type=Path, help="the agent's directory")
     p.add_argument("--cloud", metavar="URL", help="receiver URL (from the bundle if given)")
-    p.add_argument("--device", "--device-id", dest="device", metavar="ID", help="device id")
+    p.add_argument(
+        "--device",
+        "--device-id",
+        dest="device",
+        metavar="ID",
+        help="device id (default: the one DIR/agent.toml names, when enrolling again)",
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--token-file", metavar="FILE", help="file holding the token (- : stdin)")
     source.add_argument("--bundle", type=Path, metavar="DIR", help="install bundle (fleet plan)")
@@ -325,10 +332,38 @@ def _admin(args: argparse.Namespace, io: Io) -> tuple[Receiver, AdminApi]:
     return receiver, AdminApi(receiver, token)
 
 
+MAX_TOKEN_TTL_S = 30 * 86400  # the receiver's default limit (cloud.config.Config.max_token_ttl_s)
+
+
+def _check_ttl(text: str) -> int:
+    ttl_s = parse_duration(text)
+    if ttl_s > MAX_TOKEN_TTL_S:
+        raise LocalError(
+            f"--ttl {text}: an enrolment token is valid at most 30d (the receiver refuses longer)"
+        )
+    return ttl_s
+
+
+def _refuse_a_shared_stdout(stdout: TextIO) -> None:
+    """`token create > file` would leave the secret in a file others can read (umask 022 makes
+    it 0644): refuse before a token is issued, and say how to do it safely."""
+    try:
+        info = os.fstat(stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's buffer)
+        return
+    if stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
+        raise LocalError(
+            f"standard output is a file readable by others (mode {stat.S_IMODE(info.st_mode):04o}):"
+            " the token would be shared; use --out FILE (written 0600), or set umask 077 first"
+        )
+
+
 def _token_create(args: argparse.Namespace, io: Io) -> int:
     if not valid_device_id(args.device):
         raise LocalError("device id must be 1-128 printable characters without outer spaces")
-    ttl_s = parse_duration(args.ttl)
+    ttl_s = _check_ttl(args.ttl)
+    if not args.out:
+        _refuse_a_shared_stdout(io.stdout)
     receiver, admin = _admin(args, io)
     with receiver:
         issued = admin.create_token(args.device, ttl_s)
@@ -402,7 +437,7 @@ def _keys_revoke(args: argparse.Namespace, io: Io) -> int:
 
 
 def _fleet_plan(args: argparse.Namespace, io: Io) -> int:
-    ttl_s = parse_duration(args.ttl)
+    ttl_s = _check_ttl(args.ttl)
     gateway_url = args.gateway_url
     if gateway_url:
         gateway_url = normalise_url(gateway_url, allow_insecure_http=args.allow_insecure_http)
@@ -461,9 +496,15 @@ def _enroll(args: argparse.Namespace, io: Io) -> int:
         if bundle.ca_pem is not None and ca_file is None:
             ca_file, ca_pem = str(args.bundle / agentconfig.CA_NAME), bundle.ca_pem
     else:
+        cloud_url = cloud_url or io.env.get("TIERLESS_CLOUD_URL") or None
+        existing = args.dir / agentconfig.CONFIG_NAME
+        if (device_id is None or cloud_url is None) and existing.is_file():
+            # enrolling again (--replace): the config already names the device and receiver
+            named = agentconfig.read(existing)
+            device_id = device_id or named.device_id
+            cloud_url = cloud_url or named.cloud_url
         if device_id is None:
             raise LocalError("--device ID is required (or --bundle)")
-        cloud_url = cloud_url or io.env.get("TIERLESS_CLOUD_URL")
         if not cloud_url:
             raise LocalError("--cloud URL is required (or --bundle, or TIERLESS_CLOUD_URL)")
         token = enrolment_token(args.token, args.token_file, io.stdin, io.say)

@@ -134,11 +134,25 @@ def device_table(devices: list[DeviceRecord], now_ms: int) -> str:
     return "\n".join(lines)
 
 
+def _status(d: DeviceRecord) -> str:
+    """The device's status as an operator needs it: an active device whose keys are all revoked
+    (`devices revoke`) uploads nothing until it re-enrols, so it does not say "active"."""
+    keys = d.keys
+    if (
+        d.status == "active"
+        and not isinstance(keys, msgspec.UnsetType)
+        and keys
+        and all(k.status == "revoked" for k in keys)
+    ):
+        return "revoked (every key revoked: uploads refused with 403 until it re-enrols)"
+    return d.status
+
+
 def device_detail(d: DeviceRecord, now_ms: int) -> str:
     skew = d.clock.created_skew_ms
     lines = [
         f"device:       {d.device_id}",
-        f"status:       {d.status}",
+        f"status:       {_status(d)}",
         f"last seen:    {_when(d.last_seen_ms, now_ms)}"
         + (f", boot {d.last_boot_id}" if d.last_boot_id else ""),
         f"chain head:   seq {d.head_seq}",

@@ -19,7 +19,11 @@ A source stamping its own readings uses the `Stamper` it is built with: in the a
 agent's clock (`agent.clock.AgentClock`), whose stamps carry the untrusted-time flag and epoch the
 buffer corrects later; tools and tests use `HostStamper`. A source may have a `stats` attribute,
 a dataclass of counters (nested dataclasses and dicts allowed); the metrics endpoint exports it
-(`edge_agent_source_counter_total`).
+(`edge_agent_source_stats_total`). A source may have a `tap` attribute (`None`, or a callable
+taking one line of text): `edge-agent probe` sets it, and the source then passes it the raw data
+each reading came from (a Modbus answer's registers, an ASCII line, an MQTT topic and payload,
+an MCU's decoded reading frame, an OPC UA value and its status code) before handing over
+those readings.
 
 The sources: `modbus` (meters polled through pymodbus), `ascii` (line-based instruments), `mcu`
 (our firmware, exactly once through `agent.watermarks`), `mqtt/` (a broker's topics), `opcua/`

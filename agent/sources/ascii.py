@@ -164,6 +164,7 @@ class AsciiSource:
         self._log = logger or logging.getLogger(__name__)
         self._throttle = LogThrottle(self._log)
         self.stats = AsciiStats()
+        self.tap: Callable[[str], None] | None = None  # `edge-agent probe`: raw data
         self._keys: dict[tuple[str, str], SeriesKey] = {}
         self._last_unit: dict[str, str] = {}
         self.gaps = Gaps(self.name, clock=clock, logger=self._log, stats=self.stats.outages)
@@ -360,6 +361,8 @@ class AsciiSource:
 
     def _line(self, raw: bytes, *, polled: bool) -> _Batch | None:
         cfg = self.config
+        if self.tap is not None:
+            self.tap(repr(raw))
         text = raw.decode(cfg.encoding, errors="replace")
         if not text.strip():
             return None

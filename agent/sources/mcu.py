@@ -36,6 +36,7 @@ import contextlib
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.sources import Sink, Stamper, add_readings
@@ -148,6 +149,7 @@ class McuSource:
         self._log = logger or logging.getLogger(__name__)
         self._throttle = LogThrottle(self._log)
         self.stats = McuStats()
+        self.tap: Callable[[str], None] | None = None  # `edge-agent probe`: decoded frames
         self._delivered: dict[int, McuPosition] = {}  # per uid, this process
         self._committed: dict[int, McuPosition] = {}  # per uid, committed by the sink
         self._pending: asyncio.Queue[tuple[int, McuPosition]] = asyncio.Queue()  # for the acker
@@ -221,6 +223,12 @@ class McuSource:
             last: McuPosition | None = None
             while (event := conn.next_event()) is not NEED_DATA:
                 if isinstance(event, ReadingFrame):
+                    if self.tap is not None:
+                        self.tap(
+                            f"reading frame boot {event.boot} seq {event.seq} channel "
+                            f"{event.channel} {event.vtype.name} raw {event.raw!r} exp {event.exp}"
+                            f" quality {event.quality} mcu ms {event.ts_ms}"
+                        )
                     if self._accept(s, event):
                         readings.append(self._to_reading(s, event))
                         last = event.position

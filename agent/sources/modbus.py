@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +102,7 @@ class ModbusSource:
         self._log = logger or logging.getLogger(__name__)
         self._throttle = LogThrottle(self._log)
         self.stats = ModbusStats()
+        self.tap: Callable[[str], None] | None = None  # `edge-agent probe`: raw answers
         self._series: dict[tuple[str, str], SeriesKey] = {}
         self.gaps = Gaps(self.name, clock=clock, logger=self._log, stats=self.stats.outages)
         for plan in self.plans:
@@ -239,6 +241,12 @@ class ModbusSource:
                 self._failed(plan, unit, str(exc), sink)
                 out += self._bad(plan, req.points)
                 continue
+            if self.tap is not None:
+                registers = " ".join(f"{w:04x}" for w in words)
+                self.tap(
+                    f"unit {req.unit} function {req.function} at {req.address}+{req.count}: "
+                    f"{registers}"
+                )
             unit.ok += 1
             unit.consecutive_failures = 0
             unit.down_until = 0.0

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.clock import AgentClock
 from agent.config import (
     AsciiSourceConfig,
     McuSourceConfig,
@@ -18,18 +17,18 @@ from agent.config import (
     SourceConfig,
     SyntheticSourceConfig,
 )
-from agent.sources import Source
+from agent.sources import Source, Stamper
 from agent.sources.mqtt.config import MqttSourceConfig
 from agent.sources.opcua.config import OpcuaSourceConfig
-from agent.watermarks import BufferWatermarks
+from agent.watermarks import Watermarks
 
 
 @dataclass(frozen=True, slots=True)
 class SourceContext:
     """The agent's collaborators a source may need; the runtime builds one for all sources."""
 
-    clock: AgentClock
-    watermarks: BufferWatermarks  # MCU positions, committed with the readings
+    clock: Stamper  # the agent's clock (`edge-agent probe`: the host's)
+    watermarks: Watermarks  # MCU positions, committed with the readings
     state_dir: Path | None = None  # where a source may keep small state files (MQTT)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,40 @@ AXIS_TEXT = "#5b6470"
 
 def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
+
+
+# How a stored unit symbol is shown: gateways send ASCII spellings (`m3`, `Nm3`, `degC`) or
+# UCUM codes (`Cel`, `kW.h`, `[degF]`, `{lqi}`: ucum.org), the figures already sum into `m³`,
+# and one page must not show two spellings of one unit. Display only: the stored symbol, the
+# APIs and `data-` attributes keep what the gateway sent.
+UNIT_LABELS = {
+    "degC": "°C",
+    "Cel": "°C",
+    "degF": "°F",
+    "[degF]": "°F",
+    "deg": "°",
+    "degree": "°",
+    "ohm": "Ω",
+    "us": "µs",
+    "ug/m3": "µg/m³",
+    "[car_m]": "ct",
+    "[lton_av]": "long ton",
+    "{lqi}": "LQI",
+}
+_POWERS = re.compile(r"(?<=[A-Za-z])([23])(?![0-9])")
+_UCUM_PRODUCT = re.compile(r"(?<=[A-Za-z])\.(?=[A-Za-z])")  # kW.h, V.A: a product of units
+_UCUM_SPECIAL = re.compile(r"\[([a-z]+)(?:_[a-z]+)?\]|\{([^}]*)\}")  # [lb_av] -> lb, {pcs}
+
+
+def unit_label(unit: str) -> str:
+    """The spelling of `unit` on the page: `m3` -> `m³`, `Nm3/h` -> `Nm³/h`, `degC` and `Cel` ->
+    `°C`, `kW.h` -> `kWh`, `[ppm]` -> `ppm`."""
+    unit = unit.strip()
+    if unit in UNIT_LABELS:
+        return UNIT_LABELS[unit]
+    unit = _UCUM_SPECIAL.sub(lambda m: m.group(1) or m.group(2), unit)
+    unit = _UCUM_PRODUCT.sub("", unit)
+    return _POWERS.sub(lambda m: "²" if m.group(1) == "2" else "³", unit)
 
 
 def colour(medium: str) -> str:
@@ -179,9 +214,11 @@ def line_chart(
     colour: str,
     chart: str,
     label: str,
+    empty: str = "no readings in the last 24 hours",
 ) -> str:
     """A line of averages over a min-max band; `points` are (ts_ms, avg, min, max) in order,
-    `x_labels` (ts_ms, text) tick marks. A jump of more than three buckets breaks the line."""
+    `x_labels` (ts_ms, text) tick marks. A jump of more than three buckets breaks the line; a
+    point alone (fresh data, or one between gaps) is drawn as a dot, so it is never invisible."""
     width, height = 560, 220
     x0, x1, y0, y1 = 56, width - 8, 24, height - 28
     lo_t, hi_t = span
@@ -189,7 +226,7 @@ def line_chart(
     if not points:
         body.append(
             f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" font-size="13"'
-            f' fill="{AXIS_TEXT}">no readings in the last 24 hours</text>'
+            f' fill="{AXIS_TEXT}">{esc(empty)}</text>'
         )
         return _svg(width, height, body, chart, label)
     low = min(p[2] for p in points)
@@ -225,6 +262,7 @@ def line_chart(
             f' fill="{AXIS_TEXT}">{esc(text)}</text>'
         )
     step = min((b[0] - a[0] for a, b in zip(points, points[1:], strict=False)), default=1)
+    step = max(step, 1)
     runs: list[list[tuple[int, float, float, float]]] = [[points[0]]]
     for prev, p in zip(points, points[1:], strict=False):
         if p[0] - prev[0] > 3 * step:
@@ -235,6 +273,13 @@ def line_chart(
         lower = " ".join(f"{sx(t):.1f},{sy(mn):.1f}" for t, _, mn, _ in reversed(run))
         line = " ".join(f"{sx(t):.1f},{sy(avg):.1f}" for t, avg, _, _ in run)
         body.append(f'<polygon points="{upper} {lower}" fill="{colour}" fill-opacity="0.15"/>')
+        if len(run) == 1:
+            t, avg, _, _ = run[0]
+            body.append(
+                f'<circle class="trend point" cx="{sx(t):.1f}" cy="{sy(avg):.1f}" r="3.5"'
+                f' fill="{colour}"/>'
+            )
+            continue
         body.append(
             f'<polyline class="trend" points="{line}" fill="none" stroke="{colour}"'
             ' stroke-width="2" stroke-linejoin="round"/>'

@@ -31,11 +31,12 @@ from starlette.routing import Route
 from cloud.apps import dashboard_page, figures, fleet, fleet_page
 from cloud.apps.context import AppContext
 from cloud.apps.figures import Interval
-from cloud.apps.overview import Overview, Trend
+from cloud.apps.overview import Overview, Trend, TrendRange
 from cloud.apps.query import (
     DEFAULT_POLICY,
     FIGURE_ROW_BUDGET,
     MAX_TICKETS,
+    SeriesResult,
     counter_results,
     group_results,
 )
@@ -46,8 +47,18 @@ from cloud.storage.reads import Agg, SeriesFilter, SeriesInfo
 COOKIE = "tierless_view"
 COOKIE_MAX_AGE_S = 30 * 24 * 3600
 MAX_FORM_BYTES = 4096
-TREND_MS = 24 * 3_600_000
-TREND_BUCKET_MS = 5 * 60_000
+HOUR_MS = 3_600_000
+TREND_RANGES = {
+    r.name: r
+    for r in (
+        TrendRange("1h", "last hour", HOUR_MS, 60_000),
+        TrendRange("6h", "last 6 h", 6 * HOUR_MS, 2 * 60_000),
+        TrendRange("24h", "last 24 h", 24 * HOUR_MS, 5 * 60_000),
+        TrendRange("7d", "last 7 days", 7 * 24 * HOUR_MS, HOUR_MS),
+    )
+}
+DEFAULT_RANGE = "24h"
+MIN_FITTED_BUCKETS = 12  # a range fitted to fresh data still spans this many buckets
 POWER_UNITS = ("W", "kW", "MW")
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -158,8 +169,10 @@ class Dashboard:
             return self._sign_in()
         tz = self._tz(request)
         overview = await self.overview(tz)
-        trend = await self.trend(overview, request.query_params.get("series"))
-        content = dashboard_page.content(overview, trend)
+        trend = await self.trend(
+            overview, request.query_params.get("series"), request.query_params.get("range")
+        )
+        content = dashboard_page.content(overview, trend, list(TREND_RANGES.values()))
         sites = sorted({s.site for s in overview.series if s.site})
         refresh_ms = int(self.config.refresh_s * 1000)
         return self._html(dashboard_page.page(content, refresh_ms=refresh_ms, sites=sites))
@@ -168,8 +181,10 @@ class Dashboard:
         if not self._authorised(request):
             return Response("sign in", 401, HTML_HEADERS, media_type="text/plain")
         overview = await self.overview(self._tz(request))
-        trend = await self.trend(overview, request.query_params.get("series"))
-        return self._html(dashboard_page.content(overview, trend))
+        trend = await self.trend(
+            overview, request.query_params.get("series"), request.query_params.get("range")
+        )
+        return self._html(dashboard_page.content(overview, trend, list(TREND_RANGES.values())))
 
     async def fleet(self, request: Request) -> Response:
         """`/fleet`: every gateway's health (`cloud.apps.fleet`), for the same viewers."""
@@ -266,31 +281,95 @@ class Dashboard:
             notice=notice,
         )
 
-    async def trend(self, overview: Overview, wanted: str | None) -> Trend:
-        """The chosen series over the last 24 hours: hourly consumption for a counter, else
-        5-minute averages with their minimum and maximum."""
+    async def trend(
+        self, overview: Overview, wanted: str | None, range_name: str | None = None
+    ) -> Trend:
+        """The chosen series over the chosen range (`TREND_RANGES`, 24 h unless asked): for a
+        counter its consumption per hour (per day for 7 days), else means with their minimum and
+        maximum per bucket. A series whose data began inside the range is shown from where it
+        began (at least `MIN_FITTED_BUCKETS` buckets), so fresh data is a visible line, not a
+        few pixels at the right edge."""
         chosen = _pick_trend(overview, wanted)
+        window = TREND_RANGES.get(range_name or "", TREND_RANGES[DEFAULT_RANGE])
         if chosen is None:
-            return Trend(None)
+            return Trend(None, range=window)
         now = overview.now_ms
-        start = (now - TREND_MS) // 3_600_000 * 3_600_000
-        span = (start, now + 1)
         reads = self.ctx.reads
         if figures.is_counter(chosen.metric, chosen.unit):
-            hours = figures.grid(start, start + TREND_MS + 3_600_000, Interval.HOUR, overview.tz)
-            found = await counter_results(
-                reads, [chosen], {"hour": hours}, until_ms=now + 1, policy=DEFAULT_POLICY
-            )
-            return Trend(chosen, counter=found[0] if found else None, span=span)
+            return await self._counter_trend(overview, chosen, window)
         sid = chosen.series_id
-        avg, low, high = [
-            await reads.buckets(sid, span[0], span[1], TREND_BUCKET_MS, agg)
-            for agg in (Agg.AVG, Agg.MIN, Agg.MAX)
-        ]
-        lows = {b.ts_ms: b.value for b in low}
-        highs = {b.ts_ms: b.value for b in high}
-        points = [(b.ts_ms, b.value, lows[b.ts_ms], highs[b.ts_ms]) for b in avg]
-        return Trend(chosen, points=points, span=span)
+
+        async def points_of(start: int, bucket: int) -> list[tuple[int, float, float, float]]:
+            avg, low, high = [
+                await reads.buckets(sid, start, now + 1, bucket, agg)
+                for agg in (Agg.AVG, Agg.MIN, Agg.MAX)
+            ]
+            lows = {b.ts_ms: b.value for b in low}
+            highs = {b.ts_ms: b.value for b in high}
+            return [(b.ts_ms, b.value, lows[b.ts_ms], highs[b.ts_ms]) for b in avg]
+
+        bucket = window.bucket_ms
+        start = (now - window.span_ms) // bucket * bucket
+        points = await points_of(start, bucket)
+        if points and points[0][0] > start + bucket:
+            # Data began inside the range: show it in the buckets of the shortest range that
+            # holds it (13 minutes of data are 13 one-minute means, not 3 five-minute ones).
+            age = now - points[0][0]
+            finer = min(
+                (r.bucket_ms for r in TREND_RANGES.values() if r.span_ms >= age),
+                default=bucket,
+            )
+            if finer < bucket:
+                bucket = finer
+                points = await points_of(points[0][0] // bucket * bucket, bucket)
+        fitted_start = start
+        if points:
+            fitted_start = max(start, min(points[0][0], now - MIN_FITTED_BUCKETS * bucket))
+        return Trend(
+            chosen,
+            points=points,
+            span=(fitted_start, now + 1),
+            range=window,
+            fitted=fitted_start > start,
+            bucket_ms=bucket,
+        )
+
+    async def _counter_trend(
+        self, overview: Overview, chosen: SeriesInfo, window: TrendRange
+    ) -> Trend:
+        now, tz = overview.now_ms, overview.tz
+        daily = window.span_ms > 2 * 24 * HOUR_MS
+        interval = Interval.DAY if daily else Interval.HOUR
+
+        def grid(from_ms: int) -> list[int]:
+            if daily:
+                first = figures.local_day(from_ms, tz)[0]
+                end = figures.local_day(now, tz)[1]
+            else:
+                first, end = from_ms // HOUR_MS * HOUR_MS, (now // HOUR_MS + 1) * HOUR_MS
+            return figures.grid(first, end, interval, tz)
+
+        async def compute(boundaries: list[int]) -> SeriesResult | None:
+            found = await counter_results(
+                self.ctx.reads,
+                [chosen],
+                {"bars": boundaries},
+                until_ms=now + 1,
+                policy=DEFAULT_POLICY,
+            )
+            return found[0] if found else None
+
+        boundaries = grid(now - window.span_ms + 1)
+        result = await compute(boundaries)
+        fitted = False
+        if result is not None and result.trace.ts and result.trace.ts[0] > boundaries[0]:
+            # the data began inside the range: bars from the interval it began in
+            later = grid(result.trace.ts[0])
+            if later[0] > boundaries[0]:
+                boundaries, fitted = later, True
+                result = await compute(boundaries)
+        span = (boundaries[0], now + 1)
+        return Trend(chosen, counter=result, span=span, range=window, fitted=fitted)
 
 
 def _pick_trend(overview: Overview, wanted: str | None) -> SeriesInfo | None:

@@ -3,7 +3,13 @@
 Pure rendering from `cloud.apps.overview.Overview`; every string from a gateway (names, tags,
 materials, lots) is escaped (`charts.esc`). No inline script or style: the page's CSP forbids
 both, and colours come from classes or SVG attributes. Numbers that tests and people look for
-carry `data-` attributes with the exact value next to the rounded text.
+carry `data-` attributes with the exact value next to the rounded text. Units are shown through
+`charts.unit_label` (one spelling on the page: `m³`, never `m3` beside it); `data-` attributes
+keep the stored symbol.
+
+The day's figures say "with gaps" only for time a meter should have covered: the part of the day
+before a series' first reading ever is not a gap (`data_began`), so a meter installed at 10:17
+does not raise an alarm for 00:00-10:17.
 """
 
 from __future__ import annotations
@@ -13,32 +19,19 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from cloud.apps import charts, figures
-from cloud.apps.charts import Bar, esc, fmt
-from cloud.apps.figures import Figure
-from cloud.apps.overview import Overview, Trend
-from cloud.apps.query import GroupResult
+from cloud.apps.charts import Bar, esc, fmt, unit_label
+from cloud.apps.figures import Figure, Status
+from cloud.apps.gateways_page import STALE_MS, ago, gateways
+from cloud.apps.overview import Overview, Trend, TrendRange
+from cloud.apps.query import GroupResult, SeriesResult
 from cloud.storage.reads import SeriesInfo
 
-STALE_MS = 5 * 60_000
 MEDIUM_ORDER = ("electricity", "water", "gas", "steam", "air")
-CLOCK_STATES = {0: "synced", 1: "corrected", 2: "untrusted"}
 QUALITY = {0: "good", 1: "uncertain", 2: "bad"}
 
 
 def _local(ts_ms: int, tz: ZoneInfo, pattern: str = "%H:%M") -> str:
     return datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(tz).strftime(pattern)
-
-
-def ago(ms: int) -> str:
-    """A duration for people: 12 s, 5 min, 2 h 10 min, 3 d."""
-    s = max(0, ms) // 1000
-    if s < 90:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min"
-    if s < 2 * 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 86400} d"
 
 
 def _title(text: str) -> str:
@@ -108,7 +101,7 @@ def sign_in_page(message: str = "") -> str:
 """
 
 
-def content(o: Overview, trend: Trend) -> str:
+def content(o: Overview, trend: Trend, ranges: Sequence[TrendRange] = ()) -> str:
     parts = []
     if o.notice:
         parts.append(f'<p class="notice">{esc(o.notice)}</p>')
@@ -117,8 +110,8 @@ def content(o: Overview, trend: Trend) -> str:
     parts.append(_hourly(o))
     parts.append(_by_process(o))
     parts.append(_materials(o))
-    parts.append(_trend(o, trend))
-    parts.append(_gateways(o))
+    parts.append(_trend(o, trend, ranges))
+    parts.append(gateways(o))
     parts.append("</div>")
     parts.append(_live(o))
     day = _local(o.day[0], o.tz, "%Y-%m-%d")
@@ -130,9 +123,41 @@ def content(o: Overview, trend: Trend) -> str:
     return "\n".join(parts)
 
 
-def _members(o: Overview, ids: Sequence[int]) -> list[Figure]:
+def data_began(result: SeriesResult, from_ms: int) -> int | None:
+    """When the series' first reading ever was, if after `from_ms` (the start of the window its
+    figures were computed on), else None. The window holds the nearest reading before it when
+    there is one (`ReadStore.series_windows`), so a first reading inside it is the first ever."""
+    ts = result.trace.ts
+    return ts[0] if ts and ts[0] > from_ms else None
+
+
+def status_since_began(parts: Sequence[tuple[Figure, int | None]], k: int) -> Status:
+    """The status of interval `k` summed over `parts` (a figure and when its data began, on
+    the same boundaries), where the time before data began is not due: neither a gap nor
+    incomplete. FUTURE when nothing was due yet."""
+    due = covered = 0
+    for f, began in parts:
+        span = f.spans_ms[k]
+        if f.boundaries[k] >= f.until_ms:
+            span = 0
+        if began is not None:
+            span -= max(0, min(began, f.boundaries[k] + span) - f.boundaries[k])
+        due += max(0, span)
+        covered += min(f.covered_ms[k], max(0, span))
+    if due <= 0:
+        return Status.FUTURE
+    if covered >= due:
+        return Status.COMPLETE
+    return Status.PARTIAL if covered > 0 else Status.GAP
+
+
+def _parts(o: Overview, ids: Sequence[int], grid: str) -> list[tuple[Figure, int | None]]:
     wanted = set(ids)
-    return [r.figures["day"] for r in o.counters if r.info.series_id in wanted]
+    return [
+        (r.figures[grid], data_began(r, r.figures[grid].boundaries[0]))
+        for r in o.counters
+        if r.info.series_id in wanted
+    ]
 
 
 def _kpis(o: Overview) -> str:
@@ -141,7 +166,11 @@ def _kpis(o: Overview) -> str:
         medium = g.key.get("medium", "")
         day = g.figures["day"]
         value = day.values[0]
-        incomplete = sum(1 for f in _members(o, g.series) if f.status(0) != figures.Status.COMPLETE)
+        incomplete = sum(
+            1
+            for part in _parts(o, g.series, "day")
+            if status_since_began([part], 0) not in (Status.COMPLETE, Status.FUTURE)
+        )
         n = len(g.series)
         note = f"today so far · {n} meter{'s' if n != 1 else ''}"
         warn = ""
@@ -153,7 +182,8 @@ def _kpis(o: Overview) -> str:
             f'<div class="kpi {_medium_class(medium)}" data-kpi="{esc(medium)}|{esc(g.unit)}"'
             f' data-value="{"" if value is None else repr(value)}">'
             f'<div class="kpi-label"><span class="dot"></span>{esc(_title(medium))}</div>'
-            f'<div class="kpi-value">{esc(fmt(value))} <span class="unit">{esc(g.unit)}</span>'
+            f'<div class="kpi-value">{esc(fmt(value))} <span class="unit">{esc(unit_label(g.unit))}'
+            "</span>"
             f'</div><div class="kpi-note">{note} {warn}</div></div>'
         )
     total_kg = sum(m.total_kg for m in o.materials.materials)
@@ -170,17 +200,29 @@ def _kpis(o: Overview) -> str:
     return '<section class="kpis">' + "".join(tiles) + "</section>"
 
 
-def _hour_bars(f: Figure, tz: ZoneInfo, unit: str) -> list[Bar]:
+def _hour_bars(
+    f: Figure, tz: ZoneInfo, unit: str, parts: Sequence[tuple[Figure, int | None]] = ()
+) -> list[Bar]:
+    """A bar per interval; `parts` (the members and when their data began) make the time
+    before data began not count as a gap. Hours, or days when the intervals are longer."""
     bars = []
-    for k in range(len(f.boundaries) - 1):
+    n = len(f.boundaries) - 1
+    daily = n > 0 and f.boundaries[1] - f.boundaries[0] > 2 * 3_600_000
+    for k in range(n):
         start, end = f.boundaries[k], f.boundaries[k + 1]
-        hour = datetime.fromtimestamp(start / 1000, UTC).astimezone(tz).hour
-        span = f"{_local(start, tz)}–{_local(end, tz)}"
+        local = datetime.fromtimestamp(start / 1000, UTC).astimezone(tz)
+        if daily:
+            label, span = local.strftime("%a %d"), local.strftime("%a %d %b")
+        else:
+            hour = local.hour
+            label = f"{hour:02d}" if hour % 3 == 0 or n <= 8 else ""
+            span = f"{_local(start, tz)}–{_local(end, tz)}"
+        status = status_since_began(parts, k) if parts else f.status(k)
         bars.append(
             Bar(
-                label=f"{hour:02d}" if hour % 3 == 0 else "",
+                label=label,
                 value=f.values[k],
-                status=str(f.status(k)),
+                status=str(status),
                 title=f"{span}: {fmt(f.values[k], unit)}",
             )
         )
@@ -191,12 +233,13 @@ def _hourly(o: Overview) -> str:
     blocks = []
     for g in _ordered(o.by_medium):
         medium = g.key.get("medium", "")
-        name = f"{_title(medium)} · {g.unit}"
+        unit = unit_label(g.unit)
+        name = f"{_title(medium)} · {unit}"
         blocks.append(
             f'<figure class="chart-box"><figcaption>{esc(name)}</figcaption>'
             + charts.bar_chart(
-                _hour_bars(g.figures["hour"], o.tz, g.unit),
-                unit=g.unit,
+                _hour_bars(g.figures["hour"], o.tz, unit, _parts(o, g.series, "hour")),
+                unit=unit,
                 colour=charts.colour(medium),
                 chart=f"hourly-{medium}-{g.unit}",
                 label=f"{name} per hour today",
@@ -206,7 +249,7 @@ def _hourly(o: Overview) -> str:
     body = "".join(blocks) or '<p class="empty">No meter counters yet.</p>'
     legend = (
         '<p class="small legend">Solid: complete · pale: incomplete (a meter had a gap) · '
-        "hatched: no data · hover a bar for its value</p>"
+        "hatched: no data · empty: before the meters' data began · hover a bar for its value</p>"
     )
     return f'<article class="card wide"><h2>Today by hour</h2>{body}{legend}</article>'
 
@@ -224,14 +267,15 @@ def _by_process(o: Overview) -> str:
         items.sort(key=lambda i: -i[1])
         media = sorted({m for _, _, m in items})
         rows = [(name, value, _title(m) if len(media) > 1 else "") for name, value, m in items]
+        shown = unit_label(unit)
         blocks.append(
-            f'<figure class="chart-box"><figcaption>{esc(unit)} by process</figcaption>'
+            f'<figure class="chart-box"><figcaption>{esc(shown)} by process</figcaption>'
             + charts.hbar_chart(
                 rows,
-                unit=unit,
+                unit=shown,
                 colour=charts.colour(media[0] if len(media) == 1 else ""),
                 chart=f"process-{unit}",
-                label=f"{unit} by process today",
+                label=f"{shown} by process today",
             )
             + "</figure>"
         )
@@ -287,100 +331,94 @@ def _series_name(s: SeriesInfo) -> str:
     return f"{s.metric} ({where})" if where else s.metric
 
 
-def _trend(o: Overview, t: Trend) -> str:
+TICK_STEPS_MS = [m * 60_000 for m in (5, 10, 15, 30, 60, 120, 180, 240, 360, 720, 1440)]
+
+
+def time_ticks(span: tuple[int, int], tz: ZoneInfo, most: int = 7) -> list[tuple[int, str]]:
+    """Tick marks for a time axis over `span`: at most `most`, on whole local minutes, hours or
+    days, labelled with the local time (or the day, for a step of a day)."""
+    lo, hi = span
+    step = next((s for s in TICK_STEPS_MS if (hi - lo) / s <= most), TICK_STEPS_MS[-1])
+    if (hi - lo) / step > most:
+        step = -(-(hi - lo) // most // 86_400_000) * 86_400_000
+    utcoffset = datetime.fromtimestamp(lo / 1000, UTC).astimezone(tz).utcoffset()
+    offset_ms = int(utcoffset.total_seconds()) * 1000 if utcoffset is not None else 0
+    first = -(-(lo + offset_ms) // step) * step - offset_ms
+    pattern = "%a %d" if step >= 86_400_000 else "%H:%M"
+    return [(t, _local(t, tz, pattern)) for t in range(first, hi, step)]
+
+
+def _range_picker(t: Trend, ranges: Sequence[TrendRange]) -> str:
+    chosen = t.range.name if t.range is not None else ""
+    options = "".join(
+        f'<option value="{esc(r.name)}"{" selected" if r.name == chosen else ""}>'
+        f"{esc(r.label)}</option>"
+        for r in ranges
+    )
+    return (
+        f'<label for="trend-range">Range</label><select id="trend-range" name="range">'
+        f"{options}</select>"
+    )
+
+
+def _bucket_text(ms: int) -> str:
+    return f"{ms // 60_000}-minute" if ms < 3_600_000 else "hourly"
+
+
+def _trend(o: Overview, t: Trend, ranges: Sequence[TrendRange] = ()) -> str:
     options = []
     for s in o.series:
         selected = " selected" if t.series is not None and s.series_id == t.series.series_id else ""
         options.append(
             f'<option value="{s.series_id}"{selected}>{esc(s.device_id)} / '
-            f"{esc(_series_name(s))} [{esc(s.unit)}]</option>"
+            f"{esc(_series_name(s))} [{esc(unit_label(s.unit))}]</option>"
         )
+    picker = _range_picker(t, ranges) if ranges else ""
     form = (
         '<form class="trend-pick" method="get" action="/"><label for="trend-series">Series</label>'
-        f'<select id="trend-series" name="series">{"".join(options)}</select>'
+        f'<select id="trend-series" name="series">{"".join(options)}</select>{picker}'
         '<noscript><button type="submit">Show</button></noscript></form>'
     )
     if t.series is None:
         empty = '<p class="empty">No series yet.</p>'
         return f'<article class="card"><h2>Trend</h2>{form}{empty}</article>'
     s = t.series
+    unit = unit_label(s.unit)
     colour = charts.colour(s.medium)
+    window = t.range.label if t.range is not None else "last 24 h"
+    since = f"since {_local(t.span[0], o.tz)} (data began)" if t.fitted else window
     if t.counter is not None:
-        f = t.counter.figures["hour"]
+        f = t.counter.figures["bars"]
+        part = (f, data_began(t.counter, f.boundaries[0]))
         chart = charts.bar_chart(
-            _hour_bars(f, o.tz, s.unit),
-            unit=s.unit,
+            _hour_bars(f, o.tz, unit, [part]),
+            unit=unit,
             colour=colour,
             chart="trend",
-            label=f"{s.metric} per hour",
+            label=f"{s.metric} consumption, {window}",
         )
-        caption = f"{esc(_series_name(s))}: consumption per hour, last 24 h"
+        per = (
+            "day"
+            if len(f.boundaries) > 1 and f.boundaries[1] - f.boundaries[0] > 7_200_000
+            else "hour"
+        )
+        caption = f"{esc(_series_name(s))}: consumption per {per}, {esc(since)}"
     else:
-        start = t.span[0]
-        ticks = [
-            (start + h * 3_600_000, _local(start + h * 3_600_000, o.tz)) for h in range(0, 25, 4)
-        ]
+        bucket = t.bucket_ms or (t.range.bucket_ms if t.range is not None else 300_000)
         chart = charts.line_chart(
             t.points,
-            x_labels=ticks,
+            x_labels=time_ticks(t.span, o.tz),
             span=t.span,
-            unit=s.unit,
+            unit=unit,
             colour=colour,
             chart="trend",
-            label=f"{s.metric} last 24 hours",
+            label=f"{s.metric}, {window}",
+            empty=f"no readings in the {window}",
         )
-        caption = f"{esc(_series_name(s))}: 5-minute mean with min–max, last 24 h"
+        caption = f"{esc(_series_name(s))}: {_bucket_text(bucket)} mean with min–max, {esc(since)}"
     return (
         f'<article class="card"><h2>Trend</h2>{form}<figure class="chart-box">'
         f"<figcaption>{caption}</figcaption>{chart}</figure></article>"
-    )
-
-
-def _health_class(age_ms: int | None) -> str:
-    if age_ms is None:
-        return "bad"
-    return "ok" if age_ms < 2 * 60_000 else "warn" if age_ms < 15 * 60_000 else "bad"
-
-
-def _gateways(o: Overview) -> str:
-    newest: dict[str, int] = {}
-    for v in o.latest:
-        device = v.series.device_id
-        newest[device] = max(newest.get(device, v.ts_ms), v.ts_ms)
-    rows = []
-    for d in o.devices:
-        seen_age = None if d.last_seen_ms is None else o.now_ms - d.last_seen_ms
-        seen = "never" if seen_age is None else f"{ago(seen_age)} ago"
-        data = newest.get(d.device_id)
-        data_text = "–" if data is None else ago(o.now_ms - data)
-        if data is not None and d.last_seen_ms is not None and d.last_seen_ms - data > STALE_MS:
-            data_text += f' <span class="warn">behind {ago(d.last_seen_ms - data)}</span>'
-        state = "" if d.status == "active" else f' <span class="warn">{esc(d.status)}</span>'
-        dropped = d.dropped_buffer_full + d.dropped_damaged + d.rejected_invalid
-        drop_title = (
-            f"buffer full {d.dropped_buffer_full}, damaged {d.dropped_damaged},"
-            f" rejected {d.rejected_invalid}"
-        )
-        chain = "ok" if not (d.gaps or d.forks) else f"{d.gaps} gap(s) · {d.forks} fork(s)"
-        clock = CLOCK_STATES.get(d.clock_state or 0, "?") if d.clock_state is not None else "–"
-        offset = "" if d.clock_offset_ms is None else f" {d.clock_offset_ms:+d} ms"
-        rows.append(
-            f'<tr data-device="{esc(d.device_id)}"><td>{esc(d.device_id)}{state}</td>'
-            f'<td class="{_health_class(seen_age)}">{seen}</td><td>{data_text}</td>'
-            f'<td class="num">{d.readings:,}</td>'
-            f'<td class="num {"bad" if dropped else ""}" title="{esc(drop_title)}">{dropped:,}</td>'
-            f'<td class="{"bad" if d.gaps or d.forks else "ok"}">{chain}</td>'
-            f'<td class="{"warn" if d.clock_state == 2 else ""}">{clock}{offset}</td></tr>'
-        )
-    body = "".join(rows) or '<tr><td colspan="7" class="empty">No gateways yet.</td></tr>'
-    return (
-        '<article class="card"><h2>Gateways</h2><table class="health"><thead><tr>'
-        "<th>Gateway</th><th>Last upload</th><th>Newest data</th>"
-        '<th class="num">Readings</th><th class="num">Dropped</th><th>Chain</th><th>Clock</th>'
-        f"</tr></thead><tbody>{body}</tbody></table>"
-        '<p class="small">Gateways do not report their buffer size: "behind" is how much older '
-        "the newest reading is than the last upload, a gateway catching up after an outage.</p>"
-        "</article>"
     )
 
 
@@ -400,7 +438,7 @@ def _live(o: Overview) -> str:
             f"<td>{esc(' · '.join(t for t in (s.area, s.process) if t))}</td>"
             f"<td>{esc(s.metric)}</td>"
             f'<td class="num" data-value="{v.value!r}">{esc(fmt(v.value))}</td>'
-            f"<td>{esc(s.unit)}</td><td>{ago(age)}</td><td>{quality}</td></tr>"
+            f"<td>{esc(unit_label(s.unit))}</td><td>{ago(age)}</td><td>{quality}</td></tr>"
         )
     body = "".join(rows) or '<tr><td colspan="7" class="empty">No readings yet.</td></tr>'
     return (

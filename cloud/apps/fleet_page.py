@@ -7,8 +7,8 @@ style (the dashboard's CSP). Rows carry `data-device` and `data-flags` for tests
 from __future__ import annotations
 
 from cloud.apps.charts import esc
-from cloud.apps.dashboard_page import CLOCK_STATES, ago
 from cloud.apps.fleet import FLAGS, Fleet, Gateway
+from cloud.apps.gateways_page import CLOCK_STATES, ago
 
 
 def _sources(g: Gateway, now_ms: int) -> str:

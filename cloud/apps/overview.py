@@ -33,9 +33,22 @@ class Overview:
     notice: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class TrendRange:
+    """A choice of the trend's range picker: how far back, in buckets of what size."""
+
+    name: str  # in the address: `?range=6h`
+    label: str  # for people: "last 6 h"
+    span_ms: int
+    bucket_ms: int  # a line's mean/min/max; a counter's bars are hours, or days from 2 days up
+
+
 @dataclass
 class Trend:
     series: SeriesInfo | None
-    counter: SeriesResult | None = None  # hourly consumption, for a counter
+    counter: SeriesResult | None = None  # consumption per hour (or day), for a counter
     points: list[tuple[int, float, float, float]] = field(default_factory=list)  # avg/min/max
     span: tuple[int, int] = (0, 1)
+    range: TrendRange | None = None
+    fitted: bool = False  # the span starts where the data began, after the range's start
+    bucket_ms: int = 0  # a line's bucket (finer than the range's when it was fitted)

@@ -238,7 +238,7 @@ class QueryHandlers:
         q = params.query(request)
         info = await self.ctx.reads.get_series(series_id)
         if info is None:
-            raise RejectedError(404, responses.NOT_FOUND, reason="series not found")
+            raise RejectedError(404, responses.not_found("series"), reason="series not found")
         from_ms, to_ms = self._range(q)
         bucket_ms = params.integer(q, "bucket_ms", 0)
         if bucket_ms == 0:

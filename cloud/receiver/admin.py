@@ -8,13 +8,13 @@
     POST /v1/admin/devices/{id}/revoke          revoke every key of the device
     POST /v1/admin/keys/{keyid}/revoke          revoke one key
 
-A token is shown once, in the 201 answer; only its hash is stored. Issuing a token for a device
+A token is shown once, in the 201 answer; only its hash is stored. Every action that changes
+something writes an audit line (`cloud.receiver.audit`). Issuing a token for a device
 that already exists (re-enrolment after a lost or revoked key) keeps its chain.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 from urllib.parse import unquote_to_bytes
 
@@ -47,9 +47,6 @@ from wire.http import (
     ADMIN_TOKENS_PATH,
 )
 
-log = logging.getLogger("cloud.receiver.admin")
-
-
 _KEYID = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 
 
@@ -79,7 +76,7 @@ def keyid_param(request: Request) -> str:
 
 
 def _not_found(what: str) -> RejectedError:
-    return RejectedError(404, responses.NOT_FOUND, reason=f"{what} not found")
+    return RejectedError(404, responses.not_found(what), reason=f"{what} not found")
 
 
 class AdminHandlers:
@@ -103,7 +100,13 @@ class AdminHandlers:
             body.device_id, now_ms=self.ctx.now_ms(), ttl_ms=body.ttl_s * 1000
         )
         await self.ctx.store.create_token(record)
-        log.info("enrolment token %s issued for %r", record.token_id, body.device_id)
+        self.ctx.audit.action(
+            request,
+            "token create",
+            device=body.device_id,
+            token_id=record.token_id,
+            expires_ms=record.expires_ms,
+        )
         issued = TokenIssued(token=token, device_id=body.device_id, expires_ms=record.expires_ms)
         return responses.json_response(201, issued)
 
@@ -135,7 +138,8 @@ class AdminHandlers:
             raise RejectedError(409, responses.conflict(message), reason=message)
         await self.ctx.store.set_device_status(device_id, status)
         self.ctx.key_records.invalidate()
-        log.info("device %r set %s", device_id, status)
+        what = "enable" if status is DeviceStatus.ACTIVE else "disable"
+        self.ctx.audit.action(request, f"device {what}", device=device_id)
         return responses.json_response(
             200, DeviceStatusChanged(device_id=device_id, status=str(status))
         )
@@ -153,7 +157,7 @@ class AdminHandlers:
             raise _not_found("device")
         n = await self.ctx.store.revoke_device_keys(device_id, self.ctx.now_ms())
         self.ctx.key_records.invalidate()
-        log.info("device %r: %d key(s) revoked", device_id, n)
+        self.ctx.audit.action(request, "device revoke", device=device_id, keys_revoked=n)
         return responses.json_response(200, DeviceKeysRevoked(device_id=device_id, revoked=n))
 
     async def revoke_key(self, request: Request) -> Response:
@@ -164,7 +168,7 @@ class AdminHandlers:
             raise _not_found("key")
         await self.ctx.store.revoke_key(keyid, self.ctx.now_ms())
         self.ctx.key_records.invalidate()
-        log.info("key %s of %r revoked", keyid, key.device_id)
+        self.ctx.audit.action(request, "key revoke", keyid=keyid, device=key.device_id)
         revoked = KeyRevoked(keyid=keyid, device_id=key.device_id, status=str(KeyStatus.REVOKED))
         return responses.json_response(200, revoked)
 

@@ -2,7 +2,8 @@
 `create_app`. The apps get `cloud.apps.context.AppContext` instead, with this context's `endpoint`.
 
 The one wrapper `endpoint()` turns refusals and failures into protocol responses, counts every
-request, and bounds each handler's time, for the receiver's routes and the apps' alike. It is the
+request (and writes refusals to the audit log, `cloud.receiver.audit`), and bounds each handler's
+time, for the receiver's routes and the apps' alike. It is the
 only place where exceptions become responses, so no exception text can reach a client by another
 path.
 """
@@ -21,6 +22,7 @@ from starlette.responses import Response
 from cloud import responses
 from cloud.config import Config
 from cloud.errors import RejectedError, StoreUnavailableError
+from cloud.receiver.audit import Audit
 from cloud.receiver.auth import KeyRecords, PublicKeys
 from cloud.receiver.limits import RateLimiter
 from cloud.receiver.metrics import Metrics
@@ -47,6 +49,7 @@ class Context:
     auth_failures: RateLimiter = field(init=False)  # per client address, device requests
     decode_slots: asyncio.Semaphore = field(init=False)
     key_records: KeyRecords = field(init=False)
+    audit: Audit = field(init=False)
 
     def __post_init__(self) -> None:
         lim = self.config.limits
@@ -76,6 +79,7 @@ class Context:
             unknown_ttl_s=lim.unknown_key_cache_s,
             unknown_max=lim.unknown_key_cache_max,
         )
+        self.audit = Audit(self.monotonic)
 
     def endpoint(self, route: str, handler: Handler) -> Handler:
         """`handler` with refusals mapped to responses, a time bound, and request metrics."""
@@ -87,6 +91,7 @@ class Context:
             except RejectedError as exc:
                 self.metrics.rejections.inc(exc.body.error)
                 log.debug("%s %s refused %d: %s", request.method, route, exc.status, exc.reason)
+                self.audit.refused(request, route, exc.status, str(exc.body.error))
                 response = responses.json_response(exc.status, exc.body, exc.headers)
             except (StoreUnavailableError, TimeoutError) as exc:
                 self.metrics.rejections.inc(responses.UNAVAILABLE.error)

@@ -2,7 +2,9 @@
 (written by `hostio.prometheus`).
 
 Label values come from small fixed sets (route templates, status codes, error codes, outcomes),
-never from request input, so the number of series stays bounded whatever clients send.
+never from request input, so the number of series stays bounded whatever clients send. Beside
+the receiver's own families: `tierless_build_info{version="…"}` and the process's `process_*`
+families (`hostio.procstats`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 
+import wire.version
+from hostio.procstats import build_info_family, process_families
 from hostio.prometheus import MetricType, Sample, format_value, render, render_family
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -70,7 +74,8 @@ class Histogram:
 class Metrics:
     """The receiver's metrics; one instance per app, passed in (no module-level registry)."""
 
-    def __init__(self) -> None:
+    def __init__(self, version: str | None = None) -> None:
+        self.version = wire.version.release() if version is None else version
         self.requests = Counter(
             "tierless_http_requests_total", "HTTP requests by route and status", ("route", "status")
         )
@@ -99,4 +104,9 @@ class Metrics:
                 self.rejections,
                 self.ingest_seconds,
             )
+        ) + render(
+            [
+                build_info_family("tierless_build_info", self.version, "The receiver's release."),
+                *process_families(),
+            ]
         )

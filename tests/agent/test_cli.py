@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -161,13 +162,17 @@ def test_example_serial_sources_are_valid_once_uncommented(tmp_path):
         ModbusSourceConfig,
         parse_config,
     )
+    from agent.sources.opcua.config import OpcuaSourceConfig
 
     # "#key = ..." lines are the commented-out TOML; "# text" lines stay comments
     text = re.sub(r"^#(?=[^ \-\n]|$)", "", EXAMPLE.read_text(), flags=re.M)
     config = parse_config(text, name="agent.toml", base_dir=tmp_path)
     kinds = [type(s) for s in config.sources[1:]]
     ascii_ = AsciiSourceConfig
-    assert kinds == [ModbusSourceConfig, ascii_, ascii_, ascii_, McuSourceConfig]
+    assert kinds == [ModbusSourceConfig, ascii_, ascii_, ascii_, McuSourceConfig, OpcuaSourceConfig]
+    plc = config.sources[-1]
+    assert isinstance(plc, OpcuaSourceConfig)
+    assert [n.metric for n in plc.nodes] == ["feed_flow", "reactor_temp"]
     weighbridge = config.sources[3]
     assert isinstance(weighbridge, AsciiSourceConfig)
     assert weighbridge.event is not None
@@ -220,3 +225,49 @@ def test_status_into_a_closed_pipe_prints_no_traceback(tmp_path):
     assert "Traceback" not in err
     assert "BrokenPipeError" not in err
     assert code == 0
+
+
+def test_global_options_before_or_after_the_subcommand_and_a_default_config(tmp_path, capsys):
+    from agent.cli import DEFAULT_CONFIG, _parser
+
+    parser = _parser()
+    for argv in (
+        ["--config", "a.toml", "--log-level", "debug", "--log-format", "json", "run"],
+        ["run", "--config", "a.toml", "--log-level", "debug", "--log-format", "json"],
+        ["--log-level", "debug", "status", "--config", "a.toml", "--log-format", "json"],
+    ):
+        args = parser.parse_args(argv)
+        assert (args.config, args.log_level, args.log_format) == ("a.toml", "debug", "json")
+    assert parser.parse_args(["run"]).config == DEFAULT_CONFIG == "/var/lib/edge-agent/agent.toml"
+    assert parser.parse_args(["--log-level", "error", "run"]).log_level == "error"
+    # check-config takes the file as its argument or as --config, like every other subcommand
+    write_key(tmp_path / "keys" / "device.key")
+    path = write_config(tmp_path, url="http://127.0.0.1:9")
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert main(["--config", str(path), "check-config"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{path}: ok"] * 2
+
+
+def test_status_does_not_keep_showing_an_error_a_sync_or_a_new_key_answered(tmp_path, capsys):
+    path = _stopped_agent_buffer(tmp_path, 'sync_check = "assume_synced"\n')
+    key_ms = (tmp_path / "keys" / "device.key").stat().st_mtime_ns // 1_000_000
+
+    def last_error(**meta) -> str:
+        buf = open_test_buffer(tmp_path / "data" / "buffer.db")
+        buf.set_meta(**meta)
+        buf.close()
+        assert main(["status", "--config", str(path)]) == 0
+        (line,) = [x for x in capsys.readouterr().out.splitlines() if x.startswith("last error")]
+        return str(line.split(":", 1)[1].strip())
+
+    forbidden = "403 forbidden: key revoked or expired, or device disabled"
+    # refused after the key was written: that is the state
+    assert last_error(last_error=forbidden, last_error_ms=key_ms + 60_000) == forbidden
+    # then re-enrolled: a new key file, written after the refusal
+    (tmp_path / "keys" / "device.key").unlink()
+    write_key(tmp_path / "keys" / "device.key")
+    os.utime(tmp_path / "keys" / "device.key", ns=((key_ms + 120_000) * 10**6,) * 2)
+    assert last_error().startswith(f"{forbidden} (the key file was replaced since")
+    # and a sync succeeded after it: the 403 is history
+    shown = last_error(last_sync_ms=key_ms + 180_000)
+    assert shown == f"none since the last sync (before it: {forbidden})"

@@ -78,8 +78,16 @@ def test_the_detail_of_a_down_source_is_kept() -> None:
 
 
 def test_error_counts_keep_only_non_zero_error_counters() -> None:
-    counters = {"readings": 10, "timeouts": 2, "bad_frames": 0, "port.reopens": 1, "answers": 5}
-    assert error_counts(counters) == {"port.reopens": 1, "timeouts": 2}
+    counters = {
+        ("readings", ""): 10,
+        ("timeouts", ""): 2,
+        ("bad_frames", ""): 0,
+        ("port.reopens", ""): 1,
+        ("answers", ""): 5,
+        ("units.timeouts", "3"): 4,
+        ("units.polls", "3"): 9,
+    }
+    assert error_counts(counters) == {"port.reopens": 1, "timeouts": 2, "units.timeouts[3]": 4}
 
 
 def test_config_version_is_a_short_hash_of_the_file() -> None:

@@ -195,9 +195,9 @@ async def test_events_travel_with_readings_and_source_stats_are_metrics(setup):
     assert sorted(receiver.values()) == [100.0, 101.0, 102.0]
     assert "edge_agent_events_committed_total 3" in scrape
     label = 'source="scale \\"A\\""'
-    assert f'edge_agent_source_counter_total{{{label},counter="events"}} 3' in scrape
-    assert f'edge_agent_source_counter_total{{{label},counter="port.opens"}} 2' in scrape
-    assert f'edge_agent_source_counter_total{{{label},counter="exceptions.2"}} 5' in scrape
+    assert f'edge_agent_source_stats_total{{{label},stat="events"}} 3' in scrape
+    assert f'edge_agent_source_stats_total{{{label},stat="port.opens"}} 2' in scrape
+    assert f'edge_agent_source_stats_total{{{label},stat="exceptions",key="2"}} 5' in scrape
     assert "down_until" not in scrape
     assert "healthy" not in scrape
 

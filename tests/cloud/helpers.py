@@ -307,7 +307,7 @@ async def spawn_receiver(
                 if not line:
                     raise AssertionError(f"receiver exited early: {''.join(seen)}")
                 seen.append(line)
-                if line.startswith("listening on"):
+                if "listening on " in line:
                     break
         yield proc
     finally:

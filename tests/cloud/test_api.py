@@ -141,10 +141,19 @@ async def test_health_readiness_and_errors_are_json(receiver: Receiver) -> None:
     assert (await receiver.client.get("/healthz")).json() == {"status": "ok"}
     assert (await receiver.client.get("/readyz")).json() == {"status": "ready"}
     missing = await receiver.client.get("/nope")
-    assert (missing.status_code, missing.json()) == (404, {"error": "not_found"})
+    assert (missing.status_code, missing.json()) == (
+        404,
+        {"error": "not_found", "message": "no such path"},  # docs/api.md: every error has one
+    )
     assert missing.headers["cache-control"] == "no-store"
     wrong = await receiver.client.get("/v1/batches")
-    assert (wrong.status_code, wrong.json()) == (405, {"error": "method_not_allowed"})
+    assert (wrong.status_code, wrong.json()) == (
+        405,
+        {"error": "method_not_allowed", "message": "this path does not take that method"},
+    )
+    admin = {"authorization": "Bearer admin-token-for-tests"}
+    nobody = await receiver.client.get("/v1/admin/devices/nobody", headers=admin)
+    assert nobody.json() == {"error": "not_found", "message": "no such device"}
 
 
 async def test_readyz_fails_when_the_store_does_not_answer(

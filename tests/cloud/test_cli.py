@@ -253,3 +253,140 @@ async def test_container_entry_point_env_and_healthcheck(tmp_path: Path) -> None
         timeout=10,
     )
     assert down.returncode != 0
+
+
+def test_a_busy_port_is_a_configuration_error_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = {"TIERLESS_DB": f"sqlite:///{tmp_path}/c.db", "TIERLESS_TOKEN_DIR": str(tmp_path)}
+        assert main(["serve", "--port", str(port)], env) == 2
+    assert f"cannot listen on 127.0.0.1:{port}: already in use" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no database, no token files
+
+
+def test_dashboard_time_zone_and_viewer_token_from_flags_and_environment(tmp_path: Path) -> None:
+    base = {"TIERLESS_DB": f"sqlite:///{tmp_path}/c.db", "TIERLESS_TOKEN_DIR": str(tmp_path)}
+    s, _ = _settings([], base)
+    assert (s.timezone, s.viewer_token) == ("UTC", "")  # no viewer token is ever created
+    assert not list(tmp_path.glob("*viewer*"))
+    env = {**base, "TIERLESS_TIMEZONE": "Europe/Berlin", "TIERLESS_VIEWER_TOKEN": "v" * 20}
+    s, _ = _settings([], env)
+    assert (s.timezone, s.viewer_token) == ("Europe/Berlin", "v" * 20)
+    viewer = _secret(tmp_path / "viewer", "w" * 24)
+    s, _ = _settings(["--timezone", "America/Chicago", "--viewer-token-file", str(viewer)], env)
+    assert (s.timezone, s.viewer_token) == ("America/Chicago", "w" * 24)
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["--timezone", "Mars/Olympus"], {}, "time zone 'Mars/Olympus' is not an IANA zone"),
+        ([], {"TIERLESS_VIEWER_TOKEN": "short"}, "viewer token variable: a token is at least"),
+        ([], {"TIERLESS_VIEWER_TOKEN": TOKEN}, "viewer token must differ"),
+        ([], {"TIERLESS_LOG_FORMAT": "xml"}, "log format 'xml' is not text or json"),
+    ],
+)
+def test_dashboard_and_log_settings_are_checked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv, env, message
+) -> None:
+    full = {
+        "TIERLESS_DB": f"sqlite:///{tmp_path}/c.db",
+        "TIERLESS_TOKEN_DIR": str(tmp_path),
+        "TIERLESS_READ_TOKEN": TOKEN,
+        **env,
+    }
+    assert main(["serve", *argv], full) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_log_options_before_or_after_the_subcommand() -> None:
+    parser = _parser()
+    for argv in (
+        ["--log-level", "debug", "--log-format", "json", "serve"],
+        ["serve", "--log-level", "debug", "--log-format", "json"],
+        ["migrate", "--log-format", "json", "--log-level", "debug"],
+    ):
+        args = parser.parse_args(argv)
+        assert (args.log_level, args.log_format) == ("debug", "json"), argv
+    args = parser.parse_args(["--log-level", "error", "serve"])
+    assert args.log_level == "error"  # the subcommand's default does not undo it
+
+
+async def test_the_receivers_log_is_one_format_with_timestamps(tmp_path: Path) -> None:
+    """uvicorn's lines and ours: every line one JSON object with a UTC time, or one text line
+    starting with that time."""
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    for fmt in ("json", "text"):
+        env = {
+            "TIERLESS_DB": f"sqlite:///{tmp_path}/data.db",
+            "TIERLESS_PORT": str(free_port()),
+            "TIERLESS_TOKEN_DIR": str(tmp_path),
+        }
+        lines = await _receiver_log(env, fmt)
+        assert any("listening on" in line for line in lines), lines
+        assert any("uvicorn" in line for line in lines), lines  # uvicorn's own, reformatted
+        for line in lines:
+            if fmt == "json":
+                body = json.loads(line)
+                assert stamp.match(body["ts"]), line
+                assert body["prog"] == "edge-cloud"
+            else:
+                assert stamp.match(line.split(" ", 1)[0]), line
+                assert line.split(" ")[1] == "edge-cloud", line
+
+
+async def _receiver_log(env: dict[str, str], fmt: str) -> list[str]:
+    """The receiver's stderr lines from start until it stopped on SIGTERM."""
+    import asyncio
+    import signal
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cloud",
+        "serve",
+        "--log-format",
+        fmt,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(30):
+            while not any("listening on" in line for line in lines):
+                line = (await proc.stderr.readline()).decode()
+                assert line, lines
+                lines.append(line.rstrip("\n"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, rest = await proc.communicate()
+    return lines + [line for line in rest.decode().splitlines() if line]
+
+
+async def test_a_viewer_token_opens_the_dashboard_and_nothing_else(tmp_path: Path) -> None:
+    port = free_port()
+    viewer = "v" * 24
+    env = {
+        "TIERLESS_DB": f"sqlite:///{tmp_path}/data.db",
+        "TIERLESS_PORT": str(port),
+        "TIERLESS_TOKEN_DIR": str(tmp_path),
+        "TIERLESS_VIEWER_TOKEN": viewer,
+        "TIERLESS_TIMEZONE": "Europe/Berlin",
+    }
+    async with (
+        spawn_receiver(["serve"], env),
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c,
+    ):
+        bearer = {"authorization": f"Bearer {viewer}"}
+        page = await c.get("/", headers=bearer)
+        assert page.status_code == 200
+        assert "Europe/Berlin" in page.text
+        assert (await c.get("/v1/series", headers=bearer)).status_code == 401

@@ -100,8 +100,8 @@ edge_agent_readings_committed_total 8
 edge_agent_readings_dropped_total{reason="buffer_full"} 2
 edge_agent_events_in_total 1
 edge_agent_events_committed_total 1
-edge_agent_source_counter_total{source="bus",counter="units.1.ok"} 5
-edge_agent_source_counter_total{source="wb",counter="events"} 1
+edge_agent_source_stats_total{source="bus",stat="units.ok",key="1"} 5
+edge_agent_source_stats_total{source="wb",stat="events"} 1
 """
     samples = drain.parse_metrics(text)
     status = {"meter": {"requests": 5}, "weighbridge": {"tickets": 1}}

@@ -226,6 +226,27 @@ async def test_dashboard_in_a_real_browser(tmp_path: Path) -> None:
             assert (
                 await b.js("return document.getElementById('refresh-status').innerText") == "live"
             )
+            # one spelling of each unit in what people read
+            text = await b.js("return document.body.innerText")
+            for ascii_spelling in ("\tm3\t", "\tNm3\t", "\tdegC\t"):
+                assert ascii_spelling not in text
+            assert "\t°C\t" in text
+            # the range picker: the choice goes into the address and the chart follows
+            await b.js(
+                "const s = document.getElementById('trend-range'); s.value = '1h';"
+                " s.dispatchEvent(new Event('change'))"
+            )
+            await b.wait_for("return location.search.includes('range=1h')")
+            await b.wait_for(
+                "return document.querySelector('#trend-range option[value=\"1h\"]').selected"
+                " && document.body.innerText.includes('1-minute mean')"
+            )
+            assert await b.js("return window.__sameDocument === true")
+            await b.js(
+                "const s = document.getElementById('trend-range'); s.value = '24h';"
+                " s.dispatchEvent(new Event('change'))"
+            )
+            await b.wait_for("return document.body.innerText.includes('5-minute mean')")
             await b.screenshot(ARTIFACTS / "dashboard.png")
     finally:
         await store.close()

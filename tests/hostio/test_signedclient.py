@@ -18,6 +18,7 @@ from hostio.errors import (
     UnreachableError,
 )
 from hostio.signedclient import (
+    PLAIN_HTTP_HINT,
     SignedClient,
     SyncSignedClient,
     async_http_client,
@@ -113,7 +114,12 @@ def test_sync_client_signs_and_sends_unsigned_requests_too() -> None:
         (
             httpx.ConnectError("[SSL: WRONG_VERSION_NUMBER]"),
             TlsError,
-            "[SSL: WRONG_VERSION_NUMBER]",
+            f"[SSL: WRONG_VERSION_NUMBER] ({PLAIN_HTTP_HINT})",
+        ),
+        (
+            httpx.ConnectError("[SSL: TLSV1_ALERT_INTERNAL]"),
+            TlsError,
+            "[SSL: TLSV1_ALERT_INTERNAL]",
         ),
         (httpx.DecodingError("bad gzip"), ExchangeError, "DecodingError"),
     ],
@@ -151,3 +157,35 @@ def test_an_unreadable_ca_bundle_is_a_config_error(tmp_path) -> None:
         async_http_client(ca_file=str(tmp_path / "nope.pem"), trust_env=False, timeout_s=1)
     assert "nope.pem" in str(info.value)
     assert info.value.reason
+
+
+def test_https_to_a_plain_http_receiver_says_so() -> None:
+    """A real exchange: an https:// URL, a server that answers in plain HTTP."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(4096)  # the TLS client hello, read as a request
+            conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    base = f"https://127.0.0.1:{port}"
+    try:
+        http = sync_http_client(base, ca_file=None, timeout_s=10)
+        with (
+            SyncSignedClient(http, base_url=base, now_ms=lambda: NOW_MS) as client,
+            pytest.raises(TlsError) as info,
+        ):
+            client.request("GET", "/healthz", b"", {})
+    finally:
+        thread.join(10)
+        server.close()
+    assert PLAIN_HTTP_HINT in info.value.detail

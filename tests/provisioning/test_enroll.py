@@ -324,3 +324,21 @@ def test_console_script_prints_one_line_and_no_traceback(tmp_path, receiver):
     assert done.stderr.startswith("edgectl: that is not an enrolment token")
     assert done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
+
+
+def test_enrolling_again_takes_the_device_and_receiver_from_agent_toml(tmp_path, receiver, ctl):
+    gw = tmp_path / "gw"
+    r = ctl("enroll", "--dir", gw, "--device", "gw-named", stdin=receiver.token("gw-named"))
+    assert r.code == 0, r.text
+    # neither --device nor --cloud (nor TIERLESS_CLOUD_URL): agent.toml names both
+    r = ctl(
+        "enroll", "--dir", gw, "--replace", stdin=receiver.token("gw-named"),
+        env={"TIERLESS_CLOUD_URL": ""},
+    )  # fmt: skip
+    assert r.code == 0, r.text
+    assert "enrolled gw-named with key" in r.out
+    assert len(receiver.keys("gw-named")) == 2
+    # a new directory still needs them
+    r = ctl("enroll", "--dir", tmp_path / "new", stdin=receiver.token("gw-x"))
+    assert r.code == 3
+    assert "--device ID is required" in r.err

@@ -36,10 +36,13 @@ def test_token_create_to_a_file(tmp_path, ctl):
     assert ctl("token", "create", "--device", "gw-op-2", "--out", out).code == 3  # no overwrite
 
 
-def test_ttl_out_of_range_is_the_receivers_message(ctl):
+def test_ttl_out_of_range_is_said_in_the_units_given(ctl):
     r = ctl("token", "create", "--device", "gw-op-3", "--ttl", "90d")
     assert r.code == 3
-    assert "ttl_s must be" in r.err
+    assert "--ttl 90d: an enrolment token is valid at most 30d" in r.err
+    assert "ttl_s" not in r.err  # not the receiver's field name in seconds
+    assert ctl("token", "create", "--device", "gw-op-3", "--ttl", "30d").code == 0
+    assert ctl("fleet", "plan", "x.csv", "--out", "x", "--ttl", "31d").code == 3
 
 
 def test_devices_list_and_show(tmp_path, receiver, ctl):
@@ -135,6 +138,40 @@ def test_disable_enable_revoke(tmp_path, receiver, ctl):
     r = ctl("devices", "revoke", "gw-op-5")
     assert r.code == 0
     assert "revoked 0 key(s)" in r.out
+    # every key revoked: `devices show` does not say "active" any more
+    shown = ctl("devices", "show", "gw-op-5").out
+    assert "status:       revoked (every key revoked: uploads refused with 403" in shown, shown
+    assert ctl("enroll", "--dir", tmp_path, "--device", "gw-op-5", "--replace",
+               stdin=receiver.token("gw-op-5")).code == 0  # fmt: skip
+    assert "status:       active\n" in ctl("devices", "show", "gw-op-5").out
+
+
+def test_token_create_refuses_a_stdout_file_others_can_read(tmp_path, receiver):
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "TIERLESS_CLOUD_URL": receiver.url,
+        "TIERLESS_ADMIN_TOKEN_FILE": str(receiver.admin_file),
+    }
+    argv = [sys.executable, "-m", "provisioning", "token", "create", "--device", "gw-op-7"]
+    shared = tmp_path / "shared.token"
+    with shared.open("w") as out:
+        os.chmod(shared, 0o644)
+        r = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    assert r.returncode == 3, r.stderr
+    assert "standard output is a file readable by others (mode 0644)" in r.stderr
+    assert shared.read_text() == ""
+    devices = receiver.admin("GET", "/v1/admin/devices")["devices"]
+    assert "gw-op-7" not in [d["device_id"] for d in devices]  # refused before a token was issued
+    private = tmp_path / "private.token"
+    with private.open("w") as out:
+        os.chmod(private, 0o600)
+        r = subprocess.run(argv, stdout=out, stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert private.read_text().startswith("tle1.")
 
 
 def test_wrong_admin_token_never_shows(tmp_path, receiver, ctl):

@@ -133,6 +133,7 @@ class MqttSource:
         self._sleep = sleep
         self._rng = rng
         self.stats = MqttStats()
+        self.tap: Callable[[str], None] | None = None  # `edge-agent probe`: raw data
         self._problems = _ProblemLog(self.name, monotonic)
         identity = f"{config.url}\0{self.client_id}".encode()
         path = None if state_dir is None else state_dir / f"{config.name}.mqtt-seen"
@@ -395,6 +396,8 @@ class MqttSource:
             self._broker_drops(payload)
             return None
         self.stats.messages += 1
+        if self.tap is not None:
+            self.tap(f"{topic} {payload!r}")
         mid = message.mid
         fp = 0
         if message.qos and self._seen.enabled:

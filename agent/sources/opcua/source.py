@@ -34,7 +34,7 @@ import datetime as dt
 import logging
 import math
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +122,7 @@ class OpcuaSource:
         self.config = config
         self.name = config.name
         self.stats = OpcuaStats()
+        self.tap: Callable[[str], None] | None = None  # `edge-agent probe`: values as received
         self._clock: Stamper = clock or HostStamper()
         self._rng = rng
         self._log = logger or logging.getLogger(__name__)
@@ -430,6 +431,10 @@ class OpcuaSource:
 
     def _on_value(self, sink: Sink, i: int, dv: ua.DataValue) -> None:
         code = dv.StatusCode.value if dv.StatusCode is not None else 0
+        if self.tap is not None:
+            raw_value = dv.Value.Value if dv.Value is not None else None
+            where = self.config.nodes[i].where()
+            self.tap(f"{where}: {raw_value!r} status 0x{code:08X} at {dv.SourceTimestamp}")
         if status.condition(code) in status.NODE_MISSING:
             self._node_missing(i, code, sink)
             return

@@ -1,6 +1,6 @@
 // Tierless dashboard: refreshes the page's content in place every few seconds. Our own code,
 // no library. The server renders everything (SVG charts included); this script only fetches the
-// fresh HTML of <main> with the session cookie, keeps the chosen trend series in the address, and
+// fresh HTML of <main> with the session cookie, keeps the chosen trend series and range in the address, and
 // says when the connection is lost. Without it the page still shows, it just does not refresh.
 (function () {
   "use strict";
@@ -29,15 +29,17 @@
   }
 
   function bind() {
-    var select = document.getElementById("trend-series");
-    if (!select) return;
-    select.addEventListener("change", function () {
-      var params = new URLSearchParams(window.location.search);
-      params.delete("token");
-      params.set("series", select.value);
-      window.history.replaceState(null, "", "?" + params.toString());
-      select.blur();
-      schedule(0);
+    // the trend's pickers (series, range): the choice goes into the address, then a refresh
+    var selects = document.querySelectorAll("form.trend-pick select");
+    Array.prototype.forEach.call(selects, function (select) {
+      select.addEventListener("change", function () {
+        var params = new URLSearchParams(window.location.search);
+        params.delete("token");
+        params.set(select.name, select.value);
+        window.history.replaceState(null, "", "?" + params.toString());
+        select.blur();
+        schedule(0);
+      });
     });
   }
 
