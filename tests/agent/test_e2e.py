@@ -51,14 +51,16 @@ def test_kill_9_agent_and_receiver_exactly_once(tmp_path, receiver, agents):
     )
     for cycle in range(CHAOS_CYCLES):
         agent.start()
-        time.sleep(rng.uniform(0.4, 1.2))  # somewhere in ingesting, cutting, sending, acking
+        if cycle % 4 != 1:  # else somewhere in start-up: opening the buffer, building the uplink
+            agent.wait_running()
+        time.sleep(rng.uniform(0.0, 0.8))  # somewhere in ingesting, cutting, sending, acking
         if cycle % 4 == 2:
             receiver.kill9()  # the receiver dies mid-stream too
             time.sleep(rng.uniform(0.05, 0.3))
             receiver.start()
         agent.kill9()
     agent.start()
-    time.sleep(0.5)
+    agent.wait_running()
     assert agent.stop() == 0  # SIGTERM: flush what is in memory, exit 0
     # Drain what is left with the source removed, so nothing new is made.
     agent.config.write_text(agent.config.read_text().replace(source(rate=100, series=3), ""))
