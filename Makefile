@@ -51,5 +51,9 @@ soak: $(STAMP)
 		--outage-max-s $(or $(SOAK_OUTAGE_MAX_S),8) --seed $(or $(SOAK_SEED),1) \
 		--json .soak/soak.json
 
+# Everything .gitignore lists (tests/test_hygiene.py checks the two agree): after `make clean`,
+# `git status --ignored` shows nothing.
 clean:
-	rm -rf $(VENV) .bench .soak .hypothesis .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .bench .soak .demo .artifacts demo-run .hypothesis .mypy_cache .pytest_cache \
+		.ruff_cache build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
