@@ -222,7 +222,8 @@ class AgentProc:
         if self.proc is not None:
             self.proc.terminate()
             try:
-                code = self.proc.wait(timeout=10)
+                # generous: a clean stop takes milliseconds, but not on an oversubscribed machine
+                code = self.proc.wait(timeout=60)
             finally:
                 _kill(self.proc)
             self.proc = None
