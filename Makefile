@@ -85,5 +85,9 @@ container-test: $(STAMP) container-base
 	TIERLESS_DEPLOY_TESTS=1 BASE_IMAGE=$(BASE_IMAGE) $(BIN)/pytest -q -p no:cacheprovider \
 		tests/deploy/test_container.py
 
+# Everything .gitignore lists (tests/test_hygiene.py checks the two agree): after `make clean`,
+# `git status --ignored` shows nothing.
 clean:
-	rm -rf $(VENV) .bench .soak .hypothesis .mypy_cache .pytest_cache .ruff_cache dist build
+	rm -rf $(VENV) .bench .soak .demo .artifacts demo-run .hypothesis .mypy_cache .pytest_cache \
+		.ruff_cache build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

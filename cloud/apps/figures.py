@@ -17,8 +17,9 @@ Counters (`clean_counter`, then `attribute`):
   (readings above a level of the segment that the series falls back to, which began within
   `excursion_ms` before the drop, are discarded); a
   *rollover* (a wrap at a candidate register width `M` with `M - max + value <= rollover_fraction
-  * M`: the step counts `M - max + value`); otherwise a *reset* (meter replaced or cleared): a
-  new segment starts, and the one step across the reset is unknown, like a gap.
+  * M`, within `rel_tolerance * M` for float rounding: the step counts `M - max + value`);
+  otherwise a *reset* (meter replaced or cleared): a new segment starts, and the one step across
+  the reset is unknown, like a gap.
 - Attribution to intervals (`grid` boundaries): a step between consecutive readings inside one
   interval is attributed to it whole, however long (the register makes it exact). A step that
   crosses boundaries is split in proportion to time when it is at most `max_step_ms` long, and is
@@ -228,15 +229,22 @@ class Trace:
         return self.level[i] - self.level[i - 1]
 
 
-def wrap_modulus(top: float, value: float, fraction: float) -> float | None:
-    """The register width at which `top` -> `value` is a plausible wrap, if any."""
+def wrap_modulus(
+    top: float, value: float, fraction: float, rel_tolerance: float = 0.0
+) -> float | None:
+    """The register width at which `top` -> `value` is a plausible wrap, if any.
+
+    The step `M - top + value` is compared with `fraction * M` within `rel_tolerance` of `M`:
+    `value` is a float near `M` reduced modulo `M`, so a step of exactly the fraction can come out
+    a rounding above it, and a boundary case must not turn into a reset that loses the step."""
     if value < 0:
         return None
     i = bisect.bisect_right(WRAP_CANDIDATES, top)
     if i == len(WRAP_CANDIDATES):
         return None
     modulus = WRAP_CANDIDATES[i]
-    return modulus if modulus - top + value <= fraction * modulus else None
+    allowed = fraction * modulus + rel_tolerance * modulus + 1e-9
+    return modulus if modulus - top + value <= allowed else None
 
 
 def _forward_max(ts: Sequence[int], values: Sequence[float], window_ms: int) -> list[float]:
@@ -325,7 +333,9 @@ def clean_counter(points: Iterable[Row], policy: CounterPolicy) -> Trace:
             del kept_ts[k + 1 :], level[k + 1 :]
             top = level[-1]
             continue  # v is judged again against the level it fell back to
-        trace.breaks[len(level)] = wrap_modulus(top, v, policy.rollover_fraction)
+        trace.breaks[len(level)] = wrap_modulus(
+            top, v, policy.rollover_fraction, policy.rel_tolerance
+        )
         segment = len(level)
         kept_ts.append(t)
         level.append(v)

@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,12 +201,29 @@ class AgentProc:
         self.proc = None
         self.log.close()
 
+    def wait_running(self, timeout: float = 60) -> None:
+        """Until this run has committed readings: its signal handlers are in place (they are
+        installed before anything else is built) and its sources run. On a loaded machine the
+        interpreter alone can take over a second to import the agent, and a SIGTERM before that
+        ends the process by the signal, so no fixed sleep is long enough."""
+        before = self.committed()
+        proc = self.proc
+        assert proc is not None, "not started"
+
+        def committed_more() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"agent exited with {proc.returncode}\n{self.log_text()}")
+            return self.committed() > before
+
+        wait_until(committed_more, timeout, "the agent to commit readings", self.log_text)
+
     def stop(self) -> int:
         code = -1
         if self.proc is not None:
             self.proc.terminate()
             try:
-                code = self.proc.wait(timeout=10)
+                # generous: a clean stop takes milliseconds, but not on an oversubscribed machine
+                code = self.proc.wait(timeout=60)
             finally:
                 _kill(self.proc)
             self.proc = None
@@ -221,6 +239,22 @@ class AgentProc:
             check=False,
         )
         return dict(json.loads(out.stdout)) if out.returncode == 0 else {}
+
+    def committed(self) -> int:
+        """The buffer's total of committed readings over every run (what `status` shows as
+        readings_committed), read from the file directly: polling `status` would start an
+        interpreter per poll, which on a loaded machine takes longer than the wait itself."""
+        path = self.config.parent / tomllib.loads(self.config.read_text())["buffer"]["path"]
+        if not path.exists():
+            return 0
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'total_committed'").fetchone()
+        except sqlite3.OperationalError:  # the agent has not created its tables yet
+            return 0
+        finally:
+            conn.close()
+        return 0 if row is None else int(row[0])
 
     def log_text(self) -> str:
         return (self.config.parent / "agent.log").read_text(errors="replace")[-3000:]

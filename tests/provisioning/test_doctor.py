@@ -64,12 +64,20 @@ def test_a_healthy_gateway_passes_everything(tmp_path, receiver, ctl):
 def test_revoked_device_and_a_clock_an_hour_fast(tmp_path, receiver, ctl):
     gw = enrol(ctl, receiver, tmp_path / "gw", "gw-doc-revoked")
     assert ctl("devices", "revoke", "gw-doc-revoked").code == 0
+    started = time.monotonic()
     r = ctl("doctor", "--dir", gw, now_ms=time.time_ns() // 10**6 + 3_600_000)
+    elapsed_s = time.monotonic() - started
     assert r.code == 1
     found = lines(r.out)
     assert (found["enrolment"], found["clock"], found["receiver"]) == ("FAIL", "FAIL", "PASS")
     assert "re-enrol: edgectl enroll --replace" in r.out
-    assert re.search(r"this clock is \+360[01] s off the receiver's", r.out), r.out
+    offset = re.search(r"this clock is \+(\d+) s off the receiver's", r.out)
+    assert offset is not None, r.out
+    # A revoked key gets no chain head, so the receiver's time is its Date header: whole seconds
+    # (up to 1 s behind), from a cache the server refreshes about once a second (1 s more, and
+    # longer on a loaded machine). The test's clock stands still while doctor runs, so the
+    # offset also comes out lower by up to the time the run took.
+    assert 3600 - elapsed_s - 1 <= int(offset[1]) <= 3600 + 10, r.out
     assert r.out.rstrip().endswith("2 check(s) failed")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -53,6 +54,21 @@ class Scale:
                         await asyncio.sleep(0.002)
 
 
+@pytest.fixture
+def plug(links: Path) -> Iterator[Callable[[str], PtyDevice]]:
+    """`plug(name)`: an instrument at links/name, unplugged after the test even when it fails
+    (so a failure shows as itself, not as a leaked descriptor too)."""
+    devices: list[PtyDevice] = []
+
+    def make(name: str) -> PtyDevice:
+        devices.append(PtyDevice(str(links / name)))
+        return devices[-1]
+
+    yield make
+    for device in devices:
+        device.close()
+
+
 def config(link: Path, **kw: object) -> AsciiConfig:
     raw = {
         "port": {"path": str(link), "baudrate": 9600},
@@ -66,8 +82,10 @@ def config(link: Path, **kw: object) -> AsciiConfig:
     return msgspec.convert(raw, AsciiConfig)
 
 
-async def test_polled_scale_with_garbage_overload_and_silence(links: Path, sink: Recorder) -> None:
-    device = PtyDevice(str(links / "scale"))
+async def test_polled_scale_with_garbage_overload_and_silence(
+    links: Path, sink: Recorder, plug: Callable[[str], PtyDevice]
+) -> None:
+    device = plug("scale")
     scale = Scale(
         device,
         [
@@ -80,10 +98,15 @@ async def test_polled_scale_with_garbage_overload_and_silence(links: Path, sink:
             "S S     100.20 g",
         ],
     )
-    # late_answer_ms=0: no pause after a timeout, so each scripted answer is one poll
-    source = AsciiSource(config(links / "scale", late_answer_ms=0), clock=HostStamper())
+    # late_answer_ms=0: no pause after a timeout, so each scripted answer is one poll. The
+    # script is one answer per poll, so no answer may come after its poll's timeout: on a loaded
+    # machine 100 ms was too short (the first answer came late and was discarded). 1 s is the
+    # default; two polls (garbage, silence) wait it out.
+    source = AsciiSource(
+        config(links / "scale", late_answer_ms=0, answer_timeout_ms=1000), clock=HostStamper()
+    )
     async with running(scale.run(), "scale"), running(source.run(sink), "ascii"):
-        await sink.wait_for(lambda: len(sink.readings) >= 7)
+        await sink.wait_for(lambda: len(sink.readings) >= 7, within=30)
     got = [(r.value, r.quality, r.series.unit) for r in sink.readings[:7]]
     assert got[0] == (100.0, Quality.GOOD, "g")
     assert got[1] == (0.0, Quality.BAD, "g")  # garbage then timeout: explicit gap
@@ -97,11 +120,12 @@ async def test_polled_scale_with_garbage_overload_and_silence(links: Path, sink:
     assert source.stats.error_answers == 1
     assert source.stats.timeouts == 2
     assert scale.commands[:3] == [b"SI", b"SI", b"SI"]
-    device.close()
 
 
-async def test_streaming_scale(links: Path, sink: Recorder) -> None:
-    device = PtyDevice(str(links / "scale"))
+async def test_streaming_scale(
+    links: Path, sink: Recorder, plug: Callable[[str], PtyDevice]
+) -> None:
+    device = plug("scale")
     stream = ["S S      1.00 kg\r\n", "S D   1.5", "0 kg\r\n", "\xff\xfe noise\r\n", "S +\r\n"]
     stream += ["x" * 400 + "\r\n", "S S      2.00 kg\r\n"]
     scale = Scale(device, [], stream)
@@ -118,11 +142,12 @@ async def test_streaming_scale(links: Path, sink: Recorder) -> None:
     assert source.stats.unparsable == 1
     assert source.stats.lines.oversized == 1
     assert scale.commands == [b"SIR"]
-    device.close()
 
 
-async def test_weighbridge_tickets_become_events(links: Path, sink: Recorder) -> None:
-    device = PtyDevice(str(links / "bridge"))
+async def test_weighbridge_tickets_become_events(
+    links: Path, sink: Recorder, plug: Callable[[str], PtyDevice]
+) -> None:
+    device = plug("bridge")
     lines = []
     for n, (material, net) in enumerate([("GRAVEL", 25340), ("SAND", 18020)]):
         body = f"T{100 + n},{material},L-{n},{net},O*"
@@ -145,11 +170,12 @@ async def test_weighbridge_tickets_become_events(links: Path, sink: Recorder) ->
     assert [dict(e.attrs)["material"] for e in sink.events] == ["GRAVEL", "SAND"]
     assert [r.value for r in sink.readings] == [25340.0, 18020.0]
     assert source.stats.unparsable == 1
-    device.close()
 
 
-async def test_replugged_instrument_is_reopened(links: Path, sink: Recorder) -> None:
-    device = PtyDevice(str(links / "scale"))
+async def test_replugged_instrument_is_reopened(
+    links: Path, sink: Recorder, plug: Callable[[str], PtyDevice]
+) -> None:
+    device = plug("scale")
     scale = Scale(device, ["S S 1.00 g"] * 1000)
     source = AsciiSource(config(links / "scale"), clock=HostStamper())
     async with running(source.run(sink), "ascii"):
@@ -157,7 +183,7 @@ async def test_replugged_instrument_is_reopened(links: Path, sink: Recorder) -> 
             await sink.wait_for(lambda: len(sink.readings) >= 3)
         device.close()
         await asyncio.sleep(0.1)
-        device = PtyDevice(str(links / "scale"))
+        device = plug("scale")
         scale = Scale(device, ["S S 2.00 g"] * 1000)
         async with running(scale.run(), "scale again"):
             await sink.wait_for(lambda: any(r.value == 2.0 for r in sink.readings))

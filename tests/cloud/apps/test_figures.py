@@ -9,7 +9,7 @@ import random
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cloud.apps import figures
@@ -151,6 +151,17 @@ def test_rollover_adds_the_wrap() -> None:
     assert fig.values == [60.0, 60.0]
 
 
+def test_rollover_of_exactly_the_fraction_survives_float_rounding() -> None:
+    # 974.538... + 50 wraps at 1000 to 24.538...; M - level + value is 50.000000000000114 in
+    # floats, one rounding above 5 % of M: still a rollover, not a reset that loses the step
+    policy = CounterPolicy(rollover_fraction=0.05)
+    top = 970 + 4.538427968238757
+    wrapped = math.fmod(top + 50.0, 1000.0)
+    trace = figures.clean_counter(pts([top, wrapped]), policy)
+    assert trace.breaks == {1: 1000.0}
+    assert trace.delta(1) == pytest.approx(50.0)
+
+
 def test_rollover_of_a_scaled_binary_register() -> None:
     top = 2**32 / 1000  # a Wh register read as kWh
     values = [top - 3, top - 1, 1.0, 3.0]
@@ -290,6 +301,8 @@ def test_property_monotone_counter_totals_and_order(incs, dts, seed) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(incs=increments, dts=steps_ms, modulus_exp=st.integers(3, 7))
+# a step of exactly the rollover fraction, one float rounding above it after the wrap
+@example(incs=[4.538427968238757, 50.0], dts=[1_000] * 200, modulus_exp=3)
 def test_property_rollover_is_invisible(incs, dts, modulus_exp) -> None:
     modulus = 10.0**modulus_exp
     series = _true_series(incs, dts, start_value=modulus - 30)
