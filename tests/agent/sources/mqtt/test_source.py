@@ -768,3 +768,48 @@ async def test_a_resumed_session_with_a_large_backlog_is_taken_in_once(tmp_path)
     assert sorted(totals) == [float(n) for n in range(1, total + 1)]  # each exactly once
     # never gave up on a late SUBACK, nor on a buffer that falls behind (invariant 6)
     assert (source.stats.connects, source.stats.disconnects) == (1, 0)
+
+
+async def test_a_flood_faster_than_the_buffer_commits_pauses_reading_and_stores_each_once(
+    tmp_path,
+):
+    """An ingest that holds only 50 readings (`flush_max_readings = 5`) under a broker backlog of
+    8-reading messages: reading pauses again and again, the connection stays up, and every
+    message is stored exactly once (the old way closed the connection, and some redeliveries
+    came back as new readings)."""
+    total = 3000
+    with own_broker(tmp_path / "broker") as broker:
+        cid = unique_client()
+        rules = [{"preset": "tasmota"}]
+        async with source_running(MqttSource(source_config(broker.url, cid, rules)), FakeSink()):
+            pass  # the session exists; a backlog builds up while we are away
+        await asyncio.to_thread(queue_backlog, broker.url, "tele/plug-1/SENSOR", total, ENERGY)
+        source = MqttSource(source_config(broker.url, cid, rules))
+        write_key(tmp_path / "keys" / "device.key")
+        config = load_config(
+            write_config(
+                tmp_path,
+                url="https://ingest.test",
+                sources="",
+                buffer={"flush_max_readings": 5},
+            )
+        )
+        offline = httpx.MockTransport(lambda r: httpx.Response(503, json={"error": "down"}))
+        stop = asyncio.Event()
+        agent = Agent(
+            config,
+            RuntimeDeps(transport=offline, stop=stop, handle_signals=False, sources=[source]),
+        )
+        async with running(agent.run(), "agent"):
+            await wait_until(lambda: source.stats.acked >= total, 90)
+            stop.set()
+    totals = [
+        v
+        for k, v in buffer_values(tmp_path / "data" / "buffer.db")
+        if k.metric.endswith("energy_total")
+    ]
+    assert sorted(totals) == [float(n) for n in range(1, total + 1)]  # each exactly once
+    assert source.stats.readings == 8 * total
+    assert source.stats.overflows >= 1  # the ingest was full: reading paused
+    assert (source.stats.connects, source.stats.disconnects) == (1, 0)
+    assert agent.metrics.dropped["buffer_full"] == 0
