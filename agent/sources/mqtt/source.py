@@ -39,13 +39,14 @@ Invariants:
    is logged as a warning and counted in `stats.session_lost`: what it held is gone.
 6. Backpressure through the broker, never by closing the connection. When the agent's ingest
    has no room for a message's readings (the buffer commits slower than the broker delivers),
-   the message waits, in order, in a bounded queue (`HOLD_MAX` messages; everything after it
+   or it already holds `PENDING_MAX_READINGS` of them (which keeps commit groups and memory
+   small), the message waits, in order, in a bounded queue (`HOLD_MAX` messages; everything after it
    queues behind it, so PUBACKs stay in arrival order); once the queue is full the source stops
    reading the socket, so TCP and the broker's in-flight window hold the rest. The feeder adds
    queued messages as commits free room and reading resumes below half the bound
    (`stats.overflows` counts pauses). A pause lasts until the next commit, normally within
    `flush_interval_ms`; paho's keepalive runs on meanwhile (PINGREQ after `keepalive_s` without
-   traffic), and if the buffer stalls for longer than about `keepalive_s` the unread PINGRESP
+   traffic), and if the buffer stalls for longer than one to two `keepalive_s` the unread PINGRESP
    makes paho close the connection: the broker keeps the messages and sends them again after
    the reconnect, recognised by invariant 3.
 """
@@ -96,6 +97,9 @@ INFO_REASONS = frozenset({"unknown_topic"})
 # Messages read but not yet handed over (the ingest had no room) before reading pauses
 # (invariant 6): bounds the source's memory; TCP and the broker hold the rest.
 HOLD_MAX = 256
+# Readings waiting in the ingest for the next commit that this source adds at most: a commit
+# group (and the agent's memory) stays small however fast the broker drains a backlog.
+PENDING_MAX_READINGS = 16_384
 
 
 @runtime_checkable
@@ -430,7 +434,9 @@ class MqttSource:
         if needed:
             room = sink.room()
             self._capacity = max(self._capacity, room)
-            if room < needed <= self._capacity:  # a message that can never fit goes in now
+            limit = min(self._capacity, PENDING_MAX_READINGS)
+            room -= self._capacity - limit
+            if room < needed <= limit:  # a message that can never fit goes in now
                 return False
         entry = prepared.known
         try:
