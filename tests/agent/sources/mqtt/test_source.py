@@ -813,3 +813,36 @@ async def test_a_flood_faster_than_the_buffer_commits_pauses_reading_and_stores_
     assert source.stats.overflows >= 1  # the ingest was full: reading paused
     assert (source.stats.connects, source.stats.disconnects) == (1, 0)
     assert agent.metrics.dropped["buffer_full"] == 0
+
+
+async def test_a_new_session_voids_the_record_before_anything_new_is_read(tmp_path):
+    """The broker lost our session: the record of the old one is emptied, and no message of the
+    new session is read until that emptied record is committed (a restart in between could
+    otherwise take a new message for the redelivery of an old one with the same id and bytes)."""
+    from agent.sources.mqtt.seen import Seen
+
+    with own_broker(tmp_path / "broker", persistence=False) as broker:
+        cid = unique_client()
+        cfg = source_config(broker.url, cid, [id_rule("a/{d}")])
+        sink = FakeSink()
+        source = MqttSource(cfg)
+        async with source_running(source, sink):
+            async with publisher(broker.url) as pub:
+                await pub.publish("a/x", b'{"id": 1}', qos=1)
+            await wait_until(lambda: source.stats.acked == 1)
+            assert sink.states["mq"] != Seen(b"", 1, enabled=True).encode()  # holds message 1
+            sink.commits.clear()  # the buffer stalls
+            await asyncio.to_thread(broker.stop)
+            await asyncio.to_thread(broker.start)
+            await wait_until(lambda: source.stats.connects == 2, 10)
+            await asyncio.sleep(0.2)  # let the source resubscribe
+            async with publisher(broker.url) as pub:
+                await pub.publish("a/x", b'{"id": 2}', qos=1)
+            await asyncio.sleep(0.5)
+            assert sink.values() == [1.0]  # not read: the emptied record is not committed yet
+            sink.commits.set()
+            await wait_until(lambda: source.stats.acked == 2, 10)
+        assert sink.values() == [1.0, 2.0]
+        empty = Seen(f"{cfg.url}\0{cid}".encode(), 1, enabled=True)
+        assert empty.load(sink.states["mq"])
+        assert [m for m, _ in empty.snapshot()] == [1]  # message 2 of the new session only
