@@ -12,10 +12,9 @@ Invariants:
    would discard the queue on each restart), and a fixed client id. A QoS 2 publish reaches us
    as QoS 1 (paho sends PUBREC before the application sees a QoS 2 message: not ack-late-safe).
 2. Ack after commit. paho's `manual_ack` holds back the PUBACK; aiomqtt 2.5 does not expose it
-   (empicano/aiomqtt#345), so `_Client` is the one place that touches aiomqtt internals:
-   `_client` (paho) for manual ack, `_on_message` to take paho's message (with its DUP flag)
-   straight from the read loop, `_on_connect` for the session-present flag, `_loop` and
-   `_disconnected` to pause and resume reading the socket (invariant 6). A message's readings
+   (empicano/aiomqtt#345), so `agent.sources.mqtt.client.AckClient` is the one place that
+   touches aiomqtt internals (for manual ack, the DUP flag, the session-present flag, and to
+   pause and resume reading the socket, invariant 6). A message's readings
    are added to the sink in the read callback (or by the feeder, invariant 6); the acker takes
    everything handed over so far, awaits `sink.committed()`, then PUBACKs it in arrival order on
    the connection that delivered it. A delivery whose connection has gone is not acked: the
@@ -75,6 +74,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.errors import ConfigError
 from agent.sources import HostStamper, Sink, Stamper
+from agent.sources.mqtt.client import AckClient, TlsContext
 from agent.sources.mqtt.config import (
     MqttSourceConfig,
     default_client_id,
@@ -283,14 +283,14 @@ class MqttSource:
                     "resumed" if client.session_present else "new",
                     away,
                 )
-                # Messages never reach aiomqtt's queue (see _Client): this waits for the end.
+                # Messages never reach aiomqtt's queue (see AckClient): this waits for the end.
                 async for _ in client.messages:  # pragma: no cover
                     pass
             finally:
                 subscribing.cancel()
                 await asyncio.gather(subscribing, return_exceptions=True)
 
-    async def _subscribe(self, client: _Client) -> None:
+    async def _subscribe(self, client: AckClient) -> None:
         """Subscribe (the data filters at QoS 1, the broker's drop count at QoS 0) and check
         what was granted; MqttError if a data filter was refused."""
         subscriptions = self._subscriptions()
@@ -365,7 +365,7 @@ class MqttSource:
         self,
         on_message: Callable[[paho.MQTTMessage], None],
         on_session: Callable[[bool], None],
-    ) -> _Client:
+    ) -> AckClient:
         cfg = self.config
         v5 = cfg.protocol == "5"
         properties = None
@@ -376,7 +376,7 @@ class MqttSource:
         password = (
             read_secret_file(cfg.password_file, "password file") if cfg.password_file else None
         )
-        return _Client(
+        return AckClient(
             self.address.host,
             self.address.port,
             on_message=on_message,
@@ -394,10 +394,10 @@ class MqttSource:
             tls_context=self._tls_context() if self.address.tls else None,
         )
 
-    def _tls_context(self) -> _TlsContext:
+    def _tls_context(self) -> TlsContext:
         cfg = self.config
         try:
-            context = _TlsContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
+            context = TlsContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
             if cfg.ca_file:
                 context.load_verify_locations(cafile=cfg.ca_file)
             else:
@@ -591,99 +591,10 @@ class MqttSource:
                 conn.client.resume_reading()
 
 
-class _Client(aiomqtt.Client):
-    """aiomqtt's client with acknowledgement left to us (the only use of its internals)."""
-
-    def __init__(
-        self,
-        *args: Any,
-        on_message: Callable[[paho.MQTTMessage], None],
-        on_session: Callable[[bool], None],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._client.manual_ack_set(on=True)  # before connecting: redeliveries follow CONNACK
-        self._deliver = on_message
-        self._on_session = on_session
-        self.session_present = False
-
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None = None,
-    ) -> None:
-        if not self._connected.done() and reason_code == paho.CONNACK_ACCEPTED:
-            # Here, before paho reads the redeliveries that follow the CONNACK.
-            self.session_present = bool(flags.session_present)
-            self._on_session(self.session_present)
-        super()._on_connect(client, userdata, flags, reason_code, properties)
-
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._deliver(message)
-
-    def ack(self, mid: int) -> None:
-        self._client.ack(mid, 1)
-
-    def pause_reading(self) -> None:
-        """Stop reading the socket: TCP and the broker's in-flight window hold what follows."""
-        sock = self._client.socket()
-        if sock is not None:
-            self._loop.remove_reader(sock.fileno())
-
-    def resume_reading(self) -> None:
-        sock = self._client.socket()
-        if sock is not None:
-            self._loop.add_reader(sock.fileno(), self._read)
-            self._loop.call_soon(self._read)  # what TLS may hold decrypted already
-
-    def _read(self) -> None:
-        """The socket's reader once we have paused it (aiomqtt's own is gone): paho reads."""
-        try:
-            while True:
-                self._client.loop_read()
-                sock = self._client.socket()
-                pending = getattr(sock, "pending", None)  # TLS: decrypted bytes not read yet
-                if pending is None or pending() <= 0:
-                    break
-        except Exception as exc:  # a broken connection: aiomqtt's exit reports it
-            if not self._disconnected.done():
-                self._disconnected.set_exception(exc)
-
-    def retrieve_disconnect_error(self) -> None:
-        """aiomqtt's exit leaves a lost connection's error unread (asyncio then logs "Future
-        exception was never retrieved"); we report it ourselves."""
-        if self._disconnected.done() and not self._disconnected.cancelled():
-            self._disconnected.exception()
-
-    def close_failed_tls(self) -> None:
-        context = self._client._ssl_context
-        if isinstance(context, _TlsContext):
-            context.close_opened()
-
-
-class _TlsContext(ssl.SSLContext):
-    """paho leaves the socket open when a TLS handshake fails (`_ssl_wrap_socket`); this context
-    remembers what it wrapped so a failed connect can close it."""
-
-    opened: list[ssl.SSLSocket]
-
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        sock = super().wrap_socket(*args, **kwargs)
-        self.__dict__.setdefault("opened", []).append(sock)
-        return sock
-
-    def close_opened(self) -> None:
-        for sock in self.__dict__.pop("opened", []):
-            sock.close()
-
-
 @dataclass(slots=True, eq=False)
 class _Connection:
     gen: int
-    client: _Client | None = None
+    client: AckClient | None = None
     alive: bool = False
     subscribed: bool = False
     paused: bool = False  # its socket is not read (invariant 6)
