@@ -3,12 +3,14 @@
 Tables: `reading` (uncut readings, oldest = lowest id), `event` (uncut events, likewise),
 `outbox` (frozen batches: seq, digest, body), `series`, `epoch` (untrusted-clock stretches, see
 `agent.clock`), `mcu_position` (per MCU uid, the last (boot, seq) committed; see
-`agent.watermarks`) and `meta` (chain head, loss counters, uplink state).
+`agent.watermarks`), `source_state` (per source, a small opaque record committed with its
+readings: the MQTT source's redelivery record) and `meta` (chain head, loss counters, uplink
+state).
 
 Invariants (each kept by one method below):
-1. Group commit (`commit`): readings, events and MCU positions reach the file in one transaction
-   per flush, never one write per reading. A position is committed in the same transaction as
-   the readings it ends, so after any crash the position and the readings agree.
+1. Group commit (`commit`): readings, events, MCU positions and source states reach the file in
+   one transaction per flush, never one write per reading. A position (or a source's state) is
+   committed in the same transaction as the readings it covers, so after any crash the two agree.
    `PRAGMA synchronous=FULL`: the WAL is fsynced at every commit, so a commit that returned
    survives a power cut; what is lost is what was not yet committed, i.e. at most one
    flush interval (`buffer.flush_interval_ms`) or `flush_max_readings` readings. NORMAL would
@@ -93,6 +95,8 @@ CREATE TABLE IF NOT EXISTS event (
 -- uid is the MCU's u64, stored as the signed 64-bit integer with the same bits
 CREATE TABLE IF NOT EXISTS mcu_position (
     uid INTEGER PRIMARY KEY, boot INTEGER NOT NULL, seq INTEGER NOT NULL);
+-- Added without a version bump: an older agent opening the file ignores the table.
+CREATE TABLE IF NOT EXISTS source_state (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 """
 _COUNTERS = ("dropped_buffer_full", "dropped_damaged", "rejected_invalid")
 NewRow = tuple[int, int, float, int]  # series_id, ts_ms, value, quality
@@ -139,6 +143,7 @@ class Buffer:
     depth: int = 0  # readings held: uncut plus frozen in the outbox
     events_held: int = 0  # events held, likewise
     positions: dict[int, Position] = field(default_factory=dict)  # MCU uid -> committed
+    states: dict[str, bytes] = field(default_factory=dict)  # source state key -> committed
     damage: Damage | None = None
     lock_fd: int = -1
     _page_size: int = 4096
@@ -157,6 +162,7 @@ class Buffer:
         events: Sequence[Event] = (),
         positions: Mapping[int, Position | None] | None = None,
         rejected_before: Mapping[str, int] | None = None,
+        states: Mapping[str, bytes] | None = None,
     ) -> CommitResult:
         """Write one group of readings (and the events, MCU positions and metadata that go with
         them) in one transaction.
@@ -165,7 +171,8 @@ class Buffer:
         here (an overflowing ingest queue); they are recorded as buffer-full drops.
         `rejected_before` counts, by reason, what the ingest refused because it breaks the
         contract: recorded as `rejected_invalid`, reported with the next batch. `positions`
-        maps an MCU uid to its new committed position, or to None to forget it.
+        maps an MCU uid to its new committed position, or to None to forget it. `states` maps a
+        source's key to its new state (`Ingest.track_state`), replaced in this transaction.
         """
         result = CommitResult()
         with self._transaction():
@@ -209,6 +216,11 @@ class Buffer:
                         "INSERT OR REPLACE INTO mcu_position (uid, boot, seq) VALUES (?,?,?)",
                         (_sql_uid(uid), *pos),
                     )
+            if states:
+                c.executemany(
+                    "INSERT OR REPLACE INTO source_state (name, value) VALUES (?,?)",
+                    list(states.items()),
+                )
             result.committed = len(rows)
             result.events = len(events)
             self.depth += len(rows)
@@ -229,6 +241,7 @@ class Buffer:
                 self.positions.pop(uid, None)
             else:
                 self.positions[uid] = pos
+        self.states.update(states or {})
         return result
 
     def _correct_epochs(self, ref: Reference) -> None:
@@ -633,6 +646,10 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
             _mcu_uid(uid): (boot, seq)
             for uid, boot, seq in conn.execute("SELECT uid, boot, seq FROM mcu_position")
         }
+        states = {
+            str(name): bytes(value)
+            for name, value in conn.execute("SELECT name, value FROM source_state")
+        }
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     except sqlite3.Error as exc:
         conn.close()
@@ -655,6 +672,7 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
         depth=depth,
         events_held=events_held,
         positions=positions,
+        states=states,
         _page_size=page_size,
     )
 

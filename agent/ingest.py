@@ -32,6 +32,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from agent.buffer import NewRow, Position
@@ -64,10 +65,12 @@ class Group:
     events: list[Event] = field(default_factory=list)
     positions: dict[int, Position | None] = field(default_factory=dict)
     rejected: Counter[str] = field(default_factory=Counter)  # refused at the door, by reason
+    states: dict[str, bytes] = field(default_factory=dict)  # source state key -> new state
 
     def is_empty(self) -> bool:
         return not (
             self.rejected
+            or self.states
             or self.rows
             or self.new_series
             or self.new_epochs
@@ -94,6 +97,7 @@ class Ingest:
         flush_max_readings: int,
         max_pending: int,
         log_interval_s: float = 60.0,
+        states: Mapping[str, bytes] | None = None,
     ) -> None:
         self._clock = clock
         # a series an older version stored with a key that breaks the rules gets no new readings
@@ -114,6 +118,10 @@ class Ingest:
         self._bad_ids: dict[Problem, int] = {}  # one id per problem, not per key: bounded
         self._bad_keys: dict[int, Problem] = {}
         self._throttle = LogThrottle(log, log_interval_s)
+        self._committed_states = dict(states or {})  # as the buffer held them at start
+        self._captures: dict[str, Callable[[], bytes | None]] = {}
+        self._states_back: dict[str, bytes] = {}  # from a group whose commit failed
+        self._state_dirty = False
         self.readings_in = 0
         self.events_in = 0
         self.full = asyncio.Event()  # set when a flush should not wait for the timer
@@ -220,6 +228,18 @@ class Ingest:
         """Commit `position` (None: forget it) for MCU `uid` with what was added before."""
         self._positions[uid] = position
 
+    def track_state(self, key: str, capture: Callable[[], bytes | None]) -> bytes | None:
+        """Commit `capture()` with every group from now on (None: unchanged, nothing written);
+        returns the state committed under `key` before this process started, if any. `capture`
+        runs on the event loop inside `take()` and must not raise."""
+        self._captures[key] = capture
+        return self._committed_states.get(key)
+
+    def state_changed(self) -> None:
+        """A tracked state changed in a way that must be committed before the source relies
+        on it: the next `committed()` waits for the next group."""
+        self._state_dirty = True
+
     def add_rows(self, rows: list[NewRow]) -> None:
         """Many readings already stamped (bulk sources, benchmarks)."""
         self.readings_in += len(rows)
@@ -244,6 +264,12 @@ class Ingest:
     def take(self) -> Group:
         """Everything added so far, for one commit."""
         self._generation += 1
+        states, self._states_back = self._states_back, {}
+        for key, capture in self._captures.items():
+            state = capture()
+            if state is not None:
+                states[key] = state
+        self._state_dirty = False
         group = Group(
             rows=self._rows,
             new_series=self._new_series,
@@ -254,6 +280,7 @@ class Ingest:
             events=self._events,
             positions=self._positions,
             rejected=self._rejected,
+            states=states,
         )
         self._rows, self._new_series, self._dropped = [], [], 0
         self._events, self._positions, self._rejected = [], {}, Counter()
@@ -270,6 +297,7 @@ class Ingest:
         self._dropped += group.dropped
         self._rejected.update(group.rejected)
         self._positions = {**group.positions, **self._positions}  # newer ones win
+        self._states_back = {**group.states, **self._states_back}  # a newer capture wins at take
         overflow = len(self._rows) - self._max_pending
         if overflow > 0:  # still bounded: the oldest give way, counted
             del self._rows[:overflow]
@@ -292,7 +320,15 @@ class Ingest:
 
     async def committed(self) -> None:
         """Wait until every reading added before this call is committed."""
-        if self._rows or self._new_series or self._events or self._positions or self._rejected:
+        if (
+            self._rows
+            or self._new_series
+            or self._events
+            or self._positions
+            or self._rejected
+            or self._state_dirty
+            or self._states_back
+        ):
             target = self._generation + 1  # the next group taken holds them
             self.full.set()
         elif self._committed_generation < self._generation:
@@ -332,6 +368,13 @@ class SourceSink:
 
     def room(self) -> int:
         return self.ingest.room()
+
+    def track_state(self, capture: Callable[[], bytes | None]) -> bytes | None:
+        """`Ingest.track_state` under this source's name."""
+        return self.ingest.track_state(self.name, capture)
+
+    def state_changed(self) -> None:
+        self.ingest.state_changed()
 
     def last_value(self, series_id: int) -> float | None:
         return self.ingest.last_value(series_id)

@@ -172,6 +172,7 @@ class Agent:
             last_values=buffer.last_values(),
             flush_max_readings=cfg.buffer.flush_max_readings,
             max_pending=cfg.buffer.flush_max_readings * 10,
+            states=buffer.states,
         )
         self.wake = asyncio.Event()
         self.watermarks = BufferWatermarks(buffer.positions, self.ingest)
@@ -261,6 +262,7 @@ class Agent:
                     events=group.events,
                     positions=group.positions,
                     rejected_before=group.rejected,
+                    states=group.states,
                 )
             )
         except StoreError:

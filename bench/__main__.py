@@ -49,6 +49,7 @@ ROWS: list[tuple[str, str | None, str, tuple[str, float] | None]] = [
     ("opcua.readings_per_s", "opcua.baseline_readings_per_s", "/s", None),
     ("opcua.cpu_us_per_reading", "opcua.baseline_cpu_us_per_reading", "µs", None),
     ("opcua.server_writes_per_s", "opcua.baseline_server_writes_per_s", "/s", None),
+    ("mqtt.rss_mb_backlog", None, "MB", ("abs<=", 60.0)),
     ("serial.mcu_frames_per_s", None, "/s", None),
     ("serial.modbus_polls_per_s", None, "/s", None),
     ("dashboard.overview_ms", None, "ms", None),

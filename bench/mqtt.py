@@ -14,20 +14,28 @@ consumer connects and the clock runs until the last message is in (median of 3 r
 - `mqtt.msgs_per_s.v311`: the same over MQTT 3.1.1, where the broker's `max_inflight_messages`
   (Mosquitto's default, 20) bounds how many messages wait for one commit;
 - `mqtt.commits_per_s`: buffer commits per second during the agent phase (ack-after-commit
-  forces a commit as soon as messages wait for one, so groups grow with the load).
+  forces a commit as soon as messages wait for one, so groups grow with the load);
+- `mqtt.duplicates`, `mqtt.pauses`, `mqtt.connects`: over all agent runs, redeliveries
+  recognised, pauses in reading the socket (the ingest had no room) and connections made. Any
+  reading beyond N * 10 (a redelivery stored twice) fails the bench;
+- `mqtt.rss_mb_backlog`: the agent's peak RSS (VmHWM) taking in a broker backlog of B messages
+  (MQTT 5, `tasmota` preset, 10 readings each) in a process of its own (`python -m bench.mqtt
+  child ...`), which also fails on any reading beyond B * 10.
 
-BENCH_SIZE=small: N = 10,000 (about 20 s in all); full: N = 200,000.
+BENCH_SIZE=small: N = 10,000, B = 20,000 (about 30 s in all); full: N = 200,000, B = 250,000.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -52,6 +60,7 @@ PAYLOAD = (
 )
 READINGS_PER_MSG = 10  # the tasmota preset: 10 ENERGY values (8 before issue 13)
 TOPIC = "tele/plug-1/SENSOR"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @contextlib.contextmanager
@@ -156,7 +165,9 @@ async def baseline(directory: Path, n: int) -> float:
             return n / (time.perf_counter() - started)
 
 
-async def agent(directory: Path, n: int, protocol: str) -> tuple[float, float]:
+async def agent(
+    directory: Path, n: int, protocol: str, totals: dict[str, int] | None = None
+) -> tuple[float, float]:
     from agent.config import parse_config
     from agent.keyfile import write_private_key
     from agent.runtime import Agent, RuntimeDeps
@@ -213,12 +224,116 @@ async def agent(directory: Path, n: int, protocol: str) -> tuple[float, float]:
             await task
         if source.stats.readings != n * READINGS_PER_MSG:
             raise RuntimeError(f"expected {n * READINGS_PER_MSG} readings, got {source.stats}")
+        if totals is not None:
+            totals["duplicates"] += source.stats.duplicates
+            totals["pauses"] += source.stats.overflows
+            totals["connects"] += source.stats.connects
 
         return n / elapsed, commits / elapsed
 
 
+async def backlog(directory: Path, n: int) -> dict[str, Any]:
+    """The agent in a child process takes in an n-message backlog; its peak RSS and stats."""
+    with broker(directory) as port:
+        cid = f"bench-{uuid.uuid4().hex[:8]}"
+        await _session(port, cid, aiomqtt.ProtocolVersion.V5)
+        await asyncio.to_thread(_queue, port, n)
+        work = Path(tempfile.mkdtemp(dir=directory))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.mqtt",
+            "child",
+            str(port),
+            cid,
+            str(work),
+            str(n),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        async with asyncio.timeout(600):
+            out, _ = await proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"the backlog child failed with exit code {proc.returncode}")
+        result: dict[str, Any] = json.loads(out)
+        return result
+
+
+def child(port: int, cid: str, work: Path, n: int) -> None:
+    """The backlog child: the agent (runtime, SQLite buffer, receiver offline) with the MQTT
+    source, until n messages are committed and acknowledged; prints its figures as JSON."""
+
+    async def main() -> dict[str, Any]:
+        from agent.config import parse_config
+        from agent.keyfile import write_private_key
+        from agent.runtime import Agent, RuntimeDeps
+        from agent.sources.mqtt.config import MqttSourceConfig
+        from agent.sources.mqtt.source import MqttSource
+
+        write_private_key(work / "keys" / "device.key", Ed25519PrivateKey.generate())
+        config = parse_config(
+            '[device]\nid = "gw-bench"\nkey_file = "keys/device.key"\n'
+            '[cloud]\nurl = "https://ingest.test"\nretry_max_s = 5\n'
+            '[buffer]\npath = "buffer.db"\n[metrics]\nlisten = ""\n'
+            '[clock]\nsync_check = "assume_synced"\n',
+            name="bench.toml",
+            base_dir=work,
+        )
+        source = MqttSource(
+            msgspec.convert(
+                {
+                    "url": f"mqtt://127.0.0.1:{port}",
+                    "client_id": cid,
+                    "protocol": "5",
+                    "rules": [{"preset": "tasmota"}],
+                },
+                MqttSourceConfig,
+            ),
+        )
+        offline = httpx.MockTransport(lambda r: httpx.Response(503, json={"error": "down"}))
+        stop = asyncio.Event()
+        runtime = Agent(
+            config,
+            RuntimeDeps(transport=offline, stop=stop, handle_signals=False, sources=[source]),
+        )
+        task = asyncio.create_task(runtime.run(), name="agent")
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(540):
+                while source.stats.acked < n:  # noqa: ASYNC110 (no event to wait on)
+                    await asyncio.sleep(0.05)
+            elapsed = time.perf_counter() - started
+            await asyncio.sleep(0.5)  # anything beyond n would show up now
+        finally:
+            stop.set()
+            await task
+        stats = source.stats
+        if stats.readings != n * READINGS_PER_MSG:
+            raise RuntimeError(f"expected {n * READINGS_PER_MSG} readings, got {stats}")
+        return {
+            "vmhwm_kb": _status_kb("VmHWM"),
+            "seconds": elapsed,
+            "messages": stats.messages,
+            "readings": stats.readings,
+            "duplicates": stats.duplicates,
+            "pauses": stats.overflows,
+            "connects": stats.connects,
+        }
+
+    print(json.dumps(asyncio.run(main())), flush=True)
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
 def run(size: str) -> dict[str, float]:
     n = 200_000 if size == "full" else 10_000
+    b = 250_000 if size == "full" else 20_000
+    totals = {"duplicates": 0, "pauses": 0, "connects": 0}
     base: list[float] = []
     msgs: list[float] = []
     commits: list[float] = []
@@ -227,11 +342,24 @@ def run(size: str) -> dict[str, float]:
         directory = Path(d)
         for _ in range(3):
             base.append(asyncio.run(baseline(directory, n)))
-            rate, commit_rate = asyncio.run(agent(directory, n, "5"))
+            rate, commit_rate = asyncio.run(agent(directory, n, "5", totals))
             msgs.append(rate)
             commits.append(commit_rate)
         for _ in range(3 if size == "full" else 1):
-            v311.append(asyncio.run(agent(directory, n // 4, "3.1.1"))[0])
+            v311.append(asyncio.run(agent(directory, n // 4, "3.1.1", totals))[0])
+        taken = asyncio.run(backlog(directory, b))
+    print(
+        f"bench.mqtt: backlog of {b:,} messages taken in by the agent in {taken['seconds']:.1f} s: "
+        f"{taken['readings']:,} readings, {taken['duplicates']} duplicates recognised, "
+        f"{taken['pauses']} pauses, {taken['connects']} connection(s), "
+        f"peak RSS {taken['vmhwm_kb'] / 1024:.1f} MB",
+        file=sys.stderr,
+    )
+    print(
+        f"bench.mqtt: agent runs: {totals['duplicates']} duplicates recognised, "
+        f"{totals['pauses']} pauses, {totals['connects']} connections",
+        file=sys.stderr,
+    )
     msgs_per_s = statistics.median(msgs)
     return {
         "mqtt.baseline_msgs_per_s": statistics.median(base),
@@ -239,9 +367,15 @@ def run(size: str) -> dict[str, float]:
         "mqtt.readings_per_s": msgs_per_s * READINGS_PER_MSG,
         "mqtt.msgs_per_s.v311": statistics.median(v311),
         "mqtt.commits_per_s": statistics.median(commits),
+        "mqtt.duplicates": float(totals["duplicates"] + taken["duplicates"]),
+        "mqtt.pauses": float(totals["pauses"] + taken["pauses"]),
+        "mqtt.connects": float(totals["connects"]),
+        "mqtt.rss_mb_backlog": taken["vmhwm_kb"] / 1024,
     }
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[1:2] == ["child"]:
+    child(int(sys.argv[2]), sys.argv[3], Path(sys.argv[4]), int(sys.argv[5]))
+elif __name__ == "__main__":
     for key, value in run(os.environ.get("BENCH_SIZE", "small")).items():
         print(f"{key:32} {value:12,.0f}")

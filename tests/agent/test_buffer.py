@@ -285,3 +285,26 @@ def test_group_commit_is_one_transaction(tmp_path):
     conn = sqlite3.connect(tmp_path / "b.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+
+
+def test_a_source_state_is_committed_with_its_readings_and_read_at_open(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    buf.commit([(1, T0, 1.0, 0)], new_series=[(1, key(1))], states={"mq": b"record-1"})
+    buf.commit([], states={"mq": b"record-2", "other": b"x"})
+    buf.close()
+    again = open_test_buffer(tmp_path / "b.db")
+    assert again.states == {"mq": b"record-2", "other": b"x"}
+    again.close()
+
+
+def test_a_failed_commit_leaves_the_state_with_the_readings_it_covers(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    buf.commit([(1, T0, 1.0, 0)], new_series=[(1, key(1))], states={"mq": b"one"})
+    with pytest.raises(StoreError):  # series 1 exists already: the whole group fails
+        buf.commit([(1, T0, 2.0, 0)], new_series=[(1, key(1))], states={"mq": b"two"})
+    assert buf.states == {"mq": b"one"}
+    buf.close()
+    again = open_test_buffer(tmp_path / "b.db")
+    assert again.states == {"mq": b"one"}
+    assert again.uncut() == 1
+    again.close()

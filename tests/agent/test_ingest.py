@@ -356,3 +356,46 @@ def test_arbitrary_bytes_through_every_parser_never_poison_a_batch(
             assert ingest.readings_in + ingest.events_in == sent + events + rejected
         finally:
             buf.close()
+
+
+def test_a_source_state_is_captured_as_the_group_is_taken():
+    ingest = make()
+    record: list[int] = []
+    captured: list[bytes | None] = []
+
+    def capture() -> bytes | None:
+        state = bytes(record) if record else None
+        captured.append(state)
+        return state
+
+    assert ingest.track_state("mq", capture) is None
+    ingest.add(3, 1.0)
+    record.append(1)  # the source records what it handed over, synchronously with the add
+    group = ingest.take()
+    assert group.rows
+    assert group.states == {"mq": b"\x01"}
+    record.clear()
+    assert ingest.take().is_empty()  # unchanged (capture gave None): nothing to write
+    # a failed commit gives the state back with its readings; a newer capture wins
+    ingest.give_back(group)
+    assert ingest.take().states == {"mq": b"\x01"}
+    ingest.give_back(group)
+    record.append(2)
+    assert ingest.take().states == {"mq": b"\x02"}
+
+
+async def test_state_changed_makes_committed_wait_for_the_next_group():
+    clock = AgentClock(Wall(), lambda: True, kernel_boot_id="b", floor_ms=0, next_epoch_id=1)
+    ingest = Ingest(
+        clock, series={}, last_values={}, flush_max_readings=10, max_pending=20, states={"mq": b"s"}
+    )
+    assert ingest.track_state("mq", lambda: b"new") == b"s"  # what the buffer held at start
+    await asyncio.wait_for(ingest.committed(), 1)  # nothing pending: returns at once
+    ingest.state_changed()
+    waiter = asyncio.create_task(ingest.committed())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    group = ingest.take()
+    assert group.states == {"mq": b"new"}
+    ingest.mark_committed(group)
+    await asyncio.wait_for(waiter, 1)

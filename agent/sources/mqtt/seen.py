@@ -4,14 +4,18 @@ A broker resends a message it has no PUBACK for (DUP set) when the session resum
 readings were committed but the PUBACK never arrived (a crash, a dropped connection), adding
 them again would duplicate them. `Seen` keeps, for the messages that could come back, packet
 id -> 64-bit hash of topic and payload; a DUP message matching an entry is acknowledged without
-adding anything. In memory it covers reconnects; `persist` writes the entries handled before a
-commit to `<state_dir>/<source>.mqtt-seen` after that commit, so a restarted agent answers the
-same way.
+adding anything. In memory it covers reconnects. Across restarts it rides in the agent's buffer:
+the source registers `capture` with the ingest (`Ingest.track_state`), which calls it as it
+takes each group, so the record committed in a group's transaction lists exactly the messages
+whose readings are in that group or an earlier one: no window in which a kill -9 or a power cut
+leaves readings committed and their record not (or the other way round).
 
-File layout (little-endian): magic `TLMQ`, entry count u32, CRC-32 of the entries u32, reserved
-u32, 8-byte hash of broker URL + client id; then per entry packet id u16, hash u64. Rewritten
-in place with one pwrite, never fsynced: a torn or stale file fails its CRC or misses entries,
-which can only turn a skip into a duplicate, never a message into a loss.
+Record layout (little-endian): magic `TLMQ`, entry count u32, CRC-32 of the entries u32,
+reserved u32, 8-byte hash of broker URL + client id; then per entry packet id u16, hash u64. A
+record for another broker or client id, or one that fails its CRC, is not trusted (which can
+only turn a skip into a duplicate, never a message into a loss). Version 0.1.0 kept the
+same bytes in `<state_dir>/<source>.mqtt-seen`, written after each commit: `load_file` reads it
+once, when the buffer holds no record yet, and the source deletes it.
 
 Why packet ids are safe keys: in-flight packet ids are unique, and Mosquitto (like EMQX) hands
 them out in sequence per session, so an id comes back for a *new* message only after 65,535
@@ -25,7 +29,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
-import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -60,20 +63,17 @@ class Seen:
     `keep_acked` acknowledged ones (a PUBACK can be lost with its connection). An unacknowledged
     entry of an older connection goes at the first fresh (no DUP) message of a newer one: a
     broker resends its in-flight messages first, so by then what it did not resend it will not.
-    `cap` bounds memory if a broker floods us beyond its Receive Maximum (Mosquitto 2.0 can
-    overshoot it after resuming a session with a large backlog).
+    `cap` bounds memory whatever a broker does.
     """
 
     def __init__(
         self,
-        path: Path | None,
         identity: bytes,
         keep_acked: int,
         *,
         enabled: bool,
         cap: int = 200_000,
     ) -> None:
-        self.path = path
         self.identity = hashlib.blake2b(identity, digest_size=8).digest()
         self.keep_acked = keep_acked
         self.cap = cap
@@ -81,21 +81,12 @@ class Seen:
         self._entries: dict[int, Entry] = {}  # packet id -> entry, oldest first
         self._acked: collections.deque[tuple[int, Entry]] = collections.deque()
         self._pruned_gen = -1
-        self._fd: int | None = None
-        self._written: list[tuple[int, int]] | None = None
+        self._changed = False  # since the last capture
 
-    def load(self) -> bool:
-        """Read the file; True if it was there for this broker and client id."""
-        if self.path is None or not self.enabled:
-            return False
-        try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            log.warning("cannot read %s (%s): redeliveries may become duplicates", self.path, exc)
-            return False
-        if len(data) < _SEEN_HEADER.size:
+    def load(self, data: bytes | None) -> bool:
+        """Take the entries of a committed record; True if it was there for this broker and
+        client id (the session it names may still hold messages for us)."""
+        if data is None or not self.enabled or len(data) < _SEEN_HEADER.size:
             return False
         magic, count, crc, _, identity = _SEEN_HEADER.unpack_from(data)
         body = data[_SEEN_HEADER.size : _SEEN_HEADER.size + count * _SEEN_ENTRY.size]
@@ -106,6 +97,19 @@ class Seen:
         for mid, fp in _SEEN_ENTRY.iter_unpack(body):
             self._entries[mid] = Entry(fp, -1)
         return True
+
+    def load_file(self, path: Path) -> bool:
+        """`load` from an older version's side file (see the module docstring)."""
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            log.warning("cannot read %s (%s): redeliveries may become duplicates", path, exc)
+            return False
+        loaded = self.load(data)
+        self._changed = self._changed or bool(self._entries)
+        return loaded
 
     def match(self, mid: int, fp: int) -> Entry | None:
         entry = self._entries.get(mid)
@@ -119,6 +123,7 @@ class Seen:
         entry = entries[mid] = Entry(fp, gen)
         if len(entries) > self.cap:
             del entries[next(iter(entries))]
+        self._changed = True
         return entry
 
     def acked(self, mid: int, entry: Entry) -> None:
@@ -131,6 +136,7 @@ class Seen:
             old_mid, old = self._acked.popleft()
             if self._entries.get(old_mid) is old:
                 del self._entries[old_mid]
+                self._changed = True
 
     def fresh(self, gen: int) -> None:
         """A message without DUP arrived on connection `gen`: redeliveries are over."""
@@ -140,33 +146,30 @@ class Seen:
         stale = [m for m, e in self._entries.items() if e.gen < gen and not e.acked]
         for mid in stale:
             del self._entries[mid]
+        self._changed = self._changed or bool(stale)
 
-    def clear(self) -> None:
+    def clear(self) -> bool:
+        """Forget everything (a new session: nothing can be redelivered); True if there was
+        something to forget."""
+        had = bool(self._entries)
         self._entries.clear()
         self._acked.clear()
-        self.persist([])
+        self._changed = self._changed or had
+        return had
 
     def snapshot(self) -> list[tuple[int, int]]:
         return [(m, e.fp) for m, e in self._entries.items()] if self.enabled else []
 
-    def persist(self, entries: list[tuple[int, int]]) -> None:
-        """Overwrite the file in place (one pwrite; the header's count and CRC make a torn
-        write detectable). No fsync: losing it costs duplicates, never messages."""
-        if self.path is None or not self.enabled or entries == self._written:
-            return
-        body = b"".join(_SEEN_ENTRY.pack(m, f) for m, f in entries)
-        header = _SEEN_HEADER.pack(_SEEN_MAGIC, len(entries), zlib.crc32(body), 0, self.identity)
-        try:
-            if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            os.pwrite(self._fd, header + body, 0)
-        except OSError as exc:
-            log.warning("cannot write %s (%s): redeliveries may become duplicates", self.path, exc)
-            return
-        self._written = entries
+    def encode(self) -> bytes:
+        """The record as committed (layout in the module docstring)."""
+        body = b"".join(_SEEN_ENTRY.pack(m, f) for m, f in self.snapshot())
+        count = len(body) // _SEEN_ENTRY.size
+        header = _SEEN_HEADER.pack(_SEEN_MAGIC, count, zlib.crc32(body), 0, self.identity)
+        return header + body
 
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    def capture(self) -> bytes | None:
+        """The record if it changed since the last capture, else None (`Ingest.track_state`)."""
+        if not self.enabled or not self._changed:
+            return None
+        self._changed = False
+        return self.encode()

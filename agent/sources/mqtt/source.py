@@ -1,8 +1,9 @@
 """The MQTT source: sensors on the gateway's broker, each message acknowledged only once its
 readings are committed to the buffer.
 
-    broker ─PUBLISH─▶ on_message: map → sink.add ─┐         acker: await sink.committed()
-                                                  └─queue─▶        record (mid, hash) → PUBACK
+    broker ─PUBLISH─▶ on_message ─(room?)─▶ map → sink.add ─┐   acker: await sink.committed()
+                          │ no room                         └─queue─▶        PUBACK in order
+                          └─▶ held (bounded; reading paused) ─▶ feeder: added as room frees
 
 Invariants:
 1. Nothing the broker holds for us is thrown away by us. QoS 1 subscriptions in a persistent
@@ -11,20 +12,23 @@ Invariants:
    would discard the queue on each restart), and a fixed client id. A QoS 2 publish reaches us
    as QoS 1 (paho sends PUBREC before the application sees a QoS 2 message: not ack-late-safe).
 2. Ack after commit. paho's `manual_ack` holds back the PUBACK; aiomqtt 2.5 does not expose it
-   (empicano/aiomqtt#345), so `_Client` is the one place that touches aiomqtt internals:
-   `_client` (paho) for manual ack, `_on_message` to take paho's message (with its DUP flag)
-   straight from the read loop, `_on_connect` for the session-present flag. A message's readings
-   are added to the sink in the read callback; the acker takes everything received so far, awaits
-   `sink.committed()`, records the group (invariant 3), then PUBACKs it in arrival order on the
-   connection that delivered it. A delivery whose connection has gone is not acked: the broker
-   sends it again. The broker's in-flight window (MQTT 5 Receive Maximum, `receive_maximum`;
-   Mosquitto's `max_inflight_messages` for 3.1.1) bounds what is held in memory: backpressure
-   (Mosquitto 2.0 overshoots it while draining a resumed backlog; see docs/mqtt.md).
-3. Exactly once across redelivery (`agent.sources.mqtt.seen`): a redelivered message (DUP set,
-   session present) whose packet id and topic+payload hash match one of the last
-   `2 * receive_maximum` handled is acked without adding its readings again; the record of
-   what was committed is written after each commit, so this holds across kill -9 too. Left: a
-   crash between a commit and that write duplicates that one group (docs/mqtt.md measures it).
+   (empicano/aiomqtt#345), so `agent.sources.mqtt.client.AckClient` is the one place that
+   touches aiomqtt internals (for manual ack, the DUP flag, the session-present flag, and to
+   pause and resume reading the socket, invariant 6). A message's readings
+   are added to the sink in the read callback (or by the feeder, invariant 6); the acker takes
+   everything handed over so far, awaits `sink.committed()`, then PUBACKs it in arrival order on
+   the connection that delivered it. A delivery whose connection has gone is not acked: the
+   broker sends it again.
+3. Exactly once across redelivery and restarts (`agent.sources.mqtt.seen`): a redelivered
+   message (DUP set, session present) whose packet id and topic+payload hash match one of the
+   messages handed over (all unacknowledged ones and the last `2 * receive_maximum` acked) is
+   acked without adding its readings again. The record is the source's state in the agent's
+   buffer (`Ingest.track_state`): captured as the ingest takes each group and written in that
+   group's transaction, so after a kill -9 or a power cut the record lists exactly the
+   messages whose readings the buffer holds. A broker that starts a new session makes the
+   record void: reading pauses until the emptied record is committed (otherwise a restart in
+   between could take a new message for the redelivery of an old one with the same id and
+   bytes).
 4. Bad input never stops the source: every message is mapped by `Mapper` (pure, never raises),
    problems are counted by reason in `stats.problems` and logged at most once a minute per
    reason; the message is acked after the commit like any other.
@@ -32,11 +36,18 @@ Invariants:
    doubling to `reconnect_max_s`, times 0.5-1.0); only configuration faults (an unsafe password
    file) raise. A broker that comes back without our session (no persistence, session expired)
    is logged as a warning and counted in `stats.session_lost`: what it held is gone.
-6. A full sink never loses a message. When the agent's ingest has no room for a message's
-   readings (the broker overshot its in-flight window while draining a backlog faster than the
-   buffer commits), the message is not added and not acknowledged, nor is anything after it on
-   that connection; once the messages before it are acked, the connection is closed and the
-   broker delivers the rest again on the next one (`stats.overflows` counts these).
+6. Backpressure through the broker, never by closing the connection. When the agent's ingest
+   has no room for a message's readings (the buffer commits slower than the broker delivers),
+   or it already holds `PENDING_MAX_READINGS` of them (which keeps commit groups and memory
+   small), the message waits, in order, in a bounded queue (`HOLD_MAX` messages; everything after it
+   queues behind it, so PUBACKs stay in arrival order); once the queue is full the source stops
+   reading the socket, so TCP and the broker's in-flight window hold the rest. The feeder adds
+   queued messages as commits free room and reading resumes below half the bound
+   (`stats.overflows` counts pauses). A pause lasts until the next commit, normally within
+   `flush_interval_ms`; paho's keepalive runs on meanwhile (PINGREQ after `keepalive_s` without
+   traffic), and if the buffer stalls for longer than one to two `keepalive_s` the unread PINGRESP
+   makes paho close the connection: the broker keeps the messages and sends them again after
+   the reconnect, recognised by invariant 3.
 """
 
 from __future__ import annotations
@@ -52,7 +63,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -64,6 +75,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from agent.errors import ConfigError
 from agent.sources import HostStamper, Sink, Stamper
 from agent.sources.gaps import Gaps
+from agent.sources.mqtt.client import AckClient, TlsContext
 from agent.sources.mqtt.config import (
     MqttSourceConfig,
     default_client_id,
@@ -83,6 +95,21 @@ QUIET_REASONS = frozenset({"no_values", "retained"})  # counted, not logged
 # Logged at INFO: a topic the subscription takes in but no rule wants is usually by design
 # (a Shelly's status/sys under status/+ when the rule takes status/switch:{channel}).
 INFO_REASONS = frozenset({"unknown_topic"})
+# Messages read but not yet handed over (the ingest had no room) before reading pauses
+# (invariant 6): bounds the source's memory; TCP and the broker hold the rest.
+HOLD_MAX = 256
+# Readings waiting in the ingest for the next commit that this source adds at most: a commit
+# group (and the agent's memory) stays small however fast the broker drains a backlog.
+PENDING_MAX_READINGS = 16_384
+
+
+@runtime_checkable
+class StateSink(Protocol):
+    """A sink that commits a source's state with its readings (`agent.ingest.SourceSink`); a
+    sink without it (a test's fake) keeps the redelivery record in memory only."""
+
+    def track_state(self, capture: Callable[[], bytes | None]) -> bytes | None: ...
+    def state_changed(self) -> None: ...
 
 
 # -- the source -------------------------------------------------------------------------------
@@ -99,7 +126,7 @@ class MqttStats:
     connects: int = 0
     disconnects: int = 0
     session_lost: int = 0
-    overflows: int = 0  # connections closed to leave messages with the broker (invariant 6)
+    overflows: int = 0  # pauses in reading: the ingest had no room (invariant 6)
     broker_dropped: int = 0  # the broker's own count (all its clients), as last reported
     problems: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -136,12 +163,19 @@ class MqttSource:
         self.tap: Callable[[str], None] | None = None  # `edge-agent probe`: raw data
         self._problems = _ProblemLog(self.name, monotonic)
         identity = f"{config.url}\0{self.client_id}".encode()
-        path = None if state_dir is None else state_dir / f"{config.name}.mqtt-seen"
+        # the redelivery record of version 0.1.0, read once (seen.py)
+        self._legacy = None if state_dir is None else state_dir / f"{config.name}.mqtt-seen"
         keep = max(2 * config.receive_maximum, 256)
-        self._seen = Seen(path, identity, keep, enabled=config.dedupe == "packet_id")
+        self._seen = Seen(identity, keep, enabled=config.dedupe == "packet_id")
         self._series: dict[SeriesKey, int] = {}
         self.gaps = Gaps(self.name, clock=self._clock, logger=log, monotonic=monotonic)
-        self._pending: list[tuple[_Connection, int, Entry | _NotTaken | None]] = []
+        self._pending: list[tuple[_Connection, int, Entry | None]] = []
+        self._held: collections.deque[_Held] = collections.deque()
+        self._wake_feeder = asyncio.Event()
+        self._paused: list[_Connection] = []
+        self._record_void = False  # a new session emptied the record: commit before reading
+        self._state_sink: StateSink | None = None
+        self._capacity = 0  # the most room the sink ever had: a message beyond it never fits
         self._generation = 0
         self._pending_ready = asyncio.Event()
         self._had_session = False
@@ -151,21 +185,29 @@ class MqttSource:
         self._monotonic = monotonic
         self.connected = asyncio.Event()  # set while subscribed (tests, status)
 
+    @property
+    def held(self) -> int:
+        """Messages read but not yet handed over (at most about `HOLD_MAX`)."""
+        return len(self._held)
+
     async def run(self, sink: Sink) -> None:
-        self._had_session = self._seen.load()
+        legacy = None
+        if isinstance(sink, StateSink):
+            self._state_sink = sink
+            self._had_session = self._seen.load(sink.track_state(self._seen.capture))
+        if self._legacy is not None and self._legacy.exists() and self._seen.enabled:
+            legacy = self._legacy
+            if not self._had_session:
+                self._had_session = self._seen.load_file(legacy)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self._acker(sink), name=f"source:{self.name}:acker")
+                tg.create_task(self._acker(sink, legacy), name=f"source:{self.name}:acker")
+                tg.create_task(self._feeder(sink), name=f"source:{self.name}:feeder")
                 tg.create_task(self._connections(sink), name=f"source:{self.name}:connection")
         except BaseExceptionGroup as group:
             if len(group.exceptions) == 1:  # one task failed: raise its error, not a group
                 raise group.exceptions[0] from None
             raise
-        finally:
-            # Stopping: what was handed over is committed by the agent's final flush, so the
-            # broker's redelivery of it must be recognised (see docs/mqtt.md, "Stopping").
-            self._seen.persist(self._seen.snapshot())
-            self._seen.close()
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -204,7 +246,9 @@ class MqttSource:
 
     async def _session(self, sink: Sink, conn: _Connection, backoff: Backoff) -> None:
         cfg = self.config
-        client = self._make_client(lambda m: self._on_message(sink, conn, m), self._on_session)
+        client = self._make_client(
+            lambda m: self._on_message(sink, conn, m), lambda p: self._on_session(conn, p)
+        )
         conn.client = client
         # Alive from the start: redeliveries can be handled before __aenter__ returns.
         conn.alive = True
@@ -245,14 +289,14 @@ class MqttSource:
                     "resumed" if client.session_present else "new",
                     away,
                 )
-                # Messages never reach aiomqtt's queue (see _Client): this waits for the end.
+                # Messages never reach aiomqtt's queue (see AckClient): this waits for the end.
                 async for _ in client.messages:  # pragma: no cover
                     pass
             finally:
                 subscribing.cancel()
                 await asyncio.gather(subscribing, return_exceptions=True)
 
-    async def _subscribe(self, client: _Client) -> None:
+    async def _subscribe(self, client: AckClient) -> None:
         """Subscribe (the data filters at QoS 1, the broker's drop count at QoS 0) and check
         what was granted; MqttError if a data filter was refused."""
         subscriptions = self._subscriptions()
@@ -272,7 +316,7 @@ class MqttSource:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("%s: re-subscribing in the resumed session failed: %s", self.name, exc)
 
-    def _on_session(self, present: bool) -> None:  # noqa: FBT001
+    def _on_session(self, conn: _Connection, present: bool) -> None:  # noqa: FBT001
         """Called from paho's CONNACK handling, before any message of this connection."""
         self.stats.connects += 1
         if not present:
@@ -286,7 +330,14 @@ class MqttSource:
                     self.client_id,
                     self.config.session_expiry_s,
                 )
-            self._seen.clear()  # nothing can be redelivered in a new session
+            # Nothing can be redelivered in a new session; the emptied record must be durable
+            # before a message of this session is read (invariant 3).
+            if self._seen.clear() and self._state_sink is not None:
+                self._state_sink.state_changed()
+                self._record_void = True
+                self._wake_feeder.set()
+        if self._record_void:
+            self._pause(conn, overload=False)
         self._had_session = True
 
     def _broker_drops(self, payload: bytes) -> None:
@@ -320,7 +371,7 @@ class MqttSource:
         self,
         on_message: Callable[[paho.MQTTMessage], None],
         on_session: Callable[[bool], None],
-    ) -> _Client:
+    ) -> AckClient:
         cfg = self.config
         v5 = cfg.protocol == "5"
         properties = None
@@ -331,7 +382,7 @@ class MqttSource:
         password = (
             read_secret_file(cfg.password_file, "password file") if cfg.password_file else None
         )
-        return _Client(
+        return AckClient(
             self.address.host,
             self.address.port,
             on_message=on_message,
@@ -349,10 +400,10 @@ class MqttSource:
             tls_context=self._tls_context() if self.address.tls else None,
         )
 
-    def _tls_context(self) -> _TlsContext:
+    def _tls_context(self) -> TlsContext:
         cfg = self.config
         try:
-            context = _TlsContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
+            context = TlsContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the chain and the host name
             if cfg.ca_file:
                 context.load_verify_locations(cafile=cfg.ca_file)
             else:
@@ -367,69 +418,99 @@ class MqttSource:
     # -- messages (called by paho from the event loop's reader callback; must not raise) -------
 
     def _on_message(self, sink: Sink, conn: _Connection, message: paho.MQTTMessage) -> None:
-        qos = message.qos
-        entry = None
-        try:
-            entry = self._handle(sink, conn, message)
-        except Exception:  # a bug here must not drop the connection (paho would re-raise)
-            self._problem("internal_error", "?", "see the traceback logged once")
-            if self.stats.problems["internal_error"] == 1:
-                log.exception("%s: failed to handle a message", self.name)
-        if qos:
-            self._pending.append((conn, message.mid, entry))
-            self._pending_ready.set()
+        item = _Held(conn, message)
+        if self._held or conn.paused or not self._take(sink, item):
+            self._held.append(item)  # behind what waits already: handed over in order
+            self._wake_feeder.set()
+            if len(self._held) >= HOLD_MAX:
+                self._pause(conn, overload=True)
 
-    def _handle(
-        self, sink: Sink, conn: _Connection, message: paho.MQTTMessage
-    ) -> Entry | _NotTaken | None:
-        """Map one message into the sink; the redelivery entry to mark when it is acked."""
+    def _take(self, sink: Sink, item: _Held) -> bool:
+        """Hand one message over (its readings to the sink, its PUBACK to the acker), or
+        return False, having changed nothing but `item.prepared`, if the sink has no room."""
+        message = item.message
+        if item.prepared is None:
+            try:
+                item.prepared = self._prepare(item.conn, message)
+            except Exception as exc:  # a bug must not drop the connection (paho would re-raise)
+                item.prepared = _Prepared()
+                self._internal_error(exc)
+        prepared = item.prepared
+        needed = len(prepared.readings)
+        if needed:
+            room = sink.room()
+            self._capacity = max(self._capacity, room)
+            limit = min(self._capacity, PENDING_MAX_READINGS)
+            room -= self._capacity - limit
+            if room < needed <= limit:  # a message that can never fit goes in now
+                return False
+        entry = prepared.known
+        try:
+            if prepared.known is None:
+                entry = self._hand_over(sink, item.conn, message, prepared)
+        except Exception as exc:
+            self._internal_error(exc)
+        if message.qos:
+            self._pending.append((item.conn, message.mid, entry))
+            self._pending_ready.set()
+        return True
+
+    def _internal_error(self, exc: Exception) -> None:
+        self._problem("internal_error", "?", "see the traceback logged once")
+        if self.stats.problems["internal_error"] == 1:
+            log.error("%s: failed to handle a message", self.name, exc_info=exc)
+
+    def _prepare(self, conn: _Connection, message: paho.MQTTMessage) -> _Prepared:
+        """Recognise a redelivery, or map the message (nothing is handed over yet)."""
         try:
             topic = message.topic
         except UnicodeDecodeError:
             self.stats.messages += 1
             self._problem("bad_topic", "?", "topic is not UTF-8")
-            return None
+            return _Prepared()
         payload = message.payload
         if not isinstance(payload, bytes):
             payload = bytes(payload)
         if not message.qos and topic == self.config.broker_drops_topic:
             self._broker_drops(payload)
-            return None
+            return _Prepared()
         self.stats.messages += 1
         if self.tap is not None:
             self.tap(f"{topic} {payload!r}")
-        mid = message.mid
         fp = 0
         if message.qos and self._seen.enabled:
             fp = fingerprint(topic, payload)
             if message.dup:
-                known = self._seen.match(mid, fp)
+                known = self._seen.match(message.mid, fp)
                 if known is not None:
                     self.stats.duplicates += 1
-                    return known
+                    return _Prepared(known=known)
             else:
                 self._seen.fresh(conn.gen)
         if message.retain and self.config.retained == "ignore":
             self._problem("retained", topic, "retained message ignored")
-            return None
+            return _Prepared(topic=topic)
         now_ms: int | None = None
         if self._needs_time:
             ts, flags = self._clock.now()
             now_ms = None if flags else ts
         mapped = self.mapper.map(topic, payload, now_ms=now_ms)
-        if message.qos and (conn.overflowed or sink.room() < len(mapped.readings)):
-            if not conn.overflowed:
-                conn.overflowed = True
-                self.stats.overflows += 1
-                log.warning(
-                    "%s: the agent's buffer is not keeping up; leaving messages with the broker "
-                    "and reconnecting to take them again",
-                    self.name,
-                )
-            return _NOT_TAKEN
-        for reason, detail in mapped.problems:
+        return _Prepared(
+            topic=topic,
+            fp=fp,
+            record=bool(message.qos),
+            readings=mapped.readings,
+            problems=mapped.problems,
+        )
+
+    def _hand_over(
+        self, sink: Sink, conn: _Connection, message: paho.MQTTMessage, prepared: _Prepared
+    ) -> Entry | None:
+        """Add a mapped message's readings; the redelivery entry to mark when it is acked."""
+        topic = prepared.topic
+        for reason, detail in prepared.problems:
             self._problem(reason, topic, detail)
-        for key, value, quality, ts_ms in mapped.readings:
+        for key, value, quality, ts_ms in prepared.readings:
             sid = self._series.get(key)
             if sid is None:
                 if len(self._series) >= self.config.max_series:
@@ -438,7 +519,7 @@ class MqttSource:
                 sid = self._series[key] = sink.series_id(key)
             sink.add(sid, value, quality, ts_ms)
             self.stats.readings += 1
-        return self._seen.add(mid, fp, conn.gen) if message.qos else None
+        return self._seen.add(message.mid, prepared.fp, conn.gen) if prepared.record else None
 
     def _problem(self, reason: str, topic: str, detail: str) -> None:
         self.stats.problems[reason] += 1
@@ -447,115 +528,103 @@ class MqttSource:
 
     # -- acknowledgement ----------------------------------------------------------------------
 
-    async def _acker(self, sink: Sink) -> None:
+    async def _acker(self, sink: Sink, legacy: Path | None) -> None:
+        if legacy is not None:
+            if self._state_sink is not None:  # the record is in the buffer: the file can go
+                self._state_sink.state_changed()
+                await sink.committed()
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(legacy.unlink)
         while True:
             await self._pending_ready.wait()
             group, self._pending = self._pending, []
             self._pending_ready.clear()
-            seen = self._seen.snapshot()
             await sink.committed()
-            self._seen.persist(seen)
-            overflowed: list[_Connection] = []
             for conn, mid, entry in group:
-                if isinstance(entry, _NotTaken):
-                    if conn not in overflowed:
-                        overflowed.append(conn)
-                    continue
                 if conn.alive and conn.client is not None:
                     conn.client.ack(mid)
                     self.stats.acked += 1
                     if entry is not None:
                         self._seen.acked(mid, entry)
-            for conn in overflowed:
-                if conn.alive and conn.client is not None:
-                    conn.client.drop_connection()  # the broker sends the unacked ones again
 
+    # -- backpressure (invariant 6) -----------------------------------------------------------
 
-class _Client(aiomqtt.Client):
-    """aiomqtt's client with acknowledgement left to us (the only use of its internals)."""
+    async def _feeder(self, sink: Sink) -> None:
+        """Hands held messages over as commits free room; resumes reading."""
+        while True:
+            await self._wake_feeder.wait()
+            self._wake_feeder.clear()
+            if self._record_void:
+                await sink.committed()  # the emptied record, with what came before it
+                self._record_void = False
+            starved = False
+            while self._held:
+                item = self._held[0]
+                if not item.conn.alive:  # never acked: the broker sends it again
+                    self._held.popleft()
+                    continue
+                if not self._take(sink, item):
+                    if starved:  # committed, still no room: another source fills it; poll
+                        await asyncio.sleep(0.02)
+                    await sink.committed()  # a commit empties the ingest
+                    starved = True
+                    continue
+                starved = False
+                self._held.popleft()
+                if len(self._held) <= HOLD_MAX // 2:
+                    self._resume()
+            if not self._record_void:
+                self._resume()
 
-    def __init__(
-        self,
-        *args: Any,
-        on_message: Callable[[paho.MQTTMessage], None],
-        on_session: Callable[[bool], None],
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self._client.manual_ack_set(on=True)  # before connecting: redeliveries follow CONNACK
-        self._deliver = on_message
-        self._on_session = on_session
-        self.session_present = False
+    def _pause(self, conn: _Connection, *, overload: bool) -> None:
+        if conn.paused or not conn.alive or conn.client is None:
+            return
+        conn.paused = True
+        conn.client.pause_reading()
+        self._paused.append(conn)
+        if overload:
+            self.stats.overflows += 1
+            if self.stats.overflows == 1:
+                log.info(
+                    "%s: the agent's buffer is not keeping up: reading from the broker pauses "
+                    "until commits free room (counted in overflows; the broker holds the rest)",
+                    self.name,
+                )
 
-    def _on_connect(
-        self,
-        client: paho.Client,
-        userdata: Any,
-        flags: paho.ConnectFlags,
-        reason_code: ReasonCode,
-        properties: Properties | None = None,
-    ) -> None:
-        if not self._connected.done() and reason_code == paho.CONNACK_ACCEPTED:
-            # Here, before paho reads the redeliveries that follow the CONNACK.
-            self.session_present = bool(flags.session_present)
-            self._on_session(self.session_present)
-        super()._on_connect(client, userdata, flags, reason_code, properties)
-
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._deliver(message)
-
-    def ack(self, mid: int) -> None:
-        self._client.ack(mid, 1)
-
-    def drop_connection(self) -> None:
-        """Disconnect, keeping the session: unacknowledged messages come again on reconnect."""
-        self._client.disconnect()
-
-    def retrieve_disconnect_error(self) -> None:
-        """aiomqtt's exit leaves a lost connection's error unread (asyncio then logs "Future
-        exception was never retrieved"); we report it ourselves."""
-        if self._disconnected.done() and not self._disconnected.cancelled():
-            self._disconnected.exception()
-
-    def close_failed_tls(self) -> None:
-        context = self._client._ssl_context
-        if isinstance(context, _TlsContext):
-            context.close_opened()
-
-
-class _TlsContext(ssl.SSLContext):
-    """paho leaves the socket open when a TLS handshake fails (`_ssl_wrap_socket`); this context
-    remembers what it wrapped so a failed connect can close it."""
-
-    opened: list[ssl.SSLSocket]
-
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
-        sock = super().wrap_socket(*args, **kwargs)
-        self.__dict__.setdefault("opened", []).append(sock)
-        return sock
-
-    def close_opened(self) -> None:
-        for sock in self.__dict__.pop("opened", []):
-            sock.close()
+    def _resume(self) -> None:
+        paused, self._paused = self._paused, []
+        for conn in paused:
+            conn.paused = False
+            if conn.alive and conn.client is not None:
+                conn.client.resume_reading()
 
 
 @dataclass(slots=True, eq=False)
 class _Connection:
     gen: int
-    client: _Client | None = None
+    client: AckClient | None = None
     alive: bool = False
     subscribed: bool = False
-    # The sink had no room for a message: it and everything after it on this connection stay
-    # unacknowledged, and the connection is closed once the taken ones are acked, so the broker
-    # delivers them again (invariant 6).
-    overflowed: bool = False
+    paused: bool = False  # its socket is not read (invariant 6)
 
 
-class _NotTaken:
-    """Marks a message the sink had no room for: never acknowledged."""
+@dataclass(slots=True, eq=False)
+class _Prepared:
+    """A message recognised or mapped, not yet handed over."""
+
+    known: Entry | None = None  # a redelivery of this entry: acked, nothing added
+    topic: str = "?"
+    fp: int = 0
+    record: bool = False  # QoS 1: recorded in `Seen` when handed over
+    readings: list[tuple[SeriesKey, float, int, int | None]] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
 
 
-_NOT_TAKEN = _NotTaken()
+@dataclass(slots=True, eq=False)
+class _Held:
+    conn: _Connection
+    message: paho.MQTTMessage
+    prepared: _Prepared | None = None
 
 
 def _code(code: Any) -> int:
