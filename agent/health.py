@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from agent.sources import Sink
+from agent.ingest import SourceSink
 from agent.sources.gaps import DOWN_KIND, UP_KIND
 from wire.http import SourceHealth
 from wire.models import Event, SeriesKey
@@ -126,9 +126,10 @@ class SourceStates:
 
 
 class WatchedSink:
-    """A source's sink that tells `SourceStates` about its gap events; otherwise the sink."""
+    """A source's sink (the ingest's `SourceSink`) that tells `SourceStates` about its gap
+    events; otherwise the very same sink, optional capabilities included."""
 
-    def __init__(self, sink: Sink, name: str, states: SourceStates) -> None:
+    def __init__(self, sink: SourceSink, name: str, states: SourceStates) -> None:
         self._sink = sink
         self._name = name
         self._states = states
@@ -151,6 +152,15 @@ class WatchedSink:
 
     async def committed(self) -> None:
         await self._sink.committed()
+
+    # A source that commits its own state with its readings (MQTT's redelivery record) must
+    # see through this wrapper: without these it would keep the record in memory only, and a
+    # kill -9 would duplicate what it had acknowledged.
+    def track_state(self, capture: Callable[[], bytes | None]) -> bytes | None:
+        return self._sink.track_state(capture)
+
+    def state_changed(self) -> None:
+        self._sink.state_changed()
 
 
 @dataclass(slots=True)

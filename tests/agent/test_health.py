@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 from agent.health import (
     HealthStats,
@@ -13,6 +14,7 @@ from agent.health import (
     error_counts,
     report_loop,
 )
+from agent.ingest import SourceSink
 from agent.sources.gaps import Gaps
 from tests.agent.sources.conftest import Recorder
 from wire.models import Event
@@ -31,7 +33,7 @@ class Stamper:
 def test_gap_events_through_the_sink_are_the_source_state() -> None:
     states = SourceStates(["bus", "idle"])
     recorder = Recorder()
-    sink = WatchedSink(recorder, "bus", states)
+    sink = WatchedSink(cast(SourceSink, recorder), "bus", states)
     clock = Stamper()
     gaps = Gaps("bus", clock=clock, logger=logging.getLogger("test"))
     assert [s.view({}).state for s in states.sources.values()] == ["up", "up"]
@@ -131,3 +133,25 @@ async def test_a_failed_report_is_counted_not_queued_and_a_change_sends_soon() -
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+def test_the_watched_sink_passes_a_source_state_through() -> None:
+    """MQTT commits its redelivery record through the sink; hidden by this wrapper, the record
+    stayed in memory and a kill -9 duplicated acknowledged messages (found by the crash test)."""
+    from agent.sources.mqtt.source import StateSink
+
+    calls: list[str] = []
+
+    class Tracking(Recorder):
+        def track_state(self, capture):
+            calls.append("track")
+            return capture()
+
+        def state_changed(self):
+            calls.append("changed")
+
+    sink = WatchedSink(cast(SourceSink, Tracking()), "mqtt", SourceStates(["mqtt"]))
+    assert isinstance(sink, StateSink)
+    assert sink.track_state(lambda: b"record") == b"record"
+    sink.state_changed()
+    assert calls == ["track", "changed"]
