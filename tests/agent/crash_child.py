@@ -11,7 +11,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from tests.agent.helpers import T0, cut, decode, key, open_test_buffer
+from tests.agent.helpers import T0, cut, decode, key, open_test_buffer, values_of
 from wire.models import GENESIS
 
 
@@ -35,6 +35,34 @@ def open_cloud(path: str) -> sqlite3.Connection:
     cloud.execute("CREATE TABLE IF NOT EXISTS batch (seq PRIMARY KEY, digest, body)")
     cloud.execute("CREATE TABLE IF NOT EXISTS conflict (seq, reason)")
     return cloud
+
+
+def drain_and_check(db: Path, cloud_path: Path, reported: int) -> None:
+    """Drain what the buffer at `db` holds to the fake receiver, then check the whole history:
+    no conflict, seqs 1..n, and values 1..top once each, in order, with every value a child
+    reported as committed among them."""
+    buf = open_test_buffer(db)
+    cloud = open_cloud(str(cloud_path))
+    while (entry := buf.outbox_head() or cut(buf, max_readings=500)) is not None:
+        receive(cloud, entry.seq, entry.digest, entry.body)
+        buf.ack(entry.seq, now_ms=0)
+    buf.close()
+    try:
+        assert cloud.execute("SELECT * FROM conflict").fetchall() == []
+        seqs = [s for (s,) in cloud.execute("SELECT seq FROM batch ORDER BY seq")]
+        assert seqs == list(range(1, len(seqs) + 1))
+        values = [
+            v
+            for (body,) in cloud.execute("SELECT body FROM batch ORDER BY seq")
+            for _m, _t, v, _q in values_of(decode(body))
+        ]
+    finally:
+        cloud.close()
+    assert values, "nothing was committed"
+    top = int(max(values))
+    assert top >= reported  # every commit a child reported arrived
+    assert sorted(values) == [float(v) for v in range(1, top + 1)]  # once each, no gaps
+    assert values == sorted(values)  # and in order
 
 
 def main() -> None:

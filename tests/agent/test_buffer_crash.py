@@ -16,8 +16,7 @@ import subprocess
 import sys
 import time
 
-from tests.agent.crash_child import open_cloud, receive
-from tests.agent.helpers import cut, decode, open_test_buffer, values_of
+from tests.agent.crash_child import drain_and_check
 
 CYCLES = int(os.environ.get("TIERLESS_CHAOS_CYCLES", "10"))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -48,22 +47,4 @@ def test_kill_9_never_loses_a_commit_nor_forks_the_chain(tmp_path):
     reported = 0
     for _ in range(CYCLES):
         reported = max(reported, run_and_kill(db, cloud_path, rng))
-    buf = open_test_buffer(db)
-    cloud = open_cloud(str(cloud_path))
-    while (entry := buf.outbox_head() or cut(buf, max_readings=500)) is not None:
-        receive(cloud, entry.seq, entry.digest, entry.body)
-        buf.ack(entry.seq, now_ms=0)
-    buf.close()
-    assert cloud.execute("SELECT * FROM conflict").fetchall() == []
-    seqs = [s for (s,) in cloud.execute("SELECT seq FROM batch ORDER BY seq")]
-    assert seqs == list(range(1, len(seqs) + 1))
-    values = [
-        v
-        for (body,) in cloud.execute("SELECT body FROM batch ORDER BY seq")
-        for _m, _t, v, _q in values_of(decode(body))
-    ]
-    top = int(max(values))
-    assert top >= reported  # every reported commit arrived
-    assert sorted(values) == [float(v) for v in range(1, top + 1)]  # once each, no gaps
-    assert values == sorted(values)  # and in order
-    cloud.close()
+    drain_and_check(db, cloud_path, reported)

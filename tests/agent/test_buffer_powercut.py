@@ -26,8 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.crash_child import open_cloud, receive
-from tests.agent.helpers import cut, decode, open_test_buffer, values_of
+from tests.agent.crash_child import drain_and_check
 from tests.conftest import service_missing
 
 CYCLES = int(os.environ.get("TIERLESS_POWERCUT_CYCLES", "12"))
@@ -116,25 +115,7 @@ def test_power_cuts_never_lose_a_commit_nor_reuse_a_seq(tmp_path, require_fuse):
         if mount.proc is not None:
             mount.cut_power()
     # Drain what survived on the backing disk itself: the last cut is the last word.
-    buf = open_test_buffer(backing / "buffer.db")
-    cloud = open_cloud(str(cloud_path))
-    while (entry := buf.outbox_head() or cut(buf, max_readings=500)) is not None:
-        receive(cloud, entry.seq, entry.digest, entry.body)
-        buf.ack(entry.seq, now_ms=0)
-    buf.close()
-    assert cloud.execute("SELECT * FROM conflict").fetchall() == []
-    seqs = [s for (s,) in cloud.execute("SELECT seq FROM batch ORDER BY seq")]
-    assert seqs == list(range(1, len(seqs) + 1))
-    values = [
-        v
-        for (body,) in cloud.execute("SELECT body FROM batch ORDER BY seq")
-        for _m, _t, v, _q in values_of(decode(body))
-    ]
-    cloud.close()
-    assert values, "nothing was committed"
-    assert int(max(values)) >= reported  # every commit that returned survived its power cut
-    assert sorted(values) == [float(v) for v in range(1, int(max(values)) + 1)]  # once, no gaps
-    assert values == sorted(values)
+    drain_and_check(backing / "buffer.db", cloud_path, reported)
 
 
 def test_the_lazy_file_system_forgets_what_was_not_synced(tmp_path, require_fuse):
