@@ -160,20 +160,7 @@ class PostgresBatches(PostgresDb):
         async with conn.pipeline():
             await cur.execute(
                 queries.fmt(queries.INSERT_BATCH, PH),
-                (
-                    meta.device_id,
-                    meta.seq,
-                    meta.digest,
-                    meta.prev,
-                    meta.keyid,
-                    meta.sig_created,
-                    meta.received_ms,
-                    meta.content_encoding,
-                    meta.wire_bytes,
-                    batch.boot_id,
-                    n_readings,
-                    len(batch.events),
-                ),
+                queries.batch_params(meta, batch),
             )
             if batch.events:
                 await cur.executemany(

@@ -6,7 +6,9 @@ bound parameter. `ph` is "?" for SQLite and "%s" for psycopg.
 
 from __future__ import annotations
 
+from cloud.storage.batches import BatchMeta
 from cloud.storage.reads import Agg, SeriesFilter
+from wire.models import Batch
 
 SERIES_COLUMNS = "s.id, s.device_id, s.metric, s.unit, s.site, s.area, s.process, s.medium"
 
@@ -34,6 +36,25 @@ INSERT_BATCH = (
     " content_encoding, wire_bytes, boot_id, reading_count, event_count)"
     " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
 )
+
+
+def batch_params(meta: BatchMeta, batch: Batch) -> tuple[object, ...]:
+    """The values of INSERT_BATCH, in its column order (both backends bind the same)."""
+    return (
+        meta.device_id,
+        meta.seq,
+        meta.digest,
+        meta.prev,
+        meta.keyid,
+        meta.sig_created,
+        meta.received_ms,
+        meta.content_encoding,
+        meta.wire_bytes,
+        batch.boot_id,
+        batch.reading_count(),
+        len(batch.events),
+    )
+
 
 INSERT_EVENT = (
     "INSERT INTO event (device_id, seq, kind, ts_ms, quality, attrs)"

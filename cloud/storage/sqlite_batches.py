@@ -144,20 +144,7 @@ class SqliteBatches(SqliteDb):
 
         conn.execute(
             queries.fmt(queries.INSERT_BATCH, PH),
-            (
-                meta.device_id,
-                meta.seq,
-                meta.digest,
-                meta.prev,
-                meta.keyid,
-                meta.sig_created,
-                meta.received_ms,
-                meta.content_encoding,
-                meta.wire_bytes,
-                batch.boot_id,
-                batch.reading_count(),
-                len(batch.events),
-            ),
+            queries.batch_params(meta, batch),
         )
         ids: dict[SeriesKey, int] = {}
         select_id = queries.fmt(queries.SELECT_SERIES_ID, PH)
