@@ -18,7 +18,13 @@ from cloud.storage.postgres_health import PostgresHealth
 from cloud.storage.postgres_reads import PostgresReads
 from cloud.storage.postgres_registry import PostgresRegistry
 
-_MIGRATION_LOCK = 0x7469_6572_6C65_7373 & 0x7FFF_FFFF_FFFF_FFFF  # "tierless"
+# The advisory lock's two keys: ours ("tier" in ASCII) and the schema's hash, so receivers that
+# share a schema migrate one at a time, and receivers on other schemas of the database never wait.
+_MIGRATION_LOCK = 0x7469_6572
+# How long a receiver waits for another's migration: longer than the sessions' lock_timeout
+# (2 s, for the hot path), since a migration may rewrite a big table; for the same reason a
+# migration's statements have no statement_timeout.
+_MIGRATION_WAIT = "120s"
 
 
 class PostgresStore(
@@ -47,7 +53,12 @@ class PostgresStore(
                     async with conn.transaction():
                         # Two receivers starting at once: one migrates, the other waits, then
                         # finds the version recorded and skips it.
-                        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+                        await conn.execute(f"SET LOCAL lock_timeout = '{_MIGRATION_WAIT}'")
+                        await conn.execute("SET LOCAL statement_timeout = 0")
+                        await conn.execute(
+                            "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))",
+                            (_MIGRATION_LOCK,),
+                        )
                         await conn.execute(
                             "CREATE TABLE IF NOT EXISTS schema_version"
                             " (version integer PRIMARY KEY, applied_ms bigint NOT NULL)"
