@@ -76,8 +76,8 @@ def meter(served: Mapping[str, int], stored: Mapping[str, Sequence[Point]]) -> D
     r.produced_as = f"values served in answered polls (~{polls} polls x {len(served)} points)"
     if bad:
         r.notes.append(
-            f"{bad} BAD markers stored after the meter was switched off (the gateway's explicit"
-            " 'no answer'; not counted as produced)"
+            f"{bad} BAD markers stored: the gateway's explicit 'no answer' for a poll that got"
+            " none or a damaged one, or after the meter was switched off (not counted as produced)"
         )
     return r
 

@@ -2,10 +2,12 @@
 
     device pty (its symlink) ◀──▶ relay ◀──▶ a pty of our own, published at `link` ◀──▶ gateway
 
-Per chunk, in each direction, with the probabilities of `Dirt`: flip one bit, insert a control
-byte (NUL, ETX, CR, LF, DEL, 0xFF), or drop the rest of the chunk (a truncated frame). What is
-done is counted in `counts`. The damage is drawn from a seeded `random.Random`, so a soak run can
-be replayed.
+Per chunk, in each direction (or only towards the gateway: `to_device=False`), with the
+probabilities of `Dirt`: flip one bit, insert a control byte (NUL, ETX, CR, LF, DEL, 0xFF), or
+drop the rest of the chunk (a truncated frame). What is done is counted in `counts`, and so is
+what the gateway was sent damaged (`damaged_chunks_to_gateway`, and the lines those chunks held:
+`damaged_lines_to_gateway`), which bounds what a protocol without retransmission may lose.
+The damage is drawn from a seeded `random.Random`, so a soak run can be replayed.
 
 A protocol with checksums and retransmission (our MCU framing) must deliver every reading exactly
 once through this; one without (Modbus answers, ASCII lines) loses what was damaged, and the
@@ -35,6 +37,9 @@ class Dirt:
     flip: float = 0.01
     control: float = 0.01
     truncate: float = 0.005
+    # This chunk towards the gateway (counted from 1) gets a bit flipped whatever the chances
+    # say, so that even a short run shows the gateway recovering from a damaged frame. 0: none.
+    sure: int = 0
 
 
 def damage(chunk: bytes, dirt: Dirt, rng: random.Random, counts: dict[str, int]) -> bytes:
@@ -57,11 +62,22 @@ def damage(chunk: bytes, dirt: Dirt, rng: random.Random, counts: dict[str, int])
 class NoisyLine:
     """Relays `device` (a pty symlink a device emulator publishes) to a new pty at `link`."""
 
-    def __init__(self, device: str, link: str, *, dirt: Dirt, seed: int) -> None:
+    def __init__(
+        self, device: str, link: str, *, dirt: Dirt, seed: int, to_device: bool = True
+    ) -> None:
         self.device, self.link, self.dirt = device, link, dirt
+        self.to_device = to_device
         self.rng = random.Random(seed)
-        self.counts = {"bytes": 0, "flips": 0, "controls": 0, "truncated_bytes": 0}
+        self.counts = {
+            "bytes": 0,
+            "flips": 0,
+            "controls": 0,
+            "truncated_bytes": 0,
+            "damaged_chunks_to_gateway": 0,
+            "damaged_lines_to_gateway": 0,
+        }
         self.damaging = True
+        self._to_gateway = 0  # chunks relayed towards the gateway
         self._loop = asyncio.new_event_loop()
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
@@ -118,11 +134,22 @@ class NoisyLine:
 
         async def device_to_gateway() -> None:
             while data := await from_device.get():
-                await ours.write(self._maybe_damage(data))
+                self._to_gateway += 1
+                if self.damaging and self._to_gateway == self.dirt.sure:
+                    damaged = damage(data, Dirt(flip=1.0), self.rng, self.counts)
+                    self.counts["bytes"] += len(data)
+                else:
+                    damaged = self._maybe_damage(data)
+                if damaged != data:
+                    self.counts["damaged_chunks_to_gateway"] += 1
+                    self.counts["damaged_lines_to_gateway"] += max(1, data.count(b"\n"))
+                await ours.write(damaged)
 
         async def gateway_to_device() -> None:
             while True:
-                data = self._maybe_damage(await ours.read(256))
+                data = await ours.read(256)
+                if self.to_device:
+                    data = self._maybe_damage(data)
                 view = memoryview(data)
                 while view:
                     try:

@@ -4,8 +4,9 @@ On top of the demo:
 - the gateway talks to the receiver through `soak.proxy.FaultProxy` (delays, resets, responses
   cut off after the receiver committed); the receiver's public URL is the proxy's, since
   gateways sign the URL they talk to;
-- the MCU's serial line runs through `soak.noise.NoisyLine` (bit flips, control bytes,
-  truncated frames, both ways);
+- every serial line runs through `soak.noise.NoisyLine` (bit flips, control bytes, truncated
+  frames): the MCU's and the meter's both ways, the weighbridge's towards the gateway (a damaged
+  `PRINT ON` would only stop the printer, which proves nothing);
 - the broker keeps its sessions on disk, so a restart loses nothing it acknowledged;
 - the receiver stores in SQLite or in a fresh PostgreSQL schema;
 - `soak.schedule.plan` says when to kill -9 the agent or the receiver, stop the receiver for an
@@ -15,8 +16,10 @@ On top of the demo:
 The ledger is the demo's (`demo.summary`): nothing duplicated or made up, anywhere. Lost: the MCU
 and MQTT sensors redeliver until the gateway acknowledged a commit, so they lose nothing; the
 meter and the weighbridge cannot redeliver, so each kill -9 of the agent may lose what it had
-not yet committed: at most one poll of the meter and one ticket, which the verdict allows
-(`allowed_missing`). Readings the gateway reported dropped (buffer full) must be 0 here. The
+not yet committed (at most one poll of the meter and one ticket), and each answer or line the
+noise damaged on its way to the gateway is lost (Modbus' CRC and the ticket's checksum refuse
+it): the verdict allows exactly that much (`allowed_missing`), and nothing duplicated or made
+up. Readings the gateway reported dropped (buffer full) must be 0 here. The
 agent must never exit unless the soak killed it (`_check_children`).
 """
 
@@ -41,6 +44,19 @@ from soak.proxy import FaultProxy
 from soak.schedule import Fault, Kind, plan
 
 TICKET_UNITS = 2  # the ledger counts a ticket as an event plus a reading
+# The lines that run through a noisy relay: Links field -> the device the ledger names.
+NOISY = {"mcu": "mcu", "bus": "meter", "weighbridge": "weighbridge"}
+# A damaged Modbus answer loses that poll's values; the poll after it may be lost too while the
+# gateway's framer resynchronises after a truncated frame.
+POLLS_PER_DAMAGED_ANSWER = 2
+# The meter answers once a second and the weighbridge prints a line every few seconds, far fewer
+# chunks than the MCU's stream: their lines are a little dirtier, and each gets one sure flip
+# early, so that even a short run damages every line.
+LINE_DIRT = {
+    "mcu": Dirt(sure=5),
+    "meter": Dirt(flip=0.02, control=0.02, truncate=0.01, sure=5),
+    "weighbridge": Dirt(flip=0.05, control=0.05, truncate=0.05, sure=2),
+}
 
 
 @dataclass(frozen=True)
@@ -49,7 +65,7 @@ class SoakOptions:
     store: str  # "sqlite" or a postgresql:// URL
     seed: int
     outage_max_s: float
-    dirt: Dirt = Dirt()
+    dirt: Dirt = LINE_DIRT["mcu"]
 
 
 class Soak(Demo):
@@ -57,7 +73,7 @@ class Soak(Demo):
         super().__init__(options.demo)
         self.s = options
         self.proxy: FaultProxy | None = None
-        self.noise: NoisyLine | None = None
+        self.noise: dict[str, NoisyLine] = {}
         self.done: collections.Counter[str] = collections.Counter()
         self.receiver_down = False
         self.drain_timeout_s = 120.0
@@ -87,7 +103,7 @@ class Soak(Demo):
 
     def _write_config(self, mqtt_port: int | None) -> None:
         self.mqtt_port = mqtt_port
-        links = dataclasses.replace(self.links, mcu=self.links.mcu.with_name("mcu-noisy"))
+        links = dataclasses.replace(self.links, **{f: self._noisy(f) for f in NOISY})
         self.config.write_text(
             agent_toml(
                 cloud_url=self.url,
@@ -100,10 +116,21 @@ class Soak(Demo):
 
     def _start_devices(self, mqtt_port: int | None) -> None:
         super()._start_devices(mqtt_port)
-        noisy = self.links.mcu.with_name("mcu-noisy")
-        self.noise = NoisyLine(str(self.links.mcu), str(noisy), dirt=self.s.dirt, seed=self.s.seed)
-        self.noise.start()
-        say(f"  noise      the MCU's line through {noisy.name}: {self.s.dirt}")
+        for i, (field, device) in enumerate(NOISY.items()):
+            line = NoisyLine(
+                str(getattr(self.links, field)),
+                str(self._noisy(field)),
+                dirt=self.s.dirt if device == "mcu" else LINE_DIRT[device],
+                seed=self.s.seed + i,
+                to_device=device != "weighbridge",
+            )
+            line.start()
+            self.noise[device] = line
+        say(f"  noise      every serial line through a noisy relay (*-noisy), MCU: {self.s.dirt}")
+
+    def _noisy(self, field: str) -> Path:
+        link: Path = getattr(self.links, field)
+        return link.with_name(f"{link.name}-noisy")
 
     # -- the faults --------------------------------------------------------------------------
 
@@ -225,15 +252,29 @@ class Soak(Demo):
         kills = self.done[Kind.KILL_AGENT.value]
         report = self._report()
         points = len(report.get("meter", {}).get("served", {}))
-        allowance = {"meter": kills * points, "weighbridge": kills * TICKET_UNITS}
+        answers = self._damaged("meter", "damaged_chunks_to_gateway")
+        lines = self._damaged("weighbridge", "damaged_lines_to_gateway")
+        allowance = {
+            "meter": (kills + POLLS_PER_DAMAGED_ANSWER * answers) * points,
+            "weighbridge": (kills + lines) * TICKET_UNITS,
+        }
+        why = {
+            "meter": f"{answers} answers damaged by the noise (each up to "
+            f"{POLLS_PER_DAMAGED_ANSWER} polls)",
+            "weighbridge": f"{lines} ticket lines damaged by the noise",
+        }
         for device in verdict.devices:
             device.allowed_missing = allowance.get(device.device, 0)
             if device.allowed_missing:
                 device.notes.append(
                     f"up to {device.allowed_missing} may be lost: {kills} kill -9 of the agent, "
-                    "each losing at most what it had not committed or what came while it was down "
-                    "(one poll, one ticket)"
+                    "each losing at most what it had not committed (one poll, one ticket), and "
+                    f"{why[device.device]}"
                 )
+
+    def _damaged(self, device: str, what: str) -> int:
+        counts = self.faults()["serial_noise"].get(device, {})
+        return int(counts.get(what, 0))
 
     def _report(self) -> dict[str, Any]:
         try:
@@ -250,15 +291,15 @@ class Soak(Demo):
             "planned": len(self.plan),
             "done": dict(self.done),
             "proxy": dict(self.proxy.counts) if self.proxy else {},
-            "serial_noise": dict(self.noise.counts) if self.noise else {},
+            "serial_noise": {d: dict(line.counts) for d, line in self.noise.items()},
         }
 
     def _stop_all(self) -> None:
         super()._stop_all()
         self.final_faults = self.faults()
-        if self.noise is not None:
-            self.noise.close()
-            self.noise = None
+        for line in self.noise.values():
+            line.close()
+        self.noise = {}
         if self.proxy is not None:
             self.proxy.__exit__(None, None, None)
             self.proxy = None
