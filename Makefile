@@ -3,6 +3,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Two workers, tests handed out one at a time (the slow e2e tests spread over both).
+# PYTEST_ARGS= (empty) runs in one process; add -p no:xdist to drop the plugin.
+PYTEST_ARGS ?= -n 2 --dist worksteal
 
 .PHONY: test lint fmt typecheck pytest bench demo soak clean dist wheelhouse install-test \
 	container-base container-test

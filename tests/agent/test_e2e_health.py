@@ -52,7 +52,7 @@ def read_api(receiver: Receiver, path: str) -> tuple[int, Any]:
         f"{receiver.url}{path}", headers={"authorization": f"Bearer {token}"}
     )
     try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
+        with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")

@@ -49,7 +49,7 @@ async def test_a_thousand_idle_sockets_do_not_stop_an_enrolled_gateway(tmp_path:
     args = ["serve", "--db", f"sqlite:///{tmp_path}/c.db", "--port", str(port)]
     async with (
         spawn_receiver([*args, "--token-dir", str(tmp_path)], {"TIERLESS_LOG_LEVEL": "warning"}),
-        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as c,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c,
     ):
         admin = (tmp_path / "tierless-admin.token").read_text().strip()
         r = await c.post(
@@ -83,7 +83,7 @@ async def _attack_and_upload(
     assert len(readers) == IDLE_SOCKETS  # every one was accepted: none refused outright
 
     started = time.monotonic()
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as fresh:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as fresh:
         headers, body = gw.batch_request(gw.next_batch())
         ack = await fresh.post("/v1/batches", content=body, headers=headers)
     assert (ack.status_code, ack.json()["status"]) == (200, "stored")

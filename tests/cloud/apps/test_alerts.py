@@ -186,7 +186,7 @@ async def test_webhook_survives_a_receiver_restart_once_each(store: Store) -> No
     url = f"http://127.0.0.1:{hook.port}/alerts"
     rule = Rule(id="all", webhooks=[Webhook(url=url, secret=SECRET)])
     await hook.start()
-    async with httpx.AsyncClient(timeout=5.0) as client:
+    async with httpx.AsyncClient(timeout=30.0) as client:
         sender = Sender(store, client)
         await raise_findings(store, [rule], [finding(subject="a")], NOW)
         assert await sender.run_once(NOW) == (1, 0)

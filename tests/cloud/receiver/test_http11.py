@@ -216,7 +216,7 @@ async def test_over_the_request_limit_the_answer_is_the_json_503_with_retry_afte
     app = App()
     async with server(FAST, max_requests=2, app=app) as addr:
         base = f"http://{addr[0]}:{addr[1]}"
-        async with httpx.AsyncClient(base_url=base, timeout=5) as c:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as c:
             slow = [asyncio.ensure_future(c.get("/slow")) for _ in range(2)]
             async with asyncio.timeout(5):
                 await app.two_started.wait()
