@@ -231,7 +231,8 @@ def test_help_lists_every_exit_code(capsys):
     text = capsys.readouterr().out
     for code in range(14):
         assert f"\n  {code:>3}  " in text, code
-    for command in ("token", "devices", "keys", "fleet", "enroll", "rotate-key", "doctor"):
+    commands = ("token", "devices", "keys", "fleet", "enroll", "rotate-key", "doctor", "opcua")
+    for command in commands:
         assert command in text
 
 
