@@ -60,7 +60,7 @@ class Relay:
         self.accepted += 1
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
         self._writers |= {writer, up_writer}
-        pumps = [
+        pumps: list[asyncio.Task[None]] = [
             asyncio.create_task(self._pump(reader, up_writer)),
             asyncio.create_task(self._pump(up_reader, writer)),
         ]
@@ -68,18 +68,21 @@ class Relay:
         await asyncio.gather(*pumps, return_exceptions=True)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        finally:
-            writer.close()
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()  # the peer closed its side: pass that on (a stall closes nothing)
 
-    async def cut(self) -> None:
+    async def stall(self) -> None:
+        """Stop passing bytes on the connections there are, and leave them open: a link that
+        went silent (a switch down between gateway and PLC), which only a timeout can tell."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+
+    async def cut(self) -> None:
+        await self.stall()
         for writer in self._writers:
             writer.close()
             with contextlib.suppress(OSError):
@@ -204,3 +207,25 @@ async def test_a_network_drop_makes_the_items_again_and_stores_no_value_twice(pl
         if r.quality == Quality.GOOD:
             assert (f"ns={plant.ns};s={r.series.metric}", r.value, r.ts_ms) in published, r
     assert kinds(rec) == [DOWN_KIND, UP_KIND]
+
+
+async def test_a_silent_link_is_found_by_the_watchdog_and_is_one_gap(plant, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    async with Relay(plant.port) as relay:
+        url = plant.url.replace(f":{plant.port}/", f":{relay.listen_port}/")
+        base = config_for(plant, watchdog_s=1.0, timeout_s=2.0)
+        fields = {f: getattr(base, f) for f in base.__struct_fields__}
+        source = OpcuaSource(OpcuaSourceConfig(**{**fields, "url": url}))
+        rec = Recorder()
+        async with running(source.run(rec), "opcua"):
+            await rec.wait_for(lambda: len(rec.keys) == 6 and len(rec.readings) >= 30)
+            await relay.stall()  # no byte either way, no FIN, no RST
+            await wait_until(lambda: source.stats.links_lost == 1, within=30)
+            await wait_until(lambda: source.stats.connects == 2, within=30)
+            count = len(rec.readings)
+            await rec.wait_for(lambda: len(rec.readings) >= count + 5 * 5)
+    assert kinds(rec) == [DOWN_KIND, UP_KIND]
+    assert_no_value_twice(rec, plant.node_ids())
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("opcua: lost (link_lost: ") for m in lines) == 1, lines
+    assert sum(m.startswith("opcua: back after ") for m in lines) == 1, lines
