@@ -1,6 +1,6 @@
 """The OPC UA source's run loop: one client session to one server, its variables into the sink.
 
-With `requests`, the only module that imports asyncua; its exceptions end here.
+With `connect` and `requests`, the only modules that import asyncua; its exceptions end here.
 
 Invariants:
 1. Every value the server reports becomes one reading, in the order reported: a monitored
@@ -48,7 +48,6 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
-from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError
@@ -70,17 +69,19 @@ from agent.sources.opcua.config import (
     opcua_config_problems,
     tags,
 )
+from agent.sources.opcua.connect import (
+    FAULTS,
+    Credentials,
+    RefusedError,
+    close_session,
+    describe,
+    open_session,
+)
 from agent.sources.opcua.requests import engineering_units, monitored_item
 from agent.sources.throttle import LogThrottle
 from firmware_bridge.backoff import Backoff
 from wire.models import Quality, SeriesKey
 
-# What asyncua raises when a server is away, refuses us or breaks the protocol.
-_FAULTS = (OSError, TimeoutError, UaError, EOFError, asyncio.IncompleteReadError)
-_POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
-    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
-    "Aes128_Sha256_RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
-}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MS = dt.timedelta(milliseconds=1)
 
@@ -108,10 +109,6 @@ class OpcuaStats:
 
 class _LinkLostError(Exception):
     """Internal: the session is gone; make a new one."""
-
-
-class _RefusedError(Exception):
-    """Internal: a connect attempt failed for a reason worth its own counter."""
 
 
 class OpcuaSource:
@@ -160,7 +157,7 @@ class OpcuaSource:
             while True:
                 try:
                     client, lost = await self._connect()
-                except _RefusedError as exc:
+                except RefusedError as exc:
                     self.stats.connect_failures += 1
                     detail = f"cannot connect to {cfg.url}: {exc}"
                     if not self.gaps.down(sink, "link_lost", detail):
@@ -220,65 +217,14 @@ class OpcuaSource:
             self._password = read_secret_file(cfg.password_file, "OPC UA password file")
 
     async def _connect(self) -> tuple[Client, asyncio.Event]:
-        cfg = self.config
-        client = Client(cfg.url, timeout=cfg.timeout_s, watchdog_intervall=cfg.watchdog_s)
-        client.application_uri = self._app_uri
-        client.name = client.description = f"tierless {self.name}"
-        lost = asyncio.Event()
+        def rejected() -> None:
+            self.stats.certificate_rejected += 1
 
-        async def on_lost(exc: Exception) -> None:
-            lost.set()
-
-        client.connection_lost_callback = on_lost
-        try:
-            async with asyncio.timeout(cfg.timeout_s * 3):
-                if self._identity is not None:
-                    server_der = await self._server_certificate(client)
-                    await client.set_security(
-                        _POLICIES[cfg.security_policy],
-                        certificate=self._identity.certificate_der,
-                        private_key=self._identity.key_der(),
-                        server_certificate=server_der,
-                        mode=getattr(ua.MessageSecurityMode, cfg.security_mode),
-                    )
-                if cfg.username:
-                    client.set_user(cfg.username)
-                    client.set_password(self._password or "")
-                await client.connect(auto_reconnect=False)
-        except _FAULTS as exc:
-            await self._close(client)
-            raise _RefusedError(_describe(exc)) from exc
-        except BaseException:  # refused, cancelled: no asyncua task outlives the attempt
-            await self._close(client)
-            raise
-        return client, lost
-
-    async def _server_certificate(self, client: Client) -> bytes:
-        """The certificate of the endpoint we want, if it is one we trust (invariant 6)."""
-        cfg = self.config
-        endpoints = await client.connect_and_get_server_endpoints()
-        policy_uri = _POLICIES[cfg.security_policy].URI
-        mode = getattr(ua.MessageSecurityMode, cfg.security_mode)
-        for ep in endpoints:
-            if ep.SecurityPolicyUri == policy_uri and ep.SecurityMode == mode:
-                der = _first_certificate(ep.ServerCertificate or b"")
-                if der not in self._trusted:
-                    self.stats.certificate_rejected += 1
-                    raise _RefusedError(
-                        f"the server's certificate (SHA-256 {fingerprint(der)}) is not in "
-                        "trusted_server_certs"
-                    )
-                return der
-        raise _RefusedError(
-            f"the server offers no {cfg.security_policy}/{cfg.security_mode} endpoint"
-        )
+        creds = Credentials(self._app_uri, self._identity, self._trusted, self._password)
+        return await open_session(self.config, creds, on_rejected=rejected)
 
     async def _close(self, client: Client) -> None:
-        try:
-            async with asyncio.timeout(self.config.timeout_s):
-                await client.disconnect()
-        except (*_FAULTS, RuntimeError, AttributeError):
-            pass  # the session is gone either way; the server times it out
+        await close_session(client, self.config.timeout_s)
 
     async def _session(self, client: Client, lost: asyncio.Event, sink: Sink) -> str:
         """Read until the link is lost; the reason it was lost."""
@@ -294,8 +240,8 @@ class OpcuaSource:
             exc = work.exception()
             if isinstance(exc, _LinkLostError):
                 return str(exc)
-            if isinstance(exc, _FAULTS):
-                return _describe(exc)
+            if isinstance(exc, FAULTS):
+                return describe(exc)
             if exc is not None:
                 raise exc
         return "the server stopped answering"
@@ -541,18 +487,6 @@ class OpcuaSource:
                 self._add_bad(sink, i, None)  # counted in links_lost
 
 
-def _first_certificate(der: bytes) -> bytes:
-    """The leading certificate of a DER chain (servers may send theirs with its issuers)."""
-    if len(der) < 4 or der[1] != 0x82:
-        return der
-    return der[: int.from_bytes(der[2:4], "big") + 4]
-
-
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 200 else text[:200] + "…"
