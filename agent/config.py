@@ -503,3 +503,8 @@ def _resolve_source(source: SourceConfig, base: Path) -> SourceConfig:
 
 def _resolve(base: Path, p: str) -> str:
     return str(base / p) if p and not Path(p).is_absolute() else p
+
+
+def opcua_sources(config: Config) -> list[OpcuaSourceConfig]:
+    """The config's OPC UA sources (`edgectl opcua cert` makes their client certificates)."""
+    return [s for s in config.sources if isinstance(s, OpcuaSourceConfig)]

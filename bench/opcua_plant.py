@@ -9,7 +9,9 @@ EngineeringUnits property (EUInformation "m³/h").
 Security: `secure=True` offers only Basic256Sha256 and Aes128_Sha256_RsaOaep (Sign and
 SignAndEncrypt) with a server certificate made here, and accepts only the client certificates
 in `trusted_clients` (DER). The same `Plant` can be stopped and started again on the same port
-with the same certificate: a server restart.
+with the same certificate: a server restart, with the nodes in `absent` left out (a PLC program
+changed while the server was down). The publisher leaves the nodes in `frozen` alone: their value
+and source timestamp stay as last written.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class Plant:
     secure: bool = False
     record: bool = True  # keep `published` (the bench's flat-out server counts instead)
     trusted_clients: list[bytes] = field(default_factory=list)
+    absent: set[str] = field(default_factory=set)  # node ids not made at the next start
+    frozen: set[str] = field(default_factory=set)  # node ids the publisher leaves alone
     port: int = field(default_factory=free_port)
     published: list[Published] = field(default_factory=list)
     # the certificate of this server, made once so that a restart presents the same one
@@ -122,7 +126,8 @@ class Plant:
             line_name = name.split(".")[0]
             if line_name not in self._lines:
                 self._lines[line_name] = await plant.add_object(self.ns, line_name)
-            await self._add(name)
+            if f"ns={self.ns};s={name}" not in self.absent:
+                await self._add(name)
         first = self._nodes[f"ns={self.ns};s=Line1.Tag0"]
         eu = ua.EUInformation()
         eu.NamespaceUri = "http://www.opcfoundation.org/UA/units/un/cefact"
@@ -210,6 +215,8 @@ class Plant:
         while True:
             self._tick += 1
             for i, node_id in enumerate(list(self._nodes)):
+                if node_id in self.frozen:
+                    continue
                 await self.write(node_id, self._tick * 0.25 + i)
                 if i % 50 == 49:  # writes do not yield: let the server answer in between
                     await asyncio.sleep(0)

@@ -3,8 +3,8 @@
 Operator commands talk to the receiver's admin API. The admin token comes from
 `--admin-token-file FILE` (mode 0600), or the environment (`TIERLESS_ADMIN_TOKEN_FILE`,
 `TIERLESS_ADMIN_TOKEN`), never from a command-line value, and it never appears in output, logs or
-errors. Gateway commands (`enroll`, `rotate-key`, `doctor`) run on the gateway and use the
-device key in `--dir`.
+errors. Gateway commands (`enroll`, `rotate-key`, `doctor`, `opcua cert`) run on the gateway
+and use the files in `--dir`.
 
 Ids may start with "-": a key id is base64url (about one in 64 starts with "-") and a device id
 is any printable text. In a command's own arguments, a word that starts with "-" but is none of
@@ -44,6 +44,7 @@ from provisioning.errors import (
     ProvisioningError,
 )
 from provisioning.inputs import admin_token, enrolment_token, owner, parse_duration
+from provisioning.opcuacert import make_cert
 from provisioning.rotate import rotate
 from wire.version import VersionAction
 
@@ -312,6 +313,23 @@ def _parser() -> argparse.ArgumentParser:
     p = add(sub, "doctor", _doctor, "check this gateway's setup (run on the gateway)")
     p.add_argument("--dir", required=True, type=Path, help="the agent's directory")
     p.add_argument("--config", type=Path, help="agent.toml if not DIR/agent.toml")
+
+    opcua = sub.add_parser(
+        "opcua", help="OPC UA client certificates", allow_abbrev=False
+    ).add_subparsers(dest="what", required=True, metavar="ACTION")
+    p = add(
+        opcua,
+        "cert",
+        _opcua_cert,
+        "make an OPC UA source's client certificate and key (run on the gateway, as the "
+        "agent's user)",
+    )
+    p.add_argument("--dir", required=True, type=Path, help="the agent's directory")
+    p.add_argument("--config", type=Path, help="agent.toml if not DIR/agent.toml")
+    p.add_argument(
+        "--source", metavar="NAME", help="the opcua source (needed when several use security)"
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing certificate and key")
     return parser
 
 
@@ -556,6 +574,13 @@ def _doctor(args: argparse.Namespace, io: Io) -> int:
         failed += check.status is Status.FAIL
     io.out(f"{failed} check(s) failed" if failed else "all checks passed")
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _opcua_cert(args: argparse.Namespace, io: Io) -> int:
+    config = args.config or args.dir / agentconfig.CONFIG_NAME
+    for line in make_cert(config, args.source, force=args.force).lines():
+        io.out(line)
+    return EXIT_OK
 
 
 _OPERATOR = frozenset(

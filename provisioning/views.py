@@ -135,15 +135,9 @@ def device_table(devices: list[DeviceRecord], now_ms: int) -> str:
 
 
 def _status(d: DeviceRecord) -> str:
-    """The device's status as an operator needs it: an active device whose keys are all revoked
-    (`devices revoke`) uploads nothing until it re-enrols, so it does not say "active"."""
-    keys = d.keys
-    if (
-        d.status == "active"
-        and not isinstance(keys, msgspec.UnsetType)
-        and keys
-        and all(k.status == "revoked" for k in keys)
-    ):
+    """The receiver reports an active device whose keys are all revoked as "revoked"; the
+    detail view says what that means for the gateway."""
+    if d.status == "revoked":
         return "revoked (every key revoked: uploads refused with 403 until it re-enrols)"
     return d.status
 

@@ -72,7 +72,7 @@ class DeviceRecord(msgspec.Struct, frozen=True, kw_only=True):
     answer (`GET /v1/admin/devices/{device_id}`); absent, they are `UNSET` and not encoded."""
 
     device_id: str
-    status: str  # pending | active | disabled
+    status: str  # pending | active | disabled | revoked (active, every key revoked)
     head_seq: int
     head_digest: str
     created_ms: int

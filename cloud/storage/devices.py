@@ -17,6 +17,10 @@ class DeviceStatus(enum.StrEnum):
     PENDING = "pending"  # a token was issued, no key enrolled yet
     ACTIVE = "active"
     DISABLED = "disabled"  # by an operator: valid signatures get 403
+    # Read only, never stored: an active device whose every key is revoked (`devices revoke`),
+    # so that every read of a device (list, show, dashboard) says what its uploads get: 403
+    # until it re-enrols. Derived in `queries.DEVICE_COLUMNS`; re-enrolment makes it active.
+    REVOKED = "revoked"
 
 
 class KeyStatus(enum.StrEnum):

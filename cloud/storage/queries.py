@@ -12,9 +12,19 @@ from wire.models import Batch
 
 SERIES_COLUMNS = "s.id, s.device_id, s.metric, s.unit, s.site, s.area, s.process, s.medium"
 
+# The status a device is read with (`DeviceStatus`): the stored one, except that an active device
+# with keys, every one of them revoked, reads as "revoked" (it is never stored so).
+_DEVICE_STATUS = (
+    "CASE WHEN device.status = 'active'"
+    " AND EXISTS (SELECT 1 FROM device_key k WHERE k.device_id = device.id)"
+    " AND NOT EXISTS (SELECT 1 FROM device_key k"
+    " WHERE k.device_id = device.id AND k.status <> 'revoked')"
+    " THEN 'revoked' ELSE device.status END"
+)
+
 DEVICE_COLUMNS = (
-    "id, status, head_seq, head_digest, created_ms, last_seen_ms, last_boot_id, batches, "
-    "readings, dropped_buffer_full, dropped_damaged, rejected_invalid, clock_state, "
+    f"id, {_DEVICE_STATUS}, head_seq, head_digest, created_ms, last_seen_ms, last_boot_id, "
+    "batches, readings, dropped_buffer_full, dropped_damaged, rejected_invalid, clock_state, "
     "clock_offset_ms, created_skew_ms, gaps, forks"
 )
 

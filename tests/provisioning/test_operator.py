@@ -141,9 +141,17 @@ def test_disable_enable_revoke(tmp_path, receiver, ctl):
     # every key revoked: `devices show` does not say "active" any more
     shown = ctl("devices", "show", "gw-op-5").out
     assert "status:       revoked (every key revoked: uploads refused with 403" in shown, shown
+    # and so does `devices list` (it said "active": issue 14), in text and in JSON
+    (row,) = [line for line in ctl("devices", "list").out.splitlines() if "gw-op-5" in line]
+    assert row.split()[:2] == ["gw-op-5", "revoked"], row
+    listed = json.loads(ctl("devices", "list", "--json").out)["devices"]
+    assert [d["status"] for d in listed if d["device_id"] == "gw-op-5"] == ["revoked"]
+    assert receiver.device("gw-op-5")["status"] == "revoked"
     assert ctl("enroll", "--dir", tmp_path, "--device", "gw-op-5", "--replace",
                stdin=receiver.token("gw-op-5")).code == 0  # fmt: skip
     assert "status:       active\n" in ctl("devices", "show", "gw-op-5").out
+    (row,) = [line for line in ctl("devices", "list").out.splitlines() if "gw-op-5" in line]
+    assert row.split()[:2] == ["gw-op-5", "active"], row
 
 
 def test_token_create_refuses_a_stdout_file_others_can_read(tmp_path, receiver):
@@ -231,7 +239,8 @@ def test_help_lists_every_exit_code(capsys):
     text = capsys.readouterr().out
     for code in range(14):
         assert f"\n  {code:>3}  " in text, code
-    for command in ("token", "devices", "keys", "fleet", "enroll", "rotate-key", "doctor"):
+    commands = ("token", "devices", "keys", "fleet", "enroll", "rotate-key", "doctor", "opcua")
+    for command in commands:
         assert command in text
 
 

@@ -1,33 +1,43 @@
 """The OPC UA client's certificate, made on the gateway, and the server certificates it trusts.
 
 The private key never leaves the gateway: on first start, when neither `cert_file` nor
-`key_file` exists, a 2048-bit RSA key is written (mode 0600, through `hostio.secretfiles`, the
-device key's rule) with a self-signed certificate that carries the application URI OPC UA
-requires (OPC 10000-6, 6.2.2). The operator then copies `cert_file` (public) into the server's
-trust list. One of the two present without the other is a ConfigError: half a pair is a mistake
-to fix, not something to overwrite. Uses `cryptography` only, so this module loads no asyncua.
+`key_file` exists, the pair is made by `hostio.opcuacert` (the code `edgectl opcua cert` uses
+too): a 2048-bit RSA key written mode 0600 and a self-signed certificate that carries the
+application URI OPC UA requires (OPC 10000-6, 6.2.2). The operator then copies `cert_file`
+(public) into the server's trust list. One of the two present without the other is a
+ConfigError: half a pair is a mistake to fix, not something to overwrite. Uses `cryptography`
+only, so this module loads no asyncua.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
-import ipaddress
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
 from agent.errors import ConfigError
 from hostio.errors import SecretFileError
-from hostio.secretfiles import read_secret_file, write_secret_file
+from hostio.opcuacert import (
+    default_application_uri,
+    fingerprint,
+    make_client_identity,
+    write_client_identity,
+)
+from hostio.secretfiles import read_secret_file
+
+# the source and its tests take these from here
+__all__ = [
+    "ClientIdentity",
+    "default_application_uri",
+    "ensure_client_identity",
+    "fingerprint",
+    "load_certificate_der",
+    "make_client_identity",
+]
 
 _MAX_CERT_BYTES = 64 * 1024
-_VALID_DAYS = 10 * 365
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,10 +56,6 @@ class ClientIdentity:
         )
 
 
-def default_application_uri(name: str) -> str:
-    return f"urn:tierless:{socket.gethostname()}:{name}"
-
-
 def ensure_client_identity(cert_file: str, key_file: str, application_uri: str) -> ClientIdentity:
     """The client certificate (DER) and key (PEM), made first if neither file exists."""
     cert_path, key_path = Path(cert_file), Path(key_file)
@@ -63,10 +69,8 @@ def ensure_client_identity(cert_file: str, key_file: str, application_uri: str) 
             ]
         )
     if not have_cert:
-        cert_der, key_pem = make_client_identity(application_uri)
         try:
-            write_secret_file(key_path, key_pem, what="OPC UA client key")
-            write_secret_file(cert_path, cert_der, what="OPC UA client certificate")
+            cert_der, key_pem = write_client_identity(cert_path, key_path, application_uri)
         except SecretFileError as exc:
             raise ConfigError([str(exc)]) from exc
         return ClientIdentity(cert_der, key_pem, created=True)
@@ -75,58 +79,6 @@ def ensure_client_identity(cert_file: str, key_file: str, application_uri: str) 
     except SecretFileError as exc:
         raise ConfigError([str(exc)]) from exc
     return ClientIdentity(load_certificate_der(cert_file), key_pem, created=False)
-
-
-def make_client_identity(application_uri: str, *, host: str | None = None) -> tuple[bytes, bytes]:
-    """A new key (PEM) and its self-signed OPC UA application certificate (DER)."""
-    host = host or socket.gethostname()
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.COMMON_NAME, f"tierless {host}"[:64]),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Tierless"),
-        ]
-    )
-    now = dt.datetime.now(dt.UTC)
-    alt: list[x509.GeneralName] = [
-        x509.UniformResourceIdentifier(application_uri),
-        x509.DNSName(host),
-    ]
-    with contextlib.suppress(ValueError):  # a host name, not an address
-        alt.append(x509.IPAddress(ipaddress.ip_address(host)))
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=_VALID_DAYS))
-        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=True,
-                key_encipherment=True,
-                data_encipherment=True,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.DER), key_pem
 
 
 def load_certificate_der(path: str) -> bytes:
@@ -144,10 +96,3 @@ def load_certificate_der(path: str) -> bytes:
     except ValueError as exc:
         raise ConfigError([f"{path}: not a DER or PEM certificate ({exc})"]) from exc
     return cert.public_bytes(serialization.Encoding.DER)
-
-
-def fingerprint(der: bytes) -> str:
-    """SHA-256 of a certificate, as operators compare it (hex, colon-separated)."""
-    digest = hashes.Hash(hashes.SHA256())
-    digest.update(der)
-    return digest.finalize().hex(":").upper()

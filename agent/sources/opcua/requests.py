@@ -1,6 +1,6 @@
 """What the source asks an OPC UA server for, built from the config: monitored items (sampling
-interval, queue size, deadband) and the nodes' engineering units. With `source`, the only modules
-of the source that import asyncua.
+interval, queue size, deadband) and the nodes' engineering units. With `source` and `connect`,
+the only modules of the source that import asyncua.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The OPC UA source's run loop: one client session to one server, its variables into the sink.
 
-With `requests`, the only module that imports asyncua; its exceptions end here.
+With `connect` and `requests`, the only modules that import asyncua; its exceptions end here.
 
 Invariants:
 1. Every value the server reports becomes one reading, in the order reported: a monitored
@@ -12,15 +12,21 @@ Invariants:
    agree within `max_source_skew_ms`; otherwise the agent stamps the reading (flagging untrusted
    time as every source does) and `stats.source_time_replaced` counts it.
 3. Connection faults are retried forever with capped, jittered backoff (`reconnect_initial_ms`
-   doubling to `reconnect_max_s`); each attempt is a new session whose monitored items are
-   created again, and whose first notifications carry every node's current value. Only
-   configuration faults (an unsafe key file) raise.
-4. Gaps are explicit: when the link is lost, every node gets one BAD reading stamped at the
-   loss (the same no-data marker the serial sources write); a node the server does not have
-   (yet, or any more) gets one BAD reading when found missing, is counted in
-   `stats.nodes_missing`, and is looked for again every `resolve_retry_s`.
-5. One log line when the server is lost and one when it is back; failed attempts in between
-   are throttled (`LogThrottle`).
+   doubling to `reconnect_max_s`); each attempt is a new session on which every monitored item
+   is created again with the same node set and parameters (sampling interval, queue size,
+   deadband: `requests.monitored_item`). Only configuration faults (an unsafe key file) raise.
+4. Gaps follow the one model (`agent.sources.gaps`): the first failure (a lost session, or a
+   first connect that fails) is one `source_down` event (reason `link_lost`) and one WARNING
+   line, the next session made is one `source_up` and one INFO line; failed attempts in between
+   are throttled (`LogThrottle`). While down, every node with a series gets a BAD reading
+   stamped at the loss and, in mode `poll`, one more per missed poll interval until a session
+   is back. A node the server does not have (yet, or any more) gets one BAD reading and one log
+   line when found missing, is counted in `stats.nodes_missing`, and is looked for again every
+   `resolve_retry_s`; the other nodes read on.
+5. No value is stored twice: a monitored item's first notification after it is created again
+   is the server replaying the node's current value; when its source timestamp equals that of
+   the last value delivered for the node, it was delivered already and is left out
+   (`stats.replays_skipped`). In mode `poll` every read is a reading: that is the contract.
 6. Security: the server's certificate is compared with `trusted_server_certs` before the secure
    channel is opened; a certificate not in the list is refused (`stats.certificate_rejected`).
 """
@@ -42,13 +48,13 @@ from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
 from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
-from asyncua.crypto import security_policies
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError
 
 from agent.errors import ConfigError
 from agent.sources import HostStamper, Sink, Stamper
+from agent.sources.gaps import Gaps, GapStats
 from agent.sources.mqtt.config import read_secret_file
 from agent.sources.opcua import status
 from agent.sources.opcua.certs import (
@@ -63,17 +69,19 @@ from agent.sources.opcua.config import (
     opcua_config_problems,
     tags,
 )
+from agent.sources.opcua.connect import (
+    FAULTS,
+    Credentials,
+    RefusedError,
+    close_session,
+    describe,
+    open_session,
+)
 from agent.sources.opcua.requests import engineering_units, monitored_item
 from agent.sources.throttle import LogThrottle
 from firmware_bridge.backoff import Backoff
 from wire.models import Quality, SeriesKey
 
-# What asyncua raises when a server is away, refuses us or breaks the protocol.
-_FAULTS = (OSError, TimeoutError, UaError, EOFError, asyncio.IncompleteReadError)
-_POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
-    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
-    "Aes128_Sha256_RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
-}
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MS = dt.timedelta(milliseconds=1)
 
@@ -94,15 +102,13 @@ class OpcuaStats:
     source_time_replaced: int = 0
     queue_overflows: int = 0  # values the server discarded from a full monitored-item queue
     nodes_missing: int = 0  # nodes the server did not have at the last look
+    replays_skipped: int = 0  # a re-created item's first value, already delivered (invariant 5)
+    outages: GapStats = field(default_factory=GapStats)  # source_down / source_up events
     status: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
 class _LinkLostError(Exception):
     """Internal: the session is gone; make a new one."""
-
-
-class _RefusedError(Exception):
-    """Internal: a connect attempt failed for a reason worth its own counter."""
 
 
 class OpcuaSource:
@@ -127,10 +133,15 @@ class OpcuaSource:
         self._rng = rng
         self._log = logger or logging.getLogger(__name__)
         self._throttle = LogThrottle(self._log)
+        self.gaps = Gaps(self.name, clock=self._clock, logger=self._log, stats=self.stats.outages)
         self._app_uri = config.application_uri or default_application_uri(config.name)
         self._keys: list[SeriesKey | None] = [None] * len(config.nodes)  # unit learnt once
         self._ids: list[int] = [-1] * len(config.nodes)
         self._missing: set[int] = set()
+        # invariant 5: the source timestamp of the last value delivered per node, and the nodes
+        # whose next notification is the replay of a monitored item created again
+        self._last_source: list[dt.datetime | None] = [None] * len(config.nodes)
+        self._replay: set[int] = set()
         self._identity: ClientIdentity | None = None
         self._trusted: frozenset[bytes] = frozenset()
         self._password: str | None = None
@@ -140,35 +151,54 @@ class OpcuaSource:
     async def run(self, sink: Sink) -> None:
         cfg = self.config
         self._load_secrets()
-        loop = asyncio.get_running_loop()
         backoff = Backoff(cfg.reconnect_initial_ms / 1000, cfg.reconnect_max_s, self._rng)
-        lost_at: float | None = None
-        while True:
-            try:
-                client, lost = await self._connect()
-            except _RefusedError as exc:
-                self.stats.connect_failures += 1
-                self._throttle.warning(
-                    "connect", "%s: cannot connect to %s: %s", self.name, cfg.url, exc
-                )
+        filler: asyncio.Task[None] | None = None
+        try:
+            while True:
+                try:
+                    client, lost = await self._connect()
+                except RefusedError as exc:
+                    self.stats.connect_failures += 1
+                    detail = f"cannot connect to {cfg.url}: {exc}"
+                    if not self.gaps.down(sink, "link_lost", detail):
+                        self._throttle.warning("connect", "%s: %s", self.name, detail)
+                    if filler is None and cfg.mode == "poll":
+                        filler = self._start_filler(sink)
+                    await asyncio.sleep(backoff.next_delay())
+                    continue
+                backoff.reset()
+                self.stats.connects += 1
+                if filler is not None:
+                    await _cancel(filler)
+                    filler = None
+                self.gaps.up(sink)
+                try:
+                    reason = await self._session(client, lost, sink)
+                finally:
+                    await self._close(client)
+                self.stats.links_lost += 1
+                self.gaps.down(sink, "link_lost", f"{cfg.url}: {reason}")
+                self._mark_all_bad(sink)
+                if cfg.mode == "poll":
+                    filler = self._start_filler(sink)
                 await asyncio.sleep(backoff.next_delay())
-                continue
-            backoff.reset()
-            self.stats.connects += 1
-            if lost_at is not None:
-                self._log.warning(
-                    "%s: %s is back after %.1f s", self.name, cfg.url, loop.time() - lost_at
-                )
-                lost_at = None
-            try:
-                reason = await self._session(client, lost, sink)
-            finally:
-                await self._close(client)
-            self.stats.links_lost += 1
-            lost_at = loop.time()
-            self._log.warning("%s: lost %s: %s", self.name, cfg.url, reason)
+        finally:
+            if filler is not None:
+                await _cancel(filler)
+
+    def _start_filler(self, sink: Sink) -> asyncio.Task[None]:
+        return asyncio.create_task(self._fill_gap(sink), name=f"opcua-{self.name}-gap")
+
+    async def _fill_gap(self, sink: Sink) -> None:
+        """Mode `poll`, while no session: one BAD reading per node per missed poll (invariant
+        4), as the polled serial sources write them."""
+        loop = asyncio.get_running_loop()
+        interval = self.config.poll_interval_ms / 1000
+        due = loop.time() + interval
+        while True:
+            await asyncio.sleep(max(0.0, due - loop.time()))
             self._mark_all_bad(sink)
-            await asyncio.sleep(backoff.next_delay())
+            due = max(due + interval, loop.time())
 
     def _load_secrets(self) -> None:
         cfg = self.config
@@ -187,65 +217,14 @@ class OpcuaSource:
             self._password = read_secret_file(cfg.password_file, "OPC UA password file")
 
     async def _connect(self) -> tuple[Client, asyncio.Event]:
-        cfg = self.config
-        client = Client(cfg.url, timeout=cfg.timeout_s, watchdog_intervall=cfg.watchdog_s)
-        client.application_uri = self._app_uri
-        client.name = client.description = f"tierless {self.name}"
-        lost = asyncio.Event()
+        def rejected() -> None:
+            self.stats.certificate_rejected += 1
 
-        async def on_lost(exc: Exception) -> None:
-            lost.set()
-
-        client.connection_lost_callback = on_lost
-        try:
-            async with asyncio.timeout(cfg.timeout_s * 3):
-                if self._identity is not None:
-                    server_der = await self._server_certificate(client)
-                    await client.set_security(
-                        _POLICIES[cfg.security_policy],
-                        certificate=self._identity.certificate_der,
-                        private_key=self._identity.key_der(),
-                        server_certificate=server_der,
-                        mode=getattr(ua.MessageSecurityMode, cfg.security_mode),
-                    )
-                if cfg.username:
-                    client.set_user(cfg.username)
-                    client.set_password(self._password or "")
-                await client.connect(auto_reconnect=False)
-        except _FAULTS as exc:
-            await self._close(client)
-            raise _RefusedError(_describe(exc)) from exc
-        except BaseException:  # refused, cancelled: no asyncua task outlives the attempt
-            await self._close(client)
-            raise
-        return client, lost
-
-    async def _server_certificate(self, client: Client) -> bytes:
-        """The certificate of the endpoint we want, if it is one we trust (invariant 6)."""
-        cfg = self.config
-        endpoints = await client.connect_and_get_server_endpoints()
-        policy_uri = _POLICIES[cfg.security_policy].URI
-        mode = getattr(ua.MessageSecurityMode, cfg.security_mode)
-        for ep in endpoints:
-            if ep.SecurityPolicyUri == policy_uri and ep.SecurityMode == mode:
-                der = _first_certificate(ep.ServerCertificate or b"")
-                if der not in self._trusted:
-                    self.stats.certificate_rejected += 1
-                    raise _RefusedError(
-                        f"the server's certificate (SHA-256 {fingerprint(der)}) is not in "
-                        "trusted_server_certs"
-                    )
-                return der
-        raise _RefusedError(
-            f"the server offers no {cfg.security_policy}/{cfg.security_mode} endpoint"
-        )
+        creds = Credentials(self._app_uri, self._identity, self._trusted, self._password)
+        return await open_session(self.config, creds, on_rejected=rejected)
 
     async def _close(self, client: Client) -> None:
-        try:
-            async with asyncio.timeout(self.config.timeout_s):
-                await client.disconnect()
-        except (*_FAULTS, RuntimeError, AttributeError):
-            pass  # the session is gone either way; the server times it out
+        await close_session(client, self.config.timeout_s)
 
     async def _session(self, client: Client, lost: asyncio.Event, sink: Sink) -> str:
         """Read until the link is lost; the reason it was lost."""
@@ -261,8 +240,8 @@ class OpcuaSource:
             exc = work.exception()
             if isinstance(exc, _LinkLostError):
                 return str(exc)
-            if isinstance(exc, _FAULTS):
-                return _describe(exc)
+            if isinstance(exc, FAULTS):
+                return describe(exc)
             if exc is not None:
                 raise exc
         return "the server stopped answering"
@@ -349,7 +328,15 @@ class OpcuaSource:
             async for event in sub:
                 if isinstance(event, DataChangeEvent):
                     i = event.data.monitored_item.ClientHandle - 1
-                    self._on_value(sink, i, event.data.monitored_item.Value)
+                    dv = event.data.monitored_item.Value
+                    if i in self._replay:
+                        self._replay.discard(i)
+                        if dv.SourceTimestamp is not None and (
+                            dv.SourceTimestamp == self._last_source[i]
+                        ):
+                            self.stats.replays_skipped += 1
+                            continue
+                    self._on_value(sink, i, dv)
                 elif isinstance(event, StatusChangeEvent):
                     code = event.notification.Status.value
                     if status.quality(code) is Quality.BAD:
@@ -373,6 +360,8 @@ class OpcuaSource:
             else:
                 self._node_found(i)
                 items[i] = result
+                if self._last_source[i] is not None:
+                    self._replay.add(i)  # its first notification may repeat the last value
         return items
 
     async def _audit(
@@ -461,6 +450,8 @@ class OpcuaSource:
             if not math.isfinite(value):
                 self.stats.non_finite += 1
                 value, quality = 0.0, Quality.BAD
+        self._last_source[i] = dv.SourceTimestamp
+        self.gaps.heard()
         ts, bits = self._stamp(dv.SourceTimestamp)
         if quality is Quality.BAD:
             self.stats.bad_readings += 1
@@ -496,13 +487,6 @@ class OpcuaSource:
                 self._add_bad(sink, i, None)  # counted in links_lost
 
 
-def _first_certificate(der: bytes) -> bytes:
-    """The leading certificate of a DER chain (servers may send theirs with its issuers)."""
-    if len(der) < 4 or der[1] != 0x82:
-        return der
-    return der[: int.from_bytes(der[2:4], "big") + 4]
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) <= 200 else text[:200] + "…"
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

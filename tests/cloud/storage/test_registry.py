@@ -112,6 +112,33 @@ async def test_reenrolment_keeps_the_chain(store: Store) -> None:
     assert not old_key.usable(START_MS)
 
 
+async def test_a_device_with_every_key_revoked_reads_as_revoked_until_it_re_enrols(
+    store: Store,
+) -> None:
+    async def status(device_id: str) -> tuple[str | None, str | None]:
+        listed = {d.device_id: d.status for d in await store.list_devices()}
+        one = await store.get_device(device_id)
+        return listed.get(device_id), None if one is None else one.status
+
+    gw = Gateway("gw-1")
+    await register(store, gw)
+    await register(store, Gateway("gw-2"))
+    await store.create_token(issue_token("gw-3", now_ms=START_MS, ttl_ms=60_000)[1])
+    assert await status("gw-1") == (DeviceStatus.ACTIVE, DeviceStatus.ACTIVE)
+    # no key yet: pending, not revoked
+    assert await status("gw-3") == (DeviceStatus.PENDING, DeviceStatus.PENDING)
+    assert await store.revoke_device_keys("gw-1", START_MS) == 1
+    assert await status("gw-1") == (DeviceStatus.REVOKED, DeviceStatus.REVOKED)
+    assert await status("gw-2") == (DeviceStatus.ACTIVE, DeviceStatus.ACTIVE)  # only that one
+    await store.set_device_status("gw-1", DeviceStatus.DISABLED)
+    assert await status("gw-1") == (DeviceStatus.DISABLED, DeviceStatus.DISABLED)  # as stored
+    await store.set_device_status("gw-1", DeviceStatus.ACTIVE)
+    token, record = issue_token("gw-1", now_ms=START_MS, ttl_ms=60_000)
+    await store.create_token(record)
+    assert await _enroll(store, Gateway("gw-1"), token) is not None
+    assert await status("gw-1") == (DeviceStatus.ACTIVE, DeviceStatus.ACTIVE)
+
+
 async def test_rotation_overlap_and_idempotence(store: Store) -> None:
     gw = Gateway("gw-1")
     await register(store, gw)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import sqlite3
 import stat
@@ -181,45 +180,6 @@ async def test_a_bad_status_is_a_bad_reading_and_counted_by_code(plant, mode):
     assert source.stats.status["0x80310000"] == len(bad_readings)
     assert source.stats.status["0x408F0000"] == len(got)
     assert source.stats.uncertain_readings == len(got)
-
-
-async def test_a_restarted_server_is_one_gap_two_log_lines_and_then_every_value(plant, caplog):
-    caplog.set_level(logging.WARNING, logger="agent.sources.opcua.source")
-    source = OpcuaSource(config_for(plant))
-    rec = Recorder()
-    async with running(source.run(rec), "opcua"):
-        await rec.wait_for(lambda: len(rec.keys) == 8 and len(rec.readings) >= 40)
-        await plant.stop()
-        await wait_until(lambda: source.stats.links_lost == 1)
-        lost_marks = len([r for r in rec.readings if r.quality == Quality.BAD])
-        assert lost_marks == 8  # one no-data marker per node, stamped at the loss
-        published_before = len(plant.published)
-        await plant.start()
-        await wait_until(lambda: source.stats.connects == 2, within=20)
-        await rec.wait_for(
-            lambda: (
-                all(
-                    r.ts_ms >= plant.published[published_before].ts_ms
-                    for r in rec.readings[-8:]
-                    if r.quality != Quality.BAD
-                )
-                and len(rec.readings) >= lost_marks + 80
-            )
-        )
-    lines = [r.getMessage() for r in caplog.records]
-    assert sum("lost opc.tcp://" in m for m in lines) == 1, lines
-    assert sum(" is back after " in m for m in lines) == 1, lines
-    assert source.stats.connect_failures >= 1
-    # after the gap, each node's values run on exactly from the restarted server's first
-    for node_id in plant.node_ids():
-        after = [
-            (r.value, r.ts_ms)
-            for r in received(rec, metric(node_id))
-            if r.ts_ms >= plant.published[published_before].ts_ms and r.quality != Quality.BAD
-        ]
-        published = [(p.value, p.ts_ms) for p in plant.values_of(node_id)]
-        start = published.index(after[0])
-        assert after == published[start : start + len(after)]
 
 
 @pytest.mark.filterwarnings(

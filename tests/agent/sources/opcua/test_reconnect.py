@@ -1,0 +1,231 @@
+"""The OPC UA source losing its server and getting it back: a server restarted on the same port
+(asyncua's own, `bench.opcua_plant`) and a network drop (a TCP relay in between that cuts every
+connection). Each is one gap (one `source_down`, one `source_up`, one log line each), the
+session and its monitored items are made again, and no value is stored twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from agent.sources.gaps import DOWN_KIND, UP_KIND
+from agent.sources.opcua.config import OpcuaSourceConfig
+from agent.sources.opcua.source import OpcuaSource
+from bench.opcua_plant import Plant
+from tests.agent.sources.conftest import Recorder
+from tests.agent.sources.opcua.test_source import config_for, metric, received
+from tests.firmware_bridge.conftest import running, wait_until
+from wire.models import Quality
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+LOGGER = "agent.sources.opcua.source"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def plant() -> AsyncIterator[Plant]:
+    async with Plant(variables=6, lines=2, rate_hz=10) as p:
+        yield p
+
+
+class Relay:
+    """A TCP relay to `port`; `cut()` closes every connection through it (a network drop), and
+    it keeps accepting new ones."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.listen_port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.accepted = 0
+
+    async def __aenter__(self) -> Relay:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.listen_port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self.cut()
+        await self._server.wait_closed()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self._writers |= {writer, up_writer}
+        pumps: list[asyncio.Task[None]] = [
+            asyncio.create_task(self._pump(reader, up_writer)),
+            asyncio.create_task(self._pump(up_reader, writer)),
+        ]
+        self._tasks.update(pumps)
+        await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()  # the peer closed its side: pass that on (a stall closes nothing)
+
+    async def stall(self) -> None:
+        """Stop passing bytes on the connections there are, and leave them open: a link that
+        went silent (a switch down between gateway and PLC), which only a timeout can tell."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def cut(self) -> None:
+        await self.stall()
+        for writer in self._writers:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        self._writers.clear()
+
+
+def kinds(rec: Recorder) -> list[str]:
+    return [e.kind for e in rec.events]
+
+
+def assert_no_value_twice(rec: Recorder, node_ids: list[str]) -> None:
+    for node_id in node_ids:
+        good = [(r.ts_ms, r.value) for r in received(rec, metric(node_id)) if r.quality == 0]
+        assert len(good) == len(set(good)), f"{node_id}: a value stored twice"
+
+
+@pytest.mark.filterwarnings(
+    # asyncua's server forgets to await a callback of a monitored item of a node it lost
+    "ignore:coroutine 'MonitoredItemService.datachange_callback' was never awaited"
+)
+@pytest.mark.parametrize("mode", ["subscribe", "poll"])
+async def test_a_restarted_server_is_one_gap_then_every_value_and_a_lost_node_once(
+    plant, mode, caplog
+):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    ids = plant.node_ids()
+    gone, others = ids[4], [n for n in ids if n != ids[4]]
+    source = OpcuaSource(config_for(plant, mode=mode, poll_interval_ms=100))
+    rec = Recorder()
+    try:
+        async with running(source.run(rec), "opcua"):
+            await rec.wait_for(lambda: len(rec.keys) == 6 and len(rec.readings) >= 30)
+            await plant.stop()
+            await wait_until(lambda: source.stats.links_lost == 1)
+            assert kinds(rec) == [DOWN_KIND]
+            marks = {n: len(received(rec, metric(n))) for n in ids}
+            if mode == "poll":  # a BAD reading per node for each poll missed while down
+                await rec.wait_for(
+                    lambda: all(len(received(rec, metric(n))) >= marks[n] + 3 for n in ids)
+                )
+            published_before = len(plant.published)
+            plant.absent.add(gone)  # the PLC program changed while the server was down
+            await plant.start()
+            first_after = plant.published[published_before].ts_ms
+            await wait_until(lambda: source.stats.connects == 2, within=20)
+
+            def after(node_id: str) -> list[tuple[float, int]]:
+                return [
+                    (r.value, r.ts_ms)
+                    for r in received(rec, metric(node_id))
+                    if r.ts_ms >= first_after and r.quality != Quality.BAD
+                ]
+
+            await rec.wait_for(lambda: all(len(after(n)) >= 5 for n in others), within=20)
+            await wait_until(lambda: source.stats.nodes_missing == 1)
+    finally:
+        plant.absent.clear()
+        if gone not in plant._nodes:
+            await plant.restore(gone)
+    assert kinds(rec) == [DOWN_KIND, UP_KIND]
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert sum(m.startswith("opcua: lost (link_lost: opc.tcp://") for _, m in lines) == 1, lines
+    assert sum(m.startswith("opcua: back after ") for _, m in lines) == 1, lines
+    assert sum(f"no node {gone}" in m for _, m in lines) == 1, lines  # reported once
+    assert source.stats.outages.downs == source.stats.outages.ups == 1
+    up_ts = rec.events[1].ts_ms
+    gone_after = [r for r in received(rec, metric(gone)) if r.ts_ms >= up_ts]
+    assert {r.quality for r in gone_after} <= {Quality.BAD}
+    assert len(gone_after) <= 1  # its one marker when found missing, then silence
+    for node_id in others:
+        got = after(node_id)
+        published = [(p.value, p.ts_ms) for p in plant.values_of(node_id)]
+        if mode == "subscribe":  # every value from the restarted server's first on, once
+            start = published.index(got[0])
+            assert got == published[start : start + len(got)], node_id
+        else:
+            assert set(got) <= set(published), node_id
+    if mode == "subscribe":
+        assert_no_value_twice(rec, others)
+    else:  # while down: a BAD reading per node per missed poll (100 ms), not one for the gap
+        bad = [r for r in received(rec, metric(others[0])) if r.quality == Quality.BAD]
+        assert len(bad) >= 3
+
+
+async def test_a_network_drop_makes_the_items_again_and_stores_no_value_twice(plant, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    ids = plant.node_ids()
+    still = ids[2]
+    async with Relay(plant.port) as relay:
+        url = plant.url.replace(f":{plant.port}/", f":{relay.listen_port}/")
+        base = config_for(plant)
+        fields = {f: getattr(base, f) for f in base.__struct_fields__}
+        source = OpcuaSource(OpcuaSourceConfig(**{**fields, "url": url}))
+        rec = Recorder()
+        try:
+            async with running(source.run(rec), "opcua"):
+                await rec.wait_for(lambda: len(rec.keys) == 6 and len(rec.readings) >= 30)
+                plant.frozen.add(still)  # its value and source timestamp stay as they are
+                last = plant.values_of(still)[-1]
+
+                def has_last() -> bool:
+                    return any(r.ts_ms == last.ts_ms for r in received(rec, metric(still)))
+
+                await rec.wait_for(has_last)
+                accepted = relay.accepted
+                await relay.cut()
+                await wait_until(lambda: source.stats.links_lost == 1)
+                await wait_until(lambda: source.stats.connects == 2, within=20)
+                assert relay.accepted > accepted
+                count = len(rec.readings)
+                await rec.wait_for(lambda: len(rec.readings) >= count + 5 * 5)
+        finally:
+            plant.frozen.clear()
+    # the replayed current value of the node that did not change was delivered before the drop
+    assert source.stats.replays_skipped >= 1
+    good_still = [r for r in received(rec, metric(still)) if r.quality == Quality.GOOD]
+    assert [r.ts_ms for r in good_still].count(last.ts_ms) == 1
+    assert_no_value_twice(rec, ids)
+    published = {(p.node_id, p.value, p.ts_ms) for p in plant.published}
+    for r in rec.readings:
+        if r.quality == Quality.GOOD:
+            assert (f"ns={plant.ns};s={r.series.metric}", r.value, r.ts_ms) in published, r
+    assert kinds(rec) == [DOWN_KIND, UP_KIND]
+
+
+async def test_a_silent_link_is_found_by_the_watchdog_and_is_one_gap(plant, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    async with Relay(plant.port) as relay:
+        url = plant.url.replace(f":{plant.port}/", f":{relay.listen_port}/")
+        base = config_for(plant, watchdog_s=1.0, timeout_s=2.0)
+        fields = {f: getattr(base, f) for f in base.__struct_fields__}
+        source = OpcuaSource(OpcuaSourceConfig(**{**fields, "url": url}))
+        rec = Recorder()
+        async with running(source.run(rec), "opcua"):
+            await rec.wait_for(lambda: len(rec.keys) == 6 and len(rec.readings) >= 30)
+            await relay.stall()  # no byte either way, no FIN, no RST
+            await wait_until(lambda: source.stats.links_lost == 1, within=30)
+            await wait_until(lambda: source.stats.connects == 2, within=30)
+            count = len(rec.readings)
+            await rec.wait_for(lambda: len(rec.readings) >= count + 5 * 5)
+    assert kinds(rec) == [DOWN_KIND, UP_KIND]
+    assert_no_value_twice(rec, plant.node_ids())
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("opcua: lost (link_lost: ") for m in lines) == 1, lines
+    assert sum(m.startswith("opcua: back after ") for m in lines) == 1, lines
