@@ -22,6 +22,7 @@ from starlette.routing import Route
 from cloud import responses
 from cloud.apps import alerts_api, dashboard, efficiency_api, efficiency_page, query
 from cloud.apps.context import AppContext
+from cloud.apps.intensity import PlantConfig
 from cloud.config import Config
 from cloud.errors import StoreError
 from cloud.receiver import admin, batches, enroll, health, openapi
@@ -37,6 +38,7 @@ def create_app(
     now_ms: Callable[[], int] = wall_clock_ms,
     monotonic: Callable[[], float] = time.monotonic,
     dashboard_config: dashboard.DashboardConfig | None = None,
+    plant: PlantConfig | None = None,
 ) -> Starlette:
     ctx = Context(config, store, now_ms=now_ms, monotonic=monotonic)
     apps = AppContext(
@@ -48,6 +50,7 @@ def create_app(
         raw_readings_limit=config.limits.raw_readings_limit,
         now_ms=now_ms,
         monotonic=monotonic,
+        plant=plant or PlantConfig(()),
     )
     spec = responses.json_response(200, openapi.document(config.public_url))
 

@@ -23,6 +23,7 @@ import uvicorn
 
 from cloud.app import create_app
 from cloud.apps.dashboard import DashboardConfig
+from cloud.apps.intensity import PlantConfig
 from cloud.bearer import BearerCheck
 from cloud.config import Config, ConnectionLimits, Limits
 from cloud.errors import ConfigError, SchemaError
@@ -54,6 +55,7 @@ class ServeSettings:
     access_log: bool = False
     viewer_token: str = ""  # the dashboard's viewer token ("" for none)
     timezone: str = "UTC"  # the dashboard's day
+    plant: PlantConfig | None = None  # the plant file's processes and shifts (None: defaults)
 
 
 async def check_schema(store: Store, db_url: str, *, say: Callable[[str], None]) -> None:
@@ -200,6 +202,7 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
                     dashboard_config=DashboardConfig(
                         viewer=BearerCheck(settings.viewer_token), timezone=settings.timezone
                     ),
+                    plant=settings.plant or PlantConfig((), tz=settings.timezone),
                 ),
                 host=settings.host,
                 port=settings.port,

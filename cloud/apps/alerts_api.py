@@ -30,8 +30,7 @@ from cloud import responses
 from cloud.apps import alerts, efficiency, params
 from cloud.apps.alert_delivery import Sender, SmtpConfig, load_rules, raise_findings
 from cloud.apps.context import AppContext, Handler
-from cloud.apps.figures import TICKET_KIND, local_day
-from cloud.apps.intensity import PlantConfig, ProcessConfig
+from cloud.apps.figures import local_day
 from cloud.bearer import BearerCheck, require_bearer
 from cloud.errors import RejectedError
 from cloud.storage.alerts import AlertRecord, AlertStore
@@ -163,11 +162,9 @@ class AlertHandlers:
     async def evaluate(self, request: Request) -> Response:
         require_bearer(request, self.admin)
         now = self.ctx.now_ms()
-        # whole UTC days, so each day's row is the whole day
-        from_ms = local_day(now - 30 * DAY_MS, ZoneInfo("UTC"))[0]
-        tickets = await self.ctx.reads.events(None, TICKET_KIND, from_ms, now + 1, 100_000)
-        names = sorted({str(p) for e in tickets if (p := e.attrs.get("process")) is not None})
-        config = PlantConfig(tuple(ProcessConfig(n) for n in names))
+        # whole local days, so each day's row is the whole day
+        from_ms = local_day(now - 30 * DAY_MS, ZoneInfo(self.ctx.plant.tz))[0]
+        config = await efficiency.plant_for(self.ctx.reads, self.ctx.plant, from_ms, now + 1)
         report = await efficiency.load(
             self.ctx.reads, config, from_ms=from_ms, to_ms=now + 1, until_ms=now + 1
         )

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cloud.apps.intensity import PlantConfig
 from cloud.bearer import BearerCheck
 from cloud.storage.reads import ReadStore
 
@@ -33,3 +34,5 @@ class AppContext:
     raw_readings_limit: int  # rows per raw readings or events query
     now_ms: Callable[[], int]
     monotonic: Callable[[], float] = time.monotonic
+    # processes, shifts and time zone of the efficiency figures (cloud.apps.plantfile)
+    plant: PlantConfig = field(default_factory=lambda: PlantConfig(()))

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from cloud.apps import anomalies, intensity
+from cloud.apps import anomalies, intensity, plantfile
 from cloud.apps.anomalies import Finding, Params, Subject
 from cloud.apps.figures import (
     TICKET_KIND,
@@ -84,6 +84,8 @@ def analyse(
     units: dict[int, str] = {}
     by_device: dict[str, list[int]] = {}
     counter_roles = roles(series)
+    # A series belongs to the process whose id or tags name its `process` tag (PlantConfig).
+    process_of = {s.series_id: p for s in series if (p := config.process_of(s.process)) is not None}
     for s in series:
         points = rows.get(s.series_id, ())
         by_device.setdefault(s.device_id, []).extend(t for t, _, _ in points)
@@ -98,17 +100,18 @@ def analyse(
         )
         values = intensity.hourly_values(fig, factor)
         hourly[s.series_id], units[s.series_id] = values, unit
-        subject = Subject(label(s), s.series_id, s.device_id, s.process, s.medium)
+        proc = process_of.get(s.series_id)
+        subject = Subject(label(s), s.series_id, s.device_id, proc or s.process, s.medium)
         report.findings += anomalies.stuck(
             subject, trace, values, timeline, unit, params, max_step_ms=policy.max_step_ms
         )
-        if s.process in idle:
+        if proc is not None:
             if s.medium in media.baseload:
                 report.findings += anomalies.excess(
-                    "baseload", subject, values, idle[s.process], timeline, unit, params
+                    "baseload", subject, values, idle[proc], timeline, unit, params
                 )
             if s.medium in media.night:
-                mask = [a and b for a, b in zip(idle[s.process], night, strict=True)]
+                mask = [a and b for a, b in zip(idle[proc], night, strict=True)]
                 report.findings += anomalies.excess(
                     "night_flow", subject, values, mask, timeline, unit, params
                 )
@@ -124,10 +127,9 @@ def analyse(
 
     groups: dict[tuple[str, str, str], list[list[float | None]]] = {}
     for s in series:
-        if s.series_id in hourly and s.process in tonnes:
-            groups.setdefault((s.process, s.medium, units[s.series_id]), []).append(
-                hourly[s.series_id]
-            )
+        proc = process_of.get(s.series_id)
+        if s.series_id in hourly and proc is not None:
+            groups.setdefault((proc, s.medium, units[s.series_id]), []).append(hourly[s.series_id])
     for (process, medium, unit), members in sorted(groups.items()):
         rows_ = intensity.intensities(
             members,
@@ -191,3 +193,16 @@ async def load(
         media=media,
         policy=policy,
     )
+
+
+async def named(store: ReadStore, from_ms: int, to_ms: int) -> list[str]:
+    """The process names the data of a window gives: its tickets' `process` attributes."""
+    tickets = await store.events(None, TICKET_KIND, from_ms, to_ms, EVENT_LIMIT)
+    return sorted({str(p) for e in tickets if (p := e.attrs.get("process")) is not None})
+
+
+async def plant_for(store: ReadStore, config: PlantConfig, from_ms: int, to_ms: int) -> PlantConfig:
+    """The configured plant, or, when it names no process, the processes of the window's data."""
+    if config.processes:
+        return config
+    return plantfile.for_window(config, await named(store, from_ms, to_ms))

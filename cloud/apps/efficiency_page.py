@@ -20,8 +20,8 @@ from cloud.apps.anomalies import Finding
 from cloud.apps.charts import esc, fmt
 from cloud.apps.context import AppContext
 from cloud.apps.dashboard import Dashboard, DashboardConfig
-from cloud.apps.figures import TICKET_KIND, local_day
-from cloud.apps.intensity import DAY_PERIOD, IntensityRow, PlantConfig, ProcessConfig
+from cloud.apps.figures import local_day
+from cloud.apps.intensity import DAY_PERIOD, IntensityRow
 from cloud.storage.alerts import AlertRecord, AlertStore
 
 DAY_MS = 24 * 3600 * 1000
@@ -146,16 +146,12 @@ class EfficiencyPage:
         if not self.dashboard.authorised(request):
             return self.dashboard.html(dashboard_page.sign_in_page(), 401)
         now = self.ctx.now_ms()
-        # whole UTC days, so each day's row is the whole day
-        from_ms = local_day(now - WINDOW_DAYS * DAY_MS, ZoneInfo("UTC"))[0]
-        tickets = await self.ctx.reads.events(None, TICKET_KIND, from_ms, now + 1, 100_000)
-        names = sorted({str(p) for e in tickets if (p := e.attrs.get("process")) is not None})
+        tz = ZoneInfo(self.ctx.plant.tz)
+        # whole local days, so each day's row is the whole day
+        from_ms = local_day(now - WINDOW_DAYS * DAY_MS, tz)[0]
+        config = await efficiency.plant_for(self.ctx.reads, self.ctx.plant, from_ms, now + 1)
         report = await efficiency.load(
-            self.ctx.reads,
-            PlantConfig(tuple(ProcessConfig(n) for n in names)),
-            from_ms=from_ms,
-            to_ms=now + 1,
-            until_ms=now + 1,
+            self.ctx.reads, config, from_ms=from_ms, to_ms=now + 1, until_ms=now + 1
         )
         alerts = await self.store.list_alerts()
         content = (
