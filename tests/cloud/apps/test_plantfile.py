@@ -100,7 +100,8 @@ def test_every_problem_is_named_by_file_and_key() -> None:
         "plant.toml: shifts: give at least one shift, or leave the key out for the defaults"
     ]
     (bad_toml,) = problems("[[processes]]\nid = \n")
-    assert bad_toml.startswith("plant.toml: ") and "line 2" in bad_toml
+    assert bad_toml.startswith("plant.toml: ")
+    assert "line 2" in bad_toml
 
 
 def test_a_series_tag_of_a_configured_process_counts_for_it() -> None:
@@ -139,7 +140,8 @@ def test_serve_reads_the_plant_file_from_the_flag_or_the_environment(
     settings, _ = serve_settings(
         _parser().parse_args(["serve", "--db", db]), {**env, "TIERLESS_PLANT_FILE": str(path)}
     )
-    assert settings.plant is not None and settings.plant.processes[0].name == "kiln"
+    assert settings.plant is not None
+    assert settings.plant.processes[0].name == "kiln"
     settings, _ = serve_settings(_parser().parse_args(["serve", "--db", db]), env)
     assert settings.plant is None
 
