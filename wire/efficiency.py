@@ -48,4 +48,6 @@ class Efficiency(msgspec.Struct, frozen=True, kw_only=True):
     tonnes: dict[str, float]  # per process over the window
     intensity: list[IntensityView]
     findings: list[FindingView]
+    # per process: tonnes by source ("counters", "tickets", "entries"), docs/figures.md
+    sources: dict[str, dict[str, float]] = {}
     names: dict[str, str] = {}  # process id -> the name people read (the plant file's, else the id)

@@ -160,6 +160,15 @@ COUNTER_UNITS: dict[str, tuple[str, float]] = {
     "m3": ("m3", 1.0),
 }
 
+# A mass unit a production counter (a belt scale's totaliser, a bagging line's count of tonnes)
+# may be declared in -> the factor to tonnes. Such a series is production, never consumption:
+# it is not in COUNTER_UNITS (docs/figures.md, "Production counters").
+PRODUCTION_UNITS: dict[str, float] = {
+    "t": 1.0,
+    "kg": 0.001,
+    "g": 1e-6,
+}
+
 # A metric in a counter unit that is not a running total (energy per interval, of today ...).
 NOT_CUMULATIVE_SUFFIXES = (
     "_delta",

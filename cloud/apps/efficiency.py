@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from cloud.apps import anomalies, intensity, plantfile
+from cloud.apps import anomalies, intensity, plantfile, production
 from cloud.apps.anomalies import Finding, Params, Subject
 from cloud.apps.figures import (
     TICKET_KIND,
@@ -39,6 +39,7 @@ EVENT_LIMIT = 1_000_000
 class Media:
     baseload: frozenset[str] = frozenset({"electricity"})
     night: frozenset[str] = frozenset({"water", "gas", "compressed_air", "air"})
+    production: frozenset[str] = frozenset({"product"})  # production counters (mass units)
 
 
 @dataclass(slots=True)
@@ -48,6 +49,9 @@ class Report:
     intensity: list[IntensityRow] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     tonnes: dict[str, float] = field(default_factory=dict)
+    # per process: tonnes by source (production.COUNTERS, TICKETS, ENTRIES)
+    sources: dict[str, dict[str, float]] = field(default_factory=dict)
+    entries_used: list[int] = field(default_factory=list)  # operator entries that counted
 
 
 def label(s: SeriesInfo) -> str:
@@ -66,8 +70,10 @@ def analyse(
     params: Params | None = None,
     media: Media | None = None,
     policy: CounterPolicy | None = None,
+    entries: Sequence[production.Entry] = (),
 ) -> Report:
-    """Intensity and findings over [from_ms, to_ms) with data up to `until_ms`."""
+    """Intensity and findings over [from_ms, to_ms) with data up to `until_ms`. Production comes
+    from counters, tickets and operator `entries` in that precedence (cloud.apps.production)."""
     params = params or Params()
     media = media or Media()
     policy = policy or CounterPolicy()
@@ -75,7 +81,18 @@ def analyse(
     timeline = Timeline.of(from_ms, to_ms, until_ms, tz)
     report = Report(from_ms, until_ms)
     tonnes = intensity.production(events, timeline, config.processes)
+    counted = production.counter_tonnes(series, rows, timeline, config, media.production, policy)
+    tonnes.update(counted)  # a process with production counters takes its production from them
+    report.sources = {
+        p: {production.COUNTERS if p in counted else production.TICKETS: sum(v)}
+        for p, v in tonnes.items()
+    }
+    before = {p: sum(v) for p, v in tonnes.items()}
+    report.entries_used = production.add_entries(tonnes, entries, timeline)
     report.tonnes = {p: sum(v) for p, v in tonnes.items()}
+    for p, total in report.tonnes.items():
+        if total > before[p]:
+            report.sources[p][production.ENTRIES] = total - before[p]
     idle = {p: intensity.idle_hours(v, config.idle_margin_hours) for p, v in tonnes.items()}
     night_start, night_end = config.night
     night = [night_start <= h < night_end for h in timeline.local_hour]
@@ -85,7 +102,9 @@ def analyse(
     by_device: dict[str, list[int]] = {}
     counter_roles = roles(series)
     # A series belongs to the process whose id or tags name its `process` tag (PlantConfig).
-    process_of = {s.series_id: p for s in series if (p := config.process_of(s.process)) is not None}
+    process_of = {
+        s.series_id: owner for s in series if (owner := config.process_of(s.process)) is not None
+    }
     for s in series:
         points = rows.get(s.series_id, ())
         by_device.setdefault(s.device_id, []).extend(t for t, _, _ in points)
@@ -196,9 +215,14 @@ async def load(
 
 
 async def named(store: ReadStore, from_ms: int, to_ms: int) -> list[str]:
-    """The process names the data of a window gives: its tickets' `process` attributes."""
+    """The process names the data of a window gives: its tickets' `process` attributes and the
+    `process` tags of production counters."""
     tickets = await store.events(None, TICKET_KIND, from_ms, to_ms, EVENT_LIMIT)
-    return sorted({str(p) for e in tickets if (p := e.attrs.get("process")) is not None})
+    names = {str(p) for e in tickets if (p := e.attrs.get("process")) is not None}
+    media = Media().production
+    series = await store.list_series(SeriesFilter())
+    names |= {s.process for s in series if production.tonnes_factor(s, media) is not None}
+    return sorted(n for n in names if n)
 
 
 async def plant_for(store: ReadStore, config: PlantConfig, from_ms: int, to_ms: int) -> PlantConfig:

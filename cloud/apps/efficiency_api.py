@@ -107,6 +107,7 @@ class EfficiencyHandler:
             processes=names,
             names={p.name: p.display or p.name for p in config.processes},
             tonnes=report.tonnes,
+            sources=report.sources,
             intensity=[IntensityView(**dataclasses.asdict(r)) for r in report.intensity],
             findings=[FindingView(**dataclasses.asdict(f)) for f in report.findings],
         )

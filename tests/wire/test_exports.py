@@ -224,6 +224,7 @@ PINNED: dict[str, set[str]] = {
         "ALIASES",
         "COUNTER_UNITS",
         "NOT_CUMULATIVE_SUFFIXES",
+        "PRODUCTION_UNITS",
         "UNITS",
         "Kind",
         "Limits",
