@@ -20,7 +20,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cloud import responses
-from cloud.apps import alerts_api, dashboard, efficiency_api, efficiency_page, query
+from cloud.apps import (
+    alerts_api,
+    dashboard,
+    efficiency_api,
+    efficiency_page,
+    production_api,
+    query,
+)
 from cloud.apps.context import AppContext
 from cloud.apps.intensity import PlantConfig
 from cloud.config import Config
@@ -49,6 +56,7 @@ def create_app(
         api=config.read.merged(config.admin),
         raw_readings_limit=config.limits.raw_readings_limit,
         now_ms=now_ms,
+        audit=ctx.audit.action,
         monotonic=monotonic,
         plant=plant or PlantConfig(()),
     )
@@ -88,6 +96,7 @@ def create_app(
         *admin.routes(ctx),
         *query.routes(apps),
         *efficiency_api.routes(apps),
+        *production_api.routes(apps, store, config.admin),
         *alerts_api.routes(apps, store, config.admin),
         *dashboard.routes(apps, dashboard_config or dashboard.DashboardConfig()),
         *efficiency_page.routes(apps, store, dashboard_config or dashboard.DashboardConfig()),

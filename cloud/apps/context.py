@@ -33,6 +33,8 @@ class AppContext:
     api: BearerCheck  # what the read API accepts: the read token or the admin token
     raw_readings_limit: int  # rows per raw readings or events query
     now_ms: Callable[[], int]
+    # the receiver's audit log (`cloud.receiver.audit.Audit.action`): request, what, ids
+    audit: Callable[..., None]
     monotonic: Callable[[], float] = time.monotonic
     # processes, shifts and time zone of the efficiency figures (cloud.apps.plantfile)
     plant: PlantConfig = field(default_factory=lambda: PlantConfig(()))

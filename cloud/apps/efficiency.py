@@ -200,6 +200,10 @@ async def load(
         for series_id, points in chunk:
             rows[series_id] = points
     events = await store.events(None, TICKET_KIND, from_ms, to_ms, EVENT_LIMIT)
+    entries = [
+        production.Entry(r.entry_id, r.process, r.from_ms, r.to_ms, r.tonnes)
+        for r in await store.list_production(from_ms, to_ms, in_effect_only=True)
+    ]
     return analyse(
         series,
         rows,
@@ -211,17 +215,20 @@ async def load(
         params=params,
         media=media,
         policy=policy,
+        entries=entries,
     )
 
 
 async def named(store: ReadStore, from_ms: int, to_ms: int) -> list[str]:
-    """The process names the data of a window gives: its tickets' `process` attributes and the
-    `process` tags of production counters."""
+    """The process names the data of a window gives: its tickets' `process` attributes, the
+    `process` tags of production counters and the processes of operators' entries."""
     tickets = await store.events(None, TICKET_KIND, from_ms, to_ms, EVENT_LIMIT)
     names = {str(p) for e in tickets if (p := e.attrs.get("process")) is not None}
     media = Media().production
     series = await store.list_series(SeriesFilter())
     names |= {s.process for s in series if production.tonnes_factor(s, media) is not None}
+    entries = await store.list_production(from_ms, to_ms, in_effect_only=True)
+    names |= {e.process for e in entries}
     return sorted(n for n in names if n)
 
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from cloud.storage.devices import DeviceState
 from cloud.storage.health import HealthReads
+from cloud.storage.production import ProductionReads
 
 Row = tuple[int, float, int]  # (ts_ms, value, quality): `cloud.apps.figures.Row`
 
@@ -94,9 +95,10 @@ class EventRecord:
     attrs: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
-class ReadStore(HealthReads, Protocol):
+class ReadStore(HealthReads, ProductionReads, Protocol):
     """Series, readings, buckets, latest values, events, devices, the gateways' health reports
-    (`cloud.storage.health`) and the figures' windows."""
+    (`cloud.storage.health`), operators' production entries (`cloud.storage.production`) and the
+    figures' windows."""
 
     kind: str
 

@@ -53,6 +53,12 @@ PINNED: dict[str, set[str]] = {
         "FindingView",
         "IntensityView",
     },
+    "wire.production": {
+        "PRODUCTION_PATH",
+        "ProductionIn",
+        "ProductionList",
+        "ProductionView",
+    },
     "wire.codec": {
         "MAX_EVENTS",
         "MAX_READINGS",
