@@ -3,16 +3,21 @@ entries, and the precedence counters > tickets > entries (cloud.apps.production)
 
 from __future__ import annotations
 
+import logging
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 
 from cloud.apps import efficiency, production
 from cloud.apps.intensity import PlantConfig, ProcessConfig, Timeline
+from cloud.receiver.audit import AUDIT_LOGGER
 from cloud.storage.reads import SeriesInfo
 from tests.cloud.apps.test_figures import freeze, series_data
-from tests.cloud.conftest import Receiver
+from tests.cloud.conftest import READ_TOKEN, Receiver
+from wire.efficiency import EFFICIENCY_PATH, Efficiency
 from wire.models import Event, SeriesKey
+from wire.production import PRODUCTION_PATH, ProductionList, ProductionView
 
 HOUR = 3_600_000
 MIN = 60_000
@@ -87,3 +92,113 @@ async def test_a_production_counter_stored_through_the_receiver(receiver: Receiv
         "mill": {"tickets": pytest.approx(7.0)},
     }
     assert await efficiency.named(receiver.store, DAY0, DAY0 + 3 * HOUR) == ["kiln", "mill"]
+
+
+async def test_operator_entries_through_the_api(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Entered with the admin token, listed with the read token, corrected by superseding; the
+    efficiency figures count an entry where no ticket covers its window, and only the
+    correction."""
+    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
+    receiver.clock.ms = DAY0 + 6 * HOUR
+    body = {
+        "process": "kiln",
+        "from_ms": DAY0,
+        "to_ms": DAY0 + 2 * HOUR,
+        "tonnes": 20.0,
+        "actor": "ana",
+        "note": "clipboard",
+    }
+    r = await receiver.admin("POST", PRODUCTION_PATH, json=body)
+    assert r.status_code == 201, r.text
+    first = msgspec.json.decode(r.content, type=ProductionView)
+    assert (first.process, first.tonnes, first.entered_ms, first.superseded_by) == (
+        "kiln",
+        20.0,
+        DAY0 + 6 * HOUR,
+        None,
+    )
+    audit = [x.getMessage() for x in caplog.records if x.name == AUDIT_LOGGER]
+    assert (
+        f"audit: production enter entry_id={first.entry_id} process='kiln' tonnes=20.0" in audit[-1]
+    )
+    assert "actor='ana'" in audit[-1]
+
+    # a ticket covers the mill's window: its entry is not counted
+    gw = await receiver.enrolled("scale")
+    ticket = Event(
+        "weighbridge_ticket",
+        DAY0 + 3 * HOUR + 10 * MIN,
+        (("process", "mill"), ("net_kg", 5_000.0), ("direction", "out")),
+    )
+    assert (await receiver.send(gw, freeze(gw, [], [ticket]))).status_code == 200
+    mill = {**body, "process": "mill", "from_ms": DAY0 + 3 * HOUR, "to_ms": DAY0 + 4 * HOUR}
+    assert (await receiver.admin("POST", PRODUCTION_PATH, json=mill)).status_code == 201
+
+    fix = {**body, "tonnes": 24.0, "note": "recount", "supersedes": first.entry_id}
+    r = await receiver.admin("POST", PRODUCTION_PATH, json=fix)
+    assert r.status_code == 201, r.text
+    correction = msgspec.json.decode(r.content, type=ProductionView)
+    assert correction.supersedes == first.entry_id
+    r = await receiver.admin("POST", PRODUCTION_PATH, json=fix)
+    assert r.status_code == 409, r.text
+
+    read = {"authorization": f"Bearer {READ_TOKEN}"}
+    r = await receiver.client.get(PRODUCTION_PATH, headers=read)
+    assert r.status_code == 200, r.text
+    listed = msgspec.json.decode(r.content, type=ProductionList).entries
+    assert [(e.process, e.tonnes, e.superseded_by) for e in listed] == [
+        ("kiln", 20.0, correction.entry_id),
+        ("mill", 20.0, None),
+        ("kiln", 24.0, None),
+    ]
+    r = await receiver.client.get(
+        PRODUCTION_PATH, params={"process": "mill", "from_ms": DAY0 + 2 * HOUR}, headers=read
+    )
+    assert [e.process for e in msgspec.json.decode(r.content, type=ProductionList).entries] == [
+        "mill"
+    ]
+
+    r = await receiver.client.get(
+        EFFICIENCY_PATH, params={"from_ms": DAY0, "to_ms": DAY0 + 6 * HOUR}, headers=read
+    )
+    assert r.status_code == 200, r.text
+    eff = msgspec.json.decode(r.content, type=Efficiency)
+    assert eff.processes == ["kiln", "mill"]
+    assert eff.tonnes == {"kiln": pytest.approx(24.0), "mill": pytest.approx(5.0)}
+    assert eff.sources == {
+        "kiln": {"tickets": 0.0, "entries": pytest.approx(24.0)},
+        "mill": {"tickets": pytest.approx(5.0)},
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"tonnes": -1.0}, "$.tonnes"),
+        ({"tonnes": "many"}, "$.tonnes"),
+        ({"to_ms": DAY0}, "$.to_ms"),
+        ({"process": " "}, "$.process"),
+        ({"actor": ""}, "$.actor"),
+        ({"colour": "red"}, "colour"),
+        ({"supersedes": 0}, "$.supersedes"),
+        ({"note": "x" * 1001}, "$.note"),
+    ],
+)
+async def test_a_bad_entry_is_a_400_naming_the_field(receiver: Receiver, change, field) -> None:
+    body = {"process": "kiln", "from_ms": DAY0, "to_ms": DAY0 + HOUR, "tonnes": 1.0, "actor": "a"}
+    r = await receiver.admin("POST", PRODUCTION_PATH, json={**body, **change})
+    assert r.status_code == 400, r.text
+    assert field in r.json()["message"]
+    assert await receiver.store.list_production(0, 2**62, in_effect_only=False) == []
+
+
+async def test_only_the_admin_token_enters_production(receiver: Receiver) -> None:
+    body = {"process": "kiln", "from_ms": DAY0, "to_ms": DAY0 + HOUR, "tonnes": 1.0, "actor": "a"}
+    read = {"authorization": f"Bearer {READ_TOKEN}"}
+    assert (await receiver.client.post(PRODUCTION_PATH, json=body, headers=read)).status_code == 401
+    assert (await receiver.client.post(PRODUCTION_PATH, json=body)).status_code == 401
+    assert (await receiver.client.get(PRODUCTION_PATH)).status_code == 401
+    r = await receiver.client.get(PRODUCTION_PATH, params={"colour": "red"}, headers=read)
+    assert r.status_code == 400
