@@ -44,7 +44,12 @@ APPS_MAY_IMPORT = {
 
 # The apps that may use the alert interface (alerts, acknowledgements, the outbox), the only
 # storage an app may write: delivery and the API write, the efficiency page lists alerts.
-ALERT_WRITERS = {"cloud.apps.alert_delivery", "cloud.apps.alerts_api", "cloud.apps.efficiency_page"}
+ALERT_WRITERS = {
+    "cloud.apps.alert_delivery",
+    "cloud.apps.alert_scheduler",
+    "cloud.apps.alerts_api",
+    "cloud.apps.efficiency_page",
+}
 # The one app that writes operators' production entries (it reads them, like every app, through
 # the read interface).
 PRODUCTION_WRITERS = {"cloud.apps.production_api"}
