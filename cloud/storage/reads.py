@@ -15,7 +15,10 @@ from typing import Protocol
 
 from cloud.storage.devices import DeviceState
 from cloud.storage.health import HealthReads
+
+# ProductionRecord is re-exported: the apps read entries through this interface only.
 from cloud.storage.production import ProductionReads
+from cloud.storage.production import ProductionRecord as ProductionRecord
 
 Row = tuple[int, float, int]  # (ts_ms, value, quality): `cloud.apps.figures.Row`
 
