@@ -200,9 +200,11 @@ async def load(
         for series_id, points in chunk:
             rows[series_id] = points
     events = await store.events(None, TICKET_KIND, from_ms, to_ms, EVENT_LIMIT)
+    # an entry names its process by id or by one of its tags, like a series or a ticket
     entries = [
-        production.Entry(r.entry_id, r.process, r.from_ms, r.to_ms, r.tonnes)
+        production.Entry(r.entry_id, owner, r.from_ms, r.to_ms, r.tonnes)
         for r in await store.list_production(from_ms, to_ms, in_effect_only=True)
+        if (owner := config.process_of(r.process)) is not None
     ]
     return analyse(
         series,

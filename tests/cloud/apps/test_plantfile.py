@@ -5,13 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from cloud.apps import efficiency, plantfile
 from cloud.apps.intensity import PlantConfig, ProcessConfig, Shift
 from cloud.cli import _parser, main, serve_settings
 from cloud.errors import ConfigError
+from cloud.storage.store import Store
 from tests.cloud.apps import plant as synth
+from tests.cloud.conftest import READ_TOKEN, running_receiver
+from wire.efficiency import EFFICIENCY_PATH, Efficiency
+from wire.production import PRODUCTION_PATH
 
 GOOD = """
 timezone = "Europe/Berlin"
@@ -154,30 +159,27 @@ def test_serve_reads_the_plant_file_from_the_flag_or_the_environment(
     assert "none.toml: No such file or directory" in capsys.readouterr().err
 
 
-def test_the_alert_interval_and_smtp_settings(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    db = f"sqlite:///{tmp_path / 'c.db'}"
-    parse = _parser().parse_args
-    settings, _ = serve_settings(parse(["serve", "--db", db]), {})
-    assert (settings.alerts_interval_s, settings.smtp) == (300.0, None)
-    env = {
-        "TIERLESS_ALERTS_INTERVAL_S": "0",
-        "TIERLESS_SMTP_HOST": "mail",
-        "TIERLESS_SMTP_PORT": "2525",
-    }
-    settings, _ = serve_settings(parse(["serve", "--db", db]), env)
-    assert settings.alerts_interval_s == 0
-    assert settings.smtp is not None
-    assert (settings.smtp.host, settings.smtp.port) == ("mail", 2525)
-    settings, _ = serve_settings(parse(["serve", "--db", db, "--alerts-interval-s", "30"]), env)
-    assert settings.alerts_interval_s == 30
-    for argv, env, reason in (
-        (["--alerts-interval-s", "-1"], {}, "alerts interval -1 s is not in 0..86400"),
-        ([], {"TIERLESS_ALERTS_INTERVAL_S": "often"}, "alerts interval must be a number"),
-        ([], {"TIERLESS_SMTP_HOST": "m", "TIERLESS_SMTP_PORT": "x"}, "TIERLESS_SMTP_PORT must be"),
-    ):
-        assert main(["serve", "--db", db, *argv], env=env) == 2
-        err = capsys.readouterr().err
-        assert reason in err
-        assert "Traceback" not in err
+async def test_the_api_answers_with_the_configured_plant(store: Store) -> None:
+    """Processes, display names and the zone come from the plant; an operator's entry that
+    names a process by its tag counts for it; `tz=` still overrides the zone for one request."""
+    plant = plantfile.parse_plant(
+        'timezone = "Europe/Berlin"\n[[processes]]\nid = "L1"\nname = "Line 1"\ntags = ["line1"]\n',
+        source="plant.toml",
+    )
+    async with running_receiver(store, plant=plant) as receiver:
+        day0 = 1_789_948_800_000
+        receiver.clock.ms = day0 + 12 * 3_600_000
+        entry = {"process": "line1", "from_ms": day0, "to_ms": day0 + 3_600_000}
+        r = await receiver.admin(
+            "POST", PRODUCTION_PATH, json={**entry, "tonnes": 10.0, "actor": "ana"}
+        )
+        assert r.status_code == 201, r.text
+        read = {"authorization": f"Bearer {READ_TOKEN}"}
+        window = {"from_ms": day0, "to_ms": day0 + 12 * 3_600_000}
+        r = await receiver.client.get(EFFICIENCY_PATH, params=window, headers=read)
+        assert r.status_code == 200, r.text
+        body = msgspec.json.decode(r.content, type=Efficiency)
+        assert (body.tz, body.processes, body.names) == ("Europe/Berlin", ["L1"], {"L1": "Line 1"})
+        assert body.tonnes == {"L1": pytest.approx(10.0)}
+        r = await receiver.client.get(EFFICIENCY_PATH, params={**window, "tz": "UTC"}, headers=read)
+        assert msgspec.json.decode(r.content, type=Efficiency).tz == "UTC"
