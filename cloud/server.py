@@ -10,6 +10,7 @@ data is a step someone should choose), and a newer schema is refused outright.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import resource
@@ -229,26 +230,30 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
             on_listening=lambda: say(listening),
         )
         tune_gc()
-        async with asyncio.TaskGroup() as tasks:
-            scheduler = None
-            if settings.alerts_interval_s > 0:
-                say(f"alerts: evaluated and delivered every {settings.alerts_interval_s:g} s")
-                scheduler = tasks.create_task(
-                    AlertScheduler(
-                        store,
-                        store,
-                        plant,
-                        settings.smtp,
-                        interval_s=settings.alerts_interval_s,
-                        now_ms=wall_clock_ms,
-                    ).run(),
-                    name="alert-scheduler",
-                )
-            try:
-                await server.serve()
-            finally:
-                if scheduler is not None:
-                    scheduler.cancel()
+        # The scheduler is a task beside uvicorn's serve, not in a TaskGroup with it: a pass
+        # never stops the receiver (it logs its failures), and serve's own exits (a signal, a
+        # port lost) reach the entry point as themselves, not wrapped in an exception group.
+        scheduler = None
+        if settings.alerts_interval_s > 0:
+            say(f"alerts: evaluated and delivered every {settings.alerts_interval_s:g} s")
+            scheduler = asyncio.create_task(
+                AlertScheduler(
+                    store,
+                    store,
+                    plant,
+                    settings.smtp,
+                    interval_s=settings.alerts_interval_s,
+                    now_ms=wall_clock_ms,
+                ).run(),
+                name="alert-scheduler",
+            )
+        try:
+            await server.serve()
+        finally:
+            if scheduler is not None:
+                scheduler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scheduler
     finally:
         await store.close()
 

@@ -5,8 +5,8 @@ then logs one line with the counts. docs/alerts.md, "The scheduler".
 Several receivers on one PostgreSQL may each run it: evaluation opens at most one live alert per
 group (the store's per-group lock), and delivery claims each outbox item for one sender
 (`cloud.storage.alerts`), so an alert is delivered once whichever receiver runs first. A pass
-that fails (the store unreachable) is logged and retried at the next interval; the receiver
-keeps serving.
+that fails (the store unreachable, or anything unexpected, logged with its traceback) is
+retried at the next interval; the receiver keeps serving.
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ class AlertScheduler:
                     c = await self.run_once(client)
                 except CloudError as exc:
                     log.warning("alerts: pass failed, retried in %g s: %s", self.interval_s, exc)
+                except Exception:  # a bug in a pass must not stop the receiver serving
+                    log.exception("alerts: pass failed, retried in %g s", self.interval_s)
                 else:
                     log.info(
                         "alerts: %d findings, %d alerts opened, %d delivered, %d failed",
