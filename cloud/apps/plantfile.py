@@ -19,8 +19,9 @@
     length_hours = 8
 
 Without a file nothing changes: the processes are those the window's tickets name, shifts early
-06-14, late 14-22, night 22-06, night 00-05, the dashboard's time zone. Every problem is reported
-at once, each as `FILE: key.path: reason` (or `FILE:LINE:COLUMN: reason` for bad TOML).
+06-14, late 14-22, night 22-06, night 00-05, the dashboard's time zone. Problems are reported as
+`FILE: key.path: reason` (bad TOML: its line and column): a wrong type or unknown key first, as
+msgspec finds it; once the shapes are right, every other problem at once.
 """
 
 from __future__ import annotations
