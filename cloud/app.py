@@ -20,8 +20,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cloud import responses
-from cloud.apps import alerts_api, dashboard, efficiency_api, efficiency_page, query
+from cloud.apps import (
+    alerts_api,
+    dashboard,
+    efficiency_api,
+    efficiency_page,
+    production_api,
+    query,
+)
 from cloud.apps.context import AppContext
+from cloud.apps.intensity import PlantConfig
 from cloud.config import Config
 from cloud.errors import StoreError
 from cloud.receiver import admin, batches, enroll, health, openapi
@@ -37,6 +45,7 @@ def create_app(
     now_ms: Callable[[], int] = wall_clock_ms,
     monotonic: Callable[[], float] = time.monotonic,
     dashboard_config: dashboard.DashboardConfig | None = None,
+    plant: PlantConfig | None = None,
 ) -> Starlette:
     ctx = Context(config, store, now_ms=now_ms, monotonic=monotonic)
     apps = AppContext(
@@ -47,7 +56,9 @@ def create_app(
         api=config.read.merged(config.admin),
         raw_readings_limit=config.limits.raw_readings_limit,
         now_ms=now_ms,
+        audit=ctx.audit.action,
         monotonic=monotonic,
+        plant=plant or PlantConfig(()),
     )
     spec = responses.json_response(200, openapi.document(config.public_url))
 
@@ -85,6 +96,7 @@ def create_app(
         *admin.routes(ctx),
         *query.routes(apps),
         *efficiency_api.routes(apps),
+        *production_api.routes(apps, store, config.admin),
         *alerts_api.routes(apps, store, config.admin),
         *dashboard.routes(apps, dashboard_config or dashboard.DashboardConfig()),
         *efficiency_page.routes(apps, store, dashboard_config or dashboard.DashboardConfig()),

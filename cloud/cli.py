@@ -13,6 +13,9 @@ the variable, the variable over the default:
     --viewer-token-file  TIERLESS_VIEWER_TOKEN_FILE  (or TIERLESS_VIEWER_TOKEN; else none): opens
                          the dashboard only, for the plant's screens and managers
     --timezone           TIERLESS_TIMEZONE           UTC: whose calendar day the dashboard shows
+    --plant              TIERLESS_PLANT_FILE         (none): processes and shifts (docs/figures.md)
+    --alerts-interval-s  TIERLESS_ALERTS_INTERVAL_S  300: evaluate and deliver alerts; 0: off
+    (SMTP for alert emails: TIERLESS_SMTP_HOST, TIERLESS_SMTP_PORT, TIERLESS_SMTP_FROM)
     --token-dir          TIERLESS_TOKEN_DIR          beside the SQLite file, else the cwd
     --allow-insecure-http TIERLESS_ALLOW_INSECURE_HTTP=1
     --device-rate/--device-burst TIERLESS_DEVICE_RATE/_BURST      10/s, 60
@@ -43,6 +46,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import wire.version
+from cloud.apps.alert_delivery import SmtpConfig
+from cloud.apps.alerts_api import smtp_from_env
+from cloud.apps.plantfile import load_plant
 from cloud.config import ConnectionLimits, Limits, normalise_public_url
 from cloud.errors import CloudError, ConfigError, StoreError
 from cloud.receiver.tokenfiles import check_token, load_or_create, read_token_file
@@ -93,6 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve_p.add_argument(
         "--timezone", help="IANA time zone of the dashboard's day, e.g. Europe/Berlin (UTC)"
+    )
+    serve_p.add_argument(
+        "--plant", type=Path, help="TOML file naming the processes and shifts (docs/figures.md)"
+    )
+    serve_p.add_argument(
+        "--alerts-interval-s",
+        type=float,
+        help="seconds between alert evaluations and deliveries (default 300; 0: off)",
     )
     serve_p.add_argument("--token-dir", type=Path, help="where tokens are created if not given")
     serve_p.add_argument(
@@ -206,6 +220,14 @@ def serve_settings(
         raise ConfigError([f"port {port} is not in 1..65535"])
     timezone = _timezone(_pick(args.timezone, env, "TIERLESS_TIMEZONE", "UTC") or "UTC")
     log_level, log_format = log_settings(args, env)
+    plant_file = _pick(args.plant, env, "TIERLESS_PLANT_FILE", None)
+    plant = load_plant(Path(plant_file), default_tz=timezone) if plant_file else None
+    alerts_interval_s = _float(
+        _pick(args.alerts_interval_s, env, "TIERLESS_ALERTS_INTERVAL_S", "300"),
+        "alerts interval",
+    )
+    if not 0 <= alerts_interval_s <= 86_400:
+        raise ConfigError([f"alerts interval {alerts_interval_s:g} s is not in 0..86400"])
     cert = _pick(args.tls_cert, env, "TIERLESS_TLS_CERT", None)
     key = _pick(args.tls_key, env, "TIERLESS_TLS_KEY", None)
     if (cert is None) != (key is None):
@@ -330,8 +352,19 @@ def serve_settings(
         log_format=log_format,
         viewer_token=viewer,
         timezone=timezone,
+        plant=plant,
+        alerts_interval_s=alerts_interval_s,
+        smtp=_smtp(env),
     )
     return settings, notices
+
+
+def _smtp(env: Mapping[str, str]) -> SmtpConfig | None:
+    try:
+        return smtp_from_env(env)
+    except ValueError as exc:
+        port = env.get("TIERLESS_SMTP_PORT")
+        raise ConfigError([f"TIERLESS_SMTP_PORT must be an integer, not {port!r}"]) from exc
 
 
 async def _migrate(db_url: str) -> str:

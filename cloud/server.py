@@ -9,6 +9,8 @@ data is a step someone should choose), and a newer schema is refused outright.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import resource
@@ -22,10 +24,14 @@ from typing import Any
 import uvicorn
 
 from cloud.app import create_app
+from cloud.apps.alert_delivery import SmtpConfig
+from cloud.apps.alert_scheduler import AlertScheduler
 from cloud.apps.dashboard import DashboardConfig
+from cloud.apps.intensity import PlantConfig
 from cloud.bearer import BearerCheck
 from cloud.config import Config, ConnectionLimits, Limits
 from cloud.errors import ConfigError, SchemaError
+from cloud.receiver.context import wall_clock_ms
 from cloud.receiver.http11 import guarded_protocol
 from cloud.storage.migrations import latest_version
 from cloud.storage.store import Store, describe_url, store_from_url
@@ -54,6 +60,9 @@ class ServeSettings:
     access_log: bool = False
     viewer_token: str = ""  # the dashboard's viewer token ("" for none)
     timezone: str = "UTC"  # the dashboard's day
+    plant: PlantConfig | None = None  # the plant file's processes and shifts (None: defaults)
+    alerts_interval_s: float = 300.0  # the alert scheduler's interval; 0: off
+    smtp: SmtpConfig | None = None  # where alert emails go (None: they wait in the outbox)
 
 
 async def check_schema(store: Store, db_url: str, *, say: Callable[[str], None]) -> None:
@@ -174,6 +183,7 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
             read=BearerCheck(settings.read_token),
             limits=settings.limits,
         )
+        plant = settings.plant or PlantConfig((), tz=settings.timezone)
         listening = (
             f"listening on {settings.host}:{settings.port}, signatures for {config.public_url}"
         )
@@ -200,6 +210,7 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
                     dashboard_config=DashboardConfig(
                         viewer=BearerCheck(settings.viewer_token), timezone=settings.timezone
                     ),
+                    plant=plant,
                 ),
                 host=settings.host,
                 port=settings.port,
@@ -219,7 +230,30 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
             on_listening=lambda: say(listening),
         )
         tune_gc()
-        await server.serve()
+        # The scheduler is a task beside uvicorn's serve, not in a TaskGroup with it: a pass
+        # never stops the receiver (it logs its failures), and serve's own exits (a signal, a
+        # port lost) reach the entry point as themselves, not wrapped in an exception group.
+        scheduler = None
+        if settings.alerts_interval_s > 0:
+            say(f"alerts: evaluated and delivered every {settings.alerts_interval_s:g} s")
+            scheduler = asyncio.create_task(
+                AlertScheduler(
+                    store,
+                    store,
+                    plant,
+                    settings.smtp,
+                    interval_s=settings.alerts_interval_s,
+                    now_ms=wall_clock_ms,
+                ).run(),
+                name="alert-scheduler",
+            )
+        try:
+            await server.serve()
+        finally:
+            if scheduler is not None:
+                scheduler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scheduler
     finally:
         await store.close()
 

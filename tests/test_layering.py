@@ -7,7 +7,8 @@
 - The platform's apps (`cloud.apps`) only read: of the rest of cloud they may import the read
   interface and the device records of storage, the errors, the bearer-token check and the
   response helpers; never the batch or registry interfaces, a backend, or the receiver. The one
-  exception: the alert apps (`ALERT_WRITERS`) may write the alert interface, and no other app.
+  exception: the alert apps (`ALERT_WRITERS`) may write the alert interface, and no other app;
+  the production API (`PRODUCTION_WRITERS`) the production interface.
 - No package has an import cycle, not even one hidden in a function body or behind
   `TYPE_CHECKING`: every import in a module counts.
 """
@@ -43,7 +44,15 @@ APPS_MAY_IMPORT = {
 
 # The apps that may use the alert interface (alerts, acknowledgements, the outbox), the only
 # storage an app may write: delivery and the API write, the efficiency page lists alerts.
-ALERT_WRITERS = {"cloud.apps.alert_delivery", "cloud.apps.alerts_api", "cloud.apps.efficiency_page"}
+ALERT_WRITERS = {
+    "cloud.apps.alert_delivery",
+    "cloud.apps.alert_scheduler",
+    "cloud.apps.alerts_api",
+    "cloud.apps.efficiency_page",
+}
+# The one app that writes operators' production entries (it reads them, like every app, through
+# the read interface).
+PRODUCTION_WRITERS = {"cloud.apps.production_api"}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -106,6 +115,8 @@ def app_violations(modules: dict[str, Path]) -> list[str]:
             allowed = {"cloud.apps", *APPS_MAY_IMPORT}
             if name in ALERT_WRITERS:
                 allowed.add("cloud.storage.alerts")
+            if name in PRODUCTION_WRITERS:
+                allowed.add("cloud.storage.production")
             if not any(m == ok or m.startswith(ok + ".") for ok in allowed):
                 found.append(f"{name} imports {m}")
     return found

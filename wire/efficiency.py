@@ -44,7 +44,10 @@ class Efficiency(msgspec.Struct, frozen=True, kw_only=True):
     to_ms: int
     until_ms: int
     tz: str
-    processes: list[str]
+    processes: list[str]  # ids
     tonnes: dict[str, float]  # per process over the window
     intensity: list[IntensityView]
     findings: list[FindingView]
+    # per process: tonnes by source ("counters", "tickets", "entries"), docs/figures.md
+    sources: dict[str, dict[str, float]] = {}
+    names: dict[str, str] = {}  # process id -> the name people read (the plant file's, else the id)

@@ -65,6 +65,7 @@ class Medium(enum.StrEnum):
     WATER = "water"
     GAS = "gas"
     MATERIAL = "material"
+    PRODUCT = "product"  # with a mass unit: a production counter (docs/figures.md)
     STEAM = "steam"
     AIR = "air"
 

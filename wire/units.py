@@ -160,6 +160,17 @@ COUNTER_UNITS: dict[str, tuple[str, float]] = {
     "m3": ("m3", 1.0),
 }
 
+# A mass unit a production counter (a belt scale's totaliser, a bagging line's count of tonnes)
+# may be declared in -> the factor to tonnes. Such a series is production, never consumption:
+# it is not in COUNTER_UNITS. The cloud reads a series of medium `product` in one of these
+# units as a cumulative register of tonnes made; a point may declare `kind = "cumulative"` in
+# one (docs/figures.md, "Where production comes from").
+PRODUCTION_UNITS: dict[str, float] = {
+    "t": 1.0,
+    "kg": 0.001,
+    "g": 1e-6,
+}
+
 # A metric in a counter unit that is not a running total (energy per interval, of today ...).
 NOT_CUMULATIVE_SUFFIXES = (
     "_delta",
@@ -195,11 +206,15 @@ def default_kind(unit: str) -> Kind:
 
 def kind_problem(metric: str, unit: str, kind: Kind) -> str | None:
     """Why a point's metric name would tell the cloud something else than its declared kind."""
+    if unit in PRODUCTION_UNITS and kind is Kind.CUMULATIVE:
+        # a mass totaliser (production counter): its name must not say "per interval" either
+        if metric.lower().endswith(NOT_CUMULATIVE_SUFFIXES):
+            return f"metric {metric!r} ends in a suffix that marks it not cumulative"
+        return None
     if unit not in COUNTER_UNITS:
         if kind is Kind.CUMULATIVE:
-            return (
-                f"kind cumulative needs a counter unit ({', '.join(COUNTER_UNITS)}), not {unit!r}"
-            )
+            units = ", ".join([*COUNTER_UNITS, *PRODUCTION_UNITS])
+            return f"kind cumulative needs a counter or mass unit ({units}), not {unit!r}"
         return None
     named = is_cumulative_name(metric, unit)
     if kind is Kind.CUMULATIVE and not named:

@@ -65,8 +65,15 @@ class SmtpConfig:
     timeout_s: float = 10.0
 
 
+# How long a pass holds the items it claimed (cloud.storage.alerts): longer than a pass of
+# `batch` items can take (50 x the 10 s SMTP/HTTP timeouts), so no other receiver sends one
+# while it is being sent; a receiver that dies mid-pass delays those items by this much.
+LEASE_MS = 10 * 60_000
+
+
 class Sender:
-    """Delivers due outbox items; `run_once` is one pass, the caller decides how often."""
+    """Delivers due outbox items; `run_once` is one pass, the caller decides how often. Each
+    item is claimed before it is sent, so receivers sharing one database send it once."""
 
     def __init__(
         self,
@@ -74,14 +81,16 @@ class Sender:
         client: httpx.AsyncClient,
         smtp: SmtpConfig | None = None,
         *,
-        batch: int = 100,
+        batch: int = 50,
+        lease_ms: int = LEASE_MS,
     ) -> None:
         self.store, self.client, self.smtp, self.batch = store, client, smtp, batch
+        self.lease_ms = lease_ms
 
     async def run_once(self, now_ms: int) -> tuple[int, int]:
         """(delivered, failed) in this pass."""
         done = failed = 0
-        for item in await self.store.due_deliveries(now_ms, self.batch):
+        for item in await self.store.claim_deliveries(now_ms, self.batch, self.lease_ms):
             try:
                 await self._send(item, now_ms)
             except (httpx.HTTPError, OSError, smtplib.SMTPException, DeliveryError) as exc:

@@ -9,16 +9,16 @@ evaluate the efficiency findings and deliver the outbox (admin token). docs/aler
     POST /v1/alerts/evaluate                     findings of the last 30 days -> alerts
     POST /v1/alerts/deliver                      one pass over the outbox
 
-Evaluation and delivery run when called (a timer or cron calls them; the receiver has no
-scheduler of its own). Email goes through the SMTP server of TIERLESS_SMTP_HOST,
-TIERLESS_SMTP_PORT (25) and TIERLESS_SMTP_FROM; without one, email deliveries wait in the outbox.
+Evaluation and delivery run when called, and inside `edge-cloud serve` every
+`--alerts-interval-s` (`cloud.apps.alert_scheduler`). Email goes through the SMTP server of
+TIERLESS_SMTP_HOST, TIERLESS_SMTP_PORT (25) and TIERLESS_SMTP_FROM; without one, email
+deliveries wait in the outbox.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from zoneinfo import ZoneInfo
 
 import httpx
 import msgspec
@@ -27,11 +27,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cloud import responses
-from cloud.apps import alerts, efficiency, params
-from cloud.apps.alert_delivery import Sender, SmtpConfig, load_rules, raise_findings
+from cloud.apps import alert_scheduler, alerts, params
+from cloud.apps.alert_delivery import Sender, SmtpConfig, load_rules
 from cloud.apps.context import AppContext, Handler
-from cloud.apps.figures import TICKET_KIND, local_day
-from cloud.apps.intensity import PlantConfig, ProcessConfig
 from cloud.bearer import BearerCheck, require_bearer
 from cloud.errors import RejectedError
 from cloud.storage.alerts import AlertRecord, AlertStore
@@ -162,19 +160,10 @@ class AlertHandlers:
 
     async def evaluate(self, request: Request) -> Response:
         require_bearer(request, self.admin)
-        now = self.ctx.now_ms()
-        # whole UTC days, so each day's row is the whole day
-        from_ms = local_day(now - 30 * DAY_MS, ZoneInfo("UTC"))[0]
-        tickets = await self.ctx.reads.events(None, TICKET_KIND, from_ms, now + 1, 100_000)
-        names = sorted({str(p) for e in tickets if (p := e.attrs.get("process")) is not None})
-        config = PlantConfig(tuple(ProcessConfig(n) for n in names))
-        report = await efficiency.load(
-            self.ctx.reads, config, from_ms=from_ms, to_ms=now + 1, until_ms=now + 1
+        found, opened = await alert_scheduler.evaluate(
+            self.ctx.reads, self.store, self.ctx.plant, self.ctx.now_ms()
         )
-        opened = await raise_findings(
-            self.store, await load_rules(self.store), report.findings, now
-        )
-        return responses.json_response(200, Evaluated(findings=len(report.findings), opened=opened))
+        return responses.json_response(200, Evaluated(findings=found, opened=opened))
 
     async def deliver(self, request: Request) -> Response:
         require_bearer(request, self.admin)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cloud.apps.intensity import PlantConfig
 from cloud.bearer import BearerCheck
 from cloud.storage.reads import ReadStore
 
@@ -32,4 +33,8 @@ class AppContext:
     api: BearerCheck  # what the read API accepts: the read token or the admin token
     raw_readings_limit: int  # rows per raw readings or events query
     now_ms: Callable[[], int]
+    # the receiver's audit log (`cloud.receiver.audit.Audit.action`): request, what, ids
+    audit: Callable[..., None]
     monotonic: Callable[[], float] = time.monotonic
+    # processes, shifts and time zone of the efficiency figures (cloud.apps.plantfile)
+    plant: PlantConfig = field(default_factory=lambda: PlantConfig(()))

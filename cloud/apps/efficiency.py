@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
-from cloud.apps import anomalies, intensity
+from cloud.apps import anomalies, intensity, plantfile, production
 from cloud.apps.anomalies import Finding, Params, Subject
 from cloud.apps.figures import (
     TICKET_KIND,
@@ -39,6 +39,7 @@ EVENT_LIMIT = 1_000_000
 class Media:
     baseload: frozenset[str] = frozenset({"electricity"})
     night: frozenset[str] = frozenset({"water", "gas", "compressed_air", "air"})
+    production: frozenset[str] = frozenset({"product"})  # production counters (mass units)
 
 
 @dataclass(slots=True)
@@ -48,6 +49,9 @@ class Report:
     intensity: list[IntensityRow] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     tonnes: dict[str, float] = field(default_factory=dict)
+    # per process: tonnes by source (production.COUNTERS, TICKETS, ENTRIES)
+    sources: dict[str, dict[str, float]] = field(default_factory=dict)
+    entries_used: list[int] = field(default_factory=list)  # operator entries that counted
 
 
 def label(s: SeriesInfo) -> str:
@@ -66,8 +70,10 @@ def analyse(
     params: Params | None = None,
     media: Media | None = None,
     policy: CounterPolicy | None = None,
+    entries: Sequence[production.Entry] = (),
 ) -> Report:
-    """Intensity and findings over [from_ms, to_ms) with data up to `until_ms`."""
+    """Intensity and findings over [from_ms, to_ms) with data up to `until_ms`. Production comes
+    from counters, tickets and operator `entries` in that precedence (cloud.apps.production)."""
     params = params or Params()
     media = media or Media()
     policy = policy or CounterPolicy()
@@ -75,7 +81,18 @@ def analyse(
     timeline = Timeline.of(from_ms, to_ms, until_ms, tz)
     report = Report(from_ms, until_ms)
     tonnes = intensity.production(events, timeline, config.processes)
+    counted = production.counter_tonnes(series, rows, timeline, config, media.production, policy)
+    tonnes.update(counted)  # a process with production counters takes its production from them
+    report.sources = {
+        p: {production.COUNTERS if p in counted else production.TICKETS: sum(v)}
+        for p, v in tonnes.items()
+    }
+    before = {p: sum(v) for p, v in tonnes.items()}
+    report.entries_used = production.add_entries(tonnes, entries, timeline)
     report.tonnes = {p: sum(v) for p, v in tonnes.items()}
+    for p, total in report.tonnes.items():
+        if total > before[p]:
+            report.sources[p][production.ENTRIES] = total - before[p]
     idle = {p: intensity.idle_hours(v, config.idle_margin_hours) for p, v in tonnes.items()}
     night_start, night_end = config.night
     night = [night_start <= h < night_end for h in timeline.local_hour]
@@ -84,6 +101,10 @@ def analyse(
     units: dict[int, str] = {}
     by_device: dict[str, list[int]] = {}
     counter_roles = roles(series)
+    # A series belongs to the process whose id or tags name its `process` tag (PlantConfig).
+    process_of = {
+        s.series_id: owner for s in series if (owner := config.process_of(s.process)) is not None
+    }
     for s in series:
         points = rows.get(s.series_id, ())
         by_device.setdefault(s.device_id, []).extend(t for t, _, _ in points)
@@ -98,17 +119,18 @@ def analyse(
         )
         values = intensity.hourly_values(fig, factor)
         hourly[s.series_id], units[s.series_id] = values, unit
-        subject = Subject(label(s), s.series_id, s.device_id, s.process, s.medium)
+        proc = process_of.get(s.series_id)
+        subject = Subject(label(s), s.series_id, s.device_id, proc or s.process, s.medium)
         report.findings += anomalies.stuck(
             subject, trace, values, timeline, unit, params, max_step_ms=policy.max_step_ms
         )
-        if s.process in idle:
+        if proc is not None:
             if s.medium in media.baseload:
                 report.findings += anomalies.excess(
-                    "baseload", subject, values, idle[s.process], timeline, unit, params
+                    "baseload", subject, values, idle[proc], timeline, unit, params
                 )
             if s.medium in media.night:
-                mask = [a and b for a, b in zip(idle[s.process], night, strict=True)]
+                mask = [a and b for a, b in zip(idle[proc], night, strict=True)]
                 report.findings += anomalies.excess(
                     "night_flow", subject, values, mask, timeline, unit, params
                 )
@@ -124,10 +146,9 @@ def analyse(
 
     groups: dict[tuple[str, str, str], list[list[float | None]]] = {}
     for s in series:
-        if s.series_id in hourly and s.process in tonnes:
-            groups.setdefault((s.process, s.medium, units[s.series_id]), []).append(
-                hourly[s.series_id]
-            )
+        proc = process_of.get(s.series_id)
+        if s.series_id in hourly and proc is not None:
+            groups.setdefault((proc, s.medium, units[s.series_id]), []).append(hourly[s.series_id])
     for (process, medium, unit), members in sorted(groups.items()):
         rows_ = intensity.intensities(
             members,
@@ -179,6 +200,12 @@ async def load(
         for series_id, points in chunk:
             rows[series_id] = points
     events = await store.events(None, TICKET_KIND, from_ms, to_ms, EVENT_LIMIT)
+    # an entry names its process by id or by one of its tags, like a series or a ticket
+    entries = [
+        production.Entry(r.entry_id, owner, r.from_ms, r.to_ms, r.tonnes)
+        for r in await store.list_production(from_ms, to_ms, in_effect_only=True)
+        if (owner := config.process_of(r.process)) is not None
+    ]
     return analyse(
         series,
         rows,
@@ -190,4 +217,25 @@ async def load(
         params=params,
         media=media,
         policy=policy,
+        entries=entries,
     )
+
+
+async def named(store: ReadStore, from_ms: int, to_ms: int) -> list[str]:
+    """The process names the data of a window gives: its tickets' `process` attributes, the
+    `process` tags of production counters and the processes of operators' entries."""
+    tickets = await store.events(None, TICKET_KIND, from_ms, to_ms, EVENT_LIMIT)
+    names = {str(p) for e in tickets if (p := e.attrs.get("process")) is not None}
+    media = Media().production
+    series = await store.list_series(SeriesFilter())
+    names |= {s.process for s in series if production.tonnes_factor(s, media) is not None}
+    entries = await store.list_production(from_ms, to_ms, in_effect_only=True)
+    names |= {e.process for e in entries}
+    return sorted(n for n in names if n)
+
+
+async def plant_for(store: ReadStore, config: PlantConfig, from_ms: int, to_ms: int) -> PlantConfig:
+    """The configured plant, or, when it names no process, the processes of the window's data."""
+    if config.processes:
+        return config
+    return plantfile.for_window(config, await named(store, from_ms, to_ms))

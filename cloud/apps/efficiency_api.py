@@ -11,6 +11,7 @@ shifts early 6-14, late 14-22, night 22-6. `shifts` is `name:start-end,...` in l
 from __future__ import annotations
 
 import dataclasses
+from zoneinfo import ZoneInfo
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -19,8 +20,7 @@ from starlette.routing import Route
 from cloud import responses
 from cloud.apps import efficiency, params
 from cloud.apps.context import AppContext
-from cloud.apps.figures import TICKET_KIND
-from cloud.apps.intensity import PlantConfig, ProcessConfig, Shift
+from cloud.apps.intensity import ProcessConfig, Shift
 from cloud.apps.query import time_zone
 from cloud.bearer import require_bearer
 from cloud.errors import RejectedError, RowBudgetError
@@ -57,26 +57,36 @@ class EfficiencyHandler:
         unknown = set(q.keys()) - _ALLOWED
         if unknown:
             raise _bad(f"unknown parameter {sorted(unknown)[0]!r}")
-        tz = time_zone(request)
+        tz = time_zone(q) if "tz" in q else ZoneInfo(self.ctx.plant.tz)
         now = self.ctx.now_ms()
         to_ms = params.time_ms(q, "to_ms", min(now + 1, params.TIME_MAX_MS))
         from_ms = params.time_ms(q, "from_ms", max(0, to_ms - DEFAULT_RANGE_MS))
         if not 0 <= from_ms < to_ms or to_ms - from_ms > MAX_RANGE_MS:
             raise _bad("from_ms must be before to_ms, at most 400 days apart")
-        direction = q.get("direction", "out")
-        if direction not in ("out", "in"):
+        direction = q.get("direction")
+        if direction not in (None, "out", "in"):
             raise _bad("direction must be out or in")
         names = [p for p in q.get("processes", "").split(",") if p]
-        if not names:
-            tickets = await self.ctx.reads.events(None, TICKET_KIND, from_ms, to_ms, 100_000)
-            names = sorted({str(p) for e in tickets if (p := e.attrs.get("process")) is not None})
+        config = dataclasses.replace(self.ctx.plant, tz=tz.key)
+        if names:
+            known = {p.name: p for p in config.processes}
+            chosen = tuple(known.get(n) or ProcessConfig(n) for n in names)
+            config = dataclasses.replace(config, processes=chosen)
+        else:
+            config = await efficiency.plant_for(self.ctx.reads, config, from_ms, to_ms)
+        if direction is not None:
+            config = dataclasses.replace(
+                config,
+                processes=tuple(
+                    dataclasses.replace(p, direction=direction) for p in config.processes
+                ),
+            )
         try:
-            processes = tuple(ProcessConfig(n, direction=direction) for n in names)
-            config = PlantConfig(processes, tz=tz.key)
             if "shifts" in q:
                 config = dataclasses.replace(config, shifts=parse_shifts(q["shifts"]))
         except ValueError as exc:
             raise _bad(f"shifts: {exc}") from None
+        names = [p.name for p in config.processes]
         until_ms = min(to_ms, now + 1)
         try:
             report = await efficiency.load(
@@ -95,7 +105,9 @@ class EfficiencyHandler:
             until_ms=until_ms,
             tz=tz.key,
             processes=names,
+            names={p.name: p.display or p.name for p in config.processes},
             tonnes=report.tonnes,
+            sources=report.sources,
             intensity=[IntensityView(**dataclasses.asdict(r)) for r in report.intensity],
             findings=[FindingView(**dataclasses.asdict(f)) for f in report.findings],
         )

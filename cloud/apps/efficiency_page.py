@@ -1,12 +1,13 @@
 """The efficiency page of the dashboard (`/efficiency`): intensity per process and medium over the
-last days with its trend, the findings with their evidence, and the live alerts. A page of its
+last days with its trend, the findings with their evidence, the live alerts, and production by
+source (production counters, tickets, operators' entries) with the entries themselves. A page of its
 own beside the overview; it signs in like the overview (`cloud.apps.dashboard`) and reads the
 alert tables only to list them. Every string from a gateway is escaped; no inline script or style.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -14,15 +15,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from cloud.apps import dashboard_page, efficiency
+from cloud.apps import dashboard_page, efficiency, production
 from cloud.apps.alerts_api import alert_view
 from cloud.apps.anomalies import Finding
 from cloud.apps.charts import esc, fmt
 from cloud.apps.context import AppContext
 from cloud.apps.dashboard import Dashboard, DashboardConfig
-from cloud.apps.figures import TICKET_KIND, local_day
-from cloud.apps.intensity import DAY_PERIOD, IntensityRow, PlantConfig, ProcessConfig
+from cloud.apps.figures import local_day
+from cloud.apps.intensity import DAY_PERIOD, IntensityRow
 from cloud.storage.alerts import AlertRecord, AlertStore
+from cloud.storage.reads import ProductionRecord
 
 DAY_MS = 24 * 3600 * 1000
 WINDOW_DAYS = 30  # the detectors judge each day against the days before it in this window
@@ -99,6 +101,59 @@ def intensity_table(rows: Sequence[IntensityRow]) -> str:
     return "".join(out)
 
 
+SHOWN_ENTRIES = 20
+_SOURCES = (
+    (production.COUNTERS, "counters"),
+    (production.TICKETS, "tickets"),
+    (production.ENTRIES, "entered"),
+)
+
+
+def production_section(
+    sources: Mapping[str, Mapping[str, float]],
+    names: Mapping[str, str],
+    entries: Sequence[ProductionRecord],
+) -> str:
+    """Tonnes per process by source (production counters, tickets, operators' entries) and the
+    newest entries, corrections shown beside what they replaced."""
+    out = ['<section class="card" id="production"><h2>Production, by source</h2>']
+    if not sources:
+        out.append("<p>No production recorded.</p>")
+    else:
+        out.append("<table><tr><th>process</th>")
+        out.append("".join(f"<th>{label}</th>" for _, label in _SOURCES) + "<th>total</th></tr>")
+        for process, by_source in sorted(sources.items()):
+            cells = "".join(
+                f'<td data-source="{key}" data-value="{by_source.get(key, 0.0)!r}">'
+                f"{fmt(by_source.get(key), 't') if key in by_source else '–'}</td>"
+                for key, _ in _SOURCES
+            )
+            total = sum(by_source.values())
+            out.append(
+                f'<tr class="production" data-process="{esc(process)}">'
+                f"<td>{esc(names.get(process) or process)}</td>{cells}"
+                f"<td>{fmt(total, 't')}</td></tr>"
+            )
+        out.append("</table>")
+    if entries:
+        out.append("<h3>Entered by operators</h3><table><tr><th>entry</th><th>process</th>")
+        out.append("<th>window</th><th>tonnes</th><th>by</th><th>note</th><th>status</th></tr>")
+        for e in sorted(entries, key=lambda e: -e.entry_id)[:SHOWN_ENTRIES]:
+            state = "in effect" if e.superseded_by is None else f"replaced by {e.superseded_by}"
+            fixes = "" if e.supersedes is None else f" (corrects {e.supersedes})"
+            out.append(
+                f'<tr class="entry" data-entry="{e.entry_id}" '
+                f'data-state="{"superseded" if e.superseded_by else "in-effect"}">'
+                f"<td>{e.entry_id}{fixes}</td><td>{esc(names.get(e.process) or e.process)}</td>"
+                f"<td>{esc(_when(e.from_ms))} – {esc(_when(e.to_ms))}</td>"
+                f"<td>{fmt(e.tonnes, 't')}</td><td>{esc(e.actor)}</td><td>{esc(e.note)}</td>"
+                f"<td>{esc(state)}</td></tr>"
+            )
+        out.append("</table>")
+    out.append("</section>")
+    return "".join(out)
+
+
 def findings_list(findings: Sequence[Finding]) -> str:
     out = ['<section class="card" id="findings"><h2>Findings with evidence</h2>']
     if not findings:
@@ -146,20 +201,21 @@ class EfficiencyPage:
         if not self.dashboard.authorised(request):
             return self.dashboard.html(dashboard_page.sign_in_page(), 401)
         now = self.ctx.now_ms()
-        # whole UTC days, so each day's row is the whole day
-        from_ms = local_day(now - WINDOW_DAYS * DAY_MS, ZoneInfo("UTC"))[0]
-        tickets = await self.ctx.reads.events(None, TICKET_KIND, from_ms, now + 1, 100_000)
-        names = sorted({str(p) for e in tickets if (p := e.attrs.get("process")) is not None})
+        tz = ZoneInfo(self.ctx.plant.tz)
+        # whole local days, so each day's row is the whole day
+        from_ms = local_day(now - WINDOW_DAYS * DAY_MS, tz)[0]
+        config = await efficiency.plant_for(self.ctx.reads, self.ctx.plant, from_ms, now + 1)
         report = await efficiency.load(
-            self.ctx.reads,
-            PlantConfig(tuple(ProcessConfig(n) for n in names)),
-            from_ms=from_ms,
-            to_ms=now + 1,
-            until_ms=now + 1,
+            self.ctx.reads, config, from_ms=from_ms, to_ms=now + 1, until_ms=now + 1
         )
         alerts = await self.store.list_alerts()
+        entries = await self.ctx.reads.list_production(from_ms, now + 1, in_effect_only=False)
+        names = {p.name: p.display for p in config.processes if p.display}
         content = (
-            alerts_list(alerts) + findings_list(report.findings) + intensity_table(report.intensity)
+            alerts_list(alerts)
+            + findings_list(report.findings)
+            + production_section(report.sources, names, entries)
+            + intensity_table(report.intensity)
         )
         return self.dashboard.html(shell(content))
 

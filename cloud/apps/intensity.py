@@ -47,9 +47,15 @@ class Shift:
 
 @dataclass(frozen=True, slots=True)
 class ProcessConfig:
-    name: str
+    name: str  # the process's id: what the figures, API and tickets' `process` call it
     direction: str = "out"  # "out": product leaving counts; "in": raw material received
     materials: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()  # series `process` tag values that belong (besides name)
+    display: str = ""  # the name people read ("" shows the id)
+
+    def owns(self, tag: str) -> bool:
+        """Whether a series or ticket `process` value names this process."""
+        return tag == self.name or tag in self.tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +71,13 @@ class PlantConfig:
     tz: str = "UTC"
     night: tuple[int, int] = (0, 5)  # [start, end) local hours
     idle_margin_hours: int = 1
+
+    def process_of(self, tag: str) -> str | None:
+        """The id of the process a series' or ticket's `process` value belongs to."""
+        for p in self.processes:
+            if p.owns(tag):
+                return p.name
+        return None
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.shifts]
@@ -112,7 +125,7 @@ def _process_of(e: EventRecord, processes: Sequence[ProcessConfig]) -> ProcessCo
     named = e.attrs.get("process")
     material = str(e.attrs.get("material", "")).strip()
     for p in processes:
-        if named is not None and str(named).strip() == p.name:
+        if named is not None and p.owns(str(named).strip()):
             return p
     if named is None:
         for p in processes:

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from wire import admin, alerts, efficiency, query
+from wire import admin, alerts, efficiency, production, query
 from wire.codec import MEDIA_TYPE
 from wire.http import (
     ADMIN_DEVICE_ACTION_PATH,
@@ -432,6 +432,31 @@ OPERATIONS: tuple[Operation, ...] = (
             param("direction", enum=["out", "in"]),
             param("shifts", description="name:start-end,... in local hours"),
         ],
+    ),
+    Operation(
+        "post",
+        production.PRODUCTION_PATH,
+        "Enter production (tonnes of a process over a window), or correct an entry",
+        {
+            201: ok("the entry", production.ProductionView),
+            400: error("bad body"),
+            409: error("the entry to supersede is unknown or already superseded"),
+            **_OPERATOR_AUTH,
+        },
+        security="admin",
+        request=production.ProductionIn,
+    ),
+    Operation(
+        "get",
+        production.PRODUCTION_PATH,
+        "Operators' production entries overlapping a window, corrections included",
+        {
+            200: ok("entries", production.ProductionList),
+            400: error("bad parameter"),
+            **_OPERATOR_AUTH,
+        },
+        security="read",
+        parameters=[*_RANGE, param("process")],
     ),
     Operation(
         "get",

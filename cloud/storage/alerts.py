@@ -10,6 +10,10 @@ Contract:
 - An outbox item is delivered until `mark_delivered`; `mark_failed` schedules its retry. A
   sender crash between delivering and marking repeats that one delivery, with the same item id
   (receivers deduplicate on it: docs/alerts.md).
+- `claim_deliveries` hands each due item to one sender only: in the transaction that reads them
+  it moves their retry time `lease_ms` ahead (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so two
+  receivers on one database never claim one item), and the sender then marks each delivered or
+  failed. A sender that dies holding a claim delays those items by the lease, never loses them.
 - Every state change is in the audit trail, with who and why.
 """
 
@@ -93,6 +97,9 @@ class AlertStore(Protocol):
 
     async def due_deliveries(self, now_ms: int, limit: int) -> list[OutboxItem]:
         """Undelivered items whose retry time has come, oldest first."""
+
+    async def claim_deliveries(self, now_ms: int, limit: int, lease_ms: int) -> list[OutboxItem]:
+        """Due items, oldest first, claimed for `lease_ms` (see the module docstring)."""
 
     async def mark_delivered(self, item_id: int, now_ms: int) -> None: ...
 

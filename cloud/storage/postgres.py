@@ -15,6 +15,7 @@ from cloud.storage.migrations import latest_version, migrations
 from cloud.storage.postgres_alerts import PostgresAlerts
 from cloud.storage.postgres_batches import PostgresBatches
 from cloud.storage.postgres_health import PostgresHealth
+from cloud.storage.postgres_production import PostgresProduction
 from cloud.storage.postgres_reads import PostgresReads
 from cloud.storage.postgres_registry import PostgresRegistry
 
@@ -28,7 +29,12 @@ _MIGRATION_WAIT = "120s"
 
 
 class PostgresStore(
-    PostgresBatches, PostgresRegistry, PostgresReads, PostgresAlerts, PostgresHealth
+    PostgresBatches,
+    PostgresRegistry,
+    PostgresReads,
+    PostgresAlerts,
+    PostgresHealth,
+    PostgresProduction,
 ):
     """`cloud.storage.store.Store` on PostgreSQL."""
 

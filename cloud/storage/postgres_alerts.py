@@ -116,6 +116,16 @@ class PostgresAlerts(PostgresDb):
         )
         return [OutboxItem(*r) for r in rows]
 
+    async def claim_deliveries(self, now_ms: int, limit: int, lease_ms: int) -> list[OutboxItem]:
+        rows = await self._fetchall(
+            "UPDATE alert_outbox o SET next_ms = %s FROM ("
+            " SELECT id FROM alert_outbox WHERE sent_ms IS NULL AND next_ms <= %s"
+            " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) due WHERE o.id = due.id"
+            " RETURNING o.id, o.alert_id, o.channel, o.target, o.payload, o.attempts, %s",
+            (now_ms + lease_ms, now_ms, limit, now_ms),
+        )
+        return sorted((OutboxItem(*r) for r in rows), key=lambda i: i.item_id)
+
     async def mark_delivered(self, item_id: int, now_ms: int) -> None:
         await self._rowcount(
             "UPDATE alert_outbox SET sent_ms = %s, attempts = attempts + 1 WHERE id = %s",

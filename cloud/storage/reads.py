@@ -16,6 +16,10 @@ from typing import Protocol
 from cloud.storage.devices import DeviceState
 from cloud.storage.health import HealthReads
 
+# ProductionRecord is re-exported: the apps read entries through this interface only.
+from cloud.storage.production import ProductionReads
+from cloud.storage.production import ProductionRecord as ProductionRecord
+
 Row = tuple[int, float, int]  # (ts_ms, value, quality): `cloud.apps.figures.Row`
 
 
@@ -94,9 +98,10 @@ class EventRecord:
     attrs: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
-class ReadStore(HealthReads, Protocol):
+class ReadStore(HealthReads, ProductionReads, Protocol):
     """Series, readings, buckets, latest values, events, devices, the gateways' health reports
-    (`cloud.storage.health`) and the figures' windows."""
+    (`cloud.storage.health`), operators' production entries (`cloud.storage.production`) and the
+    figures' windows."""
 
     kind: str
 

@@ -113,6 +113,22 @@ class SqliteAlerts(SqliteDb):
         )
         return [OutboxItem(*r) for r in rows]
 
+    async def claim_deliveries(self, now_ms: int, limit: int, lease_ms: int) -> list[OutboxItem]:
+        # One writer: the read and the move of the retry time are one transaction.
+        def claim(conn: Conn) -> list[OutboxItem]:
+            rows = conn.execute(
+                "SELECT id, alert_id, channel, target, payload, attempts, next_ms"
+                " FROM alert_outbox WHERE sent_ms IS NULL AND next_ms <= ? ORDER BY id LIMIT ?",
+                (now_ms, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE alert_outbox SET next_ms = ? WHERE id = ?",
+                [(now_ms + lease_ms, r[0]) for r in rows],
+            )
+            return [OutboxItem(*r) for r in rows]
+
+        return await self._write(lambda c: self._tx(c, lambda: claim(c)))
+
     async def mark_delivered(self, item_id: int, now_ms: int) -> None:
         def mark(conn: Conn) -> None:
             conn.execute(

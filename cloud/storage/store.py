@@ -16,11 +16,14 @@ from cloud.errors import ConfigError
 from cloud.storage.alerts import AlertStore
 from cloud.storage.batches import BatchStore
 from cloud.storage.health import HealthStore
+from cloud.storage.production import ProductionStore
 from cloud.storage.reads import ReadStore
 from cloud.storage.registry import RegistryStore
 
 
-class Store(BatchStore, RegistryStore, ReadStore, AlertStore, HealthStore, Protocol):
+class Store(
+    BatchStore, RegistryStore, ReadStore, AlertStore, HealthStore, ProductionStore, Protocol
+):
     """A receiver's state: every interface, and opening, checking and migrating the schema."""
 
     kind: str  # "sqlite" | "postgres"

@@ -13,6 +13,7 @@ import pytest
 from starlette.applications import Starlette
 
 from cloud.app import create_app
+from cloud.apps.intensity import PlantConfig
 from cloud.bearer import BearerCheck
 from cloud.config import Config, Limits
 from cloud.receiver.metrics import Metrics
@@ -116,7 +117,9 @@ READ_TOKEN = "read-token-for-tests"
 
 
 @contextlib.asynccontextmanager
-async def running_receiver(store: Store, limits: Limits | None = None) -> AsyncIterator[Receiver]:
+async def running_receiver(
+    store: Store, limits: Limits | None = None, plant: PlantConfig | None = None
+) -> AsyncIterator[Receiver]:
     clock = FakeClock()
     apps: list[Starlette] = []
 
@@ -127,7 +130,9 @@ async def running_receiver(store: Store, limits: Limits | None = None) -> AsyncI
             read=BearerCheck(READ_TOKEN),
             limits=limits or Limits(device_burst=10_000),
         )
-        apps.append(create_app(config, store, now_ms=clock.now_ms, monotonic=clock.monotonic))
+        apps.append(
+            create_app(config, store, now_ms=clock.now_ms, monotonic=clock.monotonic, plant=plant)
+        )
         return apps[0]
 
     async with serve_app(make) as base_url, httpx.AsyncClient(base_url=base_url) as client:

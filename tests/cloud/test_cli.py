@@ -390,3 +390,32 @@ async def test_a_viewer_token_opens_the_dashboard_and_nothing_else(tmp_path: Pat
         assert page.status_code == 200
         assert "Europe/Berlin" in page.text
         assert (await c.get("/v1/series", headers=bearer)).status_code == 401
+
+
+def test_the_alert_interval_and_smtp_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    parse = _parser().parse_args
+    settings, _ = serve_settings(parse(["serve", "--db", db]), {})
+    assert (settings.alerts_interval_s, settings.smtp) == (300.0, None)
+    env = {
+        "TIERLESS_ALERTS_INTERVAL_S": "0",
+        "TIERLESS_SMTP_HOST": "mail",
+        "TIERLESS_SMTP_PORT": "2525",
+    }
+    settings, _ = serve_settings(parse(["serve", "--db", db]), env)
+    assert settings.alerts_interval_s == 0
+    assert settings.smtp is not None
+    assert (settings.smtp.host, settings.smtp.port) == ("mail", 2525)
+    settings, _ = serve_settings(parse(["serve", "--db", db, "--alerts-interval-s", "30"]), env)
+    assert settings.alerts_interval_s == 30
+    for argv, env, reason in (
+        (["--alerts-interval-s", "-1"], {}, "alerts interval -1 s is not in 0..86400"),
+        ([], {"TIERLESS_ALERTS_INTERVAL_S": "often"}, "alerts interval must be a number"),
+        ([], {"TIERLESS_SMTP_HOST": "m", "TIERLESS_SMTP_PORT": "x"}, "TIERLESS_SMTP_PORT must be"),
+    ):
+        assert main(["serve", "--db", db, *argv], env=env) == 2
+        err = capsys.readouterr().err
+        assert reason in err
+        assert "Traceback" not in err

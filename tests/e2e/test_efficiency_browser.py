@@ -1,7 +1,8 @@
 """The efficiency page in a real headless browser (chromium through chromedriver, as the
 overview's test does: tests/e2e/test_dashboard_browser.py): the synthetic plant with its planted
-faults, sent through the receiver, alerts raised through the API; the page must refuse a visitor
-without a session, then show the live alerts, the findings and energy per tonne, laid out.
+faults, sent through the receiver, alerts raised through the API, a production counter and an
+operator's corrected entry; the page must refuse a visitor without a session, then show the live
+alerts, the findings, energy per tonne and production by source with the entries, laid out.
 Keeps a screenshot in `.artifacts/efficiency.png`."""
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import pytest
 from cloud.storage.sqlite import SqliteStore
 from tests.cloud.apps import plant as synth
 from tests.cloud.apps.test_efficiency import feed
+from tests.cloud.apps.test_figures import freeze, series_data
 from tests.cloud.conftest import ADMIN_TOKEN, READ_TOKEN, running_receiver
 from tests.e2e.test_dashboard_browser import ARTIFACTS, _binaries, browser
+from wire.models import SeriesKey
 
 pytestmark = pytest.mark.e2e
 
@@ -33,6 +36,27 @@ async def test_efficiency_page_in_a_real_browser(tmp_path: Path) -> None:
             assert r.status_code == 200, r.text
             r = await receiver.client.post("/v1/alerts/evaluate", headers=admin)
             assert len(r.json()["opened"]) == 6
+            # A third line measured by a belt scale's totaliser (1 t every 15 minutes over the
+            # last day), and a press whose production an operator enters, then corrects.
+            belt = await receiver.enrolled("gw-belt")
+            key = SeriesKey("belt_total", "t", "plant", "hall", "line3", "product")
+            start = plant.to_ms - 24 * synth.HOUR
+            rows = [(start + i * synth.STEP, 100.0 + i) for i in range(96)]
+            r = await receiver.send(belt, freeze(belt, [series_data(key, rows)]))
+            assert r.status_code == 200, r.text
+            entry = {
+                "process": "press",
+                "from_ms": plant.to_ms - 8 * synth.HOUR,
+                "to_ms": plant.to_ms - 4 * synth.HOUR,
+                "tonnes": 50.0,
+                "actor": "ana",
+                "note": "scale down",
+            }
+            r = await receiver.client.post("/v1/production", json=entry, headers=admin)
+            assert r.status_code == 201, r.text
+            fix = {**entry, "tonnes": 55.0, "supersedes": r.json()["entry_id"]}
+            r = await receiver.client.post("/v1/production", json=fix, headers=admin)
+            assert r.status_code == 201, r.text
 
             base = receiver.base_url
             await b.go(base + "/efficiency")
@@ -64,6 +88,23 @@ async def test_efficiency_page_in_a_real_browser(tmp_path: Path) -> None:
                 ".map(e => e.innerText)"
             )
             assert any(text not in ("", "–") for text in shifts)  # weekdays' late shifts
+            by_source = await b.js(
+                "return Object.fromEntries([...document.querySelectorAll('tr.production')].map("
+                "r => [r.dataset.process, Object.fromEntries([...r.querySelectorAll("
+                "'td[data-source]')].map(c => [c.dataset.source, Number(c.dataset.value)]))]))"
+            )
+            assert by_source["line3"]["counters"] == pytest.approx(95.0)
+            assert by_source["press"]["entries"] == pytest.approx(55.0)
+            assert by_source["line1"]["tickets"] > 100
+            assert by_source["line1"]["counters"] == 0  # none: shown as –
+            states = await b.js(
+                "return [...document.querySelectorAll('tr.entry')].map(e => e.dataset.state)"
+            )
+            assert states == ["in-effect", "superseded"]  # newest first
+            entered = await b.js("return document.querySelector('tr.entry').innerText")
+            assert "55.0 t" in entered
+            assert "ana" in entered
+            assert "corrects" in entered
             width = await b.js(
                 "return document.getElementById('findings').getBoundingClientRect().width"
             )

@@ -53,6 +53,12 @@ PINNED: dict[str, set[str]] = {
         "FindingView",
         "IntensityView",
     },
+    "wire.production": {
+        "PRODUCTION_PATH",
+        "ProductionIn",
+        "ProductionList",
+        "ProductionView",
+    },
     "wire.codec": {
         "MAX_EVENTS",
         "MAX_READINGS",
@@ -224,6 +230,7 @@ PINNED: dict[str, set[str]] = {
         "ALIASES",
         "COUNTER_UNITS",
         "NOT_CUMULATIVE_SUFFIXES",
+        "PRODUCTION_UNITS",
         "UNITS",
         "Kind",
         "Limits",

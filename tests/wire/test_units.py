@@ -77,4 +77,9 @@ def test_the_name_says_the_kind() -> None:
     assert kind_problem("energy_today", "kW.h", Kind.CUMULATIVE) is not None
     assert kind_problem("energy_daily", "kW.h", Kind.RESETTING) is not None
     assert kind_problem("energy", "W", Kind.CUMULATIVE) is not None
+    # a mass totaliser may be cumulative (a production counter); a scale's weight is a gauge
+    assert kind_problem("belt_total", "t", Kind.CUMULATIVE) is None
+    assert kind_problem("belt_today", "kg", Kind.CUMULATIVE) is not None
+    assert kind_problem("net_weight", "kg", Kind.GAUGE) is None
+    assert kind_problem("net_weight", "[lb_av]", Kind.CUMULATIVE) is not None
     assert kind_problem("power", "W", Kind.GAUGE) is None

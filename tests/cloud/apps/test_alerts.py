@@ -287,3 +287,18 @@ async def test_the_plant_alerts_through_the_api_once_each(receiver: Receiver) ->
     assert 'data-kind="stuck" data-subject="gw-a/water_volume"' not in r.text
     assert 'data-kind="stuck" data-subject="gw-a/gas_volume"' in r.text
     assert 'class="intensity" data-process="line2" data-medium="electricity"' in r.text
+
+
+async def test_claims_hand_each_item_to_one_sender(store: Store) -> None:
+    """Concurrent claims never share an item; a claim not followed by a mark (a sender that
+    died) lets the item come back once its lease is over."""
+    rule = Rule(id="mail", emails=["a@example.org", "b@example.org", "c@example.org"])
+    await raise_findings(store, [rule], [finding()], NOW)
+    claims = await asyncio.gather(*(store.claim_deliveries(NOW, 2, 60_000) for _ in range(4)))
+    ids = [item.item_id for claim in claims for item in claim]
+    assert len(ids) == 3
+    assert len(set(ids)) == 3
+    assert await store.claim_deliveries(NOW + 59_999, 10, 60_000) == []
+    again = await store.claim_deliveries(NOW + 60_000, 10, 60_000)
+    assert sorted(i.item_id for i in again) == sorted(ids)
+    assert all(i.attempts == 0 for i in again)
