@@ -54,6 +54,7 @@ class ServeSettings:
     access_log: bool = False
     viewer_token: str = ""  # the dashboard's viewer token ("" for none)
     timezone: str = "UTC"  # the dashboard's day
+    workers: int = 1  # receiver processes on the one port (`cloud.workers`)
 
 
 async def check_schema(store: Store, db_url: str, *, say: Callable[[str], None]) -> None:
@@ -163,7 +164,25 @@ def tls_context_factory(
     return ctx
 
 
-async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
+async def check_schema_once(db_url: str, *, say: Callable[[str], None]) -> None:
+    """`check_schema` on a store opened for it alone (the supervisor of several workers)."""
+    store = store_from_url(db_url, pool_size=1)
+    await store.open()
+    try:
+        await check_schema(store, db_url, say=say)
+    finally:
+        await store.close()
+
+
+async def serve(
+    settings: ServeSettings,
+    *,
+    say: Callable[[str], None],
+    sock: socket.socket | None = None,
+    worker: str = "",
+) -> None:
+    """Serve until SIGTERM/SIGINT, on `settings.host:port`, or on `sock` (already listening:
+    worker `worker`, "k/N", of `cloud.workers`)."""
     store = store_from_url(settings.db_url, pool_size=settings.pool_size)
     await store.open()
     try:
@@ -200,6 +219,7 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
                     dashboard_config=DashboardConfig(
                         viewer=BearerCheck(settings.viewer_token), timezone=settings.timezone
                     ),
+                    worker=worker,
                 ),
                 host=settings.host,
                 port=settings.port,
@@ -219,7 +239,7 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
             on_listening=lambda: say(listening),
         )
         tune_gc()
-        await server.serve()
+        await server.serve(sockets=None if sock is None else [sock])
     finally:
         await store.close()
 

@@ -119,6 +119,8 @@ def test_connection_defaults() -> None:
         ([], {"TIERLESS_DEVICE_BURST": "many"}, "must be an integer"),
         (["--head-timeout", "0"], {}, "head_timeout_s must be positive"),
         ([], {"TIERLESS_MAX_WAITING_PER_ADDRESS": "-1"}, "must be positive"),
+        (["--workers", "2"], {}, "--workers 2 needs PostgreSQL"),
+        ([], {"TIERLESS_WORKERS": "0"}, "--workers must be in 1..64"),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections import Counter
 
 import httpx
@@ -60,6 +61,46 @@ async def test_two_receivers_store_each_batch_and_reading_once(pg_dsn: str) -> N
         DEVICES * 3,
         DEVICES * BATCHES,
     ]
+
+
+async def test_two_workers_on_one_port_store_each_batch_once(pg_dsn: str) -> None:
+    """`serve --workers 2`: one port, two processes (SO_REUSEPORT); both take connections and
+    together store each batch exactly once."""
+    port = free_port()
+    env = {"TIERLESS_ADMIN_TOKEN": ADMIN, "TIERLESS_READ_TOKEN": ADMIN + "-read"}
+    args = ["serve", "--db", pg_dsn, "--public-url", PUBLIC, "--log-level", "warning"]
+    args += ["--device-burst", "100000", "--port", str(port), "--workers", "2"]
+    async with spawn_receiver(args, env):
+        # separate pools: many connections, spread over both workers by the kernel
+        clients = [httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") for _ in range(2)]
+        try:
+            await _run(clients)
+            per_worker = await _stored_per_worker(port)
+        finally:
+            for c in clients:
+                await c.aclose()
+    assert set(per_worker) == {"1/2", "2/2"}
+    assert all(n > 0 for n in per_worker.values()), per_worker
+    assert sum(per_worker.values()) == DEVICES * BATCHES
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        cur = await conn.execute("SELECT count(*), sum(reading_count) FROM batch")
+        assert await cur.fetchone() == (DEVICES * BATCHES, DEVICES * BATCHES * READINGS)
+
+
+async def _stored_per_worker(port: int) -> dict[str, int]:
+    """Batches stored by each worker, from its own /metrics (a fresh connection each time until
+    both workers have answered, or 200 tries)."""
+    found: dict[str, int] = {}
+    for _ in range(200):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            text = (await client.get("/metrics")).text
+        worker = re.search(r'tierless_worker_info\{worker="([^"]+)"\} 1', text)
+        stored = re.search(r'tierless_batches_total\{outcome="stored"\} (\S+)', text)
+        assert worker is not None, text
+        found[worker[1]] = int(float(stored[1])) if stored else 0
+        if len(found) == 2:
+            break
+    return found
 
 
 async def _run(clients: list[httpx.AsyncClient]) -> None:
