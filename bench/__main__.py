@@ -44,6 +44,13 @@ ROWS: list[tuple[str, str | None, str, tuple[str, float] | None]] = [
     ("cloud.readings_per_s.postgres", "cloud.limit_readings_per_s.postgres", "/s", (">=", 0.5)),
     ("cloud.small_batches_per_s.sqlite", "cloud.empty_post_per_s", "/s", (">=", 1 / 3)),
     ("cloud.small_batches_per_s.postgres", "cloud.empty_post_per_s", "/s", (">=", 1 / 3)),
+    (
+        "cloud.small_batches_per_s.postgres.workers2",
+        "cloud.small_batches_per_s.postgres",
+        "/s",
+        None,
+    ),
+    ("cloud.batches_per_s_per_worker", "cloud.empty_post_per_s", "/s", (">=", 1 / 3)),
     ("mqtt.msgs_per_s", "mqtt.baseline_msgs_per_s", "/s", None),
     ("mqtt.readings_per_s", None, "/s", None),
     ("opcua.readings_per_s", "opcua.baseline_readings_per_s", "/s", None),
