@@ -111,6 +111,10 @@ READINGS = (
     "SELECT ts_ms, value, quality FROM reading"
     " WHERE series_id = {p} AND ts_ms >= {p} AND ts_ms < {p} ORDER BY ts_ms LIMIT {p}"
 )
+READINGS_ALL = (  # the ragged ends of a roll-up read (`cloud.storage.rollups`): under an hour
+    "SELECT ts_ms, value, quality FROM reading"
+    " WHERE series_id = {p} AND ts_ms >= {p} AND ts_ms < {p}"
+)
 # A BAD reading is a source's "no value here" marker (value 0): aggregates leave it out, and a
 # bucket of nothing else is no bucket, so a gap stays a gap (docs/api.md). sqlite_reads.py's
 # own LAST query repeats the condition.

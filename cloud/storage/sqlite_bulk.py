@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cloud.errors import StoreError
+from cloud.storage import rollups
 from cloud.storage.reads import EventRecord, SeriesInfo
 from cloud.storage.sqlite_db import translate
 from wire.models import GENESIS
@@ -85,6 +86,7 @@ def _load(
         conn.executemany(
             "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?, ?, ?, ?)", chunk
         )
+        rollups.sqlite_merge(conn, chunk)
         total += len(chunk)
     conn.executemany(
         "INSERT INTO event (device_id, seq, kind, ts_ms, quality, attrs) VALUES (?, ?, ?, ?, ?, ?)",
