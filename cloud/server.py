@@ -9,6 +9,8 @@ data is a step someone should choose), and a newer schema is refused outright.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import resource
@@ -26,8 +28,11 @@ from cloud.apps.dashboard import DashboardConfig
 from cloud.bearer import BearerCheck
 from cloud.config import Config, ConnectionLimits, Limits
 from cloud.errors import ConfigError, SchemaError
+from cloud.maintenance import maintenance_loop
+from cloud.receiver.context import wall_clock_ms
 from cloud.receiver.http11 import guarded_protocol
 from cloud.storage.migrations import latest_version
+from cloud.storage.retention import Retention
 from cloud.storage.store import Store, describe_url, store_from_url
 from hostio.logformat import LogFormat
 
@@ -55,6 +60,7 @@ class ServeSettings:
     viewer_token: str = ""  # the dashboard's viewer token ("" for none)
     timezone: str = "UTC"  # the dashboard's day
     workers: int = 1  # receiver processes on the one port (`cloud.workers`)
+    retention: Retention = field(default_factory=Retention)  # raw readings kept, per medium
 
 
 async def check_schema(store: Store, db_url: str, *, say: Callable[[str], None]) -> None:
@@ -239,7 +245,19 @@ async def serve(
             on_listening=lambda: say(listening),
         )
         tune_gc()
-        await server.serve(sockets=None if sock is None else [sock])
+        maintenance = None
+        if not worker or worker.startswith("1/"):  # one process of a receiver maintains
+            maintenance = asyncio.create_task(
+                maintenance_loop(store, settings.retention, now_ms=wall_clock_ms),
+                name="maintenance",
+            )
+        try:
+            await server.serve(sockets=None if sock is None else [sock])
+        finally:
+            if maintenance is not None:
+                maintenance.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await maintenance
     finally:
         await store.close()
 
