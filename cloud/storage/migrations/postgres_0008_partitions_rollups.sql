@@ -92,32 +92,45 @@ CREATE TABLE reading_daily (LIKE reading_hourly INCLUDING ALL);
 
 -- Merge the aggregate of the statement's new readings into both roll-up tables. On a timestamp
 -- tie the value already stored stays first/last: a tie is one reading sent twice.
+-- Static statements (not EXECUTE): PL/pgSQL keeps their plans for the session.
 CREATE FUNCTION reading_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    v_table text;
-    v_bucket bigint;
 BEGIN
-    FOR v_table, v_bucket IN VALUES ('reading_hourly', 3600000), ('reading_daily', 86400000)
-    LOOP
-        EXECUTE format(
-            'INSERT INTO %1$I AS r (series_id, bucket_ms, n, total, lo, hi, first_ts_ms,'
-            ' first_value, last_ts_ms, last_value)'
-            ' SELECT series_id, (ts_ms / %2$s) * %2$s AS b, count(*), sum(value), min(value),'
-            ' max(value), min(ts_ms), (array_agg(value ORDER BY ts_ms))[1], max(ts_ms),'
-            ' (array_agg(value ORDER BY ts_ms DESC))[1]'
-            ' FROM new_readings WHERE (quality & 3) <> 2'
-            ' GROUP BY series_id, b ORDER BY series_id, b'
-            ' ON CONFLICT (series_id, bucket_ms) DO UPDATE SET n = r.n + excluded.n,'
-            ' total = r.total + excluded.total, lo = least(r.lo, excluded.lo),'
-            ' hi = greatest(r.hi, excluded.hi),'
-            ' first_ts_ms = least(r.first_ts_ms, excluded.first_ts_ms),'
-            ' first_value = CASE WHEN excluded.first_ts_ms < r.first_ts_ms'
-            '     THEN excluded.first_value ELSE r.first_value END,'
-            ' last_ts_ms = greatest(r.last_ts_ms, excluded.last_ts_ms),'
-            ' last_value = CASE WHEN excluded.last_ts_ms > r.last_ts_ms'
-            '     THEN excluded.last_value ELSE r.last_value END',
-            v_table, v_bucket);
-    END LOOP;
+    INSERT INTO reading_hourly AS r (series_id, bucket_ms, n, total, lo, hi, first_ts_ms, first_value,
+                              last_ts_ms, last_value)
+        SELECT series_id, (ts_ms / 3600000) * 3600000 AS b, count(*), sum(value), min(value),
+               max(value), min(ts_ms), (array_agg(value ORDER BY ts_ms))[1], max(ts_ms),
+               (array_agg(value ORDER BY ts_ms DESC))[1]
+        FROM new_readings WHERE (quality & 3) <> 2
+        GROUP BY series_id, b ORDER BY series_id, b
+    ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
+        n = r.n + excluded.n,
+        total = r.total + excluded.total,
+        lo = least(r.lo, excluded.lo),
+        hi = greatest(r.hi, excluded.hi),
+        first_ts_ms = least(r.first_ts_ms, excluded.first_ts_ms),
+        first_value = CASE WHEN excluded.first_ts_ms < r.first_ts_ms
+                           THEN excluded.first_value ELSE r.first_value END,
+        last_ts_ms = greatest(r.last_ts_ms, excluded.last_ts_ms),
+        last_value = CASE WHEN excluded.last_ts_ms > r.last_ts_ms
+                          THEN excluded.last_value ELSE r.last_value END;
+    INSERT INTO reading_daily AS r (series_id, bucket_ms, n, total, lo, hi, first_ts_ms, first_value,
+                             last_ts_ms, last_value)
+        SELECT series_id, (ts_ms / 86400000) * 86400000 AS b, count(*), sum(value), min(value),
+               max(value), min(ts_ms), (array_agg(value ORDER BY ts_ms))[1], max(ts_ms),
+               (array_agg(value ORDER BY ts_ms DESC))[1]
+        FROM new_readings WHERE (quality & 3) <> 2
+        GROUP BY series_id, b ORDER BY series_id, b
+    ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
+        n = r.n + excluded.n,
+        total = r.total + excluded.total,
+        lo = least(r.lo, excluded.lo),
+        hi = greatest(r.hi, excluded.hi),
+        first_ts_ms = least(r.first_ts_ms, excluded.first_ts_ms),
+        first_value = CASE WHEN excluded.first_ts_ms < r.first_ts_ms
+                           THEN excluded.first_value ELSE r.first_value END,
+        last_ts_ms = greatest(r.last_ts_ms, excluded.last_ts_ms),
+        last_value = CASE WHEN excluded.last_ts_ms > r.last_ts_ms
+                          THEN excluded.last_value ELSE r.last_value END;
     RETURN NULL;
 END
 $$;
