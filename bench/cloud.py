@@ -158,7 +158,7 @@ def _free_port() -> int:
 
 
 @asynccontextmanager
-async def _process(args: list[str], ready: str) -> AsyncIterator[None]:
+async def _process(args: list[str], ready: str) -> AsyncIterator[asyncio.subprocess.Process]:
     env = {**os.environ, "TIERLESS_ADMIN_TOKEN": ADMIN, "TIERLESS_READ_TOKEN": ADMIN + "-read"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -178,7 +178,7 @@ async def _process(args: list[str], ready: str) -> AsyncIterator[None]:
             if f" {ready}" in f" {line}":
                 break
     try:
-        yield
+        yield proc
     finally:
         proc.terminate()
         await proc.wait()
