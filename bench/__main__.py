@@ -60,6 +60,8 @@ ROWS: list[tuple[str, str | None, str, tuple[str, float] | None]] = [
     ("serial.mcu_frames_per_s", None, "/s", None),
     ("serial.modbus_polls_per_s", None, "/s", None),
     ("dashboard.overview_ms", None, "ms", None),
+    ("dashboard.overview_ms_1y", None, "ms", ("abs<=", 150.0)),
+    ("dashboard.trend_7d_ms_1y", None, "ms", None),
     ("fleet.gateways", None, "", None),  # >= 10,000 at BENCH_SIZE=full
     ("fleet.batches_per_s", None, "/s", None),
     ("fleet.readings_per_s", None, "/s", None),
