@@ -28,13 +28,16 @@ caches (series ids, device heads) assume it is the only writer.
 
 Lifecycle: SIGTERM or SIGINT to the supervisor is passed to every worker (uvicorn finishes the
 requests in flight), the supervisor waits for them and exits 0. A worker that dies on its own
-stops the others and the supervisor exits 1, so a service manager restarts the whole set. Linux
+stops the others and the supervisor exits 1, so a service manager restarts the whole set. A
+supervisor killed outright takes its workers with it (PR_SET_PDEATHSIG). Linux
 only (fork and SO_REUSEPORT's balancing), like the rest of the receiver's deployment.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import errno
 import logging
 import multiprocessing
@@ -51,6 +54,7 @@ from cloud.server import ServeSettings, check_schema_once, serve
 log = logging.getLogger("cloud.workers")
 MAX_WORKERS = 64
 STOP_TIMEOUT_S = 30.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def check_workers(workers: int, db_url: str) -> int:
@@ -89,9 +93,15 @@ def bind_shared(host: str, port: int, count: int, *, backlog: int = 2048) -> lis
     return sockets
 
 
-def _worker(settings: ServeSettings, sock: socket.socket, number: int, count: int) -> None:
+def _worker(
+    settings: ServeSettings, sock: socket.socket, number: int, count: int, supervisor: int
+) -> None:
     # A fresh process image from fork: the supervisor's signal handlers are not installed yet
     # (they are set after every fork), and uvicorn installs its own for SIGINT and SIGTERM.
+    # If the supervisor is killed outright, the kernel sends this worker SIGTERM.
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the line above
+        return
     say = logging.getLogger("cloud.notice").info
 
     def tagged(message: str) -> None:
@@ -108,7 +118,9 @@ def run_workers(settings: ServeSettings, count: int, *, say: Callable[[str], Non
     procs = []
     for number, sock in enumerate(sockets, start=1):
         proc = ctx.Process(
-            target=_worker, args=(settings, sock, number, count), name=f"receiver-{number}"
+            target=_worker,
+            args=(settings, sock, number, count, os.getpid()),
+            name=f"receiver-{number}",
         )
         proc.start()
         procs.append(proc)
@@ -121,24 +133,29 @@ def run_workers(settings: ServeSettings, count: int, *, say: Callable[[str], Non
         stopping = True
         for p in procs:
             if p.pid is not None and p.exitcode is None:
-                os.kill(p.pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGTERM)
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    crashed = False
     try:
         say(f"{count} workers on {settings.host}:{settings.port} (SO_REUSEPORT)")
-        wait([p.sentinel for p in procs])
+        ready = wait([p.sentinel for p in procs])
         crashed = not stopping
         if crashed:
-            dead = next(p for p in procs if p.exitcode is not None)
+            # the sentinel fires when the worker's descriptors close: reap it for its code
+            dead = next(p for p in procs if p.sentinel in ready)
+            dead.join(STOP_TIMEOUT_S)
             log.error("%s exited (code %s); stopping the others", dead.name, dead.exitcode)
-            stop(signal.SIGTERM, None)
+    finally:
+        # whatever happened above, no worker outlives the supervisor
+        stop(signal.SIGTERM, None)
         for p in procs:
             p.join(STOP_TIMEOUT_S)
             if p.exitcode is None:
-                log.error("worker %s did not stop in %g s; killed", p.name, STOP_TIMEOUT_S)
+                log.error("%s did not stop in %g s; killed", p.name, STOP_TIMEOUT_S)
                 p.kill()
                 p.join()
-        return 1 if crashed else 0
-    finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+    return 1 if crashed else 0

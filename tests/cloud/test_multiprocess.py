@@ -8,9 +8,12 @@ be stored exactly once; the other copies are acknowledged as duplicates.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import re
+import signal
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -85,6 +88,44 @@ async def test_two_workers_on_one_port_store_each_batch_once(pg_dsn: str) -> Non
     async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
         cur = await conn.execute("SELECT count(*), sum(reading_count) FROM batch")
         assert await cur.fetchone() == (DEVICES * BATCHES, DEVICES * BATCHES * READINGS)
+        # worker 1's maintenance task made this month's partition and the next three
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'reading'::regclass AND c.relname >= 'reading_p'"
+            " || to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')"
+        )
+        assert (await cur.fetchone() or (0,))[0] >= 4
+
+
+async def test_a_worker_that_dies_stops_the_others(pg_dsn: str) -> None:
+    port = free_port()
+    env = {"TIERLESS_ADMIN_TOKEN": ADMIN, "TIERLESS_READ_TOKEN": ADMIN + "-read"}
+    args = ["serve", "--db", pg_dsn, "--port", str(port), "--workers", "2"]
+    async with spawn_receiver(args, env, expect_exit=(1,)) as proc:
+        # both workers have said "listening" once the second line is there; the first is enough
+        # for spawn_receiver, so look at the supervisor's children
+        children = await _children(proc.pid, 2)
+        os.kill(children[0], signal.SIGKILL)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 1
+    assert not [p for p in children if _alive(p)]
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def _children_now(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def _children(pid: int, n: int) -> list[int]:
+    found: list[int] = []
+    async with asyncio.timeout(30):
+        while len(found) < n:  # another process's state: nothing to wait on but the clock
+            found = _children_now(pid)
+            await asyncio.sleep(0.05)
+    return found
 
 
 async def _stored_per_worker(port: int) -> dict[str, int]:
