@@ -82,15 +82,30 @@ def aggregate(
 ) -> dict[tuple[int, int], Partial]:
     """(series_id, ts_ms, value, quality) rows -> {(series_id, bucket): aggregate}, BAD left out."""
     out: dict[tuple[int, int], Partial] = {}
+    # The hot loop of a large batch on SQLite: readings come series by series in time order, so
+    # the bucket rarely changes between rows; update the current aggregate in place.
+    cur: Partial | None = None
+    cur_sid = cur_lo = cur_hi = 0
     for sid, ts, value, quality in rows:
         if quality & 3 == _BAD:
             continue
-        key = (sid, _bucket(ts, bucket_ms))
-        found = out.get(key)
-        if found is None:
-            out[key] = Partial.of(ts, value)
-        else:
-            found.merge(Partial.of(ts, value))
+        if cur is None or sid != cur_sid or not cur_lo <= ts < cur_hi:
+            cur_sid, cur_lo = sid, _bucket(ts, bucket_ms)
+            cur_hi = cur_lo + bucket_ms if ts >= 0 else cur_lo + 1  # negative: no fast path
+            cur = out.get((sid, cur_lo))
+            if cur is None:
+                out[(sid, cur_lo)] = Partial(1, value, value, value, ts, value, ts, value)
+                continue
+        cur.n += 1
+        cur.total += value
+        if value < cur.lo:
+            cur.lo = value
+        if value > cur.hi:
+            cur.hi = value
+        if ts < cur.first_ts_ms:
+            cur.first_ts_ms, cur.first_value = ts, value
+        if ts > cur.last_ts_ms:
+            cur.last_ts_ms, cur.last_value = ts, value
     return out
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from cloud.storage.batches import Outcome
 from cloud.storage.reads import Agg, SeriesFilter
-from cloud.storage.rollups import DAY_MS, HOUR_MS, segments
+from cloud.storage.rollups import DAY_MS, HOUR_MS, aggregate, segments
 from cloud.storage.store import Store
 from tests.cloud.helpers import START_MS, Frozen, Gateway, register
 from wire.codec import batch_digest, encode_batch
@@ -131,3 +131,31 @@ def test_segments_cover_the_range_with_the_coarsest_whole_units() -> None:
     ]
     assert segments(lo, hi, 2 * HOUR_MS)[1] == ("reading_hourly", DAY0 + HOUR_MS, hi - 7)
     assert segments(lo, lo + 10, HOUR_MS) == [(None, lo, lo + 10)]
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 3),
+            st.integers(-3 * HOUR_MS, 3 * HOUR_MS),
+            st.integers(-50, 50).map(float),
+            st.sampled_from([0, 1, 2, 6]),
+        ),
+        max_size=60,
+        unique_by=lambda r: (r[0], r[1]),
+    )
+)
+def test_aggregate_in_any_order_equals_the_naive_aggregate(rows) -> None:
+    got = aggregate(rows, HOUR_MS)
+    groups: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
+    for sid, ts, value, quality in rows:
+        if quality & 3 != 2:
+            b = int(ts / HOUR_MS) * HOUR_MS  # SQL's truncating division, as the raw query
+            groups[(sid, b)].append((ts, value))
+    assert set(got) == set(groups)
+    for key, g in groups.items():
+        p = got[key]
+        values = [v for _, v in g]
+        assert (p.n, p.total, p.lo, p.hi) == (len(g), sum(values), min(values), max(values))
+        assert (p.first_ts_ms, p.first_value) == min(g)
+        assert (p.last_ts_ms, p.last_value) == max(g)
