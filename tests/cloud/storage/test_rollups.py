@@ -8,7 +8,7 @@ import itertools
 import math
 from collections import defaultdict
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cloud.storage.batches import Outcome
@@ -145,6 +145,8 @@ def test_segments_cover_the_range_with_the_coarsest_whole_units() -> None:
         unique_by=lambda r: (r[0], r[1]),
     )
 )
+# truncating division: -1 h - 5 ms is in bucket -1 h, -5 ms in bucket 0, not the same one
+@example([(1, -HOUR_MS - 5, 1.0, 0), (1, -5, 2.0, 0)])
 def test_aggregate_in_any_order_equals_the_naive_aggregate(rows) -> None:
     got = aggregate(rows, HOUR_MS)
     groups: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
