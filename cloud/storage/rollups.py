@@ -94,7 +94,7 @@ def aggregate(
             cur_hi = cur_lo + bucket_ms if ts >= 0 else cur_lo + 1  # negative: no fast path
             cur = out.get((sid, cur_lo))
             if cur is None:
-                out[(sid, cur_lo)] = Partial(1, value, value, value, ts, value, ts, value)
+                cur = out[(sid, cur_lo)] = Partial(1, value, value, value, ts, value, ts, value)
                 continue
         cur.n += 1
         cur.total += value
