@@ -21,6 +21,9 @@
 -- partitioned table (partitions created for every month that has rows; the insert builds the
 -- roll-ups), and the old table is dropped, all in this migration's transaction.
 
+-- Copying years of readings takes longer than the store's 30 s statement timeout.
+SET LOCAL statement_timeout = 0;
+
 ALTER TABLE reading RENAME TO reading_unpartitioned;
 ALTER INDEX reading_series_ts RENAME TO reading_unpartitioned_series_ts;
 ALTER INDEX reading_ts_brin RENAME TO reading_unpartitioned_ts_brin;
