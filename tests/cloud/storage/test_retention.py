@@ -175,3 +175,50 @@ async def test_migration_0008_converts_the_table_and_keeps_every_row(pg_dsn: str
         assert sum(p.count for p in hours) == sum(1 for g in range(105120) if g % 3 == 0 and g % 7)
     finally:
         await store.close()
+
+
+async def test_sqlite_0006_builds_the_rollups_of_the_readings_already_stored(tmp_path) -> None:
+    import random
+    import sqlite3
+
+    from cloud.storage.rollups import aggregate
+    from cloud.storage.sqlite import SqliteStore
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_ms INTEGER)")
+    for m in migrations("sqlite"):
+        if m.version < 6:
+            conn.executescript(m.sql)
+            conn.execute("INSERT INTO schema_version VALUES (?, 0)", (m.version,))
+    rng = random.Random(6)
+    rows = [
+        (rng.randint(1, 3), NOW + rng.randrange(3 * DAY_MS), rng.randint(-99, 99) / 4, q)
+        for q in rng.choices([0, 1, 2, 6], k=3000)
+    ]
+    rows = list({(r[0], r[1]): r for r in rows}.values())  # one reading per series and instant
+    conn.executemany("INSERT INTO reading VALUES (?, ?, ?, ?)", rows)
+    conn.commit()
+    conn.close()
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        assert await store.migrate() == [6]
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        for table, size in (("reading_hourly", HOUR_MS), ("reading_daily", DAY_MS)):
+            got = {(r[0], r[1]): r[2:] for r in conn.execute(f"SELECT * FROM {table}")}
+            want = {
+                k: (p.n, p.total, p.lo, p.hi, p.first_ts_ms, p.first_value, p.last_ts_ms,
+                    p.last_value)
+                for k, p in aggregate(rows, size).items()
+            }  # fmt: skip
+            assert got.keys() == want.keys()
+            for k, w in want.items():
+                assert got[k][0] == w[0]
+                assert got[k][1] == pytest.approx(w[1])
+                assert got[k][2:] == w[2:]
+    finally:
+        conn.close()
