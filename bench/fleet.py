@@ -371,7 +371,8 @@ async def _run(size: str) -> dict[str, float]:
                 batches, readings = await _realistic(gws, pool, port, seconds, rng)
                 wall = time.perf_counter() - t0
                 after = cpu.sample()
-                out["fleet.batches_per_s"] = batches / wall
+                out["fleet.offered_batches_per_s"] = batches / seconds  # what the plan asked
+                out["fleet.batches_per_s"] = batches / wall  # what the receivers kept up with
                 out["fleet.readings_per_s"] = readings / wall
                 out["fleet.p50_ms"] = statistics.median(pool.latencies_ms or [0.0])
                 out["fleet.p99_ms"] = _percentile(pool.latencies_ms, 0.99)
