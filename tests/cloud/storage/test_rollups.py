@@ -161,3 +161,20 @@ def test_aggregate_in_any_order_equals_the_naive_aggregate(rows) -> None:
         assert (p.n, p.total, p.lo, p.hi) == (len(g), sum(values), min(values), max(values))
         assert (p.first_ts_ms, p.first_value) == min(g)
         assert (p.last_ts_ms, p.last_value) == max(g)
+
+
+async def test_latest_is_the_newest_reading_bad_or_not_on_any_day(store: Store) -> None:
+    gw = Gateway("gw-latest")
+    await register(store, gw)
+    prev = GENESIS
+    # series 0: good readings two days ago, a BAD one today (newest); series 1: only BAD
+    batches = [[(0, 0, 1.0, 0), (1, 5, 3.0, 2)], [(0, 2 * DAY_MS + 7, 2.0, 2)]]
+    for seq, rows in enumerate(batches, start=1):
+        frozen = _frozen(gw.device_id, seq, prev, rows)
+        assert (await store.store_batch(gw.meta(frozen), frozen.batch)).outcome is Outcome.STORED
+        prev = frozen.digest
+    got = {
+        lv.series.metric: (lv.ts_ms - DAY0, lv.value, lv.quality)
+        for lv in await store.latest(SeriesFilter(device=gw.device_id))
+    }
+    assert got == {"m0": (2 * DAY_MS + 7, 2.0, 2), "m1": (5, 3.0, 2)}
