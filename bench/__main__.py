@@ -44,6 +44,13 @@ ROWS: list[tuple[str, str | None, str, tuple[str, float] | None]] = [
     ("cloud.readings_per_s.postgres", "cloud.limit_readings_per_s.postgres", "/s", (">=", 0.5)),
     ("cloud.small_batches_per_s.sqlite", "cloud.empty_post_per_s", "/s", (">=", 1 / 3)),
     ("cloud.small_batches_per_s.postgres", "cloud.empty_post_per_s", "/s", (">=", 1 / 3)),
+    (
+        "cloud.small_batches_per_s.postgres.workers2",
+        "cloud.small_batches_per_s.postgres",
+        "/s",
+        None,
+    ),
+    ("cloud.batches_per_s_per_worker", "cloud.empty_post_per_s", "/s", (">=", 1 / 3)),
     ("mqtt.msgs_per_s", "mqtt.baseline_msgs_per_s", "/s", None),
     ("mqtt.readings_per_s", None, "/s", None),
     ("opcua.readings_per_s", "opcua.baseline_readings_per_s", "/s", None),
@@ -53,8 +60,18 @@ ROWS: list[tuple[str, str | None, str, tuple[str, float] | None]] = [
     ("serial.mcu_frames_per_s", None, "/s", None),
     ("serial.modbus_polls_per_s", None, "/s", None),
     ("dashboard.overview_ms", None, "ms", None),
+    ("dashboard.overview_ms_1y", None, "ms", ("abs<=", 150.0)),
+    ("dashboard.trend_7d_ms_1y", None, "ms", None),
+    ("fleet.gateways", None, "", None),  # >= 10,000 at BENCH_SIZE=full
+    ("fleet.batches_per_s", None, "/s", None),
+    ("fleet.readings_per_s", None, "/s", None),
+    ("fleet.p99_ms", None, "ms", None),
+    ("fleet.max_batches_per_s", None, "/s", None),
+    ("fleet.max_readings_per_s", None, "/s", None),
+    ("fleet.lost", None, "", ("abs<=", 0)),
+    ("fleet.duplicates", None, "", ("abs<=", 0)),
 ]
-SUITES = ("codec", "agent", "cloud", "mqtt", "opcua", "serial", "dashboard")
+SUITES = ("codec", "agent", "cloud", "mqtt", "opcua", "serial", "dashboard", "fleet")
 
 
 def _fmt(x: float) -> str:
@@ -71,6 +88,8 @@ def _verdict(value: float, base: float | None, target: tuple[str, float] | None)
     kind, limit = target
     if kind == "abs<=":
         return "ok" if value <= limit else f"MISS (target <= {limit:g})"
+    if kind == "abs>=":
+        return "ok" if value >= limit else f"MISS (target >= {limit:g})"
     if base is None or base == 0:
         return ""
     return "ok" if value / base >= limit else f"MISS (target >= {limit:.0%} of baseline)"

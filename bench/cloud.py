@@ -8,7 +8,10 @@ What is measured, each next to its limit in the same run:
   the same kind, one transaction per batch, with the store's own bulk path (the storage limit);
 - `cloud.small_batches_per_s.<db>`: signed batches of 10 readings per second, same 16 gateways;
 - `cloud.empty_post_per_s`: POSTs per second to an empty Starlette handler on the same uvicorn
-  stack, same client: the HTTP limit.
+  stack, same client: the HTTP limit;
+- `cloud.small_batches_per_s.postgres.workers2`: the small batches through `serve --workers 2`
+  on one PostgreSQL (total), and `cloud.batches_per_s_per_worker`, that total over 2, next to
+  the empty handler (one process) — on this 2-core machine the client takes one core of its own.
 Every request is built and signed before the clock starts; the client is a few lines of raw
 asyncio HTTP/1.1 in this process, the server a separate process, so each has a core.
 """
@@ -155,7 +158,7 @@ def _free_port() -> int:
 
 
 @asynccontextmanager
-async def _process(args: list[str], ready: str) -> AsyncIterator[None]:
+async def _process(args: list[str], ready: str) -> AsyncIterator[asyncio.subprocess.Process]:
     env = {**os.environ, "TIERLESS_ADMIN_TOKEN": ADMIN, "TIERLESS_READ_TOKEN": ADMIN + "-read"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -175,15 +178,16 @@ async def _process(args: list[str], ready: str) -> AsyncIterator[None]:
             if f" {ready}" in f" {line}":
                 break
     try:
-        yield
+        yield proc
     finally:
         proc.terminate()
         await proc.wait()
 
 
-def _receiver(db: str, port: int) -> list[str]:
+def _receiver(db: str, port: int, workers: int = 1) -> list[str]:
     return [
-        "-m", "cloud", "serve", "--db", db, "--port", str(port), "--log-level", "warning",
+        "-m", "cloud", "serve", "--workers", str(workers), "--db", db, "--port", str(port),
+        "--log-level", "warning",
         "--device-rate", "1000000", "--device-burst", "1000000", "--enroll-burst", "1000",
         "--limit-concurrency", "1000",
         "--token-dir", tempfile.gettempdir(),
@@ -255,6 +259,24 @@ async def _receiver_figures(
     return large_rates, small_rates, raw_batches
 
 
+async def _small_rate_workers(db: str, size: Size, workers: int) -> float:
+    """Small signed batches/s through `serve --workers N`, all workers together."""
+    port = _free_port()
+    rates = []
+    async with _process(_receiver(db, port, workers), "listening on"):
+        gws = await _enroll(port, "gw-small")
+        for _ in range(size.repeats):
+            per_conn = [
+                [
+                    gw.batch_request(_small_series(gw.seq + 1), port)[0]
+                    for _ in range(size.small_batches)
+                ]
+                for gw in gws
+            ]
+            rates.append(GATEWAYS * size.small_batches / await _blast(port, per_conn))
+    return statistics.median(rates)
+
+
 async def _raw_limit(db: str, batches: list[list[tuple[int, int, float, int]]]) -> float:
     from cloud.storage.store import store_from_url
 
@@ -289,10 +311,10 @@ async def _empty_post_rate(size: Size) -> float:
 
 
 @asynccontextmanager
-async def _databases(kind: str, tmp: str) -> AsyncIterator[tuple[str, str] | None]:
-    """Two fresh databases of one kind: for the receiver and for the raw limit."""
+async def _databases(kind: str, tmp: str) -> AsyncIterator[tuple[str, str, str] | None]:
+    """Three fresh databases of one kind: for the receiver, the raw limit and the workers."""
     if kind == "sqlite":
-        yield f"sqlite:///{tmp}/receiver.db", f"sqlite:///{tmp}/raw.db"
+        yield f"sqlite:///{tmp}/receiver.db", f"sqlite:///{tmp}/raw.db", f"sqlite:///{tmp}/w.db"
         return
     import psycopg
 
@@ -302,13 +324,13 @@ async def _databases(kind: str, tmp: str) -> AsyncIterator[tuple[str, str] | Non
         print(f"bench cloud: PostgreSQL not reachable, skipped ({exc})", file=sys.stderr)
         yield None
         return
-    schemas = [f"bench_{uuid.uuid4().hex[:10]}" for _ in range(2)]
+    schemas = [f"bench_{uuid.uuid4().hex[:10]}" for _ in range(3)]
     sep = "&" if "?" in PG_DSN else "?"
     try:
         for s in schemas:
             await admin.execute(f'CREATE SCHEMA "{s}"')
         dsn = [f"{PG_DSN}{sep}options=-csearch_path%3D{s}" for s in schemas]
-        yield dsn[0], dsn[1]
+        yield dsn[0], dsn[1], dsn[2]
     finally:
         for s in schemas:
             await admin.execute(f'DROP SCHEMA IF EXISTS "{s}" CASCADE')
@@ -326,6 +348,10 @@ async def _run(size: Size) -> dict[str, float]:
                 out[f"cloud.readings_per_s.{kind}"] = statistics.median(large)
                 out[f"cloud.small_batches_per_s.{kind}"] = statistics.median(small)
                 out[f"cloud.limit_readings_per_s.{kind}"] = await _raw_limit(dbs[1], raw_batches)
+                if kind == "postgres":
+                    total = await _small_rate_workers(dbs[2], size, 2)
+                    out["cloud.small_batches_per_s.postgres.workers2"] = total
+                    out["cloud.batches_per_s_per_worker"] = total / 2
     return out
 
 

@@ -34,6 +34,7 @@ from cloud.config import Config
 from cloud.errors import StoreError
 from cloud.receiver import admin, batches, enroll, health, openapi
 from cloud.receiver.context import Context, wall_clock_ms
+from cloud.receiver.metrics import Metrics
 from cloud.storage.store import Store
 from wire.http import HEALTH_PATH, OPENAPI_PATH, READY_PATH, Health
 
@@ -46,8 +47,9 @@ def create_app(
     monotonic: Callable[[], float] = time.monotonic,
     dashboard_config: dashboard.DashboardConfig | None = None,
     plant: PlantConfig | None = None,
+    worker: str = "",
 ) -> Starlette:
-    ctx = Context(config, store, now_ms=now_ms, monotonic=monotonic)
+    ctx = Context(config, store, now_ms=now_ms, monotonic=monotonic, metrics=Metrics(worker=worker))
     apps = AppContext(
         reads=store,
         endpoint=ctx.endpoint,

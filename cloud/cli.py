@@ -25,7 +25,11 @@ the variable, the variable over the default:
     --keep-alive         TIERLESS_KEEP_ALIVE         20 s idle before a connection is closed
     --max-waiting-per-address TIERLESS_MAX_WAITING_PER_ADDRESS  64 connections without a request
     --max-requests-per-address TIERLESS_MAX_REQUESTS_PER_ADDRESS 50 requests being handled
-    --pool-size          TIERLESS_POOL_SIZE          8
+    --pool-size          TIERLESS_POOL_SIZE          8 (per worker)
+    --retention          TIERLESS_RETENTION          keep raw readings forever; e.g.
+                         electricity=400,water=90,*=730 (days per medium, * the others)
+    --workers            TIERLESS_WORKERS            1 receiver process; N>1 needs PostgreSQL
+                         (N processes on one port with SO_REUSEPORT: `cloud.workers`)
     --log-level          TIERLESS_LOG_LEVEL          info (before or after the subcommand)
     --log-format         TIERLESS_LOG_FORMAT         text, or json (one object per line)
 
@@ -53,7 +57,9 @@ from cloud.config import ConnectionLimits, Limits, normalise_public_url
 from cloud.errors import CloudError, ConfigError, StoreError
 from cloud.receiver.tokenfiles import check_token, load_or_create, read_token_file
 from cloud.server import ServeSettings, notice_logger, serve, stderr
+from cloud.storage.retention import parse_retention
 from cloud.storage.store import describe_url, store_from_url
+from cloud.workers import check_workers, run_workers
 from hostio.logformat import LEVELS, LogFormat, configure
 from hostio.loopback import is_loopback
 
@@ -143,6 +149,15 @@ def _parser() -> argparse.ArgumentParser:
         help="requests being handled at once, per client address (default 50)",
     )
     serve_p.add_argument("--pool-size", type=int, help="PostgreSQL connections (default 8)")
+    serve_p.add_argument(
+        "--retention",
+        help="days of raw readings kept per medium, e.g. electricity=400,*=730 (default forever)",
+    )
+    serve_p.add_argument(
+        "--workers",
+        type=int,
+        help="receiver processes on the one port (default 1; more than 1 needs PostgreSQL)",
+    )
     return parser
 
 
@@ -214,6 +229,8 @@ def serve_settings(
     `check_port` (the entry point passes `check_port_free`) runs before anything is created."""
     db = _pick(args.db, env, "TIERLESS_DB", DEFAULT_DB) or DEFAULT_DB
     store_from_url(db)  # validates the URL before anything is created
+    retention = parse_retention(_pick(args.retention, env, "TIERLESS_RETENTION", "") or "")
+    workers = check_workers(_int(_pick(args.workers, env, "TIERLESS_WORKERS", "1"), "workers"), db)
     host = _pick(args.host, env, "TIERLESS_HOST", "127.0.0.1") or "127.0.0.1"
     port = _int(_pick(args.port, env, "TIERLESS_PORT", "8080"), "port")
     if not 0 < port < 65536:
@@ -333,6 +350,8 @@ def serve_settings(
         ),
     )
     settings = ServeSettings(
+        workers=workers,
+        retention=retention,
         db_url=db,
         host=host,
         port=port,
@@ -393,6 +412,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         say = notice_logger().info
         for notice in notices:
             say(notice)
+        if settings.workers > 1:
+            return run_workers(settings, settings.workers, say=say)
         asyncio.run(serve(settings, say=say))
         return 0
     except ConfigError as exc:

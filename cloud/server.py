@@ -31,9 +31,11 @@ from cloud.apps.intensity import PlantConfig
 from cloud.bearer import BearerCheck
 from cloud.config import Config, ConnectionLimits, Limits
 from cloud.errors import ConfigError, SchemaError
+from cloud.maintenance import maintenance_loop
 from cloud.receiver.context import wall_clock_ms
 from cloud.receiver.http11 import guarded_protocol
 from cloud.storage.migrations import latest_version
+from cloud.storage.retention import Retention
 from cloud.storage.store import Store, describe_url, store_from_url
 from hostio.logformat import LogFormat
 
@@ -63,6 +65,8 @@ class ServeSettings:
     plant: PlantConfig | None = None  # the plant file's processes and shifts (None: defaults)
     alerts_interval_s: float = 300.0  # the alert scheduler's interval; 0: off
     smtp: SmtpConfig | None = None  # where alert emails go (None: they wait in the outbox)
+    workers: int = 1  # receiver processes on the one port (`cloud.workers`)
+    retention: Retention = field(default_factory=Retention)  # raw readings kept, per medium
 
 
 async def check_schema(store: Store, db_url: str, *, say: Callable[[str], None]) -> None:
@@ -172,7 +176,25 @@ def tls_context_factory(
     return ctx
 
 
-async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
+async def check_schema_once(db_url: str, *, say: Callable[[str], None]) -> None:
+    """`check_schema` on a store opened for it alone (the supervisor of several workers)."""
+    store = store_from_url(db_url, pool_size=1)
+    await store.open()
+    try:
+        await check_schema(store, db_url, say=say)
+    finally:
+        await store.close()
+
+
+async def serve(
+    settings: ServeSettings,
+    *,
+    say: Callable[[str], None],
+    sock: socket.socket | None = None,
+    worker: str = "",
+) -> None:
+    """Serve until SIGTERM/SIGINT, on `settings.host:port`, or on `sock` (already listening:
+    worker `worker`, "k/N", of `cloud.workers`)."""
     store = store_from_url(settings.db_url, pool_size=settings.pool_size)
     await store.open()
     try:
@@ -211,6 +233,7 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
                         viewer=BearerCheck(settings.viewer_token), timezone=settings.timezone
                     ),
                     plant=plant,
+                    worker=worker,
                 ),
                 host=settings.host,
                 port=settings.port,
@@ -230,30 +253,41 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
             on_listening=lambda: say(listening),
         )
         tune_gc()
-        # The scheduler is a task beside uvicorn's serve, not in a TaskGroup with it: a pass
-        # never stops the receiver (it logs its failures), and serve's own exits (a signal, a
-        # port lost) reach the entry point as themselves, not wrapped in an exception group.
-        scheduler = None
-        if settings.alerts_interval_s > 0:
-            say(f"alerts: evaluated and delivered every {settings.alerts_interval_s:g} s")
-            scheduler = asyncio.create_task(
-                AlertScheduler(
-                    store,
-                    store,
-                    plant,
-                    settings.smtp,
-                    interval_s=settings.alerts_interval_s,
-                    now_ms=wall_clock_ms,
-                ).run(),
-                name="alert-scheduler",
+        # Background tasks beside uvicorn's serve, not in a TaskGroup with it: a pass never stops
+        # the receiver (each logs its failures), and serve's own exits (a signal, a port lost)
+        # reach the entry point as themselves, not wrapped in an exception group. With workers,
+        # only the first runs them: one maintenance, one alert evaluation per interval.
+        background: list[asyncio.Task[None]] = []
+        if not worker or worker.startswith("1/"):
+            background.append(
+                asyncio.create_task(
+                    maintenance_loop(store, settings.retention, now_ms=wall_clock_ms),
+                    name="maintenance",
+                )
             )
+            if settings.alerts_interval_s > 0:
+                say(f"alerts: evaluated and delivered every {settings.alerts_interval_s:g} s")
+                background.append(
+                    asyncio.create_task(
+                        AlertScheduler(
+                            store,
+                            store,
+                            plant,
+                            settings.smtp,
+                            interval_s=settings.alerts_interval_s,
+                            now_ms=wall_clock_ms,
+                        ).run(),
+                        name="alert-scheduler",
+                    )
+                )
         try:
-            await server.serve()
+            await server.serve(sockets=None if sock is None else [sock])
         finally:
-            if scheduler is not None:
-                scheduler.cancel()
+            for task in background:
+                task.cancel()
+            for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await scheduler
+                    await task
     finally:
         await store.close()
 

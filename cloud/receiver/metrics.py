@@ -74,8 +74,10 @@ class Histogram:
 class Metrics:
     """The receiver's metrics; one instance per app, passed in (no module-level registry)."""
 
-    def __init__(self, version: str | None = None) -> None:
+    def __init__(self, version: str | None = None, *, worker: str = "") -> None:
         self.version = wire.version.release() if version is None else version
+        # "k/N" in one of N worker processes (`cloud.workers`): which worker's counters these are
+        self.worker = worker
         self.requests = Counter(
             "tierless_http_requests_total", "HTTP requests by route and status", ("route", "status")
         )
@@ -107,6 +109,19 @@ class Metrics:
         ) + render(
             [
                 build_info_family("tierless_build_info", self.version, "The receiver's release."),
+                *self._worker_family(),
                 *process_families(),
             ]
         )
+
+    def _worker_family(self) -> list[list[str]]:
+        if not self.worker:
+            return []
+        return [
+            render_family(
+                "tierless_worker_info",
+                MetricType.GAUGE,
+                "Which of the receiver's worker processes answered (k/N); counters are per worker.",
+                [Sample(1, (("worker", self.worker),))],
+            )
+        ]

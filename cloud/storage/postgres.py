@@ -15,6 +15,7 @@ from cloud.storage.migrations import latest_version, migrations
 from cloud.storage.postgres_alerts import PostgresAlerts
 from cloud.storage.postgres_batches import PostgresBatches
 from cloud.storage.postgres_health import PostgresHealth
+from cloud.storage.postgres_maintenance import PostgresMaintenance
 from cloud.storage.postgres_production import PostgresProduction
 from cloud.storage.postgres_reads import PostgresReads
 from cloud.storage.postgres_registry import PostgresRegistry
@@ -35,6 +36,7 @@ class PostgresStore(
     PostgresAlerts,
     PostgresHealth,
     PostgresProduction,
+    PostgresMaintenance,
 ):
     """`cloud.storage.store.Store` on PostgreSQL."""
 

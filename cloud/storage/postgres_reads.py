@@ -15,11 +15,12 @@ from cloud.storage.reads import (
     SeriesFilter,
     SeriesInfo,
 )
+from cloud.storage.rollups import RollupReads
 from cloud.storage.rows import device_state, event_record, series_info
 from cloud.storage.windows import WindowReads
 
 
-class PostgresReads(PostgresDb, WindowReads):
+class PostgresReads(PostgresDb, RollupReads, WindowReads):
     """`ReadStore` on PostgreSQL."""
 
     async def list_devices(self) -> list[DeviceState]:
@@ -40,7 +41,7 @@ class PostgresReads(PostgresDb, WindowReads):
         )
         return [Point(int(r[0]), float(r[1]), int(r[2])) for r in rows]
 
-    async def buckets(
+    async def _raw_buckets(
         self, series_id: int, from_ms: int, to_ms: int, bucket_ms: int, agg: Agg
     ) -> list[BucketPoint]:
         sql = queries.buckets(agg, PH, last_expr="(array_agg(value ORDER BY ts_ms DESC))[1]")

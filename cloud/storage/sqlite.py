@@ -18,13 +18,20 @@ from cloud.storage.sqlite_alerts import SqliteAlerts
 from cloud.storage.sqlite_batches import SqliteBatches
 from cloud.storage.sqlite_db import Conn
 from cloud.storage.sqlite_health import SqliteHealth
+from cloud.storage.sqlite_maintenance import SqliteMaintenance
 from cloud.storage.sqlite_production import SqliteProduction
 from cloud.storage.sqlite_reads import SqliteReads
 from cloud.storage.sqlite_registry import SqliteRegistry
 
 
 class SqliteStore(
-    SqliteBatches, SqliteRegistry, SqliteReads, SqliteAlerts, SqliteHealth, SqliteProduction
+    SqliteBatches,
+    SqliteRegistry,
+    SqliteReads,
+    SqliteAlerts,
+    SqliteHealth,
+    SqliteProduction,
+    SqliteMaintenance,
 ):
     """`cloud.storage.store.Store` on SQLite."""
 

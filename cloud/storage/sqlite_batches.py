@@ -15,7 +15,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from cloud.errors import IntegrityError, StoreError
-from cloud.storage import chain, queries
+from cloud.storage import chain, queries, rollups
 from cloud.storage.batches import BatchMeta, BatchResult, Outcome
 from cloud.storage.devices import ChainHead, DeviceStatus, KeyRecord, KeyStatus, key_usable
 from cloud.storage.rows import key_record
@@ -162,10 +162,11 @@ class SqliteBatches(SqliteDb):
                 sid = int(conn.execute(select_id, values).fetchone()[0])
                 new_ids[cache_key] = sid
             ids[s.key] = sid
+        rows = list(chain.reading_rows(batch, ids))
         conn.executemany(
-            "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?, ?, ?, ?)",
-            chain.reading_rows(batch, ids),
+            "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?, ?, ?, ?)", rows
         )
+        rollups.sqlite_merge(conn, rows)
         if batch.events:
             conn.executemany(
                 queries.fmt(queries.INSERT_EVENT, PH),
@@ -228,5 +229,6 @@ class SqliteBatches(SqliteDb):
                 "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?, ?, ?, ?)",
                 rows,
             )
+            rollups.sqlite_merge(conn, rows)
 
         await self._write(lambda c: self._tx(c, lambda: insert(c)))

@@ -14,11 +14,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cloud.errors import StoreError
+from cloud.storage import rollups
 from cloud.storage.reads import EventRecord, SeriesInfo
 from cloud.storage.sqlite_db import translate
 from wire.models import GENESIS
 
 ReadingRow = tuple[int, int, float, int]  # (series_id, ts_ms, value, quality)
+# (series_id, bucket_ms, n, total, lo, hi, first_ts_ms, first_value, last_ts_ms, last_value)
+RollupRow = tuple[int, int, int, float, float, float, int, float, int, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +40,18 @@ def bulk_load(
     series: Sequence[SeriesInfo],
     readings: Iterable[Sequence[ReadingRow]],
     events: Sequence[EventRecord] = (),
+    rollups: Iterable[tuple[str, Sequence[RollupRow]]] = (),
 ) -> int:
     """Write everything in one transaction; `readings` comes in chunks (one `executemany`
-    each), so the caller need not hold every row at once. The number of readings written."""
+    each), so the caller need not hold every row at once. The number of readings written.
+    `rollups`: (table, rows) chunks of history older than the readings, merged into
+    `reading_hourly` / `reading_daily` as if their readings had been stored and expired."""
     try:
         conn = sqlite3.connect(path, isolation_level=None)
     except sqlite3.Error as exc:
         raise translate(exc) from exc
     try:
-        return _load(conn, devices, series, readings, events)
+        return _load(conn, devices, series, readings, events, rollups)
     except sqlite3.Error as exc:
         raise translate(exc) from exc
     finally:
@@ -58,6 +64,7 @@ def _load(
     series: Sequence[SeriesInfo],
     readings: Iterable[Sequence[ReadingRow]],
     events: Sequence[EventRecord],
+    rollup_chunks: Iterable[tuple[str, Sequence[RollupRow]]] = (),
 ) -> int:
     if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'reading'").fetchone() is None:
         raise StoreError("bulk_load needs a migrated store")
@@ -85,7 +92,12 @@ def _load(
         conn.executemany(
             "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?, ?, ?, ?)", chunk
         )
+        rollups.sqlite_merge(conn, chunk)
         total += len(chunk)
+    for table, rows in rollup_chunks:
+        if table not in (name for name, _ in rollups.LEVELS):
+            raise ValueError(f"not a roll-up table: {table!r}")
+        conn.executemany(rollups.sqlite_upsert(table), rows)
     conn.executemany(
         "INSERT INTO event (device_id, seq, kind, ts_ms, quality, attrs) VALUES (?, ?, ?, ?, ?, ?)",
         [(e.device_id, e.seq, e.kind, e.ts_ms, e.quality, json.dumps(e.attrs)) for e in events],

@@ -17,12 +17,13 @@ from cloud.storage.reads import (
     SeriesFilter,
     SeriesInfo,
 )
+from cloud.storage.rollups import RollupReads
 from cloud.storage.rows import device_state, event_record, series_info
 from cloud.storage.sqlite_db import PH, SqliteDb
 from cloud.storage.windows import WindowReads
 
 
-class SqliteReads(SqliteDb, WindowReads):
+class SqliteReads(SqliteDb, RollupReads, WindowReads):
     """`ReadStore` on SQLite."""
 
     async def list_devices(self) -> list[DeviceState]:
@@ -46,7 +47,7 @@ class SqliteReads(SqliteDb, WindowReads):
         )
         return [Point(int(r[0]), float(r[1]), int(r[2])) for r in rows]
 
-    async def buckets(
+    async def _raw_buckets(
         self, series_id: int, from_ms: int, to_ms: int, bucket_ms: int, agg: Agg
     ) -> list[BucketPoint]:
         # SQLite returns the bare column `value` from the row that holds max(ts_ms). BAD

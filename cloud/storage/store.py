@@ -19,6 +19,7 @@ from cloud.storage.health import HealthStore
 from cloud.storage.production import ProductionStore
 from cloud.storage.reads import ReadStore
 from cloud.storage.registry import RegistryStore
+from cloud.storage.retention import MaintenanceReport, Retention
 
 
 class Store(
@@ -44,6 +45,9 @@ class Store(
 
     async def migrate(self) -> list[int]:
         """Apply every pending migration in order, each in its own transaction; the versions."""
+
+    async def maintain(self, now_ms: int, retention: Retention) -> MaintenanceReport:
+        """Partitions ahead (PostgreSQL) and retention (`cloud.storage.retention`)."""
 
     async def bulk_insert_readings(self, rows: Sequence[tuple[int, int, float, int]]) -> None:
         """Append raw reading rows in one transaction: the storage limit the bench compares with."""

@@ -279,11 +279,16 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def spawn_receiver(
-    args: Sequence[str], env: dict[str, str], *, ready_timeout_s: float = 20.0
+    args: Sequence[str],
+    env: dict[str, str],
+    *,
+    ready_timeout_s: float = 20.0,
+    expect_exit: Sequence[int] = (0, -signal.SIGTERM),
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`python -m cloud <args>` as a child process, yielded once uvicorn says it listens.
 
-    Stops it with SIGTERM on exit and fails if it does not exit cleanly.
+    Stops it with SIGTERM on exit and fails unless it exits with one of `expect_exit` (by
+    default: cleanly).
     """
     import os
     import sys
@@ -317,7 +322,7 @@ async def spawn_receiver(
             code = await proc.wait()
             await _drain(proc.stderr, seen)
     # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly
-    assert code in (0, -signal.SIGTERM), "".join(seen)
+    assert code in expect_exit, "".join(seen)
 
 
 async def _drain(stream: asyncio.StreamReader, into: list[str]) -> None:

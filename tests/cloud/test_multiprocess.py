@@ -8,8 +8,12 @@ be stored exactly once; the other copies are acknowledged as duplicates.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import re
+import signal
 from collections import Counter
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -60,6 +64,84 @@ async def test_two_receivers_store_each_batch_and_reading_once(pg_dsn: str) -> N
         DEVICES * 3,
         DEVICES * BATCHES,
     ]
+
+
+async def test_two_workers_on_one_port_store_each_batch_once(pg_dsn: str) -> None:
+    """`serve --workers 2`: one port, two processes (SO_REUSEPORT); both take connections and
+    together store each batch exactly once."""
+    port = free_port()
+    env = {"TIERLESS_ADMIN_TOKEN": ADMIN, "TIERLESS_READ_TOKEN": ADMIN + "-read"}
+    args = ["serve", "--db", pg_dsn, "--public-url", PUBLIC, "--log-level", "warning"]
+    args += ["--device-burst", "100000", "--port", str(port), "--workers", "2"]
+    async with spawn_receiver(args, env):
+        # separate pools: many connections, spread over both workers by the kernel
+        clients = [httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") for _ in range(2)]
+        try:
+            await _run(clients)
+            per_worker = await _stored_per_worker(port)
+        finally:
+            for c in clients:
+                await c.aclose()
+    assert set(per_worker) == {"1/2", "2/2"}
+    assert all(n > 0 for n in per_worker.values()), per_worker
+    assert sum(per_worker.values()) == DEVICES * BATCHES
+    async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
+        cur = await conn.execute("SELECT count(*), sum(reading_count) FROM batch")
+        assert await cur.fetchone() == (DEVICES * BATCHES, DEVICES * BATCHES * READINGS)
+        # worker 1's maintenance task made this month's partition and the next three
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'reading'::regclass AND c.relname >= 'reading_p'"
+            " || to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')"
+        )
+        assert (await cur.fetchone() or (0,))[0] >= 4
+
+
+async def test_a_worker_that_dies_stops_the_others(pg_dsn: str) -> None:
+    port = free_port()
+    env = {"TIERLESS_ADMIN_TOKEN": ADMIN, "TIERLESS_READ_TOKEN": ADMIN + "-read"}
+    args = ["serve", "--db", pg_dsn, "--port", str(port), "--workers", "2"]
+    async with spawn_receiver(args, env, expect_exit=(1,)) as proc:
+        # both workers have said "listening" once the second line is there; the first is enough
+        # for spawn_receiver, so look at the supervisor's children
+        children = await _children(proc.pid, 2)
+        os.kill(children[0], signal.SIGKILL)
+        async with asyncio.timeout(30):
+            assert await proc.wait() == 1
+    assert not [p for p in children if _alive(p)]
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def _children_now(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def _children(pid: int, n: int) -> list[int]:
+    found: list[int] = []
+    async with asyncio.timeout(30):
+        while len(found) < n:  # another process's state: nothing to wait on but the clock
+            found = _children_now(pid)
+            await asyncio.sleep(0.05)
+    return found
+
+
+async def _stored_per_worker(port: int) -> dict[str, int]:
+    """Batches stored by each worker, from its own /metrics (a fresh connection each time until
+    both workers have answered, or 200 tries)."""
+    found: dict[str, int] = {}
+    for _ in range(200):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            text = (await client.get("/metrics")).text
+        worker = re.search(r'tierless_worker_info\{worker="([^"]+)"\} 1', text)
+        stored = re.search(r'tierless_batches_total\{outcome="stored"\} (\S+)', text)
+        assert worker is not None, text
+        found[worker[1]] = int(float(stored[1])) if stored else 0
+        if len(found) == 2:
+            break
+    return found
 
 
 async def _run(clients: list[httpx.AsyncClient]) -> None:

@@ -69,6 +69,15 @@ async def test_the_receivers_scrape_passes_promtool(receiver: Receiver) -> None:
         assert f"\n{family} " in text
 
 
+def test_a_workers_scrape_names_the_worker_and_passes_promtool() -> None:
+    from cloud.receiver.metrics import Metrics
+
+    text = Metrics(worker="2/3").render()
+    promtool(text)
+    assert 'tierless_worker_info{worker="2/3"} 1\n' in text
+    assert "tierless_worker_info" not in Metrics().render()  # one process: no worker family
+
+
 def test_process_metrics_are_this_process() -> None:
     import os
     import resource

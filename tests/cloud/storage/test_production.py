@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
-from cloud.storage.migrations import latest_version
+from cloud.storage.migrations import migrations
 from cloud.storage.production import NewEntry
 from cloud.storage.store import Store
 
 HOUR = 3_600_000
 
 
-def test_the_latest_schema_versions_hold_the_production_table() -> None:
-    assert latest_version("postgres") == 6
-    assert latest_version("sqlite") == 4
+def test_the_production_table_has_its_schema_versions() -> None:
+    names = {(m.version, m.name) for b in ("postgres", "sqlite") for m in migrations(b)}
+    assert (6, "postgres_0006_production.sql") in names
+    assert (4, "sqlite_0004_production.sql") in names
 
 
 async def test_entries_are_listed_by_window_and_corrected_by_superseding(store: Store) -> None:

@@ -8,6 +8,11 @@ from cloud.storage.store import Store
 from tests.cloud.helpers import START_MS, row_counts
 
 
+def test_latest_schema_versions() -> None:
+    # PostgreSQL 0008 (partitions, roll-ups) and SQLite 0006 (roll-ups), issue 18
+    assert (latest_version("postgres"), latest_version("sqlite")) == (8, 6)
+
+
 async def test_migrate_is_idempotent(store: Store) -> None:
     assert await store.schema_version() == latest_version(store.kind)
     assert await store.migrate() == []
