@@ -111,6 +111,9 @@ class Agent:
             # Counted before anything can fail, so a crash loop shows in `restarts`.
             starts = int(buffer.meta.get("agent_starts", 0)) + 1
             await self.worker.call(buffer.set_meta, agent_starts=starts)
+            # Before any source runs: what is committed from here on was read under this config
+            # (readings already buffered keep theirs, agent.buffer invariant 7).
+            await self.worker.call(buffer.set_config_version, self.config_version)
             self.agent_version = release()
             self.started_ms = self.clock.now_ms()
             self.started_mono_ms = self.deps.time_source.mono_ms()
