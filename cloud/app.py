@@ -20,7 +20,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cloud import responses
-from cloud.apps import alerts_api, dashboard, efficiency_api, efficiency_page, query
+from cloud.apps import (
+    alerts_api,
+    dashboard,
+    efficiency_api,
+    efficiency_page,
+    provenance,
+    query,
+)
 from cloud.apps.context import AppContext
 from cloud.config import Config
 from cloud.errors import StoreError
@@ -84,6 +91,7 @@ def create_app(
         *enroll.routes(ctx),
         *admin.routes(ctx),
         *query.routes(apps),
+        *provenance.routes(apps),
         *efficiency_api.routes(apps),
         *alerts_api.routes(apps, store, config.admin),
         *dashboard.routes(apps, dashboard_config or dashboard.DashboardConfig()),

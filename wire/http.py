@@ -44,6 +44,7 @@ ADMIN_DEVICE_ACTION_PATH = "/v1/admin/devices/{device_id}/{action}"  # disable, 
 ADMIN_KEY_REVOKE_PATH = "/v1/admin/keys/{keyid}/revoke"
 DEVICES_PATH = "/v1/devices"
 DEVICE_HEALTH_PATH = "/v1/devices/{device_id}/health"
+DEVICE_BATCHES_PATH = "/v1/devices/{device_id}/batches"
 SERIES_PATH = "/v1/series"
 READINGS_PATH = "/v1/series/{series_id}/readings"
 LATEST_PATH = "/v1/latest"
@@ -66,6 +67,11 @@ def admin_device_path(device_id: str, action: str = "") -> str:
 def device_health_path(device_id: str) -> str:
     """The read API's path of one device's health ("/" in the id stays literal)."""
     return DEVICE_HEALTH_PATH.replace("{device_id}", quote(device_id, safe="/"))
+
+
+def device_batches_path(device_id: str) -> str:
+    """The read API's path of one device's batch records ("/" in the id stays literal)."""
+    return DEVICE_BATCHES_PATH.replace("{device_id}", quote(device_id, safe="/"))
 
 
 def admin_key_revoke_path(keyid: str) -> str:

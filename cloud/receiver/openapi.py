@@ -26,6 +26,7 @@ from wire.http import (
     BATCHES_PATH,
     CHAIN_HEAD_PATH,
     CONSUMPTION_PATH,
+    DEVICE_BATCHES_PATH,
     DEVICE_HEALTH_PATH,
     DEVICES_PATH,
     ENROLL_PATH,
@@ -271,6 +272,18 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         security="read",
         parameters=[param("device_id", "path"), param("limit", kind="integer")],
+    ),
+    Operation(
+        "get",
+        DEVICE_BATCHES_PATH,
+        "A gateway's stored batches over [from_ms, to_ms): the config version that produced each",
+        {
+            200: ok("batches", query.BatchList),
+            400: error("bad parameter"),
+            **_OPERATOR_AUTH,
+        },
+        security="read",
+        parameters=[param("device_id", "path"), *_RANGE, param("limit", kind="integer")],
     ),
     Operation(
         "get",
