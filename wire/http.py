@@ -149,6 +149,9 @@ class Enrolled(msgspec.Struct, frozen=True, kw_only=True):
     head_seq: int = 0
     head_digest: str = ""
     server_time_ms: int | None = None
+    # The cloud's config-signing public key (base64url, 32 raw bytes): the gateway pins it and
+    # applies only configs it signed (`wire.remoteconfig`). "" from a receiver without one.
+    config_key: str = ""
 
 
 class RotateRequest(msgspec.Struct, frozen=True, kw_only=True):
