@@ -13,6 +13,8 @@ the variable, the variable over the default:
     --viewer-token-file  TIERLESS_VIEWER_TOKEN_FILE  (or TIERLESS_VIEWER_TOKEN; else none): opens
                          the dashboard only, for the plant's screens and managers
     --timezone           TIERLESS_TIMEZONE           UTC: whose calendar day the dashboard shows
+    --config-key-file    TIERLESS_CONFIG_KEY_FILE    (else created in the token dir): the
+                         Ed25519 key that signs pushed configs (cloud.receiver.configkey)
     --token-dir          TIERLESS_TOKEN_DIR          beside the SQLite file, else the cwd
     --allow-insecure-http TIERLESS_ALLOW_INSECURE_HTTP=1
     --device-rate/--device-burst TIERLESS_DEVICE_RATE/_BURST      10/s, 60
@@ -45,6 +47,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import wire.version
 from cloud.config import ConnectionLimits, Limits, normalise_public_url
 from cloud.errors import CloudError, ConfigError, StoreError
+from cloud.receiver.configkey import load_or_create_config_key
 from cloud.receiver.tokenfiles import check_token, load_or_create, read_token_file
 from cloud.server import ServeSettings, notice_logger, serve, stderr
 from cloud.storage.store import describe_url, store_from_url
@@ -95,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
         "--timezone", help="IANA time zone of the dashboard's day, e.g. Europe/Berlin (UTC)"
     )
     serve_p.add_argument("--token-dir", type=Path, help="where tokens are created if not given")
+    serve_p.add_argument(
+        "--config-key-file",
+        type=Path,
+        help="PEM Ed25519 key (mode 0600) that signs pushed configs (default: created)",
+    )
     serve_p.add_argument(
         "--allow-insecure-http",
         action="store_true",
@@ -247,6 +255,13 @@ def serve_settings(
         tokens.append(token)
         if notice:
             notices.append(notice)
+    key_file = _pick(args.config_key_file, env, "TIERLESS_CONFIG_KEY_FILE", None)
+    config_key, notice = load_or_create_config_key(
+        file=Path(key_file) if key_file else None,
+        default_file=token_dir / "tierless-config-signing.key",
+    )
+    if notice:
+        notices.append(notice)
     # The viewer token is optional: never created, and not the read token (which opens the
     # whole query API).
     viewer_file = _pick(args.viewer_token_file, env, "TIERLESS_VIEWER_TOKEN_FILE", None)
@@ -330,6 +345,7 @@ def serve_settings(
         log_format=log_format,
         viewer_token=viewer,
         timezone=timezone,
+        config_key=config_key,
     )
     return settings, notices
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.app import create_app
 from cloud.apps.dashboard import DashboardConfig
@@ -54,6 +55,7 @@ class ServeSettings:
     access_log: bool = False
     viewer_token: str = ""  # the dashboard's viewer token ("" for none)
     timezone: str = "UTC"  # the dashboard's day
+    config_key: Ed25519PrivateKey | None = None  # signs pushed configs (receiver.configkey)
 
 
 async def check_schema(store: Store, db_url: str, *, say: Callable[[str], None]) -> None:
@@ -173,6 +175,7 @@ async def serve(settings: ServeSettings, *, say: Callable[[str], None]) -> None:
             admin=BearerCheck(settings.admin_token),
             read=BearerCheck(settings.read_token),
             limits=settings.limits,
+            config_key=settings.config_key,
         )
         listening = (
             f"listening on {settings.host}:{settings.port}, signatures for {config.public_url}"
