@@ -14,6 +14,7 @@ from cloud.errors import SchemaError, StoreUnavailableError
 from cloud.storage.migrations import latest_version, migrations
 from cloud.storage.postgres_alerts import PostgresAlerts
 from cloud.storage.postgres_batches import PostgresBatches
+from cloud.storage.postgres_configs import PostgresConfigs
 from cloud.storage.postgres_health import PostgresHealth
 from cloud.storage.postgres_reads import PostgresReads
 from cloud.storage.postgres_registry import PostgresRegistry
@@ -22,7 +23,12 @@ _MIGRATION_LOCK = 0x7469_6572_6C65_7373 & 0x7FFF_FFFF_FFFF_FFFF  # "tierless"
 
 
 class PostgresStore(
-    PostgresBatches, PostgresRegistry, PostgresReads, PostgresAlerts, PostgresHealth
+    PostgresBatches,
+    PostgresRegistry,
+    PostgresReads,
+    PostgresAlerts,
+    PostgresHealth,
+    PostgresConfigs,
 ):
     """`cloud.storage.store.Store` on PostgreSQL."""
 

@@ -16,13 +16,16 @@ from cloud.errors import SchemaError
 from cloud.storage.migrations import latest_version, migrations
 from cloud.storage.sqlite_alerts import SqliteAlerts
 from cloud.storage.sqlite_batches import SqliteBatches
+from cloud.storage.sqlite_configs import SqliteConfigs
 from cloud.storage.sqlite_db import Conn
 from cloud.storage.sqlite_health import SqliteHealth
 from cloud.storage.sqlite_reads import SqliteReads
 from cloud.storage.sqlite_registry import SqliteRegistry
 
 
-class SqliteStore(SqliteBatches, SqliteRegistry, SqliteReads, SqliteAlerts, SqliteHealth):
+class SqliteStore(
+    SqliteBatches, SqliteRegistry, SqliteReads, SqliteAlerts, SqliteHealth, SqliteConfigs
+):
     """`cloud.storage.store.Store` on SQLite."""
 
     async def ping(self) -> None:

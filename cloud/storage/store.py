@@ -15,12 +15,13 @@ from urllib.parse import urlsplit
 from cloud.errors import ConfigError
 from cloud.storage.alerts import AlertStore
 from cloud.storage.batches import BatchStore
+from cloud.storage.configs import ConfigStore
 from cloud.storage.health import HealthStore
 from cloud.storage.reads import ReadStore
 from cloud.storage.registry import RegistryStore
 
 
-class Store(BatchStore, RegistryStore, ReadStore, AlertStore, HealthStore, Protocol):
+class Store(BatchStore, RegistryStore, ReadStore, AlertStore, HealthStore, ConfigStore, Protocol):
     """A receiver's state: every interface, and opening, checking and migrating the schema."""
 
     kind: str  # "sqlite" | "postgres"

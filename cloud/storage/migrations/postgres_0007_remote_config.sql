@@ -177,3 +177,24 @@ BEGIN
     series_ids := v_ids;
 END
 $$;
+
+-- Remote configuration (cloud.storage.configs): every config pushed to a device, versioned per
+-- device and signed at push time, and the audit of every push (who, when, what, to whom).
+CREATE TABLE device_config (
+    device_id   text NOT NULL REFERENCES device (id),
+    version     bigint NOT NULL CHECK (version > 0),
+    sha256      text NOT NULL,
+    body        bytea NOT NULL,
+    signature   text NOT NULL,
+    pushed_ms   bigint NOT NULL,
+    pushed_by   text NOT NULL,
+    PRIMARY KEY (device_id, version)
+);
+CREATE TABLE config_audit (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at_ms       bigint NOT NULL,
+    actor       text NOT NULL,
+    target      text NOT NULL,
+    sha256      text NOT NULL,
+    devices     integer NOT NULL
+);
