@@ -31,7 +31,7 @@ from cloud.apps import (
 from cloud.apps.context import AppContext
 from cloud.config import Config
 from cloud.errors import StoreError
-from cloud.receiver import admin, batches, enroll, health, openapi
+from cloud.receiver import admin, batches, configpush, enroll, health, openapi
 from cloud.receiver.context import Context, wall_clock_ms
 from cloud.storage.store import Store
 from wire.http import HEALTH_PATH, OPENAPI_PATH, READY_PATH, Health
@@ -90,6 +90,7 @@ def create_app(
         *health.routes(ctx),
         *enroll.routes(ctx),
         *admin.routes(ctx),
+        *configpush.routes(ctx),
         *query.routes(apps),
         *provenance.routes(apps),
         *efficiency_api.routes(apps),

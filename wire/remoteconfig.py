@@ -14,10 +14,11 @@ a signed config only if the signature verifies under the pinned key, the device 
 the digest matches the body, and the version is newer than the one in force (`verify_config`):
 an unsigned, corrupted, replayed or other-device config is refused, and the running one stays.
 
-What a pushed config may hold: every section of `agent.toml` except `[device]` and `[cloud]`,
-the gateway's identity and its way home, which stay in the gateway's own file so that a push can
-never cut a gateway off; and no secret (`secret_problems`): no key, password or token, only the
-names of files that hold them (`*_file`), which stay on the gateway.
+What a pushed config may hold: every section of `agent.toml` except `[device]`, `[cloud]` and
+`[buffer]`, the gateway's identity, its way home and its data, which stay in the gateway's own
+file so that a push can never cut a gateway off or move its buffer; and no secret
+(`secret_problems`): no key, password or token, only the names of files that hold them
+(`*_file`), which stay on the gateway.
 
 Invariants: `verify_config(key, sign_config(k, d, v, b), device_id=d, newer_than=v - 1)` returns
 `b` when `key` is `k`'s public half; any other key, device, digest, version not above
@@ -42,7 +43,7 @@ ADMIN_CONFIG_PATH = "/v1/admin/config"  # POST: push (admin token)
 ADMIN_CONFIG_STATUS_PATH = "/v1/admin/config/status"  # GET: every gateway, desired and running
 CONFIG_CONTEXT = "tierless-config-v1"
 MAX_CONFIG_BYTES = 64 * 1024
-LOCAL_SECTIONS = ("device", "cloud")  # never pushed: the gateway's identity and its way home
+LOCAL_SECTIONS = ("device", "cloud", "buffer")  # never pushed: identity, way home, its data
 _SECRET_NAME = re.compile(r"password|passphrase|secret|token|private|credential|api_?key", re.I)
 _SECRET_VALUE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----|\btle1\.[A-Za-z0-9_-]{8,}")
 _encoder = msgspec.msgpack.Encoder()

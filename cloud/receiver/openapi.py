@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from wire import admin, alerts, efficiency, query
+from wire import admin, alerts, efficiency, query, remoteconfig
 from wire.codec import MEDIA_TYPE
 from wire.http import (
     ADMIN_DEVICE_ACTION_PATH,
@@ -204,6 +204,28 @@ OPERATIONS: tuple[Operation, ...] = (
         {201: ok("token", admin.TokenIssued), 400: error("bad body"), **_OPERATOR_AUTH},
         security="admin",
         request=admin.TokenRequest,
+    ),
+    Operation(
+        "post",
+        remoteconfig.ADMIN_CONFIG_PATH,
+        "Push an agent config to one device or to every device with a tag (checked, signed)",
+        {
+            201: ok("stored as each target's next version", remoteconfig.ConfigPushed),
+            400: ok("refused, with every problem the checker found", remoteconfig.ConfigRefused),
+            404: error("no such device, or none with that tag"),
+            409: error("the receiver has no config-signing key"),
+            503: error("the config checker could not run"),
+            **_OPERATOR_AUTH,
+        },
+        security="admin",
+        request=remoteconfig.ConfigPush,
+    ),
+    Operation(
+        "get",
+        remoteconfig.ADMIN_CONFIG_STATUS_PATH,
+        "Every gateway's desired (pushed) config and the one it runs",
+        {200: ok("status", remoteconfig.ConfigStatusList), **_OPERATOR_AUTH},
+        security="admin",
     ),
     Operation(
         "get",

@@ -19,7 +19,7 @@ from wire.remoteconfig import (
     verify_config,
 )
 
-BODY = b'[buffer]\nflush_interval_ms = 500\n\n[[sources]]\ntype = "test"\nrate_hz = 1\n'
+BODY = b'[clock]\nsync_check = "assume_synced"\n\n[[sources]]\ntype = "test"\nrate_hz = 1\n'
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 
 
@@ -89,6 +89,9 @@ key_file = "device.key"
 [cloud]
 url = "https://x"
 
+[buffer]
+path = "b.db"
+
 [[sources]]
 type = "mqtt"
 password_file = "mqtt.pass"
@@ -103,6 +106,7 @@ ca = "-----BEGIN PRIVATE KEY-----"
     assert problems == [
         "device: stays on the gateway; a pushed config may not hold [device]",
         "cloud: stays on the gateway; a pushed config may not hold [cloud]",
+        "buffer: stays on the gateway; a pushed config may not hold [buffer]",
         "sources[0].password: looks like a secret; name a file on the gateway instead",
         "sources[0].note: holds a key or token; secrets never travel in a config",
         "sources[0].tls.private_key: looks like a secret; name a file on the gateway instead",
