@@ -233,6 +233,9 @@ class HealthAck(msgspec.Struct, frozen=True, kw_only=True):
 
     status: str  # "stored"
     server_time_ms: int | None = None
+    # The newest config version pushed to this gateway (`wire.remoteconfig`), None when none
+    # was: a gateway running an older one fetches it (`GET /v1/config`).
+    desired_config_version: int | None = None
 
 
 class DeviceHealth(msgspec.Struct, frozen=True, kw_only=True):

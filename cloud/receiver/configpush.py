@@ -14,6 +14,11 @@
    (`sign_config`), with an audit row (who, when, sha-256, target); the audit log says it too.
 `201 ConfigPushed`: the sha-256 and each device's new version.
 
+`GET /v1/config` (signed with the device key, empty body, like `GET /v1/chain/head`): the
+gateway's newest pushed config as `wire.remoteconfig.SignedConfig`, exactly as signed at push
+time; `404` when none was pushed. A gateway learns the version from the health acknowledgement
+(`HealthAck.desired_config_version`).
+
 `GET /v1/admin/config/status` (admin token): every gateway with its desired config (the newest
 pushed) and what it runs (the config version of its latest health report, and the result of its
 last apply when the report carries one).
@@ -36,14 +41,16 @@ from starlette.routing import Route
 from cloud import responses
 from cloud.bearer import require_bearer
 from cloud.errors import RejectedError
-from cloud.receiver.batches import require_content_type
+from cloud.receiver.auth import authenticate_device
+from cloud.receiver.batches import EMPTY_BODY_CAP, check_digest, require_content_type
 from cloud.receiver.context import Context
 from cloud.receiver.enroll import JSON, decode_body, valid_device_id
-from cloud.receiver.limits import read_body
+from cloud.receiver.limits import check_declared_size, read_body
 from cloud.storage.configs import TAG_COLUMNS
 from wire.remoteconfig import (
     ADMIN_CONFIG_PATH,
     ADMIN_CONFIG_STATUS_PATH,
+    CONFIG_PATH,
     MAX_CONFIG_BYTES,
     ConfigPush,
     ConfigPushed,
@@ -51,6 +58,7 @@ from wire.remoteconfig import (
     ConfigState,
     ConfigStatusList,
     PushedTarget,
+    SignedConfig,
     config_sha256,
     secret_problems,
     sign_config,
@@ -174,6 +182,27 @@ class ConfigHandlers:
             raise RejectedError(404, responses.not_found("device with that tag"), reason="no match")
         return devices, f"tag {tag}={value}"
 
+    async def fetch(self, request: Request) -> Response:
+        ctx = self.ctx
+        check_declared_size(request, EMPTY_BODY_CAP)
+        key, _, headers = await authenticate_device(
+            request, ctx.key_records, ctx.keys, public_url=ctx.config.public_url, now_ms=ctx.now_ms
+        )
+        ctx.device_limiter.check(key.device_id, reason=f"device {key.device_id} rate")
+        body = await read_body(request, EMPTY_BODY_CAP, timeout_s=ctx.config.limits.body_timeout_s)
+        check_digest(headers, body)
+        desired = await ctx.store.desired_config(key.device_id)
+        if desired is None:
+            raise RejectedError(404, responses.not_found("config"), reason="no config pushed")
+        signed = SignedConfig(
+            device_id=desired.device_id,
+            version=desired.version,
+            sha256=desired.sha256,
+            body=desired.body.decode("utf-8"),
+            signature=desired.signature,
+        )
+        return responses.json_response(200, signed)
+
     async def status(self, request: Request) -> Response:
         ctx = self.ctx
         require_bearer(request, ctx.config.admin)
@@ -220,4 +249,5 @@ def routes(ctx: Context) -> Sequence[Route]:
     return [
         Route(ADMIN_CONFIG_PATH, e("admin_config_push", h.push), methods=["POST"]),
         Route(ADMIN_CONFIG_STATUS_PATH, e("admin_config_status", h.status), methods=["GET"]),
+        Route(CONFIG_PATH, e("config", h.fetch), methods=["GET"]),
     ]

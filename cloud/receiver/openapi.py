@@ -222,6 +222,17 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "get",
+        remoteconfig.CONFIG_PATH,
+        "The gateway's newest pushed config, signed by the cloud (signed request, empty body)",
+        {
+            200: ok("the config", remoteconfig.SignedConfig),
+            404: error("no config pushed to this gateway"),
+            **_DEVICE_AUTH,
+        },
+        security="device",
+    ),
+    Operation(
+        "get",
         remoteconfig.ADMIN_CONFIG_STATUS_PATH,
         "Every gateway's desired (pushed) config and the one it runs",
         {200: ok("status", remoteconfig.ConfigStatusList), **_OPERATOR_AUTH},

@@ -12,6 +12,7 @@ from tests.cloud.receiver.test_health import post, report
 from wire.remoteconfig import (
     ADMIN_CONFIG_PATH,
     ADMIN_CONFIG_STATUS_PATH,
+    CONFIG_PATH,
     SignedConfig,
     config_sha256,
     verify_config,
@@ -118,3 +119,34 @@ async def test_a_tag_push_reaches_each_device_and_the_status_shows_each(
     assert (by_device["gw-0"]["running"], by_device["gw-0"]["last_result"]) == ("abc", "applied")
     assert by_device["gw-1"]["running"] is None  # no report yet
     assert by_device["gw-2"]["desired_version"] is None  # not targeted
+
+
+async def test_a_gateway_learns_its_version_from_the_ack_and_fetches_it_signed(
+    receiver: Receiver,
+) -> None:
+    gw = await receiver.enrolled("gw-1")
+    other = await receiver.enrolled("gw-2")
+
+    async def fetch(g):
+        headers = g.signed("GET", CONFIG_PATH, b"")
+        return await receiver.client.get(CONFIG_PATH, headers=headers)
+
+    nothing = await fetch(gw)
+    assert (nothing.status_code, nothing.json()["error"]) == (404, "not_found")
+    first = await post(receiver, gw, msgspec.json.encode(report("gw-1")))
+    assert first.json()["desired_config_version"] is None
+    for _ in range(2):
+        r = await receiver.admin("POST", ADMIN_CONFIG_PATH, json={"config": GOOD, "device": "gw-1"})
+        assert r.status_code == 201
+    ack = await post(receiver, gw, msgspec.json.encode(report("gw-1", 1)))
+    assert ack.json()["desired_config_version"] == 2
+    r = await fetch(gw)
+    assert r.status_code == 200, r.text
+    signed = msgspec.json.decode(r.content, type=SignedConfig)
+    assert signed.version == 2
+    body = verify_config(CONFIG_KEY.public_key(), signed, device_id="gw-1", newer_than=1)
+    assert body == GOOD.encode()
+    # each gateway gets only its own: gw-2 has none
+    assert (await fetch(other)).status_code == 404
+    unsigned = await receiver.client.get(CONFIG_PATH)
+    assert unsigned.status_code == 401
