@@ -8,6 +8,7 @@ import hashlib
 import json
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ def version(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def batches(receiver) -> list[dict]:
+def batches(receiver) -> list[dict[str, Any]]:
     token = receiver.read_file.read_text()
     query = f"?from_ms=0&to_ms={int(time.time() * 1000) + 3_600_000}&limit=100000"
     req = urllib.request.Request(
@@ -62,7 +63,7 @@ def test_a_backlog_taken_under_config_a_still_names_a_after_the_switch_to_b(
     finally:
         assert agent.stop() == 0
     listed = batches(receiver)
-    by_version: dict[str, list[dict]] = {}
+    by_version: dict[str, list[dict[str, Any]]] = {}
     for b in listed:
         by_version.setdefault(b["config_version"], []).append(b)
     assert set(by_version) == {config_a, config_b}
