@@ -226,6 +226,9 @@ class HealthReport(msgspec.Struct, frozen=True, kw_only=True):
     last_ack_ms: int | None = None
     sources: list[SourceHealth] = msgspec.field(default_factory=list)
     errors: dict[str, int] = msgspec.field(default_factory=dict)
+    # The last remote config apply (`agent.applier`): "applied", "refused: <reason>" or
+    # "rolled back: <reason>"; None before the first. Added within protocol version 1.
+    config_result: str | None = None
 
 
 class HealthAck(msgspec.Struct, frozen=True, kw_only=True):
