@@ -44,7 +44,9 @@ def test_a_pushed_config_runs_with_the_gateways_own_sections(gw):
     write_atomic(gw.parent / PUSHED_NAME, msgspec.json.encode(signed))
     running = load_running(gw)
     assert (running.version, running.pushed_version) == ("v4", 4)
-    assert [(s.name, s.rate_hz) for s in running.config.sources] == [("pushed", 7.0)]
+    assert [(s.name, getattr(s, "rate_hz", None)) for s in running.config.sources] == [
+        ("pushed", 7.0)
+    ]
     local = load_running(gw).config
     assert (local.device.id, local.cloud.url) == ("gw-1", "https://ingest.test")
     assert local.buffer.path == str(gw.parent / "data" / "buffer.db")
