@@ -35,6 +35,7 @@ import msgspec
 from agent.errors import AgentError, ConfigError
 from agent.remote import (
     GOOD_NAME,
+    PENDING_NAME,
     PUSHED_NAME,
     Running,
     pushed_config,
@@ -66,7 +67,8 @@ class Applier:
         self._fetch, self._switch, self._problem = fetch, switch, problem
         self._now_ms = now_ms
         self._window_s = window_s
-        self.result: str | None = None  # what the health report says about the last apply
+        # what the health report says about the last apply (a start can already know one)
+        self.result: str | None = running.note
         self.busy = False
         self._failed: set[int] = set()
 
@@ -122,10 +124,15 @@ class Applier:
             current.key,
             signed,
         )
+        directory = current.directory
         try:
+            # the marker first: a start that finds it knows the window was never passed
+            write_atomic(directory / PENDING_NAME, new.version.encode("ascii"))
             if current.signed is not None:
-                write_atomic(current.directory / GOOD_NAME, msgspec.json.encode(current.signed))
-            write_atomic(current.directory / PUSHED_NAME, msgspec.json.encode(signed))
+                write_atomic(directory / GOOD_NAME, msgspec.json.encode(current.signed))
+            else:  # the good one is agent.toml alone: no older pushed file may stand for it
+                remove_durably(directory / GOOD_NAME)
+            write_atomic(directory / PUSHED_NAME, msgspec.json.encode(signed))
         except OSError as exc:  # the disk: the config in force is unchanged (atomic writes)
             self.result = f"refused: cannot write {PUSHED_NAME}: {exc.strerror}"
             log.error("config %s not applied: %s", new.version, self.result)
@@ -135,6 +142,7 @@ class Applier:
         self.running = new
         failure = await self._watch(restarted, since)
         if failure is None:
+            remove_durably(directory / PENDING_NAME)
             self.result = "applied"
             log.info("config %s applied (sources restarted: %s)", new.version, sorted(restarted))
             return
@@ -142,6 +150,7 @@ class Applier:
             write_atomic(current.directory / PUSHED_NAME, msgspec.json.encode(current.signed))
         else:
             remove_durably(current.directory / PUSHED_NAME)
+        remove_durably(directory / PENDING_NAME)
         await self._switch(current)
         self.running = current
         self._failed.add(signed.version)

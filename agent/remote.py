@@ -5,7 +5,10 @@ Files beside `agent.toml` (the config directory):
     cloud-config.pub          the cloud's config-signing key, pinned at enrolment (`edgectl enroll`)
     pushed-config.json        the signed config in force (`wire.remoteconfig.SignedConfig`, as
                               fetched: signature, device, version, sha256, body)
-    pushed-config.good.json   the one in force before it: what a rollback restores
+    pushed-config.good.json   the one in force before it: what a rollback restores (absent
+                              when that was agent.toml alone)
+    pushed-config.pending     an apply inside its health window; a start that finds it rolls
+                              the apply back (`_finish_interrupted`)
 
 What runs (`load_running`): without a pushed config, `agent.toml` as it is (config version: the
 first 16 hex digits of its SHA-256). With one, the pushed sections followed by the `[device]`,
@@ -45,6 +48,7 @@ log = logging.getLogger(__name__)
 PINNED_NAME = "cloud-config.pub"
 PUSHED_NAME = "pushed-config.json"
 GOOD_NAME = "pushed-config.good.json"
+PENDING_NAME = "pushed-config.pending"  # an apply whose health window has not passed yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,7 @@ class Running:
     local: str  # the gateway's own [device], [cloud], [buffer], as TOML
     key: Ed25519PublicKey | None  # the pinned key; None: remote configuration is off
     signed: SignedConfig | None = None  # the pushed config in force
+    note: str | None = None  # what start-up found about the last apply (an interrupted one)
 
     @property
     def pushed_version(self) -> int:
@@ -155,7 +160,8 @@ def load_running(path: Path) -> Running:
     if key is None:
         return plain
     local = local_sections(data.decode("utf-8"), str(path))
-    plain = Running(config, file_version(data), directory, local, key)
+    note = _finish_interrupted(directory)
+    plain = Running(config, file_version(data), directory, local, key, note=note)
     for name in (PUSHED_NAME, GOOD_NAME):
         try:
             signed = read_signed(directory / name)
@@ -166,5 +172,23 @@ def load_running(path: Path) -> Running:
         except (RemoteConfigError, ConfigError) as exc:
             log.error("%s is not run: %s", name, exc)
             continue
-        return Running(pushed, f"v{signed.version}", directory, local, key, signed)
+        return Running(pushed, f"v{signed.version}", directory, local, key, signed, note)
     return plain
+
+
+def _finish_interrupted(directory: Path) -> str | None:
+    """An apply stopped inside its health window (a power cut, kill -9) never proved itself: put
+    the config from before it back (the good file, else agent.toml alone), as a rollback would.
+    The cloud still wants the new version, so the next acknowledgement tries it again."""
+    pending = directory / PENDING_NAME
+    if not pending.exists():
+        return None
+    try:
+        good = (directory / GOOD_NAME).read_bytes()
+    except FileNotFoundError:
+        remove_durably(directory / PUSHED_NAME)
+    else:
+        write_atomic(directory / PUSHED_NAME, good)
+    remove_durably(pending)
+    log.warning("a config apply was interrupted inside its health window: rolled back")
+    return "rolled back: interrupted inside the health window"

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from agent.remote import GOOD_NAME, PINNED_NAME, PUSHED_NAME, load_running
+from agent.remote import GOOD_NAME, PENDING_NAME, PINNED_NAME, PUSHED_NAME, load_running
 from agent.runtime import Agent, RuntimeDeps
 from tests.agent.fakes import FakeReceiver
 from tests.agent.helpers import write_config, write_key
@@ -93,6 +93,7 @@ async def test_a_push_is_applied_within_seconds_restarting_only_what_changed(gat
         await asyncio.wait_for(task, 10)
     signed = msgspec.json.decode((path.parent / PUSHED_NAME).read_bytes(), type=SignedConfig)
     assert signed.version == 1
+    assert not (path.parent / PENDING_NAME).exists()  # the window passed
     assert load_running(path).version == "v1"  # the next start runs it too
     # nothing lost, nothing twice: each series counts 1, 2, 3, ... across the switch
     merged: dict[str, list[float]] = {}
@@ -121,6 +122,7 @@ async def test_a_config_whose_port_cannot_open_is_rolled_back_and_reported(gatew
         assert agent.config_version == before
         assert set(agent._source_tasks) == {"counter", "steady"}
         assert not (path.parent / PUSHED_NAME).exists()  # back to agent.toml alone
+        assert not (path.parent / PENDING_NAME).exists()
         await asyncio.sleep(2.5)  # more acknowledgements: a failed version is not retried
         assert last_result(receiver) == "rolled back: source scale down: port_lost"
     finally:

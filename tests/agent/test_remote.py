@@ -10,6 +10,7 @@ from agent.errors import ConfigError
 from agent.health import config_version
 from agent.remote import (
     GOOD_NAME,
+    PENDING_NAME,
     PINNED_NAME,
     PUSHED_NAME,
     compose,
@@ -68,6 +69,27 @@ def test_a_damaged_pushed_file_is_not_run_the_last_good_one_is(gw, tamper, caplo
     assert f"{PUSHED_NAME} is not run" in caplog.text
     (gw.parent / GOOD_NAME).unlink()
     assert load_running(gw).version == config_version(gw.read_bytes())  # the file alone
+
+
+def test_an_apply_interrupted_inside_its_window_is_rolled_back_at_start(gw):
+    directory = gw.parent
+    good = msgspec.json.encode(sign_config(KEY, "gw-1", 2, PUSHED))
+    write_atomic(directory / GOOD_NAME, good)
+    write_atomic(directory / PUSHED_NAME, msgspec.json.encode(sign_config(KEY, "gw-1", 3, PUSHED)))
+    write_atomic(directory / PENDING_NAME, b"v3")
+    running = load_running(gw)
+    assert (running.version, running.note) == (
+        "v2",
+        "rolled back: interrupted inside the health window",
+    )
+    assert (directory / PUSHED_NAME).read_bytes() == good
+    assert not (directory / PENDING_NAME).exists()
+    assert load_running(gw).note is None  # said once
+    # with no good file, the config before the apply was agent.toml alone
+    (directory / GOOD_NAME).unlink()
+    write_atomic(directory / PENDING_NAME, b"v3")
+    assert load_running(gw).version == config_version(gw.read_bytes())
+    assert not (directory / PUSHED_NAME).exists()
 
 
 def test_another_devices_config_is_not_run(gw):
