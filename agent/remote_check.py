@@ -19,18 +19,14 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from agent.config import parse_config
 from agent.errors import ConfigError
+from agent.remote import compose
 
 NAME = "config"
-
-
-def compose(pushed: str, local: str) -> str:
-    """The text the gateway runs: the pushed sections, then its own [device], [cloud], [buffer].
-    Local tables come last so that no key of the pushed text can fall into them."""
-    return pushed.rstrip("\n") + "\n\n" + local
 
 
 def stand_in(device_id: str, cloud_url: str) -> str:
@@ -43,10 +39,14 @@ def stand_in(device_id: str, cloud_url: str) -> str:
 
 def problems(pushed: str, device_id: str, cloud_url: str) -> list[str]:
     """Every problem the agent's checker finds in `pushed` as the gateway would run it."""
-    try:
-        parse_config(compose(pushed, stand_in(device_id, cloud_url)), name=NAME, base_dir=Path("/"))
-    except ConfigError as exc:
-        return list(exc.problems)
+    # Relative paths resolve into an empty directory: the receiver's own files are never read
+    # for a gateway's (a Modbus profile named by its file is on the gateway, not here).
+    with tempfile.TemporaryDirectory(prefix="remote-check-") as empty:
+        text = compose(pushed, stand_in(device_id, cloud_url))
+        try:
+            parse_config(text, name=NAME, base_dir=Path(empty))
+        except ConfigError as exc:
+            return list(exc.problems)
     return []
 
 
