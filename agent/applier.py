@@ -34,6 +34,7 @@ import msgspec
 
 from agent.errors import AgentError, ConfigError
 from agent.remote import (
+    FAILED_NAME,
     GOOD_NAME,
     PENDING_NAME,
     PUSHED_NAME,
@@ -70,7 +71,7 @@ class Applier:
         # what the health report says about the last apply (a start can already know one)
         self.result: str | None = running.note
         self.busy = False
-        self._failed: set[int] = set()
+        self._failed: set[int] = {running.failed} if running.failed else set()
 
     def wants(self, desired: int | None) -> bool:
         """Whether the acknowledged desired version calls for an apply now."""
@@ -112,7 +113,7 @@ class Applier:
             )
             config = pushed_config(current, signed)
         except (RemoteConfigError, ConfigError) as exc:
-            self._failed.add(desired if signed is None else signed.version)
+            self._remember_failed(desired if signed is None else signed.version)
             self.result = f"refused: {str(exc).splitlines()[0]}"
             log.error("config v%d refused: %s; config %s stays", desired, exc, current.version)
             return
@@ -153,9 +154,17 @@ class Applier:
         remove_durably(directory / PENDING_NAME)
         await self._switch(current)
         self.running = current
-        self._failed.add(signed.version)
+        self._remember_failed(signed.version)
         self.result = f"rolled back: {failure}"
         log.error("config %s rolled back to %s: %s", new.version, current.version, failure)
+
+    def _remember_failed(self, version: int) -> None:
+        """Not tried again, in this run or the next (agent.remote.FAILED_NAME)."""
+        self._failed.add(version)
+        try:
+            write_atomic(self.running.directory / FAILED_NAME, str(version).encode("ascii"))
+        except OSError as exc:  # only costs one more attempt after a restart
+            log.warning("cannot record failed config v%d: %s", version, exc.strerror)
 
     async def _watch(self, restarted: set[str], since_ms: int) -> str | None:
         """After the whole window: None if its conditions hold, else why not. The whole window,

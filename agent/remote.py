@@ -9,6 +9,8 @@ Files beside `agent.toml` (the config directory):
                               when that was agent.toml alone)
     pushed-config.pending     an apply inside its health window; a start that finds it rolls
                               the apply back (`_finish_interrupted`)
+    pushed-config.failed      the newest version refused or rolled back here: not tried again,
+                              across restarts too, until a newer one is pushed
 
 What runs (`load_running`): without a pushed config, `agent.toml` as it is (config version: the
 first 16 hex digits of its SHA-256). With one, the pushed sections followed by the `[device]`,
@@ -49,6 +51,7 @@ PINNED_NAME = "cloud-config.pub"
 PUSHED_NAME = "pushed-config.json"
 GOOD_NAME = "pushed-config.good.json"
 PENDING_NAME = "pushed-config.pending"  # an apply whose health window has not passed yet
+FAILED_NAME = "pushed-config.failed"  # the newest version refused or rolled back here
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,7 @@ class Running:
     key: Ed25519PublicKey | None  # the pinned key; None: remote configuration is off
     signed: SignedConfig | None = None  # the pushed config in force
     note: str | None = None  # what start-up found about the last apply (an interrupted one)
+    failed: int = 0  # the newest version that failed here (FAILED_NAME)
 
     @property
     def pushed_version(self) -> int:
@@ -161,7 +165,8 @@ def load_running(path: Path) -> Running:
         return plain
     local = local_sections(data.decode("utf-8"), str(path))
     note = _finish_interrupted(directory)
-    plain = Running(config, file_version(data), directory, local, key, note=note)
+    failed = read_failed(directory)
+    plain = Running(config, file_version(data), directory, local, key, note=note, failed=failed)
     for name in (PUSHED_NAME, GOOD_NAME):
         try:
             signed = read_signed(directory / name)
@@ -172,8 +177,15 @@ def load_running(path: Path) -> Running:
         except (RemoteConfigError, ConfigError) as exc:
             log.error("%s is not run: %s", name, exc)
             continue
-        return Running(pushed, f"v{signed.version}", directory, local, key, signed, note)
+        return Running(pushed, f"v{signed.version}", directory, local, key, signed, note, failed)
     return plain
+
+
+def read_failed(directory: Path) -> int:
+    try:
+        return int((directory / FAILED_NAME).read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return 0  # none, or unreadable: at worst a failed version is tried once more
 
 
 def _finish_interrupted(directory: Path) -> str | None:

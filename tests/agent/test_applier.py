@@ -129,6 +129,23 @@ async def test_a_config_whose_port_cannot_open_is_rolled_back_and_reported(gatew
         stop.set()
         await asyncio.wait_for(task, 10)
     assert load_running(path).version == before
+    assert load_running(path).failed == 1
+
+    # a restart does not try the failed version again
+    def fetches():
+        return sum(1 for r in receiver.requests if r.url.path == "/v1/config")
+
+    fetched = fetches()
+    agent, stop, task = await run(path, receiver)
+    try:
+        reports = len(receiver.reports)
+        await wait_for(lambda: len(receiver.reports) >= reports + 3)
+        assert agent.config_version == before
+        assert fetches() == fetched
+        assert last_result(receiver) is None
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
 
 
 @pytest.mark.parametrize(
