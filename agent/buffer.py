@@ -47,7 +47,9 @@ Invariants (each kept by one method below):
    rows of one span only (the oldest span present; a live cut the newest span's readings, and
    events only when the oldest event is of that span) and names that span's version in the
    batch: readings buffered under config A and sent after a switch to B still say A, and no
-   batch mixes two configs. What this costs: one or two bytes a row.
+   batch mixes two configs. The cut deletes by id range *and* span, so even rows of an older
+   agent interleaved with spans (a downgrade and back) are never taken by another span's cut.
+   What this costs: nothing for the first span, a byte a row after a change.
 
 Not thread-safe; the runtime calls it from one worker thread. sqlite3 errors are translated to
 StoreError here and nowhere else.
@@ -426,11 +428,17 @@ class Buffer:
             if part:
                 ids = [r[0] for r in part]
                 if newest:
-                    self.conn.execute("DELETE FROM reading WHERE id >= ?", (min(ids),))
+                    self.conn.execute(
+                        "DELETE FROM reading WHERE id >= ? AND cfg = ?", (min(ids), span)
+                    )
                 else:
-                    self.conn.execute("DELETE FROM reading WHERE id <= ?", (max(ids),))
+                    self.conn.execute(
+                        "DELETE FROM reading WHERE id <= ? AND cfg = ?", (max(ids), span)
+                    )
             if part_events:
-                self.conn.execute("DELETE FROM event WHERE id <= ?", (part_events[-1][0],))
+                self.conn.execute(
+                    "DELETE FROM event WHERE id <= ? AND cfg = ?", (part_events[-1][0], span)
+                )
             self.conn.execute(
                 "INSERT INTO outbox (seq, digest, body, readings, oldest_ts_ms, cut_ms, events) "
                 "VALUES (?,?,?,?,?,?,?)",

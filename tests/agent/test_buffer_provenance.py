@@ -101,3 +101,22 @@ def test_rows_of_an_older_agent_are_sent_without_a_version(tmp_path):
     again.set_config_version("bbbb")
     commit(again, 1, start=2)
     assert drain(again) == [("", [0.0, 1.0], []), ("bbbb", [2.0], [])]
+
+
+def test_rows_an_older_agent_adds_between_spans_are_never_lost(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    buf.set_config_version("aaaa")
+    commit(buf, 3)
+    # an older agent (a downgrade) inserts without cfg: span 0, with ids above span 1's
+    buf.conn.executemany(
+        "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?,?,?,?)",
+        [(1, T0 + 1000 * (3 + j), float(3 + j), 0) for j in range(2)],
+    )
+    buf.depth += 2
+    commit(buf, 1, start=5)
+    batches = drain(buf)
+    assert sorted(v for _, values, _ in batches for v in values) == [float(i) for i in range(6)]
+    assert {version: values for version, values, _ in batches} == {
+        "": [3.0, 4.0],
+        "aaaa": [0.0, 1.0, 2.0, 5.0],
+    }
