@@ -103,6 +103,7 @@ def build_body(
     boot_id: str,
     clock: ClockReport,
     counters: Counters,
+    config_version: str = "",
 ) -> Built:
     """Encode `rows` and `events` as batch `seq`. Rejected rows and events are left out, counted
     in the result and added to this batch's `rejected_invalid`, so the receiver hears of them
@@ -158,6 +159,7 @@ def build_body(
             counters.rejected_invalid + rejected + events_rejected,
         ),
         clock=clock,
+        config_version=config_version,
     )
     return Built(
         encode_batch(batch),

@@ -4,8 +4,8 @@ Tables: `reading` (uncut readings, oldest = lowest id), `event` (uncut events, l
 `outbox` (frozen batches: seq, digest, body), `series`, `epoch` (untrusted-clock stretches, see
 `agent.clock`), `mcu_position` (per MCU uid, the last (boot, seq) committed; see
 `agent.watermarks`), `source_state` (per source, a small opaque record committed with its
-readings: the MQTT source's redelivery record) and `meta` (chain head, loss counters, uplink
-state).
+readings: the MQTT source's redelivery record), `config_span` (the config versions readings were
+taken under, invariant 7) and `meta` (chain head, loss counters, uplink state).
 
 Invariants (each kept by one method below):
 1. Group commit (`commit`): readings, events, MCU positions and source states reach the file in
@@ -40,6 +40,16 @@ Invariants (each kept by one method below):
    reported as `dropped_damaged`.
 6. A fresh file's chain is unconfirmed (`chain_confirmed = 0`) until the uplink adopts the
    receiver's head (`adopt_head`) or gets an ack, so losing the buffer never forks the chain.
+7. Provenance (`set_config_version`, `cut`): every reading and event row carries `cfg`, the
+   `config_span` in force when it was committed (0: before spans existed, version unknown). A
+   new span starts only when the version changes, and ids only grow while rows are held, so the
+   rows of one span are a contiguous run of ids, older spans before newer ones. A cut takes the
+   rows of one span only (the oldest span present; a live cut the newest span's readings, and
+   events only when the oldest event is of that span) and names that span's version in the
+   batch: readings buffered under config A and sent after a switch to B still say A, and no
+   batch mixes two configs. The cut deletes by id range *and* span, so even rows of an older
+   agent interleaved with spans (a downgrade and back) are never taken by another span's cut.
+   What this costs: nothing for the first span, a byte a row after a change.
 
 Not thread-safe; the runtime calls it from one worker thread. sqlite3 errors are translated to
 StoreError here and nowhere else.
@@ -80,7 +90,7 @@ CREATE TABLE IF NOT EXISTS series (
 -- the batcher counts it as rejected_invalid instead.
 CREATE TABLE IF NOT EXISTS reading (
     id INTEGER PRIMARY KEY, series_id INTEGER NOT NULL,
-    ts_ms INTEGER NOT NULL, value REAL, quality INTEGER NOT NULL);
+    ts_ms INTEGER NOT NULL, value REAL, quality INTEGER NOT NULL, cfg INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY, digest BLOB NOT NULL, body BLOB NOT NULL,
     readings INTEGER NOT NULL, oldest_ts_ms INTEGER, cut_ms INTEGER NOT NULL,
@@ -91,13 +101,19 @@ CREATE TABLE IF NOT EXISTS epoch (
 -- attrs: MessagePack [[name, value], ...] (agent.batcher.encode_attrs)
 CREATE TABLE IF NOT EXISTS event (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, ts_ms INTEGER NOT NULL,
-    quality INTEGER NOT NULL, attrs BLOB NOT NULL);
+    quality INTEGER NOT NULL, attrs BLOB NOT NULL, cfg INTEGER NOT NULL DEFAULT 0);
 -- uid is the MCU's u64, stored as the signed 64-bit integer with the same bits
 CREATE TABLE IF NOT EXISTS mcu_position (
     uid INTEGER PRIMARY KEY, boot INTEGER NOT NULL, seq INTEGER NOT NULL);
 -- Added without a version bump: an older agent opening the file ignores the table.
 CREATE TABLE IF NOT EXISTS source_state (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+-- Added without a version bump (invariant 7): an older agent ignores the table, and its inserts
+-- into reading and event leave cfg at 0, "version unknown", which is what they are.
+CREATE TABLE IF NOT EXISTS config_span (id INTEGER PRIMARY KEY, version TEXT NOT NULL);
 """
+# Fresh files get the column in CREATE TABLE; older files get it here (the DEFAULT makes both
+# cost nothing for span 0). Column names from this module only.
+_CFG_COLUMNS = ("reading", "event")
 _COUNTERS = ("dropped_buffer_full", "dropped_damaged", "rejected_invalid")
 NewRow = tuple[int, int, float, int]  # series_id, ts_ms, value, quality
 Position = tuple[int, int]  # an MCU's (boot, seq)
@@ -144,6 +160,8 @@ class Buffer:
     events_held: int = 0  # events held, likewise
     positions: dict[int, Position] = field(default_factory=dict)  # MCU uid -> committed
     states: dict[str, bytes] = field(default_factory=dict)  # source state key -> committed
+    spans: dict[int, str] = field(default_factory=dict)  # config span -> version (invariant 7)
+    cfg: int = 0  # the span new rows are committed under
     damage: Damage | None = None
     lock_fd: int = -1
     _page_size: int = 4096
@@ -196,7 +214,9 @@ class Buffer:
                 self._correct_epochs(ref)
             if rows:
                 c.executemany(
-                    "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?,?,?,?)", rows
+                    "INSERT INTO reading (series_id, ts_ms, value, quality, cfg) "  # noqa: S608
+                    f"VALUES (?,?,?,?,{self.cfg:d})",
+                    rows,
                 )
                 last = {r[0]: r for r in rows}
                 c.executemany(
@@ -205,7 +225,8 @@ class Buffer:
                 )
             if events:
                 c.executemany(
-                    "INSERT INTO event (kind, ts_ms, quality, attrs) VALUES (?,?,?,?)",
+                    "INSERT INTO event (kind, ts_ms, quality, attrs, cfg) "  # noqa: S608
+                    f"VALUES (?,?,?,?,{self.cfg:d})",
                     [(e.kind, e.ts_ms, e.quality, encode_attrs(e.attrs)) for e in events],
                 )
             for uid, pos in (positions or {}).items():
@@ -243,6 +264,36 @@ class Buffer:
                 self.positions[uid] = pos
         self.states.update(states or {})
         return result
+
+    @property
+    def config_version(self) -> str:
+        """The version rows committed now are recorded under ("" before any was set)."""
+        return self.spans.get(self.cfg, "")
+
+    def set_config_version(self, version: str) -> None:
+        """From the next commit on, rows were taken under config `version` (invariant 7).
+        Everything committed before keeps the version it was taken under. The caller commits
+        what it holds in memory first."""
+        if version == self.config_version:
+            return
+        with self._transaction():
+            cfg = max(self.spans, default=0) + 1
+            self.conn.execute("INSERT INTO config_span (id, version) VALUES (?, ?)", (cfg, version))
+            self._set("config_span", cfg)
+        self.spans[cfg] = version
+        self.cfg = cfg
+
+    def _cut_span(self, *, newest: bool) -> int | None:
+        """The span the next batch is cut from: the oldest present, or for a live batch the
+        newest reading's; None when no reading or event is held uncut."""
+        first = self.conn.execute(
+            f"SELECT cfg FROM reading ORDER BY id {'DESC' if newest else 'ASC'} LIMIT 1"  # noqa: S608
+        ).fetchone()
+        event = self.conn.execute("SELECT cfg FROM event ORDER BY id LIMIT 1").fetchone()
+        found = [int(r[0]) for r in (first, event) if r is not None]
+        if not found:
+            return None
+        return found[0] if newest and first is not None else min(found)
 
     def _correct_epochs(self, ref: Reference) -> None:
         rows = self.conn.execute(
@@ -328,15 +379,19 @@ class Buffer:
         """Freeze the next batch (invariant 2); None when there is nothing to report."""
         with self._transaction():
             order = "DESC" if newest else "ASC"
+            span = self._cut_span(newest=newest)
             rows: list[Row] = self.conn.execute(
                 f"SELECT id, series_id, ts_ms, value, quality FROM reading "  # noqa: S608
-                f"ORDER BY id {order} LIMIT ?",
-                (max_readings,),
+                f"WHERE cfg = ? ORDER BY id {order} LIMIT ?",
+                (span, max_readings),
             ).fetchall()
-            # events go oldest first in every batch, live or not: they are few and in order
+            # events go oldest first in every batch, live or not: they are few and in order; only
+            # the oldest event's span keeps them a prefix of the table (invariant 7)
             events: list[EventRow] = self.conn.execute(
-                "SELECT id, kind, ts_ms, quality, attrs FROM event ORDER BY id LIMIT ?",
-                (min(max_readings, MAX_EVENTS),),
+                "SELECT id, kind, ts_ms, quality, attrs FROM event "
+                "WHERE cfg = ? AND cfg = (SELECT cfg FROM event ORDER BY id LIMIT 1) "
+                "ORDER BY id LIMIT ?",
+                (span, min(max_readings, MAX_EVENTS)),
             ).fetchall()
             counters = Counters(*(int(self.meta.get(f"pending_{n}", 0)) for n in _COUNTERS))
             if not rows and not events and counters == Counters():
@@ -358,6 +413,9 @@ class Buffer:
                         boot_id=boot_id,
                         clock=clock,
                         counters=counters,
+                        config_version=(
+                            self.config_version if span is None else self.spans.get(span, "")
+                        ),
                     )
                 except EncodeError as exc:
                     # build_body sets aside every reading and event the contract refuses, so
@@ -370,11 +428,17 @@ class Buffer:
             if part:
                 ids = [r[0] for r in part]
                 if newest:
-                    self.conn.execute("DELETE FROM reading WHERE id >= ?", (min(ids),))
+                    self.conn.execute(
+                        "DELETE FROM reading WHERE id >= ? AND cfg = ?", (min(ids), span)
+                    )
                 else:
-                    self.conn.execute("DELETE FROM reading WHERE id <= ?", (max(ids),))
+                    self.conn.execute(
+                        "DELETE FROM reading WHERE id <= ? AND cfg = ?", (max(ids), span)
+                    )
             if part_events:
-                self.conn.execute("DELETE FROM event WHERE id <= ?", (part_events[-1][0],))
+                self.conn.execute(
+                    "DELETE FROM event WHERE id <= ? AND cfg = ?", (part_events[-1][0], span)
+                )
             self.conn.execute(
                 "INSERT INTO outbox (seq, digest, body, readings, oldest_ts_ms, cut_ms, events) "
                 "VALUES (?,?,?,?,?,?,?)",
@@ -618,6 +682,9 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA journal_size_limit=4194304")  # trim the WAL after checkpoints
         conn.executescript(_SCHEMA)
+        for table in _CFG_COLUMNS:
+            if "cfg" not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN cfg INTEGER NOT NULL DEFAULT 0")
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         version = int(meta.get("schema_version", 0))
         if version == 1:  # the tables of 2 exist by now (IF NOT EXISTS); the outbox needs a column
@@ -650,6 +717,7 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
             str(name): bytes(value)
             for name, value in conn.execute("SELECT name, value FROM source_state")
         }
+        spans = {int(i): str(v) for i, v in conn.execute("SELECT id, version FROM config_span")}
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
     except sqlite3.Error as exc:
         conn.close()
@@ -673,6 +741,8 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
         events_held=events_held,
         positions=positions,
         states=states,
+        spans=spans,
+        cfg=int(meta.get("config_span", 0)),
         _page_size=page_size,
     )
 

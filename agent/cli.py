@@ -29,8 +29,8 @@ from pathlib import Path
 import wire.version
 from agent.config import load_config
 from agent.errors import AgentError, ConfigError, StoreError
-from agent.health import config_version
 from agent.keyfile import load_private_key
+from agent.remote import load_running
 from agent.runtime import Agent
 from agent.status import format_status, read_status
 from hostio.logformat import LEVELS, LogFormat, configure
@@ -121,10 +121,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
-    version = config_version(Path(args.config).read_bytes())
+    # agent.toml, or a config pushed from the cloud on top of it (agent.remote)
+    running = load_running(Path(args.config))
     try:
-        asyncio.run(Agent(config, config_version=version).run())
+        asyncio.run(Agent(running.config, running=running).run())
     except KeyboardInterrupt:  # before the signal handlers were installed
         return EXIT_FAILED
     except AgentError:

@@ -84,6 +84,9 @@ class CloudConfig(_Section, frozen=True):
     # How often the gateway reports its health (POST /v1/health); also at start and soon after
     # a source goes down or comes back. docs/fleet.md.
     health_interval_s: Annotated[float, msgspec.Meta(ge=1.0, le=86_400.0)] = 60.0
+    # How long a pushed config must keep its restarted sources up, with an upload acknowledged,
+    # before it is kept; else it is rolled back (agent.applier).
+    config_apply_window_s: Annotated[float, msgspec.Meta(ge=0.1, le=3600.0)] = 30.0
 
 
 class BufferConfig(_Section, frozen=True):

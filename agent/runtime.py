@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 
+from agent.applier import Applier
 from agent.buffer import open_buffer
 from agent.clock import (
     AgentClock,
@@ -37,11 +38,19 @@ from agent.clock import (
 )
 from agent.config import Config, parse_listen
 from agent.errors import StoreError
-from agent.health import HealthStats, SourceStates, WatchedSink, error_counts, report_loop
+from agent.health import (
+    HealthStats,
+    SourceState,
+    SourceStates,
+    WatchedSink,
+    error_counts,
+    report_loop,
+)
 from agent.ingest import Ingest
 from agent.keyfile import DeviceKey
 from agent.metrics import Metrics, serve, source_counters
 from agent.pressure import BufferPressure
+from agent.remote import Running
 from agent.sources import Source
 from agent.sources.registry import SourceContext, build_source
 from agent.sync import Syncer, SyncSettings
@@ -74,11 +83,20 @@ class Agent:
     """Holds the collaborators of one run; `run()` until stopped."""
 
     def __init__(
-        self, config: Config, deps: RuntimeDeps | None = None, *, config_version: str = "unknown"
+        self,
+        config: Config,
+        deps: RuntimeDeps | None = None,
+        *,
+        config_version: str = "unknown",
+        running: Running | None = None,
     ) -> None:
-        self.config = config
+        self.config = config if running is None else running.config
         self.deps = deps or RuntimeDeps()
-        self.config_version = config_version  # `agent.health.config_version` of the file
+        # `agent.remote.Running.version`: the file's hash, or v<n> for a pushed config
+        self.config_version = config_version if running is None else running.version
+        self.running = running
+        self.applier: Applier | None = None
+        self._source_tasks: dict[str, asyncio.Task[None]] = {}
         self.health_stats = HealthStats()
         self.pressure_failures = 0  # group commits that failed (disk full, I/O error)
         self.metrics = Metrics()
@@ -111,6 +129,9 @@ class Agent:
             # Counted before anything can fail, so a crash loop shows in `restarts`.
             starts = int(buffer.meta.get("agent_starts", 0)) + 1
             await self.worker.call(buffer.set_meta, agent_starts=starts)
+            # Before any source runs: what is committed from here on was read under this config
+            # (readings already buffered keep theirs, agent.buffer invariant 7).
+            await self.worker.call(buffer.set_config_version, self.config_version)
             self.agent_version = release()
             self.started_ms = self.clock.now_ms()
             self.started_mono_ms = self.deps.time_source.mono_ms()
@@ -138,6 +159,15 @@ class Agent:
                 wake=self.wake,
                 device_key=device_key,
             )
+            if self.running is not None and self.running.key is not None and not self._fixed:
+                self.applier = Applier(
+                    self.running,
+                    fetch=uplink.fetch_config,
+                    switch=self._switch,
+                    problem=self._window_problem,
+                    now_ms=self.clock.now_ms,
+                    window_s=cfg.cloud.config_apply_window_s,
+                )
             if cfg.metrics.listen:
                 addr = parse_listen(cfg.metrics.listen)
                 server = await serve(addr.host, addr.port, self.metrics, self._refresh_gauges)
@@ -176,7 +206,7 @@ class Agent:
         )
         self.wake = asyncio.Event()
         self.watermarks = BufferWatermarks(buffer.positions, self.ingest)
-        context = SourceContext(
+        self._context = context = SourceContext(
             clock=self.clock,
             watermarks=self.watermarks,
             state_dir=Path(self.config.buffer.path).parent,
@@ -203,15 +233,60 @@ class Agent:
                     ),
                     name="health",
                 )
+                self._tg = tg
                 for source in self.sources:
-                    sink = WatchedSink(
-                        self.ingest.for_source(source.name), source.name, self.source_states
-                    )
-                    tg.create_task(source.run(sink), name=f"source:{source.name}")
+                    self._start_source(source)
                 await self.stop.wait()
                 raise _StopRequestedError
         except* _StopRequestedError:
             pass
+
+    @property
+    def _fixed(self) -> bool:
+        """Sources passed in by a test: not built from the config, so not switched by it."""
+        return self.deps.sources is not None
+
+    def _start_source(self, source: Source) -> None:
+        sink = WatchedSink(self.ingest.for_source(source.name), source.name, self.source_states)
+        self._source_tasks[source.name] = self._tg.create_task(
+            source.run(sink), name=f"source:{source.name}"
+        )
+
+    async def _switch(self, new: Running) -> set[str]:
+        """Run `new`: stop the sources whose config changed, commit what they handed over under
+        the old version, then start the changed ones; the rest keeps running (agent.applier)."""
+        old = {s.name: s for s in self.config.sources}
+        fresh = {s.name: s for s in new.config.sources}
+        changed = {n for n in old.keys() | fresh.keys() if old.get(n) != fresh.get(n)}
+        for name in sorted(changed & self._source_tasks.keys()):
+            task = self._source_tasks.pop(name)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self.source_states.sources.pop(name, None)
+        await self._commit_group()
+        await self.worker.call(self.worker.buffer.set_config_version, new.version)
+        self.config, self.config_version = new.config, new.version
+        self.sources = [s for s in self.sources if s.name not in changed]
+        for name in sorted(changed & fresh.keys()):
+            source = build_source(fresh[name], self._context)
+            self.sources.append(source)
+            self.source_states.sources[name] = SourceState(name)
+            self._start_source(source)
+        self.source_states.changed.set()  # report the new version soon
+        return changed & fresh.keys()
+
+    def _window_problem(self, restarted: set[str], since_ms: int) -> str | None:
+        """What keeps a just-applied config from being kept, or None (agent.applier)."""
+        for name in sorted(restarted):
+            state = self.source_states.sources.get(name)
+            whole = None if state is None else state.down.get("")
+            if whole is not None:
+                return f"source {name} down: {whole.reason}"
+        last_ack = self.worker.buffer.meta.get("last_sync_ms")
+        if last_ack is None or int(last_ack) < since_ms:
+            return "no upload acknowledged"
+        return None
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -296,7 +371,11 @@ class Agent:
             await asyncio.sleep(self.config.clock.check_interval_s)
 
     async def _send_health(self) -> None:
-        await self.uplink.send_health(await self.health_report())
+        ack = await self.uplink.send_health(await self.health_report())
+        desired = ack.desired_config_version
+        if self.applier is not None and desired is not None and self.applier.wants(desired):
+            self.applier.busy = True  # before the task runs: the next ack must not start another
+            self._tg.create_task(self.applier.apply(desired), name="remote-config")
 
     async def health_report(self) -> HealthReport:
         """The gateway's health now (`wire.http.HealthReport`)."""
@@ -344,6 +423,7 @@ class Agent:
                 "commit_failures": self.pressure_failures,
                 "health_reports_failed": self.health_stats.failed,
             },
+            config_result=None if self.applier is None else self.applier.result,
         )
 
     async def _final_flush(self) -> None:

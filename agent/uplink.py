@@ -23,7 +23,7 @@ import email.utils
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import httpx
 import msgspec
@@ -48,6 +48,7 @@ from wire.http import (
     HealthReport,
 )
 from wire.keys import b64url_decode
+from wire.remoteconfig import CONFIG_PATH, SignedConfig
 from wire.signatures import TAG
 
 _TRANSIENT = {429: "rate_limited", 500: "server", 502: "server", 503: "server", 504: "server"}
@@ -169,7 +170,21 @@ class Uplink:
         except (ValueError, SignatureError) as exc:
             raise TransientUplinkError("chain head response is malformed", cause="server") from exc
 
-    async def send_health(self, report: HealthReport) -> None:
+    async def fetch_config(self) -> SignedConfig | None:
+        """The newest config pushed to this gateway (`GET /v1/config`), unverified: the caller
+        verifies it (`agent.applier`); None when none was pushed (404)."""
+        reply = await self._request("GET", CONFIG_PATH, b"", {"content-type": JSON_MEDIA_TYPE})
+        if reply.status == 404:
+            return None
+        if reply.status != 200:
+            error = _decode(reply.content, ErrorBody)
+            self._raise_for(reply, error.error if error is not None else "")
+        signed = _decode(reply.content, SignedConfig)
+        if signed is None:
+            raise TransientUplinkError("config response is malformed", cause="server")
+        return signed
+
+    async def send_health(self, report: HealthReport) -> HealthAck:
         """POST one health report (JSON, uncompressed: it is small). Returns on the receiver's
         `HealthAck`; raises TransientUplinkError or RefusedError like a batch otherwise. The
         caller never retries a report: the next one replaces it."""
@@ -177,8 +192,9 @@ class Uplink:
         reply = await self._request(
             "POST", HEALTH_REPORT_PATH, body, {"content-type": JSON_MEDIA_TYPE}
         )
-        if reply.status == 200 and _decode(reply.content, HealthAck) is not None:
-            return
+        ack = _decode(reply.content, HealthAck) if reply.status == 200 else None
+        if ack is not None:
+            return ack
         error = _decode(reply.content, ErrorBody)
         code = error.error if error is not None else ""
         if reply.status == 200:
@@ -203,7 +219,7 @@ class Uplink:
         return reply
 
     @staticmethod
-    def _raise_for(reply: Reply, code: str) -> None:
+    def _raise_for(reply: Reply, code: str) -> NoReturn:
         status = reply.status
         if status in _TRANSIENT:
             raise TransientUplinkError(

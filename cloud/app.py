@@ -26,13 +26,14 @@ from cloud.apps import (
     efficiency_api,
     efficiency_page,
     production_api,
+    provenance,
     query,
 )
 from cloud.apps.context import AppContext
 from cloud.apps.intensity import PlantConfig
 from cloud.config import Config
 from cloud.errors import StoreError
-from cloud.receiver import admin, batches, enroll, health, openapi
+from cloud.receiver import admin, batches, configpush, enroll, health, openapi
 from cloud.receiver.context import Context, wall_clock_ms
 from cloud.receiver.metrics import Metrics
 from cloud.storage.store import Store
@@ -96,7 +97,9 @@ def create_app(
         *health.routes(ctx),
         *enroll.routes(ctx),
         *admin.routes(ctx),
+        *configpush.routes(ctx),
         *query.routes(apps),
+        *provenance.routes(apps),
         *efficiency_api.routes(apps),
         *production_api.routes(apps, store, config.admin),
         *alerts_api.routes(apps, store, config.admin),

@@ -16,6 +16,8 @@ the variable, the variable over the default:
     --plant              TIERLESS_PLANT_FILE         (none): processes and shifts (docs/figures.md)
     --alerts-interval-s  TIERLESS_ALERTS_INTERVAL_S  300: evaluate and deliver alerts; 0: off
     (SMTP for alert emails: TIERLESS_SMTP_HOST, TIERLESS_SMTP_PORT, TIERLESS_SMTP_FROM)
+    --config-key-file    TIERLESS_CONFIG_KEY_FILE    (else created in the token dir): the
+                         Ed25519 key that signs pushed configs (cloud.receiver.configkey)
     --token-dir          TIERLESS_TOKEN_DIR          beside the SQLite file, else the cwd
     --allow-insecure-http TIERLESS_ALLOW_INSECURE_HTTP=1
     --device-rate/--device-burst TIERLESS_DEVICE_RATE/_BURST      10/s, 60
@@ -55,6 +57,7 @@ from cloud.apps.alerts_api import smtp_from_env
 from cloud.apps.plantfile import load_plant
 from cloud.config import ConnectionLimits, Limits, normalise_public_url
 from cloud.errors import CloudError, ConfigError, StoreError
+from cloud.receiver.configkey import load_or_create_config_key
 from cloud.receiver.tokenfiles import check_token, load_or_create, read_token_file
 from cloud.server import ServeSettings, notice_logger, serve, stderr
 from cloud.storage.retention import parse_retention
@@ -115,6 +118,11 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between alert evaluations and deliveries (default 300; 0: off)",
     )
     serve_p.add_argument("--token-dir", type=Path, help="where tokens are created if not given")
+    serve_p.add_argument(
+        "--config-key-file",
+        type=Path,
+        help="PEM Ed25519 key (mode 0600) that signs pushed configs (default: created)",
+    )
     serve_p.add_argument(
         "--allow-insecure-http",
         action="store_true",
@@ -286,6 +294,13 @@ def serve_settings(
         tokens.append(token)
         if notice:
             notices.append(notice)
+    key_file = _pick(args.config_key_file, env, "TIERLESS_CONFIG_KEY_FILE", None)
+    config_key, notice = load_or_create_config_key(
+        file=Path(key_file) if key_file else None,
+        default_file=token_dir / "tierless-config-signing.key",
+    )
+    if notice:
+        notices.append(notice)
     # The viewer token is optional: never created, and not the read token (which opens the
     # whole query API).
     viewer_file = _pick(args.viewer_token_file, env, "TIERLESS_VIEWER_TOKEN_FILE", None)
@@ -374,6 +389,7 @@ def serve_settings(
         plant=plant,
         alerts_interval_s=alerts_interval_s,
         smtp=_smtp(env),
+        config_key=config_key,
     )
     return settings, notices
 

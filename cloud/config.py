@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from cloud.bearer import BearerCheck
 from cloud.errors import ConfigError
 
@@ -78,6 +80,8 @@ class Config:
     key_overlap_ms: int = 7 * 24 * 3600 * 1000  # old key valid after a rotation
     max_token_ttl_s: int = 30 * 24 * 3600
     max_enroll_failures: int = 5
+    # Signs pushed configs; its public half is in every enrol answer. None: no remote config.
+    config_key: Ed25519PrivateKey | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "public_url", normalise_public_url(self.public_url))

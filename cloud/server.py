@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.app import create_app
 from cloud.apps.alert_delivery import SmtpConfig
@@ -67,6 +68,7 @@ class ServeSettings:
     smtp: SmtpConfig | None = None  # where alert emails go (None: they wait in the outbox)
     workers: int = 1  # receiver processes on the one port (`cloud.workers`)
     retention: Retention = field(default_factory=Retention)  # raw readings kept, per medium
+    config_key: Ed25519PrivateKey | None = None  # signs pushed configs (receiver.configkey)
 
 
 async def check_schema(store: Store, db_url: str, *, say: Callable[[str], None]) -> None:
@@ -204,6 +206,7 @@ async def serve(
             admin=BearerCheck(settings.admin_token),
             read=BearerCheck(settings.read_token),
             limits=settings.limits,
+            config_key=settings.config_key,
         )
         plant = settings.plant or PlantConfig((), tz=settings.timezone)
         listening = (

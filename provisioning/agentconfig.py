@@ -25,6 +25,9 @@ from provisioning.errors import LocalError
 CONFIG_NAME = "agent.toml"
 KEY_NAME = "device.key"
 CA_NAME = "ca.pem"
+# The cloud's config-signing public key (base64url), pinned at enrolment beside the device key:
+# the agent applies only configs signed by it (wire.remoteconfig).
+CONFIG_KEY_NAME = "cloud-config.pub"
 BUFFER_NAME = "buffer.db"
 TAG_NAMES = ("site", "area", "process")
 

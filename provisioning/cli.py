@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 import msgspec
 
-from provisioning import agentconfig, fleet, secretfiles, views
+from provisioning import agentconfig, configcmd, fleet, secretfiles, views
 from provisioning.client import AdminApi, Receiver, normalise_url
 from provisioning.doctor import Doctor, Status
 from provisioning.enroll import EnrollPlan, enroll, read_bundle, valid_device_id
@@ -256,6 +256,19 @@ def _parser() -> argparse.ArgumentParser:
         p = add(devices, action, func, text)
         p.add_argument("device", metavar="ID")
 
+    config_p = sub.add_parser(
+        "config", help="push agent configs to gateways, see where each stands", allow_abbrev=False
+    ).add_subparsers(dest="what", required=True, metavar="ACTION")
+    p = add(config_p, "push", _config_push, "check, sign and store a config for gateways")
+    p.add_argument("file", metavar="FILE", help="the agent config to push (TOML)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--device", metavar="ID", help="one gateway")
+    target.add_argument(
+        "--tag", metavar="NAME=VALUE", help="every gateway with a series tagged so (site=...)"
+    )
+    p = add(config_p, "status", _config_status, "each gateway's desired and running config")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
     keys = sub.add_parser("keys", help="revoke one key", allow_abbrev=False).add_subparsers(
         dest="what", required=True, metavar="ACTION"
     )
@@ -394,6 +407,23 @@ def _token_create(args: argparse.Namespace, io: Io) -> int:
     else:
         io.out(issued.token)
         io.say(f"token for {args.device!r}, valid once until {until}; it is not shown again")
+    return EXIT_OK
+
+
+def _config_push(args: argparse.Namespace, io: Io) -> int:
+    receiver, admin = _admin(args, io)
+    with receiver:
+        pushed = configcmd.push(admin, args.file, device=args.device, tag=args.tag)
+    for line in configcmd.pushed_lines(pushed):
+        io.out(line)
+    return EXIT_OK
+
+
+def _config_status(args: argparse.Namespace, io: Io) -> int:
+    receiver, admin = _admin(args, io)
+    with receiver:
+        states = admin.config_status()
+    io.out(configcmd.status_json(states) if args.json else configcmd.status_table(states))
     return EXIT_OK
 
 
@@ -586,6 +616,8 @@ def _opcua_cert(args: argparse.Namespace, io: Io) -> int:
 _OPERATOR = frozenset(
     {
         _token_create,
+        _config_push,
+        _config_status,
         _devices_list,
         _devices_show,
         _devices_revoke,

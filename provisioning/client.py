@@ -39,6 +39,7 @@ from hostio.errors import CaBundleError, ExchangeError
 from hostio.loopback import is_loopback
 from hostio.signedclient import Reply, SyncSignedClient
 from provisioning.errors import (
+    ConfigRefusedError,
     LocalError,
     NotFoundError,
     ProvisioningError,
@@ -78,6 +79,15 @@ from wire.http import (
     admin_key_revoke_path,
 )
 from wire.keys import b64url_encode, key_id, public_key_to_raw
+from wire.remoteconfig import (
+    ADMIN_CONFIG_PATH,
+    ADMIN_CONFIG_STATUS_PATH,
+    ConfigPush,
+    ConfigPushed,
+    ConfigRefused,
+    ConfigState,
+    ConfigStatusList,
+)
 from wire.signatures import ENROLL_TAG, TAG
 
 JSON = JSON_MEDIA_TYPE
@@ -240,12 +250,15 @@ class AdminApi:
     ) -> T:
         content = b"" if body is None else msgspec.json.encode(body)
         reply = self._r.request(method, path, content=content, headers=self._headers)
+        self._check_token(reply)
+        return _expect(reply, expect, path, kind)
+
+    def _check_token(self, reply: Reply) -> None:
         if reply.status == 401:
             raise UnauthorizedError(
                 f"the admin token was refused by {self._r.base_url} (check "
                 "--admin-token-file, TIERLESS_ADMIN_TOKEN_FILE or TIERLESS_ADMIN_TOKEN)"
             )
-        return _expect(reply, expect, path, kind)
 
     def create_token(self, device_id: str, ttl_s: int) -> TokenIssued:
         body = TokenRequest(device_id=device_id, ttl_s=ttl_s)
@@ -265,6 +278,23 @@ class AdminApi:
 
     def revoke_key(self, keyid: str) -> KeyRevoked:
         return self._call("POST", admin_key_revoke_path(keyid), KeyRevoked)
+
+    def push_config(self, push: ConfigPush) -> ConfigPushed:
+        """POST /v1/admin/config; ConfigRefusedError with the checker's problems on a 400."""
+        content = msgspec.json.encode(push)
+        reply = self._r.request("POST", ADMIN_CONFIG_PATH, content=content, headers=self._headers)
+        if reply.status == 400:
+            try:
+                refused = msgspec.json.decode(reply.content, type=ConfigRefused)
+            except msgspec.DecodeError:
+                pass  # a plain 400 (a bad target): _expect says it
+            else:
+                raise ConfigRefusedError(refused.problems)
+        self._check_token(reply)
+        return _expect(reply, 201, ADMIN_CONFIG_PATH, ConfigPushed)
+
+    def config_status(self) -> list[ConfigState]:
+        return self._call("GET", ADMIN_CONFIG_STATUS_PATH, ConfigStatusList).devices
 
 
 def _expect(reply: Reply, status: int, what: str, kind: type[T]) -> T:

@@ -14,6 +14,8 @@ Steps, each safe to repeat after a crash (docs/provisioning.md, "The first gatew
 4. POST /v1/enroll signed by the new key (tag tierless-enroll-v1): the proof of possession.
 5. Move the key into place (atomically; over the old one only with `replace`), then write the
    CA bundle and `agent.toml` if the directory has none. The private key never leaves the file.
+6. Pin the cloud's config-signing public key from the answer (`cloud-config.pub`, replaced on
+   every enrolment: a new enrolment is a new trust decision), when the receiver has one.
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ from provisioning.client import Receiver, normalise_url
 from provisioning.errors import (
     AlreadyEnrolledError,
     LocalError,
+    ReceiverError,
     TokenDeviceError,
     TokenExpiredError,
     TokenRefusedError,
 )
 from wire.enrollment import EnrollmentToken, parse_token
-from wire.errors import TokenFormatError
-from wire.keys import key_id
+from wire.errors import SignatureError, TokenFormatError
+from wire.keys import b64url_decode, key_id, public_key_from_raw
 from wire.models import MAX_NAME_LEN
 
 PENDING_SUFFIX = ".enrolling"
@@ -200,12 +203,25 @@ def enroll(
     keyid = key_id(key.public_key())
     _install_key(pending, key_file, replace=plan.replace)
     written = _write_config(plan, url, config_file, key_file)
+    if enrolled.config_key:
+        _pin_config_key(directory / agentconfig.CONFIG_KEY_NAME, enrolled.config_key)
     if plan.owner is not None:
-        for path in (directory, key_file, config_file, directory / agentconfig.CA_NAME):
+        pinned = directory / agentconfig.CONFIG_KEY_NAME
+        for path in (directory, key_file, config_file, directory / agentconfig.CA_NAME, pinned):
             if path.exists():
                 os.chown(path, *plan.owner, follow_symlinks=False)
     say(f"enrolled {enrolled.device_id!r} at {url} with key {keyid}")
     return EnrollResult(plan.device_id, keyid, key_file, config_file, written)
+
+
+def _pin_config_key(path: Path, config_key: str) -> None:
+    try:
+        public_key_from_raw(b64url_decode(config_key))
+    except SignatureError as exc:
+        raise ReceiverError(
+            f"the receiver's config-signing key is not an Ed25519 key: {exc}"
+        ) from exc
+    secretfiles.write_secret_file(path, (config_key + "\n").encode("ascii"), replace=True)
 
 
 def _confirm_expiry(receiver: Receiver, parsed: EnrollmentToken, say: Say) -> None:

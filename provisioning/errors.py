@@ -84,6 +84,17 @@ class ReceiverError(ProvisioningError):
     exit_code = 13
 
 
+class ConfigRefusedError(ProvisioningError):
+    """A pushed config the receiver's check refused: every problem, one line each."""
+
+    exit_code = 14
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = [f"config refused ({len(problems)} problem(s)):", *problems]
+        super().__init__("\n".join(lines))
+
+
 EXIT_CODES: tuple[tuple[int, str], ...] = (
     (0, "done"),
     (1, "some checks (doctor) or rows (fleet plan) failed; each is reported"),
@@ -99,4 +110,5 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
     (11, "no such device or key"),
     (12, "refused by the receiver: key revoked or retired, device disabled or pending"),
     (13, "the receiver failed or answered unexpectedly; try again later"),
+    (14, "config push refused: the config failed the agent's checks (each problem is printed)"),
 )

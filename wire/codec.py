@@ -3,7 +3,7 @@
 Layout (every struct is a MessagePack array, fields by position; docs/protocol.md has the table):
 
     batch  = [version=1, device_id, seq, prev(bin 32), boot_id, clock, counters,
-              [series...], [event...]]
+              [series...], [event...], config_version?]
     clock  = [state, offset_ms]
     counters = [dropped_buffer_full, dropped_damaged, rejected_invalid]
     series = [metric, unit, site, area, process, medium,
@@ -18,6 +18,11 @@ scaled value deltas are small integers; MessagePack stores those in one byte eac
 compressor folds the repeats (docs/protocol.md gives the measured choice against JSON, gzip, zstd).
 Arrays instead of maps mean there are no keys to duplicate; the decimal scale is chosen per series
 only when dividing back gives every value exactly, so the codec never rounds a reading.
+
+`config_version` (the agent config that produced the readings, see docs/protocol.md) was added
+within version 1 as an optional tenth element: it is left out when empty, so a batch without it
+is byte for byte what an older agent sends, and an older receiver ignores a tenth element
+(msgspec array-like structs drop trailing extras), so old and new agents and receivers mix.
 
 Invariants:
 - decode(encode(b)) == b for every valid batch, value for value (floats compared with ==);
@@ -106,8 +111,12 @@ class _Batch(msgspec.Struct, array_like=True):
     events: Annotated[list[_Event], msgspec.Meta(max_length=MAX_EVENTS)]
 
 
+class _BatchWithConfig(_Batch, array_like=True):
+    config_version: _Name = ""
+
+
 _encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(_Batch)
+_decoder = msgspec.msgpack.Decoder(_BatchWithConfig)
 
 
 def batch_digest(body: bytes) -> bytes:
@@ -125,7 +134,7 @@ def encode_batch(batch: Batch) -> bytes:
         raise EncodeError(f"{batch.reading_count()} readings exceed the cap of {MAX_READINGS}")
     if len(batch.events) > MAX_EVENTS:
         raise EncodeError(f"{len(batch.events)} events exceed the cap of {MAX_EVENTS}")
-    wire = _Batch(
+    fields = (
         PROTOCOL_VERSION,
         batch.device_id,
         batch.seq,
@@ -140,7 +149,9 @@ def encode_batch(batch: Batch) -> bytes:
         [_encode_series(s) for s in batch.series],
         [_Event(e.kind, e.ts_ms, e.quality, [(n, v) for n, v in e.attrs]) for e in batch.events],
     )
-    return _encoder.encode(wire)
+    if batch.config_version:
+        return _encoder.encode(_BatchWithConfig(*fields, batch.config_version))
+    return _encoder.encode(_Batch(*fields))
 
 
 def decode_batch(body: bytes) -> Batch:
@@ -178,6 +189,7 @@ def decode_batch(body: bytes) -> Batch:
             wire.counters.rejected_invalid,
         ),
         clock=ClockReport(state, wire.clock.offset_ms),
+        config_version=wire.config_version,
     )
     batch.validate()
     return batch

@@ -9,6 +9,8 @@
     ├── BodyError                  a JSON request body that does not decode strictly (400); the
     │                              message names the field and the fault, never echoes input
     ├── TokenFormatError           a string that is not an enrolment token (mistyped, cut, altered)
+    ├── RemoteConfigError          a signed config a gateway must not apply: bad signature, digest,
+    │                              device or version (`wire.remoteconfig`); the running one stays
     └── SignatureError             signature, digest or key not acceptable (401); one message
                                    for the client, the reason for our logs only
 
@@ -55,3 +57,7 @@ class TokenFormatError(WireError, ValueError):
 
 class SignatureError(WireError):
     """A signature, Content-Digest or key that must not be trusted."""
+
+
+class RemoteConfigError(WireError):
+    """A signed config that must not be applied; the message says why, never the body."""

@@ -44,6 +44,7 @@ ADMIN_DEVICE_ACTION_PATH = "/v1/admin/devices/{device_id}/{action}"  # disable, 
 ADMIN_KEY_REVOKE_PATH = "/v1/admin/keys/{keyid}/revoke"
 DEVICES_PATH = "/v1/devices"
 DEVICE_HEALTH_PATH = "/v1/devices/{device_id}/health"
+DEVICE_BATCHES_PATH = "/v1/devices/{device_id}/batches"
 SERIES_PATH = "/v1/series"
 READINGS_PATH = "/v1/series/{series_id}/readings"
 LATEST_PATH = "/v1/latest"
@@ -66,6 +67,11 @@ def admin_device_path(device_id: str, action: str = "") -> str:
 def device_health_path(device_id: str) -> str:
     """The read API's path of one device's health ("/" in the id stays literal)."""
     return DEVICE_HEALTH_PATH.replace("{device_id}", quote(device_id, safe="/"))
+
+
+def device_batches_path(device_id: str) -> str:
+    """The read API's path of one device's batch records ("/" in the id stays literal)."""
+    return DEVICE_BATCHES_PATH.replace("{device_id}", quote(device_id, safe="/"))
 
 
 def admin_key_revoke_path(keyid: str) -> str:
@@ -143,6 +149,9 @@ class Enrolled(msgspec.Struct, frozen=True, kw_only=True):
     head_seq: int = 0
     head_digest: str = ""
     server_time_ms: int | None = None
+    # The cloud's config-signing public key (base64url, 32 raw bytes): the gateway pins it and
+    # applies only configs it signed (`wire.remoteconfig`). "" from a receiver without one.
+    config_key: str = ""
 
 
 class RotateRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -217,6 +226,9 @@ class HealthReport(msgspec.Struct, frozen=True, kw_only=True):
     last_ack_ms: int | None = None
     sources: list[SourceHealth] = msgspec.field(default_factory=list)
     errors: dict[str, int] = msgspec.field(default_factory=dict)
+    # The last remote config apply (`agent.applier`): "applied", "refused: <reason>" or
+    # "rolled back: <reason>"; None before the first. Added within protocol version 1.
+    config_result: str | None = None
 
 
 class HealthAck(msgspec.Struct, frozen=True, kw_only=True):
@@ -224,6 +236,9 @@ class HealthAck(msgspec.Struct, frozen=True, kw_only=True):
 
     status: str  # "stored"
     server_time_ms: int | None = None
+    # The newest config version pushed to this gateway (`wire.remoteconfig`), None when none
+    # was: a gateway running an older one fetches it (`GET /v1/config`).
+    desired_config_version: int | None = None
 
 
 class DeviceHealth(msgspec.Struct, frozen=True, kw_only=True):

@@ -162,6 +162,9 @@ class Batch:
     events: list[Event] = field(default_factory=list)
     counters: Counters = field(default_factory=Counters)
     clock: ClockReport = field(default_factory=ClockReport)
+    # The agent config that produced these readings (`agent.health.config_version`); "" when
+    # the agent does not say (an older agent).
+    config_version: str = ""
 
     def reading_count(self) -> int:
         return sum(len(s) for s in self.series)
@@ -178,6 +181,9 @@ class Batch:
             problem = name_problem(getattr(self, name), name)
             if problem is not None:
                 raise InvalidBatchError(str(problem))
+        problem = name_problem(self.config_version, "config_version", allow_empty=True)
+        if problem is not None:
+            raise InvalidBatchError(str(problem))
         if not 1 <= self.seq < 2**63:
             raise InvalidBatchError(f"seq: {self.seq} is not in 1..2^63-1")
         if len(self.prev) != 32:

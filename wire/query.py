@@ -89,6 +89,26 @@ class EventList(msgspec.Struct, frozen=True, kw_only=True):
     events: list[EventView]
 
 
+class BatchView(msgspec.Struct, frozen=True, kw_only=True):
+    """One stored batch: where its readings came from. `config_version` is the agent config
+    that produced every reading and event in it ("" when the agent did not say);
+    `min_ts_ms`..`max_ts_ms` the time range they cover (None for a batch of counters only)."""
+
+    device_id: str
+    seq: int
+    received_ms: int
+    boot_id: str
+    config_version: str
+    readings: int
+    events: int
+    min_ts_ms: int | None
+    max_ts_ms: int | None
+
+
+class BatchList(msgspec.Struct, frozen=True, kw_only=True):
+    batches: list[BatchView]
+
+
 class GroupFigure(msgspec.Struct, frozen=True, kw_only=True):
     """Consumption of the series sharing `key` (tag values) and `unit`; `gaps` counts them."""
 

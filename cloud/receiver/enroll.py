@@ -28,6 +28,7 @@ from cloud import responses
 from cloud.errors import RejectedError
 from cloud.receiver.auth import authenticate_device, parse_signature_headers, target_uri
 from cloud.receiver.batches import check_digest, require_content_type
+from cloud.receiver.configkey import public_config_key
 from cloud.receiver.context import Context
 from cloud.receiver.limits import check_declared_size, read_body
 from cloud.storage.registry import EnrollRequest
@@ -138,6 +139,9 @@ class EnrollHandlers:
             head_seq=head.seq,
             head_digest=b64url_encode(head.digest),
             server_time_ms=ctx.now_ms(),
+            config_key=(
+                "" if ctx.config.config_key is None else public_config_key(ctx.config.config_key)
+            ),
         )
         return responses.json_response(201, enrolled)
 

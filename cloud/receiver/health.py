@@ -11,7 +11,8 @@ Order of checks (each refusal is final; later steps never run):
     7. Content-Digest against the body                     401
     8. body decodes as `wire.http.HealthReport`            400
     9. the report's device_id is the key's device          403
-   10. stored as the device's latest and in its history    200 `HealthAck`
+   10. stored as the device's latest and in its history    200 `HealthAck`, with the version
+                                                            of the config pushed to it, if any
 
 A report is state, not data: the receiver keeps the newest and a bounded history
 (`cloud.storage.health`), and a gateway never resends one.
@@ -60,7 +61,13 @@ async def post_health(ctx: Context, request: Request) -> Response:
         )
     now = ctx.now_ms()
     await ctx.store.store_health(key.device_id, now, body)
-    return responses.json_response(200, HealthAck(status="stored", server_time_ms=now))
+    desired = await ctx.store.desired_config(key.device_id)
+    ack = HealthAck(
+        status="stored",
+        server_time_ms=now,
+        desired_config_version=None if desired is None else desired.version,
+    )
+    return responses.json_response(200, ack)
 
 
 def routes(ctx: Context) -> list[Route]:

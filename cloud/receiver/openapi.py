@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from wire import admin, alerts, efficiency, production, query
+from wire import admin, alerts, efficiency, production, query, remoteconfig
 from wire.codec import MEDIA_TYPE
 from wire.http import (
     ADMIN_DEVICE_ACTION_PATH,
@@ -26,6 +26,7 @@ from wire.http import (
     BATCHES_PATH,
     CHAIN_HEAD_PATH,
     CONSUMPTION_PATH,
+    DEVICE_BATCHES_PATH,
     DEVICE_HEALTH_PATH,
     DEVICES_PATH,
     ENROLL_PATH,
@@ -205,6 +206,39 @@ OPERATIONS: tuple[Operation, ...] = (
         request=admin.TokenRequest,
     ),
     Operation(
+        "post",
+        remoteconfig.ADMIN_CONFIG_PATH,
+        "Push an agent config to one device or to every device with a tag (checked, signed)",
+        {
+            201: ok("stored as each target's next version", remoteconfig.ConfigPushed),
+            400: ok("refused, with every problem the checker found", remoteconfig.ConfigRefused),
+            404: error("no such device, or none with that tag"),
+            409: error("the receiver has no config-signing key"),
+            503: error("the config checker could not run"),
+            **_OPERATOR_AUTH,
+        },
+        security="admin",
+        request=remoteconfig.ConfigPush,
+    ),
+    Operation(
+        "get",
+        remoteconfig.CONFIG_PATH,
+        "The gateway's newest pushed config, signed by the cloud (signed request, empty body)",
+        {
+            200: ok("the config", remoteconfig.SignedConfig),
+            404: error("no config pushed to this gateway"),
+            **_DEVICE_AUTH,
+        },
+        security="device",
+    ),
+    Operation(
+        "get",
+        remoteconfig.ADMIN_CONFIG_STATUS_PATH,
+        "Every gateway's desired (pushed) config and the one it runs",
+        {200: ok("status", remoteconfig.ConfigStatusList), **_OPERATOR_AUTH},
+        security="admin",
+    ),
+    Operation(
         "get",
         ADMIN_DEVICES_PATH,
         "Devices",
@@ -271,6 +305,18 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         security="read",
         parameters=[param("device_id", "path"), param("limit", kind="integer")],
+    ),
+    Operation(
+        "get",
+        DEVICE_BATCHES_PATH,
+        "A gateway's stored batches over [from_ms, to_ms): the config version that produced each",
+        {
+            200: ok("batches", query.BatchList),
+            400: error("bad parameter"),
+            **_OPERATOR_AUTH,
+        },
+        security="read",
+        parameters=[param("device_id", "path"), *_RANGE, param("limit", kind="integer")],
     ),
     Operation(
         "get",

@@ -14,6 +14,7 @@ from cloud.errors import SchemaError, StoreUnavailableError
 from cloud.storage.migrations import latest_version, migrations
 from cloud.storage.postgres_alerts import PostgresAlerts
 from cloud.storage.postgres_batches import PostgresBatches
+from cloud.storage.postgres_configs import PostgresConfigs
 from cloud.storage.postgres_health import PostgresHealth
 from cloud.storage.postgres_maintenance import PostgresMaintenance
 from cloud.storage.postgres_production import PostgresProduction
@@ -37,6 +38,7 @@ class PostgresStore(
     PostgresHealth,
     PostgresProduction,
     PostgresMaintenance,
+    PostgresConfigs,
 ):
     """`cloud.storage.store.Store` on PostgreSQL."""
 

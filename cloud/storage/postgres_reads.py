@@ -1,5 +1,5 @@
-"""The PostgreSQL store's reads: devices, series, readings, buckets, latest values, events and
-the figures' windows, each on a pooled connection."""
+"""The PostgreSQL store's reads: devices, series, readings, buckets, latest values, events,
+batch records and the figures' windows, each on a pooled connection."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from cloud.storage.devices import DeviceState
 from cloud.storage.postgres_db import PH, PostgresDb
 from cloud.storage.reads import (
     Agg,
+    BatchRecord,
     BucketPoint,
     EventRecord,
     LatestValue,
@@ -59,3 +60,10 @@ class PostgresReads(PostgresDb, RollupReads, WindowReads):
         sql, extra = queries.events(device_id, kind, PH)
         rows = await self._fetchall(sql, [from_ms, to_ms, *extra, limit])
         return [event_record(r[:5], r[5]) for r in rows]
+
+    async def batches(
+        self, device_id: str, from_ms: int, to_ms: int, limit: int
+    ) -> list[BatchRecord]:
+        sql = queries.fmt(queries.BATCHES, PH)
+        rows = await self._fetchall(sql, (device_id, from_ms, to_ms, limit))
+        return [BatchRecord(*r) for r in rows]

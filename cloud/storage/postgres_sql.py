@@ -1,9 +1,10 @@
 """What the PostgreSQL store sends for a batch, as text: no I/O, no connections.
 
 - `INGEST_CALL` + `call_params`: the small-batch transaction as one statement, the PL/pgSQL
-  function `ingest_batch` of migration 0002. Arrays travel as PostgreSQL array literals in text
-  parameters, built here: psycopg adapts a Python list element by element in Python, which cost
-  ~55 us a batch more than these joins (measured with 10 readings).
+  function `ingest_batch` (migration 0002, with the key check of 0003 and the provenance of
+  0007). Arrays travel as PostgreSQL array literals in text parameters, built here: psycopg
+  adapts a Python list element by element in Python, which cost ~55 us a batch more than these
+  joins (measured with 10 readings).
 - `copy_text`: readings in `COPY ... FROM STDIN` text format, for large batches and the bench's
   storage limit.
 
@@ -19,6 +20,7 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from cloud.storage import queries
 from cloud.storage.batches import BatchMeta
 from wire.models import Batch
 
@@ -28,7 +30,8 @@ INGEST_CALL = (
     " %s::int8, %s::int8, %s::int8, %s::int2, %s::int8, %s::int8,"
     " %s::int8[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
     " %s::int4[], %s::int8[], %s::float8[], %s::int2[],"
-    " %s::text[], %s::int8[], %s::int2[], %s::jsonb[])"
+    " %s::text[], %s::int8[], %s::int2[], %s::jsonb[],"
+    " %s, %s::int8, %s::int8)"
 )
 
 
@@ -79,6 +82,8 @@ def call_params(meta: BatchMeta, batch: Batch, known_ids: Sequence[int | None]) 
         number_array([e.ts_ms for e in events]),
         number_array([e.quality for e in events]),
         text_array([json.dumps(dict(e.attrs)) for e in events]),  # as psycopg's Jsonb does
+        batch.config_version,
+        *queries.time_range(batch),
     )
 
 

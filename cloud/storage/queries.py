@@ -43,9 +43,17 @@ UPDATE_HEAD = (
 
 INSERT_BATCH = (
     "INSERT INTO batch (device_id, seq, digest, prev, keyid, sig_created, received_ms,"
-    " content_encoding, wire_bytes, boot_id, reading_count, event_count)"
-    " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
+    " content_encoding, wire_bytes, boot_id, reading_count, event_count, config_version,"
+    " min_ts_ms, max_ts_ms)"
+    " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p})"
 )
+
+
+def time_range(batch: Batch) -> tuple[int | None, int | None]:
+    """The oldest and newest timestamp of the batch's readings and events (None, None: empty)."""
+    lows = [min(s.ts_ms) for s in batch.series if s.ts_ms] + [e.ts_ms for e in batch.events]
+    highs = [max(s.ts_ms) for s in batch.series if s.ts_ms] + [e.ts_ms for e in batch.events]
+    return (min(lows), max(highs)) if lows else (None, None)
 
 
 def batch_params(meta: BatchMeta, batch: Batch) -> tuple[object, ...]:
@@ -63,6 +71,8 @@ def batch_params(meta: BatchMeta, batch: Batch) -> tuple[object, ...]:
         batch.boot_id,
         batch.reading_count(),
         len(batch.events),
+        batch.config_version,
+        *time_range(batch),
     )
 
 
@@ -136,6 +146,12 @@ _BUCKETS = (
 _EVENTS = (
     "SELECT device_id, seq, kind, ts_ms, quality, attrs FROM event WHERE {where}"
     " ORDER BY ts_ms, id LIMIT {p}"
+)
+# The time range test first, then seq: the primary key (device_id, seq) serves the scan.
+BATCHES = (
+    "SELECT device_id, seq, received_ms, boot_id, config_version, reading_count, event_count,"
+    " min_ts_ms, max_ts_ms FROM batch WHERE device_id = {p} AND max_ts_ms >= {p}"
+    " AND min_ts_ms < {p} ORDER BY seq LIMIT {p}"
 )
 _LATEST = "SELECT {columns}, r.ts_ms, r.value, r.quality FROM series s{join}{where} ORDER BY s.id"
 

@@ -98,6 +98,21 @@ class EventRecord:
     attrs: dict[str, str | int | float | bool] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """A stored batch's provenance: the config that produced it and the time it covers."""
+
+    device_id: str
+    seq: int
+    received_ms: int
+    boot_id: str
+    config_version: str
+    readings: int
+    events: int
+    min_ts_ms: int | None
+    max_ts_ms: int | None
+
+
 class ReadStore(HealthReads, ProductionReads, Protocol):
     """Series, readings, buckets, latest values, events, devices, the gateways' health reports
     (`cloud.storage.health`), operators' production entries (`cloud.storage.production`) and the
@@ -124,6 +139,12 @@ class ReadStore(HealthReads, ProductionReads, Protocol):
     async def events(
         self, device_id: str | None, kind: str | None, from_ms: int, to_ms: int, limit: int
     ) -> list[EventRecord]: ...
+
+    async def batches(
+        self, device_id: str, from_ms: int, to_ms: int, limit: int
+    ) -> list[BatchRecord]:
+        """The device's batches whose readings or events fall in [from_ms, to_ms) (by their
+        time range), oldest seq first, at most `limit`."""
 
     def series_windows(
         self,

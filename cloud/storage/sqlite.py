@@ -16,6 +16,7 @@ from cloud.errors import SchemaError
 from cloud.storage.migrations import latest_version, migrations
 from cloud.storage.sqlite_alerts import SqliteAlerts
 from cloud.storage.sqlite_batches import SqliteBatches
+from cloud.storage.sqlite_configs import SqliteConfigs
 from cloud.storage.sqlite_db import Conn
 from cloud.storage.sqlite_health import SqliteHealth
 from cloud.storage.sqlite_maintenance import SqliteMaintenance
@@ -32,6 +33,7 @@ class SqliteStore(
     SqliteHealth,
     SqliteProduction,
     SqliteMaintenance,
+    SqliteConfigs,
 ):
     """`cloud.storage.store.Store` on SQLite."""
 

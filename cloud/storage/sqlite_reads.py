@@ -1,5 +1,5 @@
-"""The SQLite store's reads: devices, series, readings, buckets, latest values, events and the
-figures' windows, all on the reader connection."""
+"""The SQLite store's reads: devices, series, readings, buckets, latest values, events, batch
+records and the figures' windows, all on the reader connection."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from cloud.storage import queries
 from cloud.storage.devices import DeviceState
 from cloud.storage.reads import (
     Agg,
+    BatchRecord,
     BucketPoint,
     EventRecord,
     LatestValue,
@@ -78,3 +79,11 @@ class SqliteReads(SqliteDb, RollupReads, WindowReads):
         params: list[Any] = [from_ms, to_ms, *extra, limit]
         rows = await self._read(lambda c: c.execute(sql, params).fetchall())
         return [event_record(r[:5], json.loads(r[5])) for r in rows]
+
+    async def batches(
+        self, device_id: str, from_ms: int, to_ms: int, limit: int
+    ) -> list[BatchRecord]:
+        sql = queries.fmt(queries.BATCHES, PH)
+        params = (device_id, from_ms, to_ms, limit)
+        rows = await self._read(lambda c: c.execute(sql, params).fetchall())
+        return [BatchRecord(*r) for r in rows]

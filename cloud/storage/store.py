@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from cloud.errors import ConfigError
 from cloud.storage.alerts import AlertStore
 from cloud.storage.batches import BatchStore
+from cloud.storage.configs import ConfigStore
 from cloud.storage.health import HealthStore
 from cloud.storage.production import ProductionStore
 from cloud.storage.reads import ReadStore
@@ -23,7 +24,14 @@ from cloud.storage.retention import MaintenanceReport, Retention
 
 
 class Store(
-    BatchStore, RegistryStore, ReadStore, AlertStore, HealthStore, ProductionStore, Protocol
+    BatchStore,
+    RegistryStore,
+    ReadStore,
+    AlertStore,
+    HealthStore,
+    ProductionStore,
+    ConfigStore,
+    Protocol,
 ):
     """A receiver's state: every interface, and opening, checking and migrating the schema."""
 

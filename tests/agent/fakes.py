@@ -3,11 +3,13 @@ script. The real receiver runs in tests/agent/test_e2e_*.py."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from wire.codec import batch_digest, decode_batch
@@ -15,6 +17,7 @@ from wire.compression import decompress
 from wire.digest import verify_content_digest
 from wire.keys import b64url_encode
 from wire.models import GENESIS
+from wire.remoteconfig import SignedConfig
 from wire.signatures import parse_signature, verify_request
 
 SERVER_MS = 1_800_000_000_000
@@ -41,6 +44,8 @@ class FakeReceiver:
     bodies: list[bytes] = field(default_factory=list)  # decoded body of every batch request
     head: tuple[int, bytes] = (0, GENESIS)
     accept_encoding: str = "gzip"
+    config: SignedConfig | None = None  # what GET /v1/config serves; its version is "desired"
+    reports: list[dict[str, Any]] = field(default_factory=list)  # health reports, as JSON
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -62,6 +67,21 @@ class FakeReceiver:
         return response
 
     def _normal(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/health":
+            self.reports.append(json.loads(request.content))
+            desired = None if self.config is None else self.config.version
+            return reply(
+                200,
+                {
+                    "status": "stored",
+                    "server_time_ms": SERVER_MS,
+                    "desired_config_version": desired,
+                },
+            )
+        if request.url.path == "/v1/config":
+            if self.config is None:
+                return reply(404, {"error": "not_found", "message": "no such config"})
+            return httpx.Response(200, content=msgspec.json.encode(self.config))
         if request.url.path == "/v1/chain/head":
             seq, digest = self.head
             return reply(

@@ -347,3 +347,39 @@ async def test_outage_and_full_buffer_are_in_the_log_and_the_metrics(setup, capl
     assert "edge_agent_uplink_up 1" in after
     age = float(after.split("\nedge_agent_last_ack_age_seconds ")[1].split()[0])
     assert 0 <= age < 30
+
+
+async def test_readings_buffered_under_one_config_are_sent_naming_it_after_a_restart(setup):
+    receiver, make = setup
+    config = make(
+        sources='[[sources]]\ntype = "test"\nrate_hz = 200\nseries = 1\nmax_readings = 40\n'
+    )
+
+    def down(request):
+        raise httpx.ConnectError("down", request=request)
+
+    stop = asyncio.Event()
+    deps = RuntimeDeps(transport=httpx.MockTransport(down), stop=stop, handle_signals=False)
+    first = Agent(config, deps, config_version="aaaa")
+    task = asyncio.create_task(first.run(), name="agent-a")
+    await wait_for(lambda: hasattr(first, "ingest") and first.ingest.readings_in == 40)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert receiver.batches == {}
+
+    stop = asyncio.Event()
+    deps = RuntimeDeps(transport=receiver.transport(), stop=stop, handle_signals=False)
+    second = Agent(config, deps, config_version="bbbb")
+    task = asyncio.create_task(second.run(), name="agent-b")
+    await wait_for(lambda: len(receiver.values()) == 80, 15)
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    by_version: dict[str, list[float]] = {}
+    for seq in sorted(receiver.batches):
+        batch = decode_batch(receiver.batches[seq])
+        by_version.setdefault(batch.config_version, []).extend(r.value for r in batch.readings())
+    # the test counter carries on from its last buffered value
+    assert by_version == {
+        "aaaa": [float(n) for n in range(1, 41)],
+        "bbbb": [float(n) for n in range(41, 81)],
+    }

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.applications import Starlette
 
 from cloud.app import create_app
@@ -114,6 +115,7 @@ class Receiver:
 
 ADMIN_TOKEN = "admin-token-for-tests"
 READ_TOKEN = "read-token-for-tests"
+CONFIG_KEY = Ed25519PrivateKey.from_private_bytes(bytes([7]) * 32)  # signs pushed configs
 
 
 @contextlib.asynccontextmanager
@@ -129,6 +131,7 @@ async def running_receiver(
             admin=BearerCheck(ADMIN_TOKEN),
             read=BearerCheck(READ_TOKEN),
             limits=limits or Limits(device_burst=10_000),
+            config_key=CONFIG_KEY,
         )
         apps.append(
             create_app(config, store, now_ms=clock.now_ms, monotonic=clock.monotonic, plant=plant)

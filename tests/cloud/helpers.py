@@ -99,6 +99,7 @@ class Gateway:
         events: Sequence[Event] = (),
         counters: Counters | None = None,
         device_id: str | None = None,
+        config_version: str = "",
     ) -> Frozen:
         batch = Batch(
             device_id=device_id or self.device_id,
@@ -109,6 +110,7 @@ class Gateway:
             events=list(events),
             counters=counters or Counters(),
             clock=ClockReport(ClockState.SYNCED, 12),
+            config_version=config_version,
         )
         body = encode_batch(batch)
         return Frozen(batch, body, batch_digest(body))

@@ -13,15 +13,18 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.config import CloudConfig
 from cloud.cli import _parser, main, serve_settings
 from cloud.config import ConnectionLimits
-from cloud.errors import SchemaError
+from cloud.errors import ConfigError, SchemaError
+from cloud.receiver.configkey import public_config_key
 from cloud.server import check_schema
 from cloud.storage.migrations import latest_version, migrations
 from cloud.storage.sqlite import SqliteStore
 from tests.cloud.helpers import Gateway, free_port, spawn_receiver
+from wire.keys import private_key_to_pem
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "t" * 32
@@ -50,8 +53,18 @@ def test_defaults_create_tokens_beside_the_database(tmp_path: Path) -> None:
         assert any(str(path) in n for n in notices)
     assert all(settings.admin_token not in n for n in notices)  # the path, never the value
     assert settings.admin_token == (tmp_path / "tierless-admin.token").read_text().strip()
+    # the config-signing key likewise: created once, 0600, the same key on the next start
+    key_file = tmp_path / "tierless-config-signing.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert any(str(key_file) in n for n in notices)
     again, notices = _settings(["--db", f"sqlite:///{tmp_path}/c.db"], {})
     assert (again.admin_token, notices) == (settings.admin_token, [])
+    assert settings.config_key is not None
+    assert again.config_key is not None
+    assert public_config_key(again.config_key) == public_config_key(settings.config_key)
+    key_file.chmod(0o644)  # readable by others: refused, like a token file
+    with pytest.raises(ConfigError, match="config-signing key file"):
+        _settings(["--db", f"sqlite:///{tmp_path}/c.db"], {})
 
 
 def test_environment_configures_everything_and_flags_win(tmp_path: Path) -> None:
@@ -70,8 +83,14 @@ def test_environment_configures_everything_and_flags_win(tmp_path: Path) -> None
         "TIERLESS_KEEP_ALIVE": "30",
         "TIERLESS_MAX_WAITING_PER_ADDRESS": "500",
         "TIERLESS_MAX_REQUESTS_PER_ADDRESS": "400",
+        "TIERLESS_CONFIG_KEY_FILE": str(tmp_path / "signing.key"),
     }
+    signing = Ed25519PrivateKey.generate()
+    (tmp_path / "signing.key").write_bytes(private_key_to_pem(signing))
+    (tmp_path / "signing.key").chmod(0o600)
     s, notices = _settings([], env)
+    assert s.config_key is not None
+    assert public_config_key(s.config_key) == public_config_key(signing)
     assert (s.db_url, s.host, s.port, s.public_url) == (
         "postgresql://db.internal/tierless",
         "0.0.0.0",
@@ -199,7 +218,9 @@ def test_migrate_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     db = f"sqlite:///{tmp_path}/m.db"
     assert main(["migrate", "--db", db], {}) == 0
     latest = latest_version("sqlite")
-    applied = [m.version for m in migrations("sqlite")]  # numbers may skip (merged branches)
+    # every file, in order (numbers are assigned per branch, so they need not be contiguous)
+    applied = [m.version for m in migrations("sqlite")]
+    assert applied == sorted(applied)
     assert applied[-1] == latest
     assert f"schema at version {latest} (applied {applied})" in capsys.readouterr().err
     assert main(["migrate"], {"TIERLESS_DB": db}) == 0

@@ -12,7 +12,7 @@ import pytest
 from provisioning import secretfiles
 from provisioning.enroll import PENDING_SUFFIX
 from tests.provisioning.conftest import Edgectl, RealReceiver, edge_agent
-from wire.keys import key_id
+from wire.keys import b64url_encode, key_id, load_private_key_pem, public_key_to_raw
 
 
 def write_token(path: Path, token: str) -> Path:
@@ -38,6 +38,13 @@ def test_enrol_writes_key_and_a_config_the_agent_accepts(tmp_path, receiver, ctl
     assert receiver.device("gw-happy")["status"] == "active"
     check = edge_agent("check-config", gw / "agent.toml")
     assert check.returncode == 0, check.stderr
+    # the cloud's config-signing key is pinned beside the device key (its public half only)
+    pinned = gw / "cloud-config.pub"
+    assert stat.S_IMODE(pinned.stat().st_mode) == 0o600
+    signing = load_private_key_pem(
+        (receiver.directory / "tierless-config-signing.key").read_bytes()
+    )
+    assert pinned.read_text().strip() == b64url_encode(public_key_to_raw(signing.public_key()))
     # the private key is nowhere but in its file: not in the config, not in the output
     pem = key_file.read_text()
     body = pem.splitlines()[1]

@@ -66,4 +66,5 @@ def batches(draw: st.DrawFn) -> Batch:
         events=draw(st.lists(events, max_size=4)),
         counters=Counters(*draw(st.tuples(*[st.integers(0, 2**63 - 1)] * 3))),
         clock=ClockReport(draw(st.sampled_from(ClockState)), draw(st.integers(-(10**12), 10**12))),
+        config_version=draw(st.one_of(st.just(""), names)),
     )

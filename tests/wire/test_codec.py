@@ -27,6 +27,7 @@ from wire.models import GENESIS, Batch, Event, SeriesData, SeriesKey
 def same_batch(a: Batch, b: Batch) -> None:
     assert (a.device_id, a.seq, a.prev, a.boot_id) == (b.device_id, b.seq, b.prev, b.boot_id)
     assert (a.counters, a.clock, a.events) == (b.counters, b.clock, b.events)
+    assert a.config_version == b.config_version
     assert [s.key for s in a.series] == [s.key for s in b.series]
     for x, y in zip(a.series, b.series, strict=True):
         assert x.ts_ms == y.ts_ms
@@ -51,6 +52,43 @@ def test_random_batches_round_trip(batch: Batch) -> None:
     body = encode_batch(batch)
     same_batch(decode_batch(body), batch)
     assert encode_batch(decode_batch(body)) == body  # the digest is stable across a round trip
+
+
+class _Version1Batch(msgspec.Struct, array_like=True):
+    """The batch as a receiver from before `config_version` decodes it (its nine fields)."""
+
+    version: int
+    device_id: str
+    seq: int
+    prev: bytes
+    boot_id: str
+    clock: tuple[int, int]
+    counters: tuple[int, int, int]
+    series: list[object]
+    events: list[object]
+
+
+def test_config_version_is_an_optional_tenth_element_both_ways() -> None:
+    plain, named = small_batch(), small_batch(config_version="3f2a9c0d41b7e655")
+    plain_body, named_body = encode_batch(plain), encode_batch(named)
+    # without a version: the nine-element array an older agent sends, byte for byte
+    assert msgspec.msgpack.decode(plain_body)[:9] == msgspec.msgpack.decode(named_body)[:9]
+    assert len(msgspec.msgpack.decode(plain_body)) == 9
+    assert msgspec.msgpack.decode(named_body)[9] == "3f2a9c0d41b7e655"
+    # an older receiver's decoder takes the new body; this decoder takes the old body
+    old = msgspec.msgpack.decode(named_body, type=_Version1Batch)
+    assert (old.device_id, old.seq) == ("gw-1", 1)
+    assert decode_batch(plain_body).config_version == ""
+    assert decode_batch(named_body).config_version == "3f2a9c0d41b7e655"
+
+
+@pytest.mark.parametrize("bad", ["x" * 129, "a\nb"])
+def test_config_version_is_a_name_on_both_sides(bad: str) -> None:
+    with pytest.raises(EncodeError, match="config_version"):
+        encode_batch(small_batch(config_version=bad))
+    fields = msgspec.msgpack.decode(encode_batch(small_batch()))
+    with pytest.raises(DecodeError, match=r"config_version|\$\[9\]"):
+        decode_batch(msgspec.msgpack.encode([*fields, bad]))
 
 
 def test_reference_batch_is_compact_and_exact() -> None:

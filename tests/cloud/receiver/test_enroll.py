@@ -7,8 +7,9 @@ import json
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.config import Limits
+from cloud.receiver.configkey import public_config_key
 from cloud.storage.store import Store
-from tests.cloud.conftest import Receiver, running_receiver
+from tests.cloud.conftest import CONFIG_KEY, Receiver, running_receiver
 from tests.cloud.helpers import Gateway
 from wire.enrollment import rotate_pop_message
 from wire.keys import b64url_encode, key_id, public_key_to_raw
@@ -38,6 +39,7 @@ async def test_token_is_single_use_and_a_lost_answer_can_be_retried(receiver: Re
         "head_seq": 0,
         "head_digest": b64url_encode(bytes(32)),
         "server_time_ms": receiver.clock.ms,
+        "config_key": public_config_key(CONFIG_KEY),  # the gateway pins it
     }
     again = await _enroll(receiver, gw, token)  # the gateway lost the answer
     assert (again.status_code, again.json()) == (201, body)

@@ -53,7 +53,11 @@ async def test_a_report_is_stored_and_served_latest_first(receiver: Receiver) ->
     for n in range(3):
         r = await post(receiver, gw, msgspec.json.encode(report("gw-1", n)))
         assert r.status_code == 200, r.text
-        assert r.json() == {"status": "stored", "server_time_ms": receiver.clock.ms}
+        assert r.json() == {
+            "status": "stored",
+            "server_time_ms": receiver.clock.ms,
+            "desired_config_version": None,  # no config was pushed to it
+        }
     r = await get(receiver, "/v1/devices/gw-1/health")
     assert r.status_code == 200, r.text
     body = r.json()

@@ -38,7 +38,12 @@ def test_copy_text():
 def test_call_params_match_the_statement():
     gw = Gateway("gw-1")
     frozen = gw.build(
-        1, GENESIS, n_readings=6, n_series=2, events=[Event("ticket", START_MS, (("lot", "A"),))]
+        1,
+        GENESIS,
+        n_readings=6,
+        n_series=2,
+        events=[Event("ticket", START_MS, (("lot", "A"),))],
+        config_version="aaaa",
     )
     params = call_params(gw.meta(frozen), frozen.batch, [7, None])
     assert len(params) == INGEST_CALL.count("%s")
@@ -46,4 +51,6 @@ def test_call_params_match_the_statement():
     assert (known, metrics) == ("{7,NULL}", '{"power_00","power_01"}')
     assert readings_series == "{1,1,1,2,2,2}"
     assert ts_ms == number_array([t for s in frozen.batch.series for t in s.ts_ms])
-    assert params[27:] == ('{"ticket"}', f"{{{START_MS}}}", "{0}", '{"{\\"lot\\": \\"A\\"}"}')
+    assert params[27:31] == ('{"ticket"}', f"{{{START_MS}}}", "{0}", '{"{\\"lot\\": \\"A\\"}"}')
+    # provenance: the config version, then the oldest and newest time of readings and events
+    assert params[31:] == ("aaaa", START_MS, START_MS + 5000)
