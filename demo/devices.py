@@ -126,8 +126,10 @@ class Devices:
         out["meter"]["served"] = dict(self.meter.served)
         out["meter"]["answered_requests"] = self.bus.stats.answered
         out["meter"]["ignored_requests"] = self.bus.stats.ignored
+        wb = self.weighbridge
         out["weighbridge"]["printed"] = [
-            [t.number, t.material, t.lot, t.net_kg] for t in self.weighbridge.tickets
+            [t.number, t.material, t.lot, t.net_kg, ms]
+            for t, ms in zip(wb.tickets, wb.printed_ms, strict=True)
         ]
         out["weighbridge"]["commands"] = [c.decode("latin-1") for c in self.weighbridge.commands]
         if self.sensors is not None:

@@ -16,6 +16,7 @@ readings, identified by (metric, ts).
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import math
 import shutil
@@ -44,7 +45,11 @@ def find_mosquitto() -> str | None:
 
 def broker_config(port: int, *, persistence_dir: Path | None = None) -> str:
     """Loopback only, anonymous. With `persistence_dir`, sessions and queued messages are saved
-    there when the broker stops, so a restart keeps them (the soak restarts the broker)."""
+    there when the broker stops, so a restart keeps them (the soak restarts the broker).
+
+    `user`: Mosquitto started as root drops to the `mosquitto` user, which cannot write the run
+    directory we made, and then loses every session on a restart ("Error saving in-memory
+    database"); it runs as whoever starts it instead (for others the option changes nothing)."""
     keep = (
         "persistence false"
         if persistence_dir is None
@@ -53,6 +58,7 @@ def broker_config(port: int, *, persistence_dir: Path | None = None) -> str:
     return f"""# Mosquitto for `make demo`: loopback only, anonymous.
 listener {port} 127.0.0.1
 allow_anonymous true
+user {getpass.getuser()}
 {keep}
 log_dest stderr
 log_type error

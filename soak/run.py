@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -79,6 +80,11 @@ class Soak(Demo):
         self.drain_timeout_s = 120.0
         self.plan: list[Fault] = []
         self.final_faults: dict[str, Any] | None = None
+        # (from_ms, to_ms) while no agent had the weighbridge's port open: after a kill -9 until
+        # the new agent opened it. A ticket printer does not wait for a reader, and opening a
+        # serial port flushes what the line held, so tickets printed then are lost to any
+        # gateway; to_ms is None while the window is open.
+        self.unplugged: list[tuple[int, int | None]] = []
 
     # -- set-up ------------------------------------------------------------------------------
 
@@ -164,12 +170,28 @@ class Soak(Demo):
     def _idle_until(self, when: float) -> None:
         while self.signals.count == 0 and time.monotonic() < when:
             self._check_children()
+            self._watch_weighbridge()
             time.sleep(0.1)
+
+    def _watch_weighbridge(self) -> None:
+        """Close the open unplugged window once the agent holds the weighbridge's port."""
+        if not self.unplugged or self.unplugged[-1][1] is not None or self.agent is None:
+            return
+        port = os.path.realpath(self._noisy("weighbridge"))
+        fds = Path(f"/proc/{self.agent.pid}/fd")
+        try:
+            held = any(os.path.realpath(fd) == port for fd in fds.iterdir())
+        except OSError:  # the agent is between exit and start, or the fd went meanwhile
+            return
+        if held:
+            self.unplugged[-1] = (self.unplugged[-1][0], _now_ms())
 
     def _inject(self, fault: Fault) -> None:
         assert self.agent is not None
         assert self.receiver is not None
         if fault.kind is Kind.KILL_AGENT:
+            if not self.unplugged or self.unplugged[-1][1] is not None:  # else still open
+                self.unplugged.append((_now_ms(), None))
             self.agent.stop(sig=signal.SIGKILL)
             self.agent.start()
         elif fault.kind is Kind.KILL_RECEIVER:
@@ -199,6 +221,10 @@ class Soak(Demo):
             interrupted=lambda: self.signals.count > 0,
         )
         self.broker.stop()  # SIGTERM: Mosquitto saves its sessions and queues, then exits
+        if "Error saving" in self.broker.log_tail(20):
+            # It would come back without our session and drop what is published meanwhile: a
+            # loss of the harness's making, not the gateway's.
+            raise DemoError(f"mosquitto could not save its sessions (log {self.broker.log})")
         self.broker.start()
         port = self.mqtt_port
         wait_until(
@@ -254,14 +280,16 @@ class Soak(Demo):
         points = len(report.get("meter", {}).get("served", {}))
         answers = self._damaged("meter", "damaged_chunks_to_gateway")
         lines = self._damaged("weighbridge", "damaged_lines_to_gateway")
+        unheard = self._printed_while_unplugged(report)
         allowance = {
             "meter": (kills + POLLS_PER_DAMAGED_ANSWER * answers) * points,
-            "weighbridge": (kills + lines) * TICKET_UNITS,
+            "weighbridge": (kills + lines + unheard) * TICKET_UNITS,
         }
         why = {
             "meter": f"{answers} answers damaged by the noise (each up to "
             f"{POLLS_PER_DAMAGED_ANSWER} polls)",
-            "weighbridge": f"{lines} ticket lines damaged by the noise",
+            "weighbridge": f"{lines} ticket lines damaged by the noise, and {unheard} tickets "
+            "printed while no agent had the port open",
         }
         for device in verdict.devices:
             device.allowed_missing = allowance.get(device.device, 0)
@@ -271,6 +299,14 @@ class Soak(Demo):
                     "each losing at most what it had not committed (one poll, one ticket), and "
                     f"{why[device.device]}"
                 )
+
+    def _printed_while_unplugged(self, report: dict[str, Any]) -> int:
+        printed = [int(t[4]) for t in report.get("weighbridge", {}).get("printed", [])]
+        end = _now_ms()
+        return sum(
+            any(a <= ms <= (b if b is not None else end) for a, b in self.unplugged)
+            for ms in printed
+        )
 
     def _damaged(self, device: str, what: str) -> int:
         counts = self.faults()["serial_noise"].get(device, {})
@@ -292,6 +328,9 @@ class Soak(Demo):
             "done": dict(self.done),
             "proxy": dict(self.proxy.counts) if self.proxy else {},
             "serial_noise": {d: dict(line.counts) for d, line in self.noise.items()},
+            "weighbridge_unplugged_ms": [
+                (b if b is not None else _now_ms()) - a for a, b in self.unplugged
+            ],
         }
 
     def _stop_all(self) -> None:
@@ -303,3 +342,7 @@ class Soak(Demo):
         if self.proxy is not None:
             self.proxy.__exit__(None, None, None)
             self.proxy = None
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

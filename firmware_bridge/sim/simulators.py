@@ -270,8 +270,9 @@ MATERIALS = ("SAND", "GRAVEL", "CEMENT", "CLINKER", "LIMESTONE")
 class Weighbridge:
     """Prints a ticket every `interval_s` once a line `start_command` arrived (None: at once).
 
-    `tickets` lists what was printed, in order; `stop()` stops printing (the indicator stays
-    connected). `run()` returns when the port goes away."""
+    `tickets` lists what was printed, in order, and `printed_ms` when (wall clock, ms);
+    `stop()` stops printing (the indicator stays connected). `run()` returns when the port goes
+    away."""
 
     device: PtyDevice
     interval_s: float = 3.0
@@ -280,6 +281,7 @@ class Weighbridge:
     rng: random.Random = field(default_factory=random.Random)
     tickets: list[Ticket] = field(default_factory=list)
     commands: list[bytes] = field(default_factory=list)
+    printed_ms: list[int] = field(default_factory=list)
     printing: bool = False
     stopped: bool = False
 
@@ -324,3 +326,4 @@ class Weighbridge:
             except PortLostError:
                 return
             self.tickets.append(ticket)
+            self.printed_ms.append(time.time_ns() // 1_000_000)
