@@ -294,14 +294,20 @@ async def spawn_receiver(
     """
     import os
     import sys
+    import tempfile
 
     full_env = {**os.environ, **env}
+    # A directory of its own: what a receiver creates in its working directory (the token files
+    # and the config-signing key, without --token-dir on PostgreSQL) must not land in the
+    # checkout, where the next test, or another worker, would find it.
+    cwd = tempfile.TemporaryDirectory(prefix="receiver-")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "cloud",
         *args,
         env=full_env,
+        cwd=cwd.name,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -320,9 +326,12 @@ async def spawn_receiver(
     finally:
         if proc.returncode is None:
             proc.terminate()
-        async with asyncio.timeout(15):
-            code = await proc.wait()
-            await _drain(proc.stderr, seen)
+        try:
+            async with asyncio.timeout(15):
+                code = await proc.wait()
+                await _drain(proc.stderr, seen)
+        finally:
+            cwd.cleanup()
     # uvicorn re-raises the SIGTERM it handled once it has shut down cleanly
     assert code in expect_exit, "".join(seen)
 

@@ -30,6 +30,13 @@ ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "t" * 32
 
 
+@pytest.fixture(autouse=True)
+def _in_a_directory_of_its_own(tmp_path, monkeypatch):
+    """Parsing settings creates what a receiver keeps beside its default database (the
+    config-signing key, in the working directory): in the test's directory, not the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _settings(argv: list[str], env: dict[str, str]):
     return serve_settings(_parser().parse_args(["serve", *argv]), env)
 
