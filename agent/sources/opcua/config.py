@@ -90,6 +90,10 @@ class OpcuaSourceConfig(
     reconnect_initial_ms: Annotated[int, msgspec.Meta(ge=1)] = 500
     reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     resolve_retry_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0  # nodes missing on the server
+    # requested session timeout: how long the server keeps the session (and its subscription's
+    # queued values) for a link that dropped; mode subscribe recovers it within that time
+    session_timeout_ms: Annotated[int, msgspec.Meta(ge=1000, le=86_400_000)] = 60_000
+    recover_session: bool = True  # false: a new session after every lost link
     max_queued_notifications: Annotated[int, msgspec.Meta(ge=100, le=10_000_000)] = 100_000
     # tags for every node that does not set its own
     site: _Tag = ""

@@ -1,0 +1,187 @@
+"""Session recovery after a lost connection (OPC 10000-4, 6.7): a new socket and secure channel,
+ActivateSession with the old session's authentication token, the subscription kept, the
+notifications the server held for it delivered. With `source`, `connect` and `requests`, the
+only modules of the source that import asyncua.
+
+What it relies on in asyncua 2.1 (the pinned minor): `Client.connect_socket`, `send_hello`,
+`open_secure_channel` and `activate_session`; `UaSession.rebind_authentication_token`,
+`transfer_subscriptions` and `republish`. Two private pieces are used because asyncua's own
+reconnect supervisor cannot be used as it is (its Republish loop never ends against asyncua's
+server, which answers a Republish for a sequence number it does not hold with an empty message
+instead of BadMessageNotAvailable): the supervisor and channel-renewal tasks are started again
+(`_connection_supervisor`, `_start_renew_loop`) once the session is active again.
+
+Sequence numbers: `TrackedSubscription` records the sequence number of every notification
+message the server sent, so the source can tell whether any was lost (`missing`). The message
+asyncua makes up itself when the link drops (BadShutdown, no sequence number of the server's)
+is not passed on: the source learns of the loss from the connection-lost callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from asyncua import ua
+from asyncua.client.client import Client
+from asyncua.common.subscription import Subscription
+from asyncua.ua.status_codes import StatusCodes
+from asyncua.ua.uaerrors import UaStatusCodeError
+
+from agent.sources.opcua.config import OpcuaSourceConfig
+from agent.sources.opcua.connect import FAULTS, RefusedError, describe
+
+# ActivateSession answers meaning the server no longer has the session: make a new one.
+SESSION_GONE = frozenset(
+    {
+        StatusCodes.BadSessionIdInvalid,
+        StatusCodes.BadSessionClosed,
+        StatusCodes.BadSessionNotActivated,
+        StatusCodes.BadIdentityTokenInvalid,
+        StatusCodes.BadIdentityTokenRejected,
+        StatusCodes.BadUserAccessDenied,
+    }
+)
+# TransferSubscriptions / Republish answers meaning the subscription is gone
+SUBSCRIPTION_GONE = frozenset({StatusCodes.BadSubscriptionIdInvalid, StatusCodes.BadNoSubscription})
+
+
+class SessionGoneError(Exception):
+    """The server no longer has the session (or its subscription); the status code's name."""
+
+
+class TrackedSubscription(Subscription):
+    """An asyncua subscription that records the server's notification sequence numbers.
+
+    `last_seq` is the highest sequence number received; `missing` the numbers below it that
+    never arrived (a Republish that brings one removes it).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.last_seq: int | None = None
+        self.missing: set[int] = set()
+        self.link_down = False  # set by the source while the link is lost
+
+    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
+        msg = publish_result.NotificationMessage
+        if not msg.NotificationData:
+            await super().publish_callback(publish_result)  # a keep-alive
+            return
+        if self.link_down and _local_shutdown(msg):
+            return  # asyncua's own "link lost" message, not the server's (see the module doc)
+        seq = int(msg.SequenceNumber)
+        if self.last_seq is None or seq > self.last_seq:
+            if self.last_seq is not None:
+                self.missing.update(range(self.last_seq + 1, seq))
+            self.last_seq = seq
+        else:
+            self.missing.discard(seq)
+        await super().publish_callback(publish_result)
+
+
+def _local_shutdown(msg: ua.NotificationMessage) -> bool:
+    data = msg.NotificationData
+    return (
+        len(data) == 1
+        and isinstance(data[0], ua.StatusChangeNotification)
+        and data[0].Status.value == StatusCodes.BadShutdown
+    )
+
+
+async def create_subscription(
+    client: Client, cfg: OpcuaSourceConfig, queue_maxsize: int
+) -> TrackedSubscription:
+    """Client.create_subscription with a `TrackedSubscription` (same parameters)."""
+    from asyncua.common.subscription import OverflowPolicy
+
+    params = ua.CreateSubscriptionParameters()
+    params.RequestedPublishingInterval = cfg.publishing_interval_ms
+    params.RequestedLifetimeCount = 10000
+    params.RequestedMaxKeepAliveCount = client.get_keepalive_count(cfg.publishing_interval_ms)
+    params.MaxNotificationsPerPublish = 10000
+    params.PublishingEnabled = True
+    params.Priority = 0
+    # a consumer that cannot keep up loses the session (and so reads every current value
+    # again) rather than silently dropping notifications
+    sub = TrackedSubscription(
+        client.uaclient.session,
+        params,
+        None,
+        queue_maxsize=queue_maxsize,
+        overflow=OverflowPolicy.DISCONNECT,
+    )
+    sub.set_overflow_disconnect_handler(client.uaclient.notify_transport_lost)
+    await sub.init()
+    client._subscriptions.append(sub)  # closed with the client
+    return sub
+
+
+async def reactivate(client: Client, cfg: OpcuaSourceConfig, password: str | None) -> None:
+    """A new socket and secure channel, and the client's session activated on it again.
+
+    RefusedError: no connection (try again later); SessionGoneError: the server answered that
+    it has no such session any more (make a new one)."""
+    client.disconnect_socket()
+    try:
+        async with asyncio.timeout(cfg.timeout_s * 3):
+            await client.connect_socket()
+            await client.send_hello()
+            await client.open_secure_channel()
+            client.uaclient.session.rebind_authentication_token()
+            await client.activate_session(username=cfg.username or None, password=password)
+    except UaStatusCodeError as exc:
+        client.disconnect_socket()
+        if exc.code in SESSION_GONE:
+            raise SessionGoneError(ua.StatusCode(exc.code).name) from exc
+        raise RefusedError(describe(exc)) from exc
+    except FAULTS as exc:
+        client.disconnect_socket()
+        raise RefusedError(describe(exc)) from exc
+    except BaseException:
+        client.disconnect_socket()
+        raise
+    client.uaclient.ensure_publish_loop()
+    client._start_renew_loop()
+    # asyncua's supervisor (the watchdog) ended with the lost link; it watches this one
+    client._supervisor_task = asyncio.create_task(client._connection_supervisor())
+
+
+async def restore(client: Client, sub: TrackedSubscription, timeout_s: float) -> int:
+    """Bind the subscription to the new channel (TransferSubscriptions, no initial values) and
+    Republish the messages the server holds beyond the last one received; how many came.
+
+    SessionGoneError when the server no longer has the subscription."""
+    session = client.uaclient.session
+    sub_id = sub.subscription_id
+    if sub_id is None:
+        raise SessionGoneError("the subscription was never created")
+    params = ua.TransferSubscriptionsParameters()
+    params.SubscriptionIds = [sub_id]
+    params.SendInitialValues = False
+    async with asyncio.timeout(timeout_s * 3):
+        results = await session.transfer_subscriptions(params)
+        result = results[0] if results else None
+        if result is None or not result.StatusCode.is_good():
+            code = (
+                result.StatusCode
+                if result is not None
+                else ua.StatusCode(ua.UInt32(StatusCodes.Bad))
+            )
+            raise SessionGoneError(f"TransferSubscriptions: {code.name}")
+        session._subscription_callbacks[sub_id] = sub.publish_callback
+        last = sub.last_seq or 0
+        count = 0
+        for seq in sorted(int(s) for s in result.AvailableSequenceNumbers or []):
+            if seq <= last and seq not in sub.missing:
+                continue  # received already; its acknowledgement was lost with the link
+            try:
+                msg = await session.republish(sub_id, seq)
+            except UaStatusCodeError as exc:
+                if exc.code in SUBSCRIPTION_GONE:
+                    raise SessionGoneError(f"Republish: {ua.StatusCode(exc.code).name}") from exc
+                continue  # BadMessageNotAvailable: stays missing
+            if msg.NotificationData:  # asyncua's server answers an unknown number with nothing
+                count += 1
+                await sub.publish_callback(ua.PublishResult(sub_id, NotificationMessage=msg))
+    return count
