@@ -9,7 +9,9 @@ What it relies on in asyncua 2.1 (the pinned minor): `Client.connect_socket`, `s
 reconnect supervisor cannot be used as it is (its Republish loop never ends against asyncua's
 server, which answers a Republish for a sequence number it does not hold with an empty message
 instead of BadMessageNotAvailable): the supervisor and channel-renewal tasks are started again
-(`_connection_supervisor`, `_start_renew_loop`) once the session is active again.
+(`_connection_supervisor`, `_start_renew_loop`) once the session is active again, and the
+publish loop (`UaSession._publish_task`) is replaced, since one waiting on a silent link never
+returns.
 
 Sequence numbers: `TrackedSubscription` records the sequence number of every notification
 message the server sent, so the source can tell whether any was lost (`missing`). The message
@@ -141,7 +143,15 @@ async def reactivate(client: Client, cfg: OpcuaSourceConfig, password: str | Non
     except BaseException:
         client.disconnect_socket()
         raise
-    client.uaclient.ensure_publish_loop()
+    # a Publish sent on a link that went silent waits forever (asyncua sends it without a
+    # timeout): the loop is started again on the new channel
+    session = client.uaclient.session
+    stuck = session._publish_task
+    if stuck is not None and not stuck.done():
+        stuck.cancel()
+        await asyncio.gather(stuck, return_exceptions=True)
+    session._publish_task = None
+    session.ensure_publish_loop()
     client._start_renew_loop()
     # asyncua's supervisor (the watchdog) ended with the lost link; it watches this one
     client._supervisor_task = asyncio.create_task(client._connection_supervisor())
