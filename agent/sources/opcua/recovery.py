@@ -56,7 +56,8 @@ class TrackedSubscription(Subscription):
     """An asyncua subscription that records the server's notification sequence numbers.
 
     `last_seq` is the highest sequence number received; `missing` the numbers below it that
-    never arrived (a Republish that brings one removes it).
+    never arrived (a Republish that brings one removes it); `overflowed` that the source fell
+    behind and asyncua dropped a notification it had received (sequence numbers cannot tell).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -64,6 +65,11 @@ class TrackedSubscription(Subscription):
         self.last_seq: int | None = None
         self.missing: set[int] = set()
         self.link_down = False  # set by the source while the link is lost
+        self.overflowed = False  # the source fell behind and a notification was dropped
+
+    def _handle_overflow(self, event: Any) -> None:
+        self.overflowed = True
+        super()._handle_overflow(event)
 
     async def publish_callback(self, publish_result: ua.PublishResult) -> None:
         msg = publish_result.NotificationMessage

@@ -1,6 +1,7 @@
 """The OPC UA source's run loop: one client session to one server, its variables into the sink.
 
-With `connect` and `requests`, the only modules that import asyncua; its exceptions end here.
+With `connect`, `recovery` and `requests`, the only modules that import asyncua; its exceptions
+end here.
 
 Invariants:
 1. Every value the server reports becomes one reading, in the order reported: a monitored
@@ -12,15 +13,17 @@ Invariants:
    agree within `max_source_skew_ms`; otherwise the agent stamps the reading (flagging untrusted
    time as every source does) and `stats.source_time_replaced` counts it.
 3. Connection faults are retried forever with capped, jittered backoff (`reconnect_initial_ms`
-   doubling to `reconnect_max_s`); each attempt is a new session on which every monitored item
-   is created again with the same node set and parameters (sampling interval, queue size,
+   doubling to `reconnect_max_s`). A lost link in mode `subscribe` is first recovered
+   (invariant 7); otherwise each attempt is a new session on which every monitored item is
+   created again with the same node set and parameters (sampling interval, queue size,
    deadband: `requests.monitored_item`). Only configuration faults (an unsafe key file) raise.
 4. Gaps follow the one model (`agent.sources.gaps`): the first failure (a lost session, or a
    first connect that fails) is one `source_down` event (reason `link_lost`) and one WARNING
    line, the next session made is one `source_up` and one INFO line; failed attempts in between
-   are throttled (`LogThrottle`). While down, every node with a series gets a BAD reading
-   stamped at the loss and, in mode `poll`, one more per missed poll interval until a session
-   is back. A node the server does not have (yet, or any more) gets one BAD reading and one log
+   are throttled (`LogThrottle`). Every node with a series gets a BAD reading stamped at the
+   loss, unless the session was recovered with no notification lost (invariant 7): it is
+   written when that is known to have failed (a new session made, or a message missing).
+   In mode `poll`, one more per missed poll interval until a session is back. A node the server does not have (yet, or any more) gets one BAD reading and one log
    line when found missing, is counted in `stats.nodes_missing`, and is looked for again every
    `resolve_retry_s`; the other nodes read on.
 5. No value is stored twice: a monitored item's first notification after it is created again
@@ -29,6 +32,16 @@ Invariants:
    (`stats.replays_skipped`). In mode `poll` every read is a reading: that is the contract.
 6. Security: the server's certificate is compared with `trusted_server_certs` before the secure
    channel is opened; a certificate not in the list is refused (`stats.certificate_rejected`).
+7. Session recovery (mode `subscribe`, `recover_session`): after a lost link the same session
+   is activated on a new connection (`recovery.reactivate`) and its subscription bound to it
+   with the server's held notifications republished (`recovery.restore`), retried with the
+   backoff until the session's timeout has passed since the loss. The server then delivers
+   what it queued meanwhile (up to each item's `queue_size`), with source timestamps, and no
+   item is created again. When the server no longer has the session or its subscription, the
+   session timeout has passed, or a notification was dropped in this process (the consumer
+   fell behind), a new session is made as in invariant 3. A notification message missing
+   after recovery (a sequence-number gap) is counted (`stats.notifications_lost`) and marks
+   every node BAD at the loss.
 """
 
 from __future__ import annotations
@@ -222,8 +235,8 @@ class OpcuaSource:
         """After a lost link, the same session on a new connection (invariant 7): True when
         it is back with its subscription, False when a new session is needed."""
         live = self._live
-        if live is None or not self.config.recover_session:
-            return False
+        if live is None or not self.config.recover_session or live.sub.overflowed:
+            return False  # polling, no subscription yet, or a value dropped here: start afresh
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + client.session_timeout / 1000

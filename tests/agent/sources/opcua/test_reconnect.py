@@ -224,6 +224,38 @@ async def test_a_network_drop_recovers_the_session_and_stores_every_value_once(p
     assert sum(m.startswith("opcua: back after ") for m in lines) == 1, lines
 
 
+async def test_a_drop_longer_than_the_session_timeout_makes_a_new_session(plant, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    ids = plant.node_ids()
+    async with Relay(plant.port) as relay:
+        url = plant.url.replace(f":{plant.port}/", f":{relay.listen_port}/")
+        base = config_for(plant, session_timeout_ms=5000)  # asyncua's server grants 5 s at least
+        fields = {f: getattr(base, f) for f in base.__struct_fields__}
+        source = OpcuaSource(OpcuaSourceConfig(**{**fields, "url": url}))
+        rec = Recorder()
+        async with running(source.run(rec), "opcua"):
+            await rec.wait_for(lambda: len(rec.keys) == 6 and len(rec.readings) >= 30)
+            relay.refusing = True
+            await relay.cut()
+            await wait_until(lambda: source.stats.links_lost == 1)
+            down_ts = rec.events[0].ts_ms
+            await asyncio.sleep(6)
+            relay.refusing = False
+            await wait_until(lambda: source.stats.connects == 2, within=20)
+            count = len(rec.readings)
+            await rec.wait_for(lambda: len(rec.readings) >= count + 6 * 5)
+    assert source.stats.sessions_recovered == 0
+    assert kinds(rec) == [DOWN_KIND, UP_KIND]
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("the session has timed out on the server" in m for m in lines) == 1, lines
+    assert sum(m.startswith("opcua: back after ") for m in lines) == 1, lines
+    for node_id in ids:  # the values of the drop are lost: one BAD reading at the loss marks it
+        bad = [r for r in received(rec, metric(node_id)) if r.quality == Quality.BAD]
+        assert len(bad) == 1, node_id
+        assert abs(bad[0].ts_ms - down_ts) <= 100, (bad[0].ts_ms, down_ts)
+    assert_no_value_twice(rec, ids)
+
+
 async def test_without_recovery_a_drop_makes_the_items_again_and_stores_no_value_twice(
     plant, caplog
 ):
