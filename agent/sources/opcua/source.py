@@ -23,7 +23,8 @@ Invariants:
    are throttled (`LogThrottle`). Every node with a series gets a BAD reading stamped at the
    loss, unless the session was recovered with no notification lost (invariant 7): it is
    written when that is known to have failed (a new session made, or a message missing).
-   In mode `poll`, one more per missed poll interval until a session is back. A node the server does not have (yet, or any more) gets one BAD reading and one log
+   In mode `poll`, one more per missed poll interval until a session is back. A node the
+   server does not have (yet, or any more) gets one BAD reading and one log
    line when found missing, is counted in `stats.nodes_missing`, and is looked for again every
    `resolve_retry_s`; the other nodes read on.
 5. No value is stored twice: a monitored item's first notification after it is created again
