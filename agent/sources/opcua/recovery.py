@@ -130,6 +130,9 @@ async def reactivate(client: Client, cfg: OpcuaSourceConfig, password: str | Non
 
     RefusedError: no connection (try again later); SessionGoneError: the server answered that
     it has no such session any more (make a new one)."""
+    # a supervisor left from an attempt that failed half-way must not react to this teardown
+    await _cancel(client._supervisor_task)
+    client._supervisor_task = None
     client.disconnect_socket()
     try:
         async with asyncio.timeout(cfg.timeout_s * 3):
@@ -152,15 +155,18 @@ async def reactivate(client: Client, cfg: OpcuaSourceConfig, password: str | Non
     # a Publish sent on a link that went silent waits forever (asyncua sends it without a
     # timeout): the loop is started again on the new channel
     session = client.uaclient.session
-    stuck = session._publish_task
-    if stuck is not None and not stuck.done():
-        stuck.cancel()
-        await asyncio.gather(stuck, return_exceptions=True)
+    await _cancel(session._publish_task)
     session._publish_task = None
     session.ensure_publish_loop()
     client._start_renew_loop()
     # asyncua's supervisor (the watchdog) ended with the lost link; it watches this one
     client._supervisor_task = asyncio.create_task(client._connection_supervisor())
+
+
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def restore(client: Client, sub: TrackedSubscription, timeout_s: float) -> int:

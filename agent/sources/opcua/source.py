@@ -54,6 +54,7 @@ import datetime as dt
 import logging
 import math
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -252,6 +253,9 @@ class OpcuaSource:
                 )
                 return False
             lost.clear()
+            # asyncua's stale-subscription watchdog would re-create a subscription silent this
+            # long as soon as the link is up, losing what the server queued
+            live.sub.last_publish_at = time.monotonic()
             try:
                 await reactivate(client, self.config, self._password)
                 republished = await restore(client, live.sub, self.config.timeout_s)
