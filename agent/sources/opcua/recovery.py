@@ -71,6 +71,16 @@ class TrackedSubscription(Subscription):
         self.overflowed = True
         super()._handle_overflow(event)
 
+    def expect(self, available: list[int]) -> None:
+        """The server's AvailableSequenceNumbers after a transfer: those not received were sent
+        and lost on the way, and are missing until republished."""
+        top = max(available)
+        # every number after the last received up to the server's last was sent: a number
+        # below its oldest held one was dropped from its retransmission queue
+        first = min(available) if self.last_seq is None else self.last_seq + 1
+        self.missing.update(range(first, top + 1))
+        self.last_seq = max(top, self.last_seq or 0)
+
     async def publish_callback(self, publish_result: ua.PublishResult) -> None:
         msg = publish_result.NotificationMessage
         if not msg.NotificationData:
@@ -192,10 +202,12 @@ async def restore(client: Client, sub: TrackedSubscription, timeout_s: float) ->
             )
             raise SessionGoneError(f"TransferSubscriptions: {code.name}")
         session._subscription_callbacks[sub_id] = sub.publish_callback
-        last = sub.last_seq or 0
+        available = sorted(int(s) for s in result.AvailableSequenceNumbers or [])
+        if available:
+            sub.expect(available)
         count = 0
-        for seq in sorted(int(s) for s in result.AvailableSequenceNumbers or []):
-            if seq <= last and seq not in sub.missing:
+        for seq in available:
+            if seq not in sub.missing:
                 continue  # received already; its acknowledgement was lost with the link
             try:
                 msg = await session.republish(sub_id, seq)

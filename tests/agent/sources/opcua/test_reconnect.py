@@ -53,6 +53,8 @@ class Relay:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # the pumps from the server to the client, with the server side they read
+        self._down: dict[asyncio.Task[None], asyncio.StreamReader] = {}
         self.accepted = 0
         self.refusing = False  # the network is down: new connections are closed at once
 
@@ -78,6 +80,7 @@ class Relay:
             asyncio.create_task(self._pump(reader, up_writer)),
             asyncio.create_task(self._pump(up_reader, writer)),
         ]
+        self._down[pumps[1]] = up_reader
         self._tasks.update(pumps)
         await asyncio.gather(*pumps, return_exceptions=True)
 
@@ -94,6 +97,22 @@ class Relay:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self._down.clear()
+
+    async def deafen(self) -> None:
+        """On the connections there are, pass the client's bytes on and throw the server's
+        away, leaving everything open: what the server sends is lost on the way."""
+        for task, up_reader in list(self._down.items()):
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            self._tasks.discard(task)
+            self._tasks.add(asyncio.create_task(self._discard(up_reader)))
+        self._down.clear()
+
+    @staticmethod
+    async def _discard(reader: asyncio.StreamReader) -> None:
+        while await reader.read(65536):
+            pass
 
     async def cut(self) -> None:
         await self.stall()
@@ -256,6 +275,40 @@ async def drop_recovered(plant: Plant, caplog: pytest.LogCaptureFixture, **overr
     assert sum(m.startswith("opcua: lost (link_lost: ") for m in lines) == 1, lines
     assert sum(m.startswith("opcua: session recovered after ") for m in lines) == 1, lines
     assert sum(m.startswith("opcua: back after ") for m in lines) == 1, lines
+
+
+async def test_notifications_lost_on_the_way_are_republished(plant, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    ids = plant.node_ids()
+    async with Relay(plant.port) as relay:
+        url = plant.url.replace(f":{plant.port}/", f":{relay.listen_port}/")
+        base = config_for(plant, queue_size=100, watchdog_s=1.0, timeout_s=2.0)
+        fields = {f: getattr(base, f) for f in base.__struct_fields__}
+        source = OpcuaSource(OpcuaSourceConfig(**{**fields, "url": url}))
+        rec = Recorder()
+        async with running(source.run(rec), "opcua"):
+            await rec.wait_for(lambda: len(rec.keys) == 6 and len(rec.readings) >= 30)
+            await relay.deafen()  # the server answers Publish; its answers never arrive
+            await wait_until(lambda: source.stats.links_lost == 1, within=30)
+            await wait_until(lambda: source.stats.connects == 2, within=30)
+            last = plant.published[-1].ts_ms
+            await rec.wait_for(
+                lambda: all(any(r.ts_ms >= last for r in received(rec, metric(n))) for n in ids)
+            )
+    assert source.stats.republished >= 1
+    assert source.stats.sessions_recovered == 1
+    assert source.stats.notifications_lost == 0
+    assert kinds(rec) == [DOWN_KIND, UP_KIND]
+    for node_id in ids:  # every value, those of the messages lost on the way included
+        got = sorted(
+            ((r.value, r.ts_ms) for r in received(rec, metric(node_id))), key=lambda v: v[1]
+        )
+        assert len(got) == len(set(got)), f"{node_id}: a value stored twice"
+        published = [(p.value, p.ts_ms) for p in plant.values_of(node_id) if p.ts_ms <= got[-1][1]]
+        assert got == published[published.index(got[0]) :], node_id
+    assert all(r.quality == Quality.GOOD for r in rec.readings)
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("opcua: session recovered after ") for m in lines) == 1, lines
 
 
 async def test_a_drop_longer_than_the_session_timeout_makes_a_new_session(plant, caplog):

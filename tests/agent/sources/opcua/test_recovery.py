@@ -48,6 +48,19 @@ async def test_a_gap_in_sequence_numbers_is_missing_until_republished() -> None:
     assert (sub.last_seq, sub.missing) == (6, {4})
 
 
+async def test_what_the_server_holds_after_a_transfer_is_missing_until_republished() -> None:
+    sub = tracked()
+    for seq in (1, 2):
+        await sub.publish_callback(data_message(seq))
+    # 2 arrived but its acknowledgement was lost; 3 and 4 were sent and lost; the server no
+    # longer holds 3 (its retransmission queue was full)
+    sub.expect([2, 4])
+    assert (sub.last_seq, sub.missing) == (4, {3, 4})
+    await sub.publish_callback(data_message(4))  # republished
+    await sub.publish_callback(data_message(5))  # the next new one
+    assert (sub.last_seq, sub.missing) == (5, {3})
+
+
 async def test_asyncuas_own_link_lost_message_is_kept_from_the_source_only_while_down() -> None:
     sub = tracked()
     sub._monitored_items[1] = _item()
