@@ -93,7 +93,8 @@ class OpcuaSourceConfig(
     # requested session timeout: how long the server keeps the session (and its subscription's
     # queued values) for a link that dropped; mode subscribe recovers it within that time
     session_timeout_ms: Annotated[int, msgspec.Meta(ge=1000, le=86_400_000)] = 60_000
-    recover_session: bool = True  # false: a new session after every lost link
+    # after a lost link (mode subscribe): the same session on a new connection, or a new one
+    on_link_lost: Literal["recover_session", "new_session"] = "recover_session"
     max_queued_notifications: Annotated[int, msgspec.Meta(ge=100, le=10_000_000)] = 100_000
     # tags for every node that does not set its own
     site: _Tag = ""

@@ -15,8 +15,9 @@ returns.
 
 Sequence numbers: `TrackedSubscription` records the sequence number of every notification
 message the server sent, so the source can tell whether any was lost (`missing`). The message
-asyncua makes up itself when the link drops (BadShutdown, no sequence number of the server's)
-is not passed on: the source learns of the loss from the connection-lost callback.
+asyncua makes up itself when the link drops (BadShutdown, sequence number 0) is not passed on:
+the source learns of the loss from the connection-lost callback, which asyncua calls first, and
+a stale copy left in the queue would end the recovered session at once.
 """
 
 from __future__ import annotations
@@ -64,7 +65,6 @@ class TrackedSubscription(Subscription):
         super().__init__(*args, **kwargs)
         self.last_seq: int | None = None
         self.missing: set[int] = set()
-        self.link_down = False  # set by the source while the link is lost
         self.overflowed = False  # the source fell behind and a notification was dropped
 
     def _handle_overflow(self, event: Any) -> None:
@@ -86,7 +86,7 @@ class TrackedSubscription(Subscription):
         if not msg.NotificationData:
             await super().publish_callback(publish_result)  # a keep-alive
             return
-        if self.link_down and _local_shutdown(msg):
+        if _local_shutdown(msg):
             return  # asyncua's own "link lost" message, not the server's (see the module doc)
         seq = int(msg.SequenceNumber)
         if self.last_seq is None or seq > self.last_seq:
@@ -99,9 +99,12 @@ class TrackedSubscription(Subscription):
 
 
 def _local_shutdown(msg: ua.NotificationMessage) -> bool:
+    """asyncua's BadShutdown on a lost link: sequence number 0, which no server sends (they
+    start at 1 and skip 0 when they wrap: OPC 10000-4, the Subscription model)."""
     data = msg.NotificationData
     return (
-        len(data) == 1
+        msg.SequenceNumber == 0
+        and len(data) == 1
         and isinstance(data[0], ua.StatusChangeNotification)
         and data[0].Status.value == StatusCodes.BadShutdown
     )

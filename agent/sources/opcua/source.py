@@ -33,10 +33,11 @@ Invariants:
    (`stats.replays_skipped`). In mode `poll` every read is a reading: that is the contract.
 6. Security: the server's certificate is compared with `trusted_server_certs` before the secure
    channel is opened; a certificate not in the list is refused (`stats.certificate_rejected`).
-7. Session recovery (mode `subscribe`, `recover_session`): after a lost link the same session
-   is activated on a new connection (`recovery.reactivate`) and its subscription bound to it
-   with the server's held notifications republished (`recovery.restore`), retried with the
-   backoff until the session's timeout has passed since the loss. The server then delivers
+7. Session recovery (mode `subscribe`, `on_link_lost = "recover_session"`): after a lost link
+   the same session is activated on a new connection (`recovery.reactivate`) and its
+   subscription bound to it with the server's held notifications republished
+   (`recovery.restore`), retried with the backoff until the session's timeout has passed since
+   the loss. The server then delivers
    what it queued meanwhile (up to each item's `queue_size`), with source timestamps, and no
    item is created again. When the server no longer has the session or its subscription, the
    session timeout has passed, or a notification was dropped in this process (the consumer
@@ -237,12 +238,11 @@ class OpcuaSource:
         """After a lost link, the same session on a new connection (invariant 7): True when
         it is back with its subscription, False when a new session is needed."""
         live = self._live
-        if live is None or not self.config.recover_session or live.sub.overflowed:
+        if live is None or self.config.on_link_lost != "recover_session" or live.sub.overflowed:
             return False  # polling, no subscription yet, or a value dropped here: start afresh
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + client.session_timeout / 1000
-        live.sub.link_down = True
         while True:
             await asyncio.sleep(backoff.next_delay())
             if loop.time() >= deadline:
@@ -273,7 +273,6 @@ class OpcuaSource:
                 )
                 continue
             break
-        live.sub.link_down = False
         backoff.reset()
         self.stats.connects += 1
         self.stats.sessions_recovered += 1

@@ -56,7 +56,7 @@ def test_a_loopback_source_without_security_is_accepted(tmp_path):
     assert source.mode == "subscribe"
     assert source.nodes[1].browse_path == "2:Plant/2:Line1/2:Temp"
     assert source.session_timeout_ms == 60_000  # what the server keeps a dropped session for
-    assert source.recover_session
+    assert source.on_link_lost == "recover_session"
 
 
 def test_a_session_timeout_below_a_second_is_refused(tmp_path):

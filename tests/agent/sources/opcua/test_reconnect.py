@@ -2,7 +2,7 @@
 (asyncua's own, `bench.opcua_plant`) and a network drop (a TCP relay in between that cuts every
 connection). Each is one gap (one `source_down`, one `source_up`, one log line each). After a
 drop the session is recovered and every value the server published meanwhile arrives once;
-after a restart (or with `recover_session = false`) the session and its monitored items are
+after a restart (or with `on_link_lost = "new_session"`) the session and its monitored items are
 made again. No value is stored twice.
 """
 
@@ -351,7 +351,7 @@ async def test_without_recovery_a_drop_makes_the_items_again_and_stores_no_value
     still = ids[2]
     async with Relay(plant.port) as relay:
         url = plant.url.replace(f":{plant.port}/", f":{relay.listen_port}/")
-        base = config_for(plant, recover_session=False)
+        base = config_for(plant, on_link_lost="new_session")
         fields = {f: getattr(base, f) for f in base.__struct_fields__}
         source = OpcuaSource(OpcuaSourceConfig(**{**fields, "url": url}))
         rec = Recorder()

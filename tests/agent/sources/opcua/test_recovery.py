@@ -30,9 +30,10 @@ def data_message(seq: int) -> ua.PublishResult:
     return ua.PublishResult(7, NotificationMessage=msg)
 
 
-def status_message(code: int) -> ua.PublishResult:
+def status_message(code: int, seq: int) -> ua.PublishResult:
     notif = ua.StatusChangeNotification(Status=ua.StatusCode(ua.UInt32(code)))
-    return ua.PublishResult(7, NotificationMessage=ua.NotificationMessage(NotificationData=[notif]))
+    msg = ua.NotificationMessage(SequenceNumber=seq, NotificationData=[notif])
+    return ua.PublishResult(7, NotificationMessage=msg)
 
 
 async def test_a_gap_in_sequence_numbers_is_missing_until_republished() -> None:
@@ -61,19 +62,17 @@ async def test_what_the_server_holds_after_a_transfer_is_missing_until_republish
     assert (sub.last_seq, sub.missing) == (5, {3})
 
 
-async def test_asyncuas_own_link_lost_message_is_kept_from_the_source_only_while_down() -> None:
+async def test_asyncuas_own_link_lost_message_is_kept_from_the_source() -> None:
     sub = tracked()
     sub._monitored_items[1] = _item()
     await sub.publish_callback(data_message(1))
-    sub.link_down = True
-    await sub.publish_callback(status_message(StatusCodes.BadShutdown))
-    sub.link_down = False
-    await sub.publish_callback(status_message(StatusCodes.BadShutdown))  # the server's own
+    await sub.publish_callback(status_message(StatusCodes.BadShutdown, seq=0))  # asyncua's
+    await sub.publish_callback(status_message(StatusCodes.BadShutdown, seq=2))  # the server's
     events = [await sub.next_event(timeout=0.1) for _ in range(3)]
     assert isinstance(events[0], DataChangeEvent)
     assert isinstance(events[1], StatusChangeEvent)
     assert events[2] is None
-    assert sub.last_seq == 1
+    assert sub.last_seq == 2
     assert not sub.missing
 
 
