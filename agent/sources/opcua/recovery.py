@@ -13,6 +13,9 @@ instead of BadMessageNotAvailable): the supervisor and channel-renewal tasks are
 publish loop (`UaSession._publish_task`) is replaced, since one waiting on a silent link never
 returns.
 
+`recover` runs the attempts (each after a backoff delay, until the session timeout has passed
+since the loss); `reactivate` and `restore` are one attempt's two halves.
+
 Sequence numbers: `TrackedSubscription` records the sequence number of every notification
 message the server sent, so the source can tell whether any was lost (`missing`). The message
 asyncua makes up itself when the link drops (BadShutdown, sequence number 0) is not passed on:
@@ -23,6 +26,9 @@ a stale copy left in the queue would end the recovered session at once.
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from asyncua import ua
@@ -33,6 +39,7 @@ from asyncua.ua.uaerrors import UaStatusCodeError
 
 from agent.sources.opcua.config import OpcuaSourceConfig
 from agent.sources.opcua.connect import FAULTS, RefusedError, describe
+from firmware_bridge.backoff import Backoff
 
 # ActivateSession answers meaning the server no longer has the session: make a new one.
 SESSION_GONE = frozenset(
@@ -50,7 +57,8 @@ SUBSCRIPTION_GONE = frozenset({StatusCodes.BadSubscriptionIdInvalid, StatusCodes
 
 
 class SessionGoneError(Exception):
-    """The server no longer has the session (or its subscription); the status code's name."""
+    """A new session is needed: the server no longer has the session or its subscription, or
+    the session timed out while the link was down. The message says which, for the log."""
 
 
 class TrackedSubscription(Subscription):
@@ -157,7 +165,8 @@ async def reactivate(client: Client, cfg: OpcuaSourceConfig, password: str | Non
     except UaStatusCodeError as exc:
         client.disconnect_socket()
         if exc.code in SESSION_GONE:
-            raise SessionGoneError(ua.StatusCode(exc.code).name) from exc
+            name = ua.StatusCode(exc.code).name
+            raise SessionGoneError(f"the server no longer has the session ({name})") from exc
         raise RefusedError(describe(exc)) from exc
     except FAULTS as exc:
         client.disconnect_socket()
@@ -203,7 +212,7 @@ async def restore(client: Client, sub: TrackedSubscription, timeout_s: float) ->
                 if result is not None
                 else ua.StatusCode(ua.UInt32(StatusCodes.Bad))
             )
-            raise SessionGoneError(f"TransferSubscriptions: {code.name}")
+            raise SessionGoneError(f"the server no longer has the subscription ({code.name})")
         session._subscription_callbacks[sub_id] = sub.publish_callback
         available = sorted(int(s) for s in result.AvailableSequenceNumbers or [])
         if available:
@@ -216,9 +225,58 @@ async def restore(client: Client, sub: TrackedSubscription, timeout_s: float) ->
                 msg = await session.republish(sub_id, seq)
             except UaStatusCodeError as exc:
                 if exc.code in SUBSCRIPTION_GONE:
-                    raise SessionGoneError(f"Republish: {ua.StatusCode(exc.code).name}") from exc
+                    name = ua.StatusCode(exc.code).name
+                    raise SessionGoneError(
+                        f"the server no longer has the subscription ({name})"
+                    ) from exc
                 continue  # BadMessageNotAvailable: stays missing
             if msg.NotificationData:  # asyncua's server answers an unknown number with nothing
                 count += 1
                 await sub.publish_callback(ua.PublishResult(sub_id, NotificationMessage=msg))
     return count
+
+
+@dataclass(frozen=True, slots=True)
+class Recovered:
+    seconds: float  # from the loss to the session back
+    republished: int  # notification messages the server sent again
+    lost: int  # notification messages that could not be had (a sequence-number gap)
+
+
+async def recover(
+    client: Client,
+    sub: TrackedSubscription,
+    cfg: OpcuaSourceConfig,
+    password: str | None,
+    backoff: Backoff,
+    lost: asyncio.Event,
+    refused: Callable[[Exception], None],
+) -> Recovered:
+    """Reactivate and restore, an attempt after each backoff delay, until the session timeout
+    (as the server revised it) has passed since the loss; `refused` hears each failed attempt.
+
+    SessionGoneError, with the reason, when a new session is needed."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    deadline = started + client.session_timeout / 1000
+    while True:
+        await asyncio.sleep(backoff.next_delay())
+        if loop.time() >= deadline:
+            raise SessionGoneError(
+                f"the session has timed out on the server ({client.session_timeout / 1000:g} s)"
+            )
+        lost.clear()  # set again by asyncua's supervisor if this connection is lost too
+        # asyncua's stale-subscription watchdog would re-create a subscription silent this
+        # long as soon as the link is up, losing what the server queued
+        sub.last_publish_at = time.monotonic()
+        try:
+            await reactivate(client, cfg, password)
+            republished = await restore(client, sub, cfg.timeout_s)
+        except (RefusedError, *FAULTS) as exc:
+            refused(exc)
+            continue
+        break
+    backoff.reset()
+    missing = len(sub.missing)
+    sub.missing.clear()
+    return Recovered(loop.time() - started, republished, missing)

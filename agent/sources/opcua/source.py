@@ -55,7 +55,6 @@ import datetime as dt
 import logging
 import math
 import random
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,8 +96,7 @@ from agent.sources.opcua.recovery import (
     SessionGoneError,
     TrackedSubscription,
     create_subscription,
-    reactivate,
-    restore,
+    recover,
 )
 from agent.sources.opcua.requests import engineering_units, monitored_item
 from agent.sources.throttle import LogThrottle
@@ -240,55 +238,33 @@ class OpcuaSource:
         live = self._live
         if live is None or self.config.on_link_lost != "recover_session" or live.sub.overflowed:
             return False  # polling, no subscription yet, or a value dropped here: start afresh
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        deadline = started + client.session_timeout / 1000
-        while True:
-            await asyncio.sleep(backoff.next_delay())
-            if loop.time() >= deadline:
-                self._log.info(
-                    "%s: the session has timed out on the server (%g s); making a new one",
-                    self.name,
-                    client.session_timeout / 1000,
-                )
-                return False
-            lost.clear()
-            # asyncua's stale-subscription watchdog would re-create a subscription silent this
-            # long as soon as the link is up, losing what the server queued
-            live.sub.last_publish_at = time.monotonic()
-            try:
-                await reactivate(client, self.config, self._password)
-                republished = await restore(client, live.sub, self.config.timeout_s)
-            except SessionGoneError as exc:
-                self._log.info(
-                    "%s: the server no longer has the session (%s); making a new one",
-                    self.name,
-                    exc,
-                )
-                return False
-            except (RefusedError, *FAULTS) as exc:
-                self.stats.connect_failures += 1
-                self._throttle.warning(
-                    "connect", "%s: cannot reach %s again: %s", self.name, self.config.url, exc
-                )
-                continue
-            break
-        backoff.reset()
+
+        def refused(exc: Exception) -> None:
+            self.stats.connect_failures += 1
+            self._throttle.warning(
+                "connect", "%s: cannot reach %s again: %s", self.name, self.config.url, exc
+            )
+
+        try:
+            done = await recover(
+                client, live.sub, self.config, self._password, backoff, lost, refused
+            )
+        except SessionGoneError as exc:
+            self._log.info("%s: %s; making a new one", self.name, exc)
+            return False
         self.stats.connects += 1
         self.stats.sessions_recovered += 1
-        self.stats.republished += republished
-        lost_messages = len(live.sub.missing)
-        live.sub.missing.clear()
+        self.stats.republished += done.republished
         self.gaps.up(sink)
         self._log.info(
             "%s: session recovered after %.1f s: %d notification message(s) republished, %d lost",
             self.name,
-            loop.time() - started,
-            republished,
-            lost_messages,
+            done.seconds,
+            done.republished,
+            done.lost,
         )
-        if lost_messages:
-            self.stats.notifications_lost += lost_messages
+        if done.lost:
+            self.stats.notifications_lost += done.lost
             self._mark_all_bad(sink, loss)
         return True
 
