@@ -33,7 +33,7 @@ from typing import Any
 
 from asyncua import ua
 from asyncua.client.client import Client
-from asyncua.common.subscription import Subscription
+from asyncua.common.subscription import OverflowPolicy, Subscription
 from asyncua.ua.status_codes import StatusCodes
 from asyncua.ua.uaerrors import UaStatusCodeError
 
@@ -121,13 +121,18 @@ def _local_shutdown(msg: ua.NotificationMessage) -> bool:
 async def create_subscription(
     client: Client, cfg: OpcuaSourceConfig, queue_maxsize: int
 ) -> TrackedSubscription:
-    """Client.create_subscription with a `TrackedSubscription` (same parameters)."""
-    from asyncua.common.subscription import OverflowPolicy
-
+    """Client.create_subscription with a `TrackedSubscription`: its parameters, except that
+    the subscription's lifetime covers the session timeout, so that a server keeps both alike
+    for a dropped link."""
+    period = cfg.publishing_interval_ms
+    keepalive = client.get_keepalive_count(period)
     params = ua.CreateSubscriptionParameters()
-    params.RequestedPublishingInterval = cfg.publishing_interval_ms
-    params.RequestedLifetimeCount = 10000
-    params.RequestedMaxKeepAliveCount = client.get_keepalive_count(cfg.publishing_interval_ms)
+    params.RequestedPublishingInterval = period
+    # the spec wants the lifetime at least three keep-alives
+    params.RequestedLifetimeCount = max(
+        10000, 3 * keepalive, int(client.session_timeout // period) + 1
+    )
+    params.RequestedMaxKeepAliveCount = keepalive
     params.MaxNotificationsPerPublish = 10000
     params.PublishingEnabled = True
     params.Priority = 0
@@ -141,7 +146,9 @@ async def create_subscription(
         overflow=OverflowPolicy.DISCONNECT,
     )
     sub.set_overflow_disconnect_handler(client.uaclient.notify_transport_lost)
-    await sub.init()
+    revised = client.get_subscription_revised_params(params, await sub.init())
+    if revised is not None:  # a revised publishing interval: a keep-alive count to match
+        await sub.update(revised)
     client._subscriptions.append(sub)  # closed with the client
     return sub
 
