@@ -54,6 +54,9 @@ SESSION_GONE = frozenset(
 )
 # TransferSubscriptions / Republish answers meaning the subscription is gone
 SUBSCRIPTION_GONE = frozenset({StatusCodes.BadSubscriptionIdInvalid, StatusCodes.BadNoSubscription})
+# a server without TransferSubscriptions: its subscriptions stay with the session (as the spec
+# has it), so the source reads on without a transfer and without Republish
+NO_TRANSFER = frozenset({StatusCodes.BadServiceUnsupported, StatusCodes.BadNotImplemented})
 
 
 class SessionGoneError(Exception):
@@ -211,7 +214,12 @@ async def restore(client: Client, sub: TrackedSubscription, timeout_s: float) ->
     params.SubscriptionIds = [sub_id]
     params.SendInitialValues = False
     async with asyncio.timeout(timeout_s * 3):
-        results = await session.transfer_subscriptions(params)
+        try:
+            results = await session.transfer_subscriptions(params)
+        except UaStatusCodeError as exc:
+            if exc.code in NO_TRANSFER:
+                return 0
+            raise
         result = results[0] if results else None
         if result is None or not result.StatusCode.is_good():
             code = (

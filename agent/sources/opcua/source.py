@@ -37,11 +37,11 @@ Invariants:
    the same session is activated on a new connection (`recovery.reactivate`) and its
    subscription bound to it with the server's held notifications republished
    (`recovery.restore`), retried with the backoff until the session's timeout has passed since
-   the loss. The server then delivers
-   what it queued meanwhile (up to each item's `queue_size`), with source timestamps, and no
-   item is created again. When the server no longer has the session or its subscription, the
-   session timeout has passed, or a notification was dropped in this process (the consumer
-   fell behind), a new session is made as in invariant 3. A notification message missing
+   the loss. The server then delivers what it queued meanwhile (up to each item's
+   `queue_size`), with source timestamps, and no item is created again. When the server no
+   longer has the session or its subscription, the session timeout has passed, or a
+   notification was dropped in this process (the consumer fell behind), a new session is made
+   as in invariant 3. A notification message missing
    after recovery (a sequence-number gap) is counted (`stats.notifications_lost`) and marks
    every node BAD at the loss.
 """
