@@ -277,6 +277,43 @@ async def drop_recovered(plant: Plant, caplog: pytest.LogCaptureFixture, **overr
     assert sum(m.startswith("opcua: back after ") for m in lines) == 1, lines
 
 
+async def test_a_drop_longer_than_the_queues_keeps_their_newest_values(plant, caplog):
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    ids = plant.node_ids()
+    async with Relay(plant.port) as relay:
+        url = plant.url.replace(f":{plant.port}/", f":{relay.listen_port}/")
+        base = config_for(plant, queue_size=3)  # 10 Hz for about 3 s: far more than 3 a node
+        fields = {f: getattr(base, f) for f in base.__struct_fields__}
+        source = OpcuaSource(OpcuaSourceConfig(**{**fields, "url": url}))
+        rec = Recorder()
+        async with running(source.run(rec), "opcua"):
+            await rec.wait_for(lambda: len(rec.keys) == 6 and len(rec.readings) >= 30)
+            relay.refusing = True
+            await relay.cut()
+            await wait_until(lambda: source.stats.links_lost == 1)
+            before = {n: max(r.ts_ms for r in received(rec, metric(n))) for n in ids}
+            await asyncio.sleep(3)
+            relay.refusing = False
+            await wait_until(lambda: source.stats.sessions_recovered == 1, within=20)
+            back = {n: plant.values_of(n)[-1].ts_ms for n in ids}
+            last = plant.published[-1].ts_ms
+            await rec.wait_for(
+                lambda: all(any(r.ts_ms >= last for r in received(rec, metric(n))) for n in ids)
+            )
+    assert all(r.quality == Quality.GOOD for r in rec.readings)  # a recovered session: no BAD
+    assert_no_value_twice(rec, ids)
+    for node_id in ids:
+        published = [(p.value, p.ts_ms) for p in plant.values_of(node_id)]
+        got = {(r.value, r.ts_ms) for r in received(rec, metric(node_id))}
+        assert got <= set(published), node_id
+        during = [vt for vt in published if before[node_id] < vt[1] <= back[node_id]]
+        kept = [vt for vt in during if vt in got]
+        # the server kept the newest of the drop (at most its queue, what it sampled while
+        # the session came back included) and discarded the older ones
+        assert 1 <= len(kept) < len(during), (node_id, len(kept), len(during))
+        assert kept == during[len(during) - len(kept) :], node_id
+
+
 async def test_notifications_lost_on_the_way_are_republished(plant, caplog):
     caplog.set_level(logging.INFO, logger=LOGGER)
     ids = plant.node_ids()
