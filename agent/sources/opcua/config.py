@@ -90,6 +90,11 @@ class OpcuaSourceConfig(
     reconnect_initial_ms: Annotated[int, msgspec.Meta(ge=1)] = 500
     reconnect_max_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     resolve_retry_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0  # nodes missing on the server
+    # requested session timeout: how long the server keeps the session (and its subscription's
+    # queued values) for a link that dropped; mode subscribe recovers it within that time
+    session_timeout_ms: Annotated[int, msgspec.Meta(ge=1000, le=86_400_000)] = 60_000
+    # after a lost link (mode subscribe): the same session on a new connection, or a new one
+    on_link_lost: Literal["recover_session", "new_session"] = "recover_session"
     max_queued_notifications: Annotated[int, msgspec.Meta(ge=100, le=10_000_000)] = 100_000
     # tags for every node that does not set its own
     site: _Tag = ""

@@ -46,6 +46,7 @@ async def open_session(
     client = Client(cfg.url, timeout=cfg.timeout_s, watchdog_intervall=cfg.watchdog_s)
     client.application_uri = creds.application_uri
     client.name = client.description = f"tierless {cfg.name}"
+    client.session_timeout = cfg.session_timeout_ms  # revised by the server at CreateSession
     lost = asyncio.Event()
 
     async def on_lost(exc: Exception) -> None:

@@ -1,6 +1,7 @@
 """The OPC UA source's run loop: one client session to one server, its variables into the sink.
 
-With `connect` and `requests`, the only modules that import asyncua; its exceptions end here.
+With `connect`, `recovery` and `requests`, the only modules that import asyncua; its exceptions
+end here.
 
 Invariants:
 1. Every value the server reports becomes one reading, in the order reported: a monitored
@@ -12,15 +13,18 @@ Invariants:
    agree within `max_source_skew_ms`; otherwise the agent stamps the reading (flagging untrusted
    time as every source does) and `stats.source_time_replaced` counts it.
 3. Connection faults are retried forever with capped, jittered backoff (`reconnect_initial_ms`
-   doubling to `reconnect_max_s`); each attempt is a new session on which every monitored item
-   is created again with the same node set and parameters (sampling interval, queue size,
+   doubling to `reconnect_max_s`). A lost link in mode `subscribe` is first recovered
+   (invariant 7); otherwise each attempt is a new session on which every monitored item is
+   created again with the same node set and parameters (sampling interval, queue size,
    deadband: `requests.monitored_item`). Only configuration faults (an unsafe key file) raise.
 4. Gaps follow the one model (`agent.sources.gaps`): the first failure (a lost session, or a
    first connect that fails) is one `source_down` event (reason `link_lost`) and one WARNING
    line, the next session made is one `source_up` and one INFO line; failed attempts in between
-   are throttled (`LogThrottle`). While down, every node with a series gets a BAD reading
-   stamped at the loss and, in mode `poll`, one more per missed poll interval until a session
-   is back. A node the server does not have (yet, or any more) gets one BAD reading and one log
+   are throttled (`LogThrottle`). Every node with a series gets a BAD reading stamped at the
+   loss, unless the session was recovered with no notification lost (invariant 7): it is
+   written when that is known to have failed (a new session made, or a message missing).
+   In mode `poll`, one more per missed poll interval until a session is back. A node the
+   server does not have (yet, or any more) gets one BAD reading and one log
    line when found missing, is counted in `stats.nodes_missing`, and is looked for again every
    `resolve_retry_s`; the other nodes read on.
 5. No value is stored twice: a monitored item's first notification after it is created again
@@ -29,6 +33,17 @@ Invariants:
    (`stats.replays_skipped`). In mode `poll` every read is a reading: that is the contract.
 6. Security: the server's certificate is compared with `trusted_server_certs` before the secure
    channel is opened; a certificate not in the list is refused (`stats.certificate_rejected`).
+7. Session recovery (mode `subscribe`, `on_link_lost = "recover_session"`): after a lost link
+   the same session is activated on a new connection (`recovery.reactivate`) and its
+   subscription bound to it with the server's held notifications republished
+   (`recovery.restore`), retried with the backoff until the session's timeout has passed since
+   the loss. The server then delivers what it queued meanwhile (up to each item's
+   `queue_size`), with source timestamps, and no item is created again. When the server no
+   longer has the session or its subscription, the session timeout has passed, or a
+   notification was dropped in this process (the consumer fell behind), a new session is made
+   as in invariant 3. A notification message missing
+   after recovery (a sequence-number gap) is counted (`stats.notifications_lost`) and marks
+   every node BAD at the loss.
 """
 
 from __future__ import annotations
@@ -47,7 +62,7 @@ from typing import Any
 from asyncua import ua
 from asyncua.client.client import Client
 from asyncua.common.node import Node
-from asyncua.common.subscription import DataChangeEvent, OverflowPolicy, StatusChangeEvent
+from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.object_ids import ObjectIds
 from asyncua.ua.uaerrors import UaError
@@ -77,6 +92,12 @@ from agent.sources.opcua.connect import (
     describe,
     open_session,
 )
+from agent.sources.opcua.recovery import (
+    SessionGoneError,
+    TrackedSubscription,
+    create_subscription,
+    recover,
+)
 from agent.sources.opcua.requests import engineering_units, monitored_item
 from agent.sources.throttle import LogThrottle
 from firmware_bridge.backoff import Backoff
@@ -103,12 +124,24 @@ class OpcuaStats:
     queue_overflows: int = 0  # values the server discarded from a full monitored-item queue
     nodes_missing: int = 0  # nodes the server did not have at the last look
     replays_skipped: int = 0  # a re-created item's first value, already delivered (invariant 5)
+    sessions_recovered: int = 0  # lost links after which the same session went on (invariant 7)
+    republished: int = 0  # notification messages the server sent again after a recovery
+    notifications_lost: int = 0  # notification messages missing after a recovery
     outages: GapStats = field(default_factory=GapStats)  # source_down / source_up events
     status: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
 class _LinkLostError(Exception):
-    """Internal: the session is gone; make a new one."""
+    """Internal: the link is lost; recover the session or make a new one."""
+
+
+@dataclass(slots=True)
+class _Live:
+    """The subscription of the current session and what it monitors, kept across a recovery."""
+
+    sub: TrackedSubscription
+    nodes: dict[int, Node]
+    items: dict[int, int]  # monitored item id by node index
 
 
 class OpcuaSource:
@@ -145,6 +178,7 @@ class OpcuaSource:
         self._identity: ClientIdentity | None = None
         self._trusted: frozenset[bytes] = frozenset()
         self._password: str | None = None
+        self._live: _Live | None = None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -173,18 +207,66 @@ class OpcuaSource:
                     filler = None
                 self.gaps.up(sink)
                 try:
-                    reason = await self._session(client, lost, sink)
+                    while True:  # one session, recovered after each loss while it can be
+                        reason = await self._session(client, lost, sink)
+                        self.stats.links_lost += 1
+                        self.gaps.down(sink, "link_lost", f"{cfg.url}: {reason}")
+                        loss = self._clock.now()
+                        if not await self._recover(client, lost, sink, backoff, loss):
+                            self._mark_all_bad(sink, loss)
+                            break
                 finally:
+                    self._live = None
                     await self._close(client)
-                self.stats.links_lost += 1
-                self.gaps.down(sink, "link_lost", f"{cfg.url}: {reason}")
-                self._mark_all_bad(sink)
                 if cfg.mode == "poll":
                     filler = self._start_filler(sink)
                 await asyncio.sleep(backoff.next_delay())
         finally:
             if filler is not None:
                 await _cancel(filler)
+
+    async def _recover(
+        self,
+        client: Client,
+        lost: asyncio.Event,
+        sink: Sink,
+        backoff: Backoff,
+        loss: tuple[int, int],
+    ) -> bool:
+        """After a lost link, the same session on a new connection (invariant 7): True when
+        it is back with its subscription, False when a new session is needed."""
+        live = self._live
+        if live is None or self.config.on_link_lost != "recover_session" or live.sub.overflowed:
+            return False  # polling, no subscription yet, or a value dropped here: start afresh
+
+        def refused(exc: Exception) -> None:
+            self.stats.connect_failures += 1
+            self._throttle.warning(
+                "connect", "%s: cannot reach %s again: %s", self.name, self.config.url, exc
+            )
+
+        try:
+            done = await recover(
+                client, live.sub, self.config, self._password, backoff, lost, refused
+            )
+        except SessionGoneError as exc:
+            self._log.info("%s: %s; making a new one", self.name, exc)
+            return False
+        self.stats.connects += 1
+        self.stats.sessions_recovered += 1
+        self.stats.republished += done.republished
+        self.gaps.up(sink)
+        self._log.info(
+            "%s: session recovered after %.1f s: %d notification message(s) republished, %d lost",
+            self.name,
+            done.seconds,
+            done.republished,
+            done.lost,
+        )
+        if done.lost:
+            self.stats.notifications_lost += done.lost
+            self._mark_all_bad(sink, loss)
+        return True
 
     def _start_filler(self, sink: Sink) -> asyncio.Task[None]:
         return asyncio.create_task(self._fill_gap(sink), name=f"opcua-{self.name}-gap")
@@ -247,6 +329,9 @@ class OpcuaSource:
         return "the server stopped answering"
 
     async def _work(self, client: Client, sink: Sink) -> None:
+        if self._live is not None:  # the session was recovered: read on
+            await self._consume(client, self._live, sink)
+            return
         nodes = await self._resolve(client, range(len(self.config.nodes)), sink)
         if self.config.mode == "poll":
             await self._poll(client, nodes, sink)
@@ -311,21 +396,17 @@ class OpcuaSource:
     # -- subscription -----------------------------------------------------------------------
 
     async def _subscribe(self, client: Client, nodes: dict[int, Node], sink: Sink) -> None:
-        cfg = self.config
-        sub = await client.create_subscription(
-            cfg.publishing_interval_ms,
-            None,
-            queue_maxsize=cfg.max_queued_notifications,
-            # a consumer that cannot keep up loses the session (and so reads every current
-            # value again) rather than silently dropping notifications
-            overflow=OverflowPolicy.DISCONNECT,
-        )
-        items = await self._monitor(sub, nodes, sink)
+        sub = await create_subscription(client, self.config, self.config.max_queued_notifications)
+        live = _Live(sub, nodes, await self._monitor(sub, nodes, sink))
+        self._live = live
+        await self._consume(client, live, sink)
+
+    async def _consume(self, client: Client, live: _Live, sink: Sink) -> None:
         audit = asyncio.create_task(
-            self._audit(client, sub, nodes, items, sink), name=f"opcua-{self.name}-audit"
+            self._audit(client, live, sink), name=f"opcua-{self.name}-audit"
         )
         try:
-            async for event in sub:
+            async for event in live.sub:
                 if isinstance(event, DataChangeEvent):
                     i = event.data.monitored_item.ClientHandle - 1
                     dv = event.data.monitored_item.Value
@@ -364,11 +445,10 @@ class OpcuaSource:
                     self._replay.add(i)  # its first notification may repeat the last value
         return items
 
-    async def _audit(
-        self, client: Client, sub: Any, nodes: dict[int, Node], items: dict[int, int], sink: Sink
-    ) -> None:
+    async def _audit(self, client: Client, live: _Live, sink: Sink) -> None:
         """Every `resolve_retry_s`: drop the items of nodes that disappeared (a server reports
         nothing on a monitored item whose node was deleted) and monitor those that came back."""
+        sub, nodes, items = live.sub, live.nodes, live.items
         while True:
             await asyncio.sleep(self.config.resolve_retry_s)
             order = sorted(items)
@@ -473,18 +553,21 @@ class OpcuaSource:
             return now, bits
         return ts, 0
 
-    def _add_bad(self, sink: Sink, i: int, code: int | None) -> None:
-        now, bits = self._clock.now()
+    def _add_bad(
+        self, sink: Sink, i: int, code: int | None, at: tuple[int, int] | None = None
+    ) -> None:
+        now, bits = at or self._clock.now()
         if code is not None:
             self.stats.status[status.counter_key(code)] += 1
         self.stats.readings += 1
         self.stats.bad_readings += 1
         sink.add(self._ids[i], 0.0, Quality.BAD | bits, now)
 
-    def _mark_all_bad(self, sink: Sink) -> None:
+    def _mark_all_bad(self, sink: Sink, at: tuple[int, int] | None = None) -> None:
+        """A BAD reading for every node with a series, stamped `at` (ts_ms, bits) or now."""
         for i, sid in enumerate(self._ids):
             if sid >= 0:
-                self._add_bad(sink, i, None)  # counted in links_lost
+                self._add_bad(sink, i, None, at)  # counted in links_lost
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -55,6 +55,21 @@ def test_a_loopback_source_without_security_is_accepted(tmp_path):
     assert isinstance(source, OpcuaSourceConfig)
     assert source.mode == "subscribe"
     assert source.nodes[1].browse_path == "2:Plant/2:Line1/2:Temp"
+    assert source.session_timeout_ms == 60_000  # what the server keeps a dropped session for
+    assert source.on_link_lost == "recover_session"
+
+
+def test_a_session_timeout_below_a_second_is_refused(tmp_path):
+    found = problems(
+        """
+        [[sources]]
+        type = "opcua"
+        session_timeout_ms = 500
+        nodes = [{ node_id = "ns=2;s=A", metric = "a" }]
+        """,
+        tmp_path,
+    )
+    assert any("session_timeout_ms" in p for p in found), found
 
 
 def test_security_none_to_another_host_is_refused_unless_allowed(tmp_path):
