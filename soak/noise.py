@@ -6,7 +6,8 @@ Per chunk, in each direction (or only towards the gateway: `to_device=False`), w
 probabilities of `Dirt`: flip one bit, insert a control byte (NUL, ETX, CR, LF, DEL, 0xFF), or
 drop the rest of the chunk (a truncated frame). What is done is counted in `counts`, and so is
 what the gateway was sent damaged (`damaged_chunks_to_gateway`, and the lines those chunks held:
-`damaged_lines_to_gateway`), which bounds what a protocol without retransmission may lose.
+`damaged_lines_to_gateway`, and the next lines they were joined to by a lost line end:
+`joined_lines_to_gateway`), which bounds what a protocol without retransmission may lose.
 The damage is drawn from a seeded `random.Random`, so a soak run can be replayed.
 
 A protocol with checksums and retransmission (our MCU framing) must deliver every reading exactly
@@ -75,6 +76,7 @@ class NoisyLine:
             "truncated_bytes": 0,
             "damaged_chunks_to_gateway": 0,
             "damaged_lines_to_gateway": 0,
+            "joined_lines_to_gateway": 0,
         }
         self.damaging = True
         self._to_gateway = 0  # chunks relayed towards the gateway
@@ -143,6 +145,9 @@ class NoisyLine:
                 if damaged != data:
                     self.counts["damaged_chunks_to_gateway"] += 1
                     self.counts["damaged_lines_to_gateway"] += max(1, data.count(b"\n"))
+                    # a line end lost joins its line to the next one, which is lost with it
+                    lost_ends = data.count(b"\n") - damaged.count(b"\n")
+                    self.counts["joined_lines_to_gateway"] += max(0, lost_ends)
                 await ours.write(damaged)
 
         async def gateway_to_device() -> None:

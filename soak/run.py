@@ -280,6 +280,7 @@ class Soak(Demo):
         points = len(report.get("meter", {}).get("served", {}))
         answers = self._damaged("meter", "damaged_chunks_to_gateway")
         lines = self._damaged("weighbridge", "damaged_lines_to_gateway")
+        lines += self._damaged("weighbridge", "joined_lines_to_gateway")
         unheard = self._printed_while_unplugged(report)
         allowance = {
             "meter": (kills + POLLS_PER_DAMAGED_ANSWER * answers) * points,
@@ -288,7 +289,8 @@ class Soak(Demo):
         why = {
             "meter": f"{answers} answers damaged by the noise (each up to "
             f"{POLLS_PER_DAMAGED_ANSWER} polls)",
-            "weighbridge": f"{lines} ticket lines damaged by the noise, and {unheard} tickets "
+            "weighbridge": f"{lines} ticket lines damaged by the noise (or joined to a damaged "
+            f"one by a lost line end), and {unheard} tickets "
             "printed while no agent had the port open",
         }
         for device in verdict.devices:
