@@ -4,7 +4,7 @@
 one read-only under a fresh writable layer, so every check starts from the same blank system
 and never changes the cache. Inside: /proc, a small /dev (the usual character devices, /dev/pts
 shared with the host so a pty made on the host opens inside), the host's resolv.conf (pip reaches
-PyPI; the chroot shares the host's network, loopback included), pip's cache (kept per
+PyPI; the chroot shares the host's network, loopback included) and CA bundle, pip's cache (kept per
 architecture: the first run is the cold one) and the project's dist/ at /media/usb/dist,
 read-only, as the USB stick of docs/install.md. Commands run under qemu-user-static through
 binfmt_misc, found by the kernel: nothing is copied into the root for that.
@@ -21,6 +21,7 @@ from pathlib import Path
 ROOTS = Path(os.environ.get("PI_ROOTS", "/var/cache/tierless-pi"))
 STAMP = ".tierless-pi-root"
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -67,6 +68,9 @@ class PiRoot:
             self._mount(self.path / "media/usb/dist", "--bind", self.dist)
             _sh("mount", "-o", "remount,bind,ro", self.path / "media/usb/dist")
             shutil.copyfile("/etc/resolv.conf", self.path / "etc/resolv.conf")
+            # The host's trust too: a machine behind a TLS-inspecting proxy reaches PyPI only
+            # through the proxy's CA, which its own bundle holds (a Pi on such a site needs it too).
+            shutil.copyfile(HOST_CA, self.path / HOST_CA.relative_to("/"))
         except BaseException:
             self.close()
             raise
