@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,13 +116,22 @@ class PiRoot:
     def run(
         self, command: Sequence[str | Path], *, user: str | None = None, timeout: float = 600
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        # A session of its own, so that a timeout kills what the command started too (pip's
+        # compiler), not only the command.
+        with subprocess.Popen(
             self.argv(command, user=user),
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
-            check=False,
-        )
+            start_new_session=True,
+        ) as proc:
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def account(self, user: str) -> tuple[int, int, str]:
         for line in (self.path / "etc/passwd").read_text(encoding="utf-8").splitlines():
