@@ -5,7 +5,7 @@ one read-only under a fresh writable layer, so every check starts from the same 
 and never changes the cache. Inside: /proc, a small /dev (the usual character devices, /dev/pts
 shared with the host so a pty made on the host opens inside), the host's resolv.conf (pip reaches
 PyPI; the chroot shares the host's network, loopback included) and CA bundle, pip's cache (kept per
-architecture: the first run is the cold one) and the project's dist/ at /media/usb/dist,
+architecture: the first run is the cold one) and the project's dist/ at /media/usb/wheelhouse,
 read-only, as the USB stick of docs/install.md. Commands run under qemu-user-static through
 binfmt_misc, found by the kernel: nothing is copied into the root for that.
 """
@@ -66,8 +66,8 @@ class PiRoot:
             (dev / "ptmx").symlink_to("pts/ptmx")
             self._mount(dev / "shm", "-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs")
             self._mount(self.path / "root/.cache/pip", "--bind", self.pip_cache)
-            self._mount(self.path / "media/usb/dist", "--bind", self.dist)
-            _sh("mount", "-o", "remount,bind,ro", self.path / "media/usb/dist")
+            self._mount(self.path / "media/usb/wheelhouse", "--bind", self.dist)
+            _sh("mount", "-o", "remount,bind,ro", self.path / "media/usb/wheelhouse")
             shutil.copyfile("/etc/resolv.conf", self.path / "etc/resolv.conf")
             # The host's trust too: a machine behind a TLS-inspecting proxy reaches PyPI only
             # through the proxy's CA, which its own bundle holds (a Pi on such a site needs it too).

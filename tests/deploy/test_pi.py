@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -36,11 +37,45 @@ EXTRAS = {"arm64": "agent,zstd", "armhf": "agent"}
 ENCODINGS = {"arm64": "('zstd', 'gzip')", "armhf": "('gzip',)"}
 ENCODINGS_PY = "from wire.compression import available_encodings as a; print(a())"
 DIR = "/var/lib/edge-agent"
-VENV = f"/opt/tierless-{VERSION}"
 HOST_BIN = Path(sys.executable).parent
 # armhf: pip compiles msgspec and cffi, over 10 min under emulation on a loaded machine
 PIP_TIMEOUT_S = 3000
 RUN_TIMEOUT_S = 300  # first readings at the receiver: the agent starts slowly under emulation
+
+
+# The install of docs/operations.md (Raspberry Pi), with VERSION for the release; the gateway's
+# wheelhouse is at /media/usb/wheelhouse (pi-check: dist/, which holds the wheel; pip takes the
+# rest from PyPI). 32-bit ARM leaves out the zstd extra.
+INSTALL = (
+    ("useradd", "useradd --system --home /var/lib/edge-agent --shell /usr/sbin/nologin "
+     "--groups dialout edge-agent"),
+    ("directory", "install -d -m 0700 -o edge-agent -g edge-agent /var/lib/edge-agent"),
+    ("venv", "python3 -m venv /opt/tierless-VERSION"),
+    ("pip install", "/opt/tierless-VERSION/bin/pip install --find-links /media/usb/wheelhouse "
+     "'tierless[agent,zstd]==VERSION'"),
+    ("link", "ln -sfn /opt/tierless-VERSION /opt/tierless"),
+    ("edge-agent --version", "/opt/tierless/bin/edge-agent --version"),
+)  # fmt: skip
+
+
+def install_commands(arch: str, version: str = VERSION) -> list[tuple[str, str]]:
+    out = []
+    for step, line in INSTALL:
+        if arch == "armhf":
+            line = line.replace("[agent,zstd]", "[agent]")
+        out.append((step, line.replace("VERSION", version)))
+    return out
+
+
+def test_the_docs_say_it():
+    """The commands pi-check runs are the ones docs/operations.md gives, word for word."""
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = text[text.index("## Raspberry Pi") :]
+    section = section[: section.index("\n## ", 1)]
+    for _, line in INSTALL:
+        assert line in section, line
+    assert "32-bit: 'tierless[agent]==VERSION'" in section
+    assert "python3-venv gcc python3-dev libffi-dev" in section
 
 
 def agent_toml(device: str, url: str, metrics_port: int) -> str:
@@ -161,16 +196,10 @@ def test_gateway_on_arm(arch, deploy_tests, tmp_path):
         steps = Steps(root)
         cached = sum(f.stat().st_size for f in root.pip_cache.rglob("*") if f.is_file())
         try:
-            # docs/operations.md, Raspberry Pi: the user, the directory, the software.
-            steps("useradd", "useradd", "--system", "--home", DIR, "--shell", "/usr/sbin/nologin",
-                  "--groups", "dialout", "edge-agent")  # fmt: skip
-            steps("directory", "install", "-d", "-m", "0700", "-o", "edge-agent", "-g",
-                  "edge-agent", DIR)  # fmt: skip
-            steps("venv", "python3", "-m", "venv", VENV)
-            steps("pip install", f"{VENV}/bin/pip", "install", "--find-links", "/media/usb/dist",
-                  f"tierless[{EXTRAS[arch]}]=={VERSION}", timeout=PIP_TIMEOUT_S)  # fmt: skip
-            steps("link", "ln", "-sfn", VENV, "/opt/tierless")
-            out = steps("edge-agent --version", "/opt/tierless/bin/edge-agent", "--version")
+            # docs/operations.md, Raspberry Pi, as written there (test_the_docs_say_it checks).
+            for step, line in install_commands(arch):
+                timeout = PIP_TIMEOUT_S if step == "pip install" else 600
+                out = steps(step, *shlex.split(line), timeout=timeout)
             assert out == f"edge-agent {VERSION}\n"
             out = steps("encodings", "/opt/tierless/bin/python", "-c", ENCODINGS_PY)
             assert out.strip() == ENCODINGS[arch]
