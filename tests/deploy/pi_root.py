@@ -3,11 +3,12 @@
 `deploy/pi/pi-root.sh` builds the cached roots (debootstrap, once per machine); a `PiRoot` mounts
 one read-only under a fresh writable layer, so every check starts from the same blank system
 and never changes the cache. Inside: /proc, a small /dev (the usual character devices, /dev/pts
-shared with the host so a pty made on the host opens inside), the host's resolv.conf (pip reaches
-PyPI; the chroot shares the host's network, loopback included) and CA bundle, pip's cache (kept per
-architecture: the first run is the cold one) and the project's dist/ at /media/usb/wheelhouse,
-read-only, as the USB stick of docs/install.md. Commands run under qemu-user-static through
-binfmt_misc, found by the kernel: nothing is copied into the root for that.
+shared with the host so a pty made on the host opens inside), the host's resolv.conf and CA
+bundle (pip reaches PyPI; the chroot shares the host's network, loopback included), pip's cache
+(kept per architecture: on armhf it holds the wheels pip compiled, which later runs reuse) and
+the project's dist/ at /media/usb/wheelhouse, read-only, as the USB stick of docs/install.md.
+Commands run under qemu-user-static through binfmt_misc, found by the kernel: nothing is copied
+into the root for that.
 """
 
 from __future__ import annotations
