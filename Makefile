@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2 --dist worksteal
 
 .PHONY: test lint fmt typecheck pytest bench demo soak clean dist wheelhouse install-test \
-	container-base container-test
+	container-base container-test pi-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -87,6 +87,17 @@ container-base:
 container-test: $(STAMP) container-base
 	TIERLESS_DEPLOY_TESTS=1 BASE_IMAGE=$(BASE_IMAGE) $(BIN)/pytest -q -p no:cacheprovider \
 		tests/deploy/test_container.py
+
+# pi-check: the gateway installed from the wheel and run on arm64 and armhf Debian bookworm roots
+# under qemu-user-static (docs/operations.md, *Raspberry Pi*). Needs root. The roots are built
+# once per machine into $(PI_ROOTS) (deploy/pi/pi-root.sh) and reused; PI_ARCHS=arm64 (say) checks
+# one. On demand, not in CI: it takes longer than ten minutes on a fresh machine.
+PI_ROOTS ?= /var/cache/tierless-pi
+PI_ARCHS ?= arm64 armhf
+pi-check: dist
+	PI_ROOTS=$(PI_ROOTS) deploy/pi/pi-root.sh $(PI_ARCHS)
+	TIERLESS_DEPLOY_TESTS=1 PI_ROOTS=$(PI_ROOTS) $(BIN)/pytest -q -s -p no:cacheprovider \
+		$(foreach a,$(PI_ARCHS),"tests/deploy/test_pi.py::test_gateway_on_arm[$(a)]")
 
 # Everything .gitignore lists (tests/test_hygiene.py checks the two agree): after `make clean`,
 # `git status --ignored` shows nothing.
