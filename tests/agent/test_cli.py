@@ -88,7 +88,9 @@ def test_sigterm_flushes_and_exits_0_and_status_tells(tmp_path):
         tmp_path,
         url="http://127.0.0.1:9",  # discard port: connection refused
         sources='[[sources]]\ntype = "test"\nrate_hz = 100\nseries = 2\n',
-        buffer={"flush_interval_ms": 5000},  # so the last readings are only in memory
+        # no flush by the timer before the SIGTERM, however slow the machine: every reading the
+        # buffer holds afterwards was flushed by the stop
+        buffer={"flush_interval_ms": 60_000},
     )
     with subprocess.Popen(
         [sys.executable, "-m", "agent.cli", "run", "--config", str(path)],
@@ -119,7 +121,8 @@ def test_sigterm_flushes_and_exits_0_and_status_tells(tmp_path):
     ).stdout
     status = json.loads(out)
     assert status["agent_running"] is False
-    assert status["buffer"]["readings"] >= 200  # 1.5 s at 200 readings/s, flushed on stop
+    # 1.5 s at up to 200 readings/s, all flushed on stop (a loaded machine makes fewer)
+    assert status["buffer"]["readings"] >= 20
     assert status["buffer"]["readings"] == status["readings_committed"]
     assert status["uplink"]["state"] == "retrying"
     assert "ConnectError" in status["uplink"]["last_error"]

@@ -173,6 +173,11 @@ async def _run(clients: list[httpx.AsyncClient]) -> None:
                 # an earlier batch is still in flight: wait for its acknowledgement, then retry
                 await acked[gw.device_id][frozen.seq - 1].wait()
                 continue
+            if r.status_code == 503:
+                # the store timed out on a lock (copies of one batch race in two receivers, and
+                # a loaded machine is slow): a retryable answer, retried as a gateway does
+                await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+                continue
             assert r.status_code == 200, answer
             statuses[answer["status"]] += 1
             if answer["status"] == "stored":

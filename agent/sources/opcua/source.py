@@ -30,7 +30,10 @@ Invariants:
 5. No value is stored twice: a monitored item's first notification after it is created again
    is the server replaying the node's current value; when its source timestamp equals that of
    the last value delivered for the node, it was delivered already and is left out
-   (`stats.replays_skipped`). In mode `poll` every read is a reading: that is the contract.
+   (`stats.replays_skipped`). In mode `poll` a read is a reading unless it carries the same
+   source timestamp as the node's last one: that is the same sample read again (two polls
+   between two changes) and is left out (`stats.repeats_skipped`); a server that sends no
+   source timestamp gets a reading per read.
 6. Security: the server's certificate is compared with `trusted_server_certs` before the secure
    channel is opened; a certificate not in the list is refused (`stats.certificate_rejected`).
 7. Session recovery (mode `subscribe`, `on_link_lost = "recover_session"`): after a lost link
@@ -124,6 +127,7 @@ class OpcuaStats:
     queue_overflows: int = 0  # values the server discarded from a full monitored-item queue
     nodes_missing: int = 0  # nodes the server did not have at the last look
     replays_skipped: int = 0  # a re-created item's first value, already delivered (invariant 5)
+    repeats_skipped: int = 0  # mode poll: the same sample read again (invariant 5)
     sessions_recovered: int = 0  # lost links after which the same session went on (invariant 7)
     republished: int = 0  # notification messages the server sent again after a recovery
     notifications_lost: int = 0  # notification messages missing after a recovery
@@ -491,6 +495,12 @@ class OpcuaSource:
                     self._node_missing(i, code, sink)
                     continue
                 self._node_found(i)
+                if value.SourceTimestamp is not None and (
+                    value.SourceTimestamp == self._last_source[i]
+                ):
+                    self.stats.repeats_skipped += 1  # read before, between two changes
+                    self.gaps.heard()
+                    continue
                 self._on_value(sink, i, value)
             due += interval
             await asyncio.sleep(max(0.0, due - loop.time()))

@@ -102,12 +102,13 @@ def assert_exact(rec: Recorder, plant: Plant, node_ids: list[str]) -> int:
 
 
 def assert_polled(got: list[tuple[float, int]], published: list[tuple[float, int]]) -> None:
-    """Polled readings are published values in the order published. A poll reads the value
-    current then (the poll contract): a value the node kept over two polls is read twice, one
-    replaced before the next poll is not read, so they are not one contiguous run."""
+    """Polled readings are published values in the order published, each once. A poll reads
+    the value current then: one replaced before the next poll is not read, so they need not be
+    one contiguous run; one read again by the next poll is the same sample and not stored."""
     assert set(got) <= set(published), "a value the server never published"
     at = [published.index(g) for g in got]
     assert at == sorted(at), got
+    assert len(set(at)) == len(at), f"a sample stored twice: {got}"
 
 
 async def test_readings_are_exactly_what_the_server_published():
