@@ -100,7 +100,7 @@ INFO_REASONS = frozenset({"unknown_topic"})
 HOLD_MAX = 256
 # Readings waiting in the ingest for the next commit that this source adds at most: a commit
 # group (and the agent's memory) stays small however fast the broker drains a backlog.
-PENDING_MAX_READINGS = 16_384
+PENDING_MAX_READINGS = 8_192
 
 
 @runtime_checkable
