@@ -53,6 +53,7 @@ import logging
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,14 @@ from typing import Any
 from agent.batcher import EventRow, Row, build_body, encode_attrs
 from agent.clock import Epoch, Reference, epoch_delta
 from agent.errors import StoreDamagedError, StoreError
+from agent.journal import (
+    JOURNAL_SUFFIX,
+    Journal,
+    Record,
+    decode_journal,
+    encode_record,
+    readings_after,
+)
 from wire.codec import MAX_EVENTS, batch_digest
 from wire.errors import EncodeError
 from wire.models import GENESIS, ClockReport, Counters, Event, SeriesKey
@@ -101,6 +110,9 @@ CREATE TABLE IF NOT EXISTS source_state (name TEXT PRIMARY KEY, value BLOB NOT N
 _COUNTERS = ("dropped_buffer_full", "dropped_damaged", "rejected_invalid")
 NewRow = tuple[int, int, float, int]  # series_id, ts_ms, value, quality
 Position = tuple[int, int]  # an MCU's (boot, seq)
+# A merge at the latest when the journal holds this much (about 10,000 readings): it bounds the
+# replay on start and the buffer's overshoot of max_bytes between merges.
+JOURNAL_MAX_BYTES = 256 * 1024
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
@@ -146,8 +158,15 @@ class Buffer:
     states: dict[str, bytes] = field(default_factory=dict)  # source state key -> committed
     damage: Damage | None = None
     lock_fd: int = -1
+    journal: Journal | None = None
+    journal_max_bytes: int = JOURNAL_MAX_BYTES
     _page_size: int = 4096
     _set_aside_logged: set[str] = field(default_factory=set)
+    _pending: list[Record] = field(default_factory=list)  # journaled, not merged, oldest first
+    _journal_seq: int = 0  # the last record seq given out (merged or pending)
+    _journal_stale: bool = False  # merged, but the truncate failed: no appends until it works
+    _merging: bool = False  # the open transaction merges the pending records
+    _evicted_unreported: int = 0  # evicted by merges, for the next CommitResult
 
     # -- reading in -------------------------------------------------------------------------
 
@@ -165,7 +184,7 @@ class Buffer:
         states: Mapping[str, bytes] | None = None,
     ) -> CommitResult:
         """Write one group of readings (and the events, MCU positions and metadata that go with
-        them) in one transaction.
+        them) durably, as one unit: one journal record, or one transaction (invariant 1).
 
         `dropped_before` counts readings and events the caller had to refuse before they got
         here (an overflowing ingest queue); they are recorded as buffer-full drops.
@@ -173,76 +192,171 @@ class Buffer:
         contract: recorded as `rejected_invalid`, reported with the next batch. `positions`
         maps an MCU uid to its new committed position, or to None to forget it. `states` maps a
         source's key to its new state (`Ingest.track_state`), replaced in this transaction.
+        `CommitResult.dropped` also carries evictions made by merges since the last commit.
         """
-        result = CommitResult()
-        with self._transaction():
-            c = self.conn
-            if new_series:
-                c.executemany(
-                    "INSERT INTO series (id, metric, unit, site, area, process, medium) "
-                    "VALUES (?,?,?,?,?,?,?)",
-                    [
-                        (i, k.metric, k.unit, k.site, k.area, k.process, k.medium)
-                        for i, k in new_series
-                    ],
-                )
-            if new_epochs:
-                c.executemany(
-                    "INSERT INTO epoch (id, kernel_boot_id, base_ms, base_mono_ms) "
-                    "VALUES (?,?,?,?)",
-                    [(e.id, e.kernel_boot_id, e.base_ms, e.base_mono_ms) for e in new_epochs],
-                )
-            for ref in references:
-                self._correct_epochs(ref)
-            if rows:
-                c.executemany(
-                    "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?,?,?,?)", rows
-                )
-                last = {r[0]: r for r in rows}
-                c.executemany(
-                    "UPDATE series SET last_ts_ms = ?, last_value = ? WHERE id = ?",
-                    [(r[1], r[2], sid) for sid, r in last.items()],
-                )
-            if events:
-                c.executemany(
-                    "INSERT INTO event (kind, ts_ms, quality, attrs) VALUES (?,?,?,?)",
-                    [(e.kind, e.ts_ms, e.quality, encode_attrs(e.attrs)) for e in events],
-                )
-            for uid, pos in (positions or {}).items():
-                if pos is None:
-                    c.execute("DELETE FROM mcu_position WHERE uid = ?", (_sql_uid(uid),))
-                else:
-                    c.execute(
-                        "INSERT OR REPLACE INTO mcu_position (uid, boot, seq) VALUES (?,?,?)",
-                        (_sql_uid(uid), *pos),
+        record = Record(
+            seq=self._journal_seq + 1,
+            rows=[(int(r[0]), int(r[1]), float(r[2]), int(r[3])) for r in rows],
+            events=[(e.kind, e.ts_ms, e.quality, encode_attrs(e.attrs)) for e in events],
+            positions=dict(positions or {}),
+            states=dict(states or {}),
+            dropped_before=dropped_before,
+            rejected_before=dict(rejected_before or {}),
+        )
+        frame = encode_record(record)
+        plain = not (new_series or new_epochs or references)
+        journal = self.journal
+        if plain and journal is not None and self._journal_takes(len(frame)):
+            journal.append(frame)
+            self._journal_seq = record.seq
+            self._pending.append(record)
+        else:
+            with self._transaction():
+                self._merge()  # the journal's records are older: their rows get lower ids
+                if new_series:
+                    self.conn.executemany(
+                        "INSERT INTO series (id, metric, unit, site, area, process, medium) "
+                        "VALUES (?,?,?,?,?,?,?)",
+                        [
+                            (i, k.metric, k.unit, k.site, k.area, k.process, k.medium)
+                            for i, k in new_series
+                        ],
                     )
-            if states:
-                c.executemany(
-                    "INSERT OR REPLACE INTO source_state (name, value) VALUES (?,?)",
-                    list(states.items()),
-                )
-            result.committed = len(rows)
-            result.events = len(events)
-            self.depth += len(rows)
-            self.events_held += len(events)
-            self._add_counter("committed", len(rows))
-            self._add_counter("committed_events", len(events))
-            evicted, evicted_events = self._enforce_bound()
-            self._add_counter("evicted", evicted)
-            self._add_counter("evicted_events", evicted_events)
-            result.dropped = evicted + evicted_events + dropped_before
-            if result.dropped:
-                self._add_counter("dropped_buffer_full", result.dropped, pending=True)
-            self._add_rejected(rejected_before or {}, refused=True)
+                if new_epochs:
+                    self.conn.executemany(
+                        "INSERT INTO epoch (id, kernel_boot_id, base_ms, base_mono_ms) "
+                        "VALUES (?,?,?,?)",
+                        [(e.id, e.kernel_boot_id, e.base_ms, e.base_mono_ms) for e in new_epochs],
+                    )
+                for ref in references:
+                    self._correct_epochs(ref)
+                self._merge([record], journaled=False)
+        self.depth += len(rows)
+        self.events_held += len(events)
         if new_series:
             self.series.update(new_series)
-        for uid, pos in (positions or {}).items():
+        for uid, pos in record.positions.items():
             if pos is None:
                 self.positions.pop(uid, None)
             else:
                 self.positions[uid] = pos
-        self.states.update(states or {})
-        return result
+        self.states.update(record.states)
+        evicted, self._evicted_unreported = self._evicted_unreported, 0
+        return CommitResult(
+            committed=len(rows), dropped=evicted + dropped_before, events=len(events)
+        )
+
+    def _journal_takes(self, frame_bytes: int) -> bool:
+        """Whether a plain commit may go to the journal, or must merge it now: the journal is
+        bounded, and a full buffer must evict at this commit as it always did (invariant 4)."""
+        if self.journal is None or self._journal_stale:
+            return False
+        size = self.journal.size + frame_bytes
+        return size <= self.journal_max_bytes and self.used_bytes() + size <= self.max_bytes
+
+    def _merge(self, records: Sequence[Record] | None = None, *, journaled: bool = True) -> None:
+        """Inside a transaction: apply journal records to the tables, then keep the bound.
+
+        With no `records`, the pending journal records; once the transaction commits they are
+        dropped from memory and the journal is truncated (journal invariant 2). `journaled`
+        False: a record that never went to the journal (a direct commit), whose rows are not
+        counted in `depth` yet.
+        """
+        if records is None:
+            records = self._pending
+            if self._journal_stale:
+                self._merging = True  # try the truncate again after this transaction
+            if not records:
+                return
+            self._merging = True
+            self._set("journal_merged_seq", self._journal_seq)
+        c = self.conn
+        rows = [row for r in records for row in r.rows]
+        if rows:
+            c.executemany(
+                "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?,?,?,?)", rows
+            )
+            last = {r[0]: r for r in rows}
+            c.executemany(
+                "UPDATE series SET last_ts_ms = ?, last_value = ? WHERE id = ?",
+                [(r[1], r[2], sid) for sid, r in last.items()],
+            )
+        events = [e for r in records for e in r.events]
+        if events:
+            c.executemany(
+                "INSERT INTO event (kind, ts_ms, quality, attrs) VALUES (?,?,?,?)", events
+            )
+        positions: dict[int, tuple[int, int] | None] = {}
+        states: dict[str, bytes] = {}
+        rejected: Counter[str] = Counter()
+        for r in records:
+            positions.update(r.positions)
+            states.update(r.states)
+            rejected.update(r.rejected_before)
+        for uid, pos in positions.items():
+            if pos is None:
+                c.execute("DELETE FROM mcu_position WHERE uid = ?", (_sql_uid(uid),))
+            else:
+                c.execute(
+                    "INSERT OR REPLACE INTO mcu_position (uid, boot, seq) VALUES (?,?,?)",
+                    (_sql_uid(uid), *pos),
+                )
+        if states:
+            c.executemany(
+                "INSERT OR REPLACE INTO source_state (name, value) VALUES (?,?)",
+                list(states.items()),
+            )
+        if not journaled:
+            self.depth += len(rows)
+            self.events_held += len(events)
+        self._add_counter("committed", len(rows))
+        self._add_counter("committed_events", len(events))
+        evicted, evicted_events = self._enforce_bound()
+        self._add_counter("evicted", evicted)
+        self._add_counter("evicted_events", evicted_events)
+        dropped = evicted + evicted_events + sum(r.dropped_before for r in records)
+        self._add_counter("dropped_buffer_full", dropped, pending=True)
+        self._add_rejected(rejected, refused=True)
+        if not journaled:  # the caller adds the record's own rows back after the transaction
+            self.depth -= len(rows)
+            self.events_held -= len(events)
+        self._evicted_unreported += evicted + evicted_events
+
+    def replay_journal(self, path: Path) -> None:
+        """On open: merge what the journal holds beyond the last merge, keep it open for appends.
+        A torn or corrupt tail is dropped with a warning (journal invariant 3)."""
+        self.journal = Journal.open(path)
+        decoded = decode_journal(self.journal.read())
+        if decoded.problem is not None:
+            log.warning(
+                "%s: %s; the %d byte(s) from there on are dropped (an append cut short by a crash "
+                "or power loss: every commit that returned lies before it)",
+                path,
+                decoded.problem,
+                self.journal.size - decoded.good_bytes,
+            )
+        fresh = [r for r in decoded.records if r.seq > self._journal_seq]
+        for r in fresh:
+            self.depth += len(r.rows)
+            self.events_held += len(r.events)
+            for uid, pos in r.positions.items():
+                if pos is None:
+                    self.positions.pop(uid, None)
+                else:
+                    self.positions[uid] = pos
+            self.states.update(r.states)
+        if fresh:
+            self._pending = fresh
+            self._journal_seq = fresh[-1].seq
+            self.merge()  # truncates the journal once merged
+        elif self.journal.size:
+            self.journal.truncate(0)
+
+    def merge(self) -> None:
+        """Move the journal's records into the tables now (also done by `cut` and `close`)."""
+        if self._pending:
+            with self._transaction():
+                self._merge()
 
     def _correct_epochs(self, ref: Reference) -> None:
         rows = self.conn.execute(
@@ -327,6 +441,7 @@ class Buffer:
     ) -> OutboxEntry | None:
         """Freeze the next batch (invariant 2); None when there is nothing to report."""
         with self._transaction():
+            self._merge()
             order = "DESC" if newest else "ASC"
             rows: list[Row] = self.conn.execute(
                 f"SELECT id, series_id, ts_ms, value, quality FROM reading "  # noqa: S608
@@ -457,25 +572,38 @@ class Buffer:
         first = self._query("SELECT ts_ms FROM reading ORDER BY id LIMIT 1").fetchone()
         event = self._query("SELECT ts_ms FROM event ORDER BY id LIMIT 1").fetchone()
         values = [v for v in (out, first and first[0], event and event[0]) if v is not None]
+        values += [r.rows[0][1] for r in self._pending[:1] if r.rows]
+        values += [e[1] for r in self._pending for e in r.events[:1]]
         return min(values) if values else None
 
     def last_values(self) -> dict[int, tuple[int, float]]:
         rows = self._query(
             "SELECT id, last_ts_ms, last_value FROM series WHERE last_ts_ms IS NOT NULL"
         ).fetchall()
-        return {sid: (ts, value) for sid, ts, value in rows}
+        last = {sid: (ts, value) for sid, ts, value in rows}
+        last.update((row[0], (row[1], row[2])) for r in self._pending for row in r.rows)
+        return last
 
     def clock_floor_ms(self) -> int:
         """The newest timestamp this buffer ever committed: time cannot be earlier than that."""
-        return int(self._query("SELECT coalesce(max(last_ts_ms), 0) FROM series").fetchone()[0])
+        top = int(self._query("SELECT coalesce(max(last_ts_ms), 0) FROM series").fetchone()[0])
+        return max([top] + [row[1] for r in self._pending for row in r.rows])
 
     def next_epoch_id(self) -> int:
         return int(self._query("SELECT coalesce(max(id), 0) + 1 FROM epoch").fetchone()[0])
 
     def close(self) -> None:
+        with contextlib.suppress(StoreError):  # what is left stays in the journal, replayed
+            self.merge()
         with contextlib.suppress(sqlite3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.close_files()
+
+    def close_files(self) -> None:
+        """Close the database and the journal as they are (no merge, no checkpoint)."""
         self.conn.close()
+        if self.journal is not None:
+            self.journal.close()
         if self.lock_fd >= 0:
             os.close(self.lock_fd)
             self.lock_fd = -1
@@ -520,7 +648,7 @@ class Buffer:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         snapshot = dict(self.meta)
-        depth, events_held = self.depth, self.events_held
+        depth, events_held, evicted = self.depth, self.events_held, self._evicted_unreported
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             yield
@@ -528,12 +656,33 @@ class Buffer:
         except BaseException as exc:
             # The in-memory mirrors must not get ahead of the file.
             self.meta, self.depth, self.events_held = snapshot, depth, events_held
+            self._evicted_unreported = evicted
+            self._merging = False
             if self.conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"{self.path}: {exc}") from exc
             raise
+        if self._merging:
+            self._merging = False
+            self._pending.clear()
+            self._truncate_journal()
+
+    def _truncate_journal(self) -> None:
+        """After a merge committed: empty the journal. Never raises: the merge stands, and a
+        failed truncate only means the old records are skipped on replay (journal invariant 2);
+        until a later merge truncates it, commits go straight to the tables."""
+        if self.journal is None:
+            return
+        try:
+            self.journal.truncate(0)
+        except StoreError as exc:
+            if not self._journal_stale:
+                log.error("%s; committing straight to the buffer until it can be emptied", exc)
+            self._journal_stale = True
+        else:
+            self._journal_stale = False
 
 
 def _now_ms() -> int:
@@ -661,7 +810,7 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
     except StoreError:
         conn.close()
         raise
-    return Buffer(
+    buf = Buffer(
         conn=conn,
         path=str(p),
         max_bytes=max_bytes,
@@ -674,7 +823,14 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
         positions=positions,
         states=states,
         _page_size=page_size,
+        _journal_seq=int(meta.get("journal_merged_seq", 0)),
     )
+    try:
+        buf.replay_journal(Path(f"{p}{JOURNAL_SUFFIX}"))
+    except BaseException:
+        buf.close_files()
+        raise
+    return buf
 
 
 def _move_aside(p: Path, reason: str) -> Damage:
@@ -684,7 +840,7 @@ def _move_aside(p: Path, reason: str) -> Damage:
     while target.exists():
         n += 1
         target = p.with_name(f"{p.name}.damaged-{stamp}-{n}")
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", JOURNAL_SUFFIX):
         src = Path(f"{p}{suffix}")
         if src.exists():
             try:
@@ -693,7 +849,10 @@ def _move_aside(p: Path, reason: str) -> Damage:
                 raise StoreError(
                     f"{src}: damaged, and cannot be moved aside: {exc.strerror}"
                 ) from exc
-    return Damage(str(target), _count_lost(target), reason)
+    lost = _count_lost(target)
+    with contextlib.suppress(StoreError):  # its records count too (twice, if merged: see below)
+        lost += readings_after(Path(f"{target}{JOURNAL_SUFFIX}"), 0)
+    return Damage(str(target), lost, reason)
 
 
 def _count_lost(target: Path) -> int:
