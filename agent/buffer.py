@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -113,6 +114,9 @@ Position = tuple[int, int]  # an MCU's (boot, seq)
 # A merge at the latest when the journal holds this much (about 10,000 readings): it bounds the
 # replay on start and the buffer's overshoot of max_bytes between merges.
 JOURNAL_MAX_BYTES = 256 * 1024
+# 1 KiB pages for a new file: a commit rewrites whole pages into the WAL (and the checkpoint
+# writes them again), so small pages are fewer bytes on the card. An older file keeps its size.
+PAGE_SIZE = 1024
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
@@ -254,13 +258,20 @@ class Buffer:
         size = self.journal.size + frame_bytes
         return size <= self.journal_max_bytes and self.used_bytes() + size <= self.max_bytes
 
-    def _merge(self, records: Sequence[Record] | None = None, *, journaled: bool = True) -> None:
+    def _merge(
+        self,
+        records: Sequence[Record] | None = None,
+        *,
+        journaled: bool = True,
+        insert_rows: bool = True,
+    ) -> None:
         """Inside a transaction: apply journal records to the tables, then keep the bound.
 
         With no `records`, the pending journal records; once the transaction commits they are
         dropped from memory and the journal is truncated (journal invariant 2). `journaled`
         False: a record that never went to the journal (a direct commit), whose rows are not
-        counted in `depth` yet.
+        counted in `depth` yet. `insert_rows` False (`cut`): everything but inserting the rows
+        and keeping the bound, which the caller does for the rows its batch does not take.
         """
         if records is None:
             records = self._pending
@@ -273,9 +284,11 @@ class Buffer:
         c = self.conn
         rows = [row for r in records for row in r.rows]
         if rows:
-            c.executemany(
-                "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?,?,?,?)", rows
-            )
+            if insert_rows:
+                c.executemany(
+                    "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?,?,?,?)",
+                    rows,
+                )
             last = {r[0]: r for r in rows}
             c.executemany(
                 "UPDATE series SET last_ts_ms = ?, last_value = ? WHERE id = ?",
@@ -311,15 +324,22 @@ class Buffer:
             self.events_held += len(events)
         self._add_counter("committed", len(rows))
         self._add_counter("committed_events", len(events))
-        evicted, evicted_events = self._enforce_bound()
-        self._add_counter("evicted", evicted)
-        self._add_counter("evicted_events", evicted_events)
-        dropped = evicted + evicted_events + sum(r.dropped_before for r in records)
-        self._add_counter("dropped_buffer_full", dropped, pending=True)
+        self._add_counter(
+            "dropped_buffer_full", sum(r.dropped_before for r in records), pending=True
+        )
         self._add_rejected(rejected, refused=True)
+        if insert_rows:
+            self._bound()
         if not journaled:  # the caller adds the record's own rows back after the transaction
             self.depth -= len(rows)
             self.events_held -= len(events)
+
+    def _bound(self) -> None:
+        """Inside a transaction: evict to fit `max_bytes`, counted (invariant 4)."""
+        evicted, evicted_events = self._enforce_bound()
+        self._add_counter("evicted", evicted)
+        self._add_counter("evicted_events", evicted_events)
+        self._add_counter("dropped_buffer_full", evicted + evicted_events, pending=True)
         self._evicted_unreported += evicted + evicted_events
 
     def replay_journal(self, path: Path) -> None:
@@ -441,13 +461,29 @@ class Buffer:
     ) -> OutboxEntry | None:
         """Freeze the next batch (invariant 2); None when there is nothing to report."""
         with self._transaction():
-            self._merge()
+            # The journal's rows join the batch without a trip through the readings table
+            # (inserted, then deleted: pages written for nothing), unless the batch takes the
+            # newest rows, events are pending (rare; kept simple), or the buffer must evict.
+            fast = (
+                not newest
+                and not any(r.events for r in self._pending)
+                and self.used_bytes() + (self.journal.size if self.journal else 0) <= self.max_bytes
+            )
+            fresh = [row for r in self._pending for row in r.rows] if fast else []
+            self._merge(insert_rows=not fast)
             order = "DESC" if newest else "ASC"
             rows: list[Row] = self.conn.execute(
                 f"SELECT id, series_id, ts_ms, value, quality FROM reading "  # noqa: S608
                 f"ORDER BY id {order} LIMIT ?",
                 (max_readings,),
             ).fetchall()
+            in_table = len(rows)
+            if fresh and in_table < max_readings:  # so the table holds no other row
+                base = rows[-1][0] if rows else 0
+                rows += [
+                    (base + i, sid, ts, None if math.isnan(v) else v, q)  # as SQLite holds NaN
+                    for i, (sid, ts, v, q) in enumerate(fresh[: max_readings - in_table], 1)
+                ]
             # events go oldest first in every batch, live or not: they are few and in order
             events: list[EventRow] = self.conn.execute(
                 "SELECT id, kind, ts_ms, quality, attrs FROM event ORDER BY id LIMIT ?",
@@ -482,12 +518,21 @@ class Buffer:
                     break
                 take, take_events = max(1, take // 2), max(1, take_events // 2)
             digest = batch_digest(built.body)
-            if part:
-                ids = [r[0] for r in part]
+            from_table = part[:in_table]
+            if from_table:
+                ids = [r[0] for r in from_table]
                 if newest:
                     self.conn.execute("DELETE FROM reading WHERE id >= ?", (min(ids),))
                 else:
                     self.conn.execute("DELETE FROM reading WHERE id <= ?", (max(ids),))
+            if fast:  # the journal's rows this batch does not carry wait in the table
+                left = fresh[max(0, len(part) - in_table) :]
+                if left:
+                    self.conn.executemany(
+                        "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?,?,?,?)",
+                        left,
+                    )
+                self._bound()
             if part_events:
                 self.conn.execute("DELETE FROM event WHERE id <= ?", (part_events[-1][0],))
             self.conn.execute(
@@ -758,6 +803,7 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
     finally:
         os.umask(old_umask)
     try:
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new file only; kept by an old one
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"{p}: cannot switch to WAL mode (got {mode})")
