@@ -1,0 +1,177 @@
+"""The append journal (agent/journal.py): its framing against torn and corrupt tails, fed at every
+byte, and the buffer's use of it across crashes (replay, skip of merged records, torn tails)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.journal import JOURNAL_SUFFIX, Record, decode_journal, encode_record, readings_after
+from tests.agent.helpers import T0, cut, decode, key, open_test_buffer, values_of
+
+RECORDS = [
+    Record(seq=1, rows=[(1, T0, 1.0, 0), (2, T0, 2.0, 0)]),
+    Record(seq=2, events=[("ticket", T0, 0, b"\x90")], positions={7: (1, 5), 8: None}),
+    Record(seq=3, rows=[(1, T0 + 1000, float("nan"), 4)], states={"mq": b"s1"}, dropped_before=2),
+]
+
+
+def stream() -> tuple[bytes, list[int]]:
+    frames = [encode_record(r) for r in RECORDS]
+    ends = [sum(len(f) for f in frames[: i + 1]) for i in range(len(frames))]
+    return b"".join(frames), ends
+
+
+def test_records_round_trip():
+    data, ends = stream()
+    out = decode_journal(data)
+    assert out.problem is None
+    assert out.good_bytes == ends[-1] == len(data)
+    assert [r.seq for r in out.records] == [1, 2, 3]
+    assert out.records[1] == RECORDS[1]
+    assert out.records[2].states == {"mq": b"s1"}
+
+
+def test_a_tail_torn_at_every_byte_keeps_every_whole_record_before_it():
+    data, ends = stream()
+    for cut_at in range(len(data) + 1):
+        out = decode_journal(data[:cut_at])
+        whole = [e for e in ends if e <= cut_at]
+        assert [r.seq for r in out.records] == list(range(1, len(whole) + 1)), cut_at
+        assert out.good_bytes == (whole[-1] if whole else 0)
+        assert (out.problem is None) == (cut_at in (0, *ends)), cut_at
+
+
+def test_a_flipped_byte_in_the_last_record_keeps_the_ones_before():
+    data, ends = stream()
+    for pos in range(ends[1], len(data)):
+        bad = bytearray(data)
+        bad[pos] ^= 0x40
+        out = decode_journal(bytes(bad))
+        assert [r.seq for r in out.records] == [1, 2], pos
+        assert out.good_bytes == ends[1]
+        assert out.problem is not None
+
+
+def test_zeroed_blocks_after_the_records_are_a_bad_tail_not_records():
+    data, ends = stream()
+    out = decode_journal(data + bytes(4096))
+    assert [r.seq for r in out.records] == [1, 2, 3]
+    assert out.good_bytes == ends[-1]
+    assert out.problem is not None
+    assert "checksum" in out.problem
+
+
+def rows(start, n):
+    return [(1, T0 + 1000 * k, float(k), 0) for k in range(start, start + n)]
+
+
+def sent_values(buf):
+    values = []
+    while (entry := buf.outbox_head() or cut(buf)) is not None:
+        values += [v for _m, _t, v, _q in values_of(decode(entry.body))]
+        buf.ack(entry.seq, now_ms=T0)
+    return values
+
+
+def crash(buf):
+    """What kill -9 leaves: the files as they are, no merge, no checkpoint."""
+    buf.close_files()
+    if buf.lock_fd >= 0:
+        os.close(buf.lock_fd)
+        buf.lock_fd = -1
+
+
+def test_plain_commits_go_to_the_journal_and_a_crash_replays_them(tmp_path):
+    db = tmp_path / "b.db"
+    buf = open_test_buffer(db)
+    buf.commit(rows(1, 5), new_series=[(1, key(1))])  # a new series: straight to the tables
+    buf.commit(rows(6, 5), positions={9: (1, 10)}, states={"mq": b"a"})
+    buf.commit(rows(11, 5), positions={9: (1, 15)}, states={"mq": b"b"})
+    assert buf.conn.execute("SELECT count(*) FROM reading").fetchone()[0] == 5
+    assert readings_after(tmp_path / f"b.db{JOURNAL_SUFFIX}", 0) == 10
+    assert buf.uncut() == 15
+    assert buf.last_values()[1] == (T0 + 15_000, 15.0)
+    crash(buf)
+    buf = open_test_buffer(db)
+    assert (tmp_path / f"b.db{JOURNAL_SUFFIX}").stat().st_size == 0  # merged on open
+    assert buf.positions == {9: (1, 15)}
+    assert buf.states == {"mq": b"b"}
+    assert buf.last_values()[1] == (T0 + 15_000, 15.0)
+    assert buf.meta["total_committed"] == 15
+    assert sent_values(buf) == [float(v) for v in range(1, 16)]
+    buf.close()
+
+
+def test_a_torn_journal_tail_is_dropped_with_a_warning_and_the_rest_kept(tmp_path, caplog):
+    db = tmp_path / "b.db"
+    journal = tmp_path / f"b.db{JOURNAL_SUFFIX}"
+    buf = open_test_buffer(db)
+    buf.commit([], new_series=[(1, key(1))])
+    buf.commit(rows(1, 5))
+    good = journal.stat().st_size
+    buf.commit(rows(6, 5))
+    crash(buf)
+    with journal.open("r+b") as f:  # the second append cut short by a power loss
+        f.truncate(good + 7)
+    with caplog.at_level(logging.WARNING, logger="agent.buffer"):
+        buf = open_test_buffer(db)
+    assert "torn record" in caplog.text
+    buf.commit(rows(6, 5))  # appended after the good records, not after the garbage
+    crash(buf)
+    buf = open_test_buffer(db)
+    assert sent_values(buf) == [float(v) for v in range(1, 11)]
+    buf.close()
+
+
+def test_a_crash_between_merge_and_truncate_replays_nothing_twice(tmp_path):
+    db = tmp_path / "b.db"
+    journal = tmp_path / f"b.db{JOURNAL_SUFFIX}"
+    buf = open_test_buffer(db)
+    buf.commit([], new_series=[(1, key(1))])
+    buf.commit(rows(1, 5))
+    buf.commit(rows(6, 5))
+    stale = journal.read_bytes()
+    first = cut(buf, max_readings=3)  # merges: the other 7 rows go to the table
+    assert first is not None
+    assert first.readings == 3
+    assert journal.stat().st_size == 0
+    crash(buf)
+    journal.write_bytes(stale)  # as if the truncate never reached the disk
+    buf = open_test_buffer(db)
+    assert buf.uncut() == 7
+    assert sent_values(buf) == [float(v) for v in range(1, 11)]
+    assert buf.meta["total_committed"] == 10
+    buf.close()
+
+
+@pytest.mark.parametrize("max_readings", [3, 5, 8, 20])
+def test_a_cut_takes_table_rows_then_journal_rows_in_order(tmp_path, max_readings):
+    buf = open_test_buffer(tmp_path / "b.db")
+    buf.commit(rows(1, 4), new_series=[(1, key(1))])  # in the table
+    buf.commit(rows(5, 4))  # in the journal
+    values = []
+    while (entry := cut(buf, max_readings=max_readings)) is not None:
+        values += [v for _m, _t, v, _q in values_of(decode(entry.body))]
+        buf.ack(entry.seq, now_ms=T0)
+    assert values == [float(v) for v in range(1, 9)]
+    assert buf.uncut() == 0
+    assert buf.depth == 0
+    buf.close()
+
+
+def test_a_moved_aside_buffer_takes_its_journal_with_it(tmp_path):
+    db = tmp_path / "b.db"
+    buf = open_test_buffer(db)
+    buf.commit([], new_series=[(1, key(1))])
+    buf.commit(rows(1, 5))
+    crash(buf)
+    db.write_bytes(b"not a database" * 100)
+    buf = open_test_buffer(db)
+    assert buf.damage is not None
+    assert buf.damage.readings_lost >= 5
+    assert readings_after(Path(f"{buf.damage.moved_to}{JOURNAL_SUFFIX}"), 0) == 5
+    buf.close()
