@@ -174,13 +174,19 @@ def _sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def readings_after(path: Path, merged_seq: int) -> int:
-    """Readings the journal at `path` holds beyond `merged_seq`, read without opening it for
-    writing (for `status`, tests and the bench: the buffer's `meta` counts merged ones only)."""
+def unmerged_rows(path: Path, merged_seq: int) -> list[tuple[int, int, float, int]]:
+    """The readings the journal at `path` holds beyond `merged_seq`, oldest first, read without
+    opening it for writing (for `status`, tests and the bench: the buffer's tables and `meta`
+    count merged readings only)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return 0
+        return []
     except OSError as exc:
         raise StoreError(f"{path}: cannot read the journal: {exc.strerror}") from exc
-    return sum(len(r.rows) for r in decode_journal(data).records if r.seq > merged_seq)
+    return [row for r in decode_journal(data).records if r.seq > merged_seq for row in r.rows]
+
+
+def readings_after(path: Path, merged_seq: int) -> int:
+    """How many readings `unmerged_rows` finds."""
+    return len(unmerged_rows(path, merged_seq))
