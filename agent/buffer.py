@@ -40,6 +40,15 @@ Invariants (each kept by one method below):
    reported as `dropped_damaged`.
 6. A fresh file's chain is unconfirmed (`chain_confirmed = 0`) until the uplink adopts the
    receiver's head (`adopt_head`) or gets an ack, so losing the buffer never forks the chain.
+7. Append journal (`commit`, `_merge`, `agent.journal`): a plain group commit (no new series,
+   epochs or clock references) is one fsynced journal record instead of a transaction; it is
+   as durable, and its readings, events, positions and states are one record, so they still
+   agree after any crash. Records merge into the tables, in commit order, in the transaction
+   of the next cut (whose batch takes their rows directly), of a commit that is not plain, when
+   the journal passes `JOURNAL_MAX_BYTES` or the buffer would pass `max_bytes`, and on open
+   (replay) and close. After a merge the journal is reset to one base record holding every
+   series' newest value (`last_values`, the clock floor); the `series` table has them as of
+   the last slow merge or clean close, the base record from then on.
 
 Not thread-safe; the runtime calls it from one worker thread. sqlite3 errors are translated to
 StoreError here and nowhere else.
@@ -160,6 +169,7 @@ class Buffer:
     events_held: int = 0  # events held, likewise
     positions: dict[int, Position] = field(default_factory=dict)  # MCU uid -> committed
     states: dict[str, bytes] = field(default_factory=dict)  # source state key -> committed
+    last: dict[int, tuple[int, float]] = field(default_factory=dict)  # series -> newest committed
     damage: Damage | None = None
     lock_fd: int = -1
     journal: Journal | None = None
@@ -168,7 +178,7 @@ class Buffer:
     _set_aside_logged: set[str] = field(default_factory=set)
     _pending: list[Record] = field(default_factory=list)  # journaled, not merged, oldest first
     _journal_seq: int = 0  # the last record seq given out (merged or pending)
-    _journal_stale: bool = False  # merged, but the truncate failed: no appends until it works
+    _journal_stale: bool = False  # merged, but the reset failed: no appends until it works
     _merging: bool = False  # the open transaction merges the pending records
     _evicted_unreported: int = 0  # evicted by merges, for the next CommitResult
 
@@ -245,6 +255,7 @@ class Buffer:
             else:
                 self.positions[uid] = pos
         self.states.update(record.states)
+        self.last.update((row[0], (row[1], row[2])) for row in record.rows)
         evicted, self._evicted_unreported = self._evicted_unreported, 0
         return CommitResult(
             committed=len(rows), dropped=evicted + dropped_before, events=len(events)
@@ -268,7 +279,7 @@ class Buffer:
         """Inside a transaction: apply journal records to the tables, then keep the bound.
 
         With no `records`, the pending journal records; once the transaction commits they are
-        dropped from memory and the journal is truncated (journal invariant 2). `journaled`
+        dropped from memory and the journal is reset (journal invariant 2). `journaled`
         False: a record that never went to the journal (a direct commit), whose rows are not
         counted in `depth` yet. `insert_rows` False (`cut`): everything but inserting the rows
         and keeping the bound, which the caller does for the rows its batch does not take.
@@ -276,19 +287,19 @@ class Buffer:
         if records is None:
             records = self._pending
             if self._journal_stale:
-                self._merging = True  # try the truncate again after this transaction
+                self._merging = True  # try the reset again after this transaction
             if not records:
                 return
             self._merging = True
             self._set("journal_merged_seq", self._journal_seq)
         c = self.conn
         rows = [row for r in records for row in r.rows]
-        if rows:
-            if insert_rows:
-                c.executemany(
-                    "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?,?,?,?)",
-                    rows,
-                )
+        if rows and insert_rows:
+            c.executemany(
+                "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?,?,?,?)", rows
+            )
+            # A cut (insert_rows False) leaves them to the journal's base record: one row per
+            # series rewritten every cut is the biggest write left (invariant 7).
             last = {r[0]: r for r in rows}
             c.executemany(
                 "UPDATE series SET last_ts_ms = ?, last_value = ? WHERE id = ?",
@@ -347,6 +358,8 @@ class Buffer:
         A torn or corrupt tail is dropped with a warning (journal invariant 3)."""
         self.journal = Journal.open(path)
         decoded = decode_journal(self.journal.read())
+        for r in decoded.records:  # merged or not, and the base record: the newest values
+            self.last.update((row[0], (row[1], row[2])) for row in r.rows)
         if decoded.problem is not None:
             log.warning(
                 "%s: %s; the %d byte(s) from there on are dropped (an append cut short by a crash "
@@ -368,9 +381,9 @@ class Buffer:
         if fresh:
             self._pending = fresh
             self._journal_seq = fresh[-1].seq
-            self.merge()  # truncates the journal once merged
-        elif self.journal.size:
-            self.journal.truncate(0)
+            self.merge()  # resets the journal to its base record once merged
+        elif decoded.problem is not None:
+            self._reset_journal()
 
     def merge(self) -> None:
         """Move the journal's records into the tables now (also done by `cut` and `close`)."""
@@ -622,24 +635,24 @@ class Buffer:
         return min(values) if values else None
 
     def last_values(self) -> dict[int, tuple[int, float]]:
-        rows = self._query(
-            "SELECT id, last_ts_ms, last_value FROM series WHERE last_ts_ms IS NOT NULL"
-        ).fetchall()
-        last = {sid: (ts, value) for sid, ts, value in rows}
-        last.update((row[0], (row[1], row[2])) for r in self._pending for row in r.rows)
-        return last
+        """The newest (ts_ms, value) committed per series, across restarts (invariant 7)."""
+        return dict(self.last)
 
     def clock_floor_ms(self) -> int:
         """The newest timestamp this buffer ever committed: time cannot be earlier than that."""
-        top = int(self._query("SELECT coalesce(max(last_ts_ms), 0) FROM series").fetchone()[0])
-        return max([top] + [row[1] for r in self._pending for row in r.rows])
+        return max((ts for ts, _v in self.last.values()), default=0)
 
     def next_epoch_id(self) -> int:
         return int(self._query("SELECT coalesce(max(id), 0) + 1 FROM epoch").fetchone()[0])
 
     def close(self) -> None:
-        with contextlib.suppress(StoreError):  # what is left stays in the journal, replayed
-            self.merge()
+        # what a failure leaves stays in the journal, replayed on open
+        with contextlib.suppress(StoreError), self._transaction():
+            self._merge()
+            self.conn.executemany(  # the newest values back in the table (invariant 7)
+                "UPDATE series SET last_ts_ms = ?, last_value = ? WHERE id = ?",
+                [(ts, value, sid) for sid, (ts, value) in self.last.items()],
+            )
         with contextlib.suppress(sqlite3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.close_files()
@@ -712,16 +725,24 @@ class Buffer:
         if self._merging:
             self._merging = False
             self._pending.clear()
-            self._truncate_journal()
+            self._reset_journal()
 
-    def _truncate_journal(self) -> None:
-        """After a merge committed: empty the journal. Never raises: the merge stands, and a
-        failed truncate only means the old records are skipped on replay (journal invariant 2);
-        until a later merge truncates it, commits go straight to the tables."""
+    def _reset_journal(self) -> None:
+        """After a merge committed: reset the journal to its base record (invariant 7). Never
+        raises: the merge stands, and a failed reset only means the old records are skipped on
+        replay (journal invariant 2); until a later merge resets it, commits go straight to
+        the tables."""
         if self.journal is None:
             return
+        base = Record(
+            seq=self._journal_seq,  # at most the merged seq: never replayed as readings
+            rows=[
+                (sid, ts, math.nan if value is None else value, 0)
+                for sid, (ts, value) in self.last.items()
+            ],
+        )
         try:
-            self.journal.truncate(0)
+            self.journal.reset(encode_record(base))
         except StoreError as exc:
             if not self._journal_stale:
                 log.error("%s; committing straight to the buffer until it can be emptied", exc)
@@ -826,6 +847,12 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
             meta["schema_version"] = SCHEMA_VERSION
         elif version != SCHEMA_VERSION:
             raise StoreError(f"{p}: schema version {version}, this agent knows {SCHEMA_VERSION}")
+        last = {
+            sid: (ts, value)
+            for sid, ts, value in conn.execute(
+                "SELECT id, last_ts_ms, last_value FROM series WHERE last_ts_ms IS NOT NULL"
+            )
+        }
         series = {
             row[0]: SeriesKey(*row[1:])
             for row in conn.execute(
@@ -868,6 +895,7 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
         events_held=events_held,
         positions=positions,
         states=states,
+        last=last,
         _page_size=page_size,
         _journal_seq=int(meta.get("journal_merged_seq", 0)),
     )

@@ -17,8 +17,9 @@ Invariants:
    `fdatasync`ed (the size is data for fdatasync). A failed append truncates back to the good
    length, so a later record never lands after garbage.
 2. Records carry increasing `seq`. The merge transaction stores the highest merged seq in the
-   buffer's `meta` (`journal_merged_seq`) and only after it committed is the journal truncated,
-   so a crash between the two replays nothing twice: records at or below it are skipped.
+   buffer's `meta` (`journal_merged_seq`) and only after it committed is the journal reset (to
+   one base record with that seq, see `agent.buffer`), so a crash between the two replays
+   nothing twice: records at or below it are skipped as readings.
 3. A torn or corrupt tail (power cut mid-append, zeroed blocks) is found by the length and the
    checksum: decoding stops at the first bad record, everything before it is kept, the rest is
    reported (`Decoded.problem`) and dropped. A record whose append returned is never in that tail.
@@ -151,14 +152,17 @@ class Journal:
             raise StoreError(f"{self.path}: cannot append to the journal: {exc.strerror}") from exc
         self.size += len(frame)
 
-    def truncate(self, length: int = 0) -> None:
-        """Cut the file to `length` bytes (0: everything merged; else the intact prefix)."""
+    def reset(self, base: bytes) -> None:
+        """After a merge: the file becomes the one framed record `base`. Written over the start
+        first, then cut to its length: a crash in between leaves `base` followed by a bad tail
+        of merged records, which decoding drops (invariant 3); nothing unmerged is lost."""
         try:
-            os.ftruncate(self._fd, length)
+            os.pwrite(self._fd, base, 0)
+            os.ftruncate(self._fd, len(base))
             os.fdatasync(self._fd)
         except OSError as exc:
-            raise StoreError(f"{self.path}: cannot truncate the journal: {exc.strerror}") from exc
-        self.size = length
+            raise StoreError(f"{self.path}: cannot reset the journal: {exc.strerror}") from exc
+        self.size = len(base)
 
     def close(self) -> None:
         if self._fd >= 0:

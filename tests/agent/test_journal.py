@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,7 @@ def test_plain_commits_go_to_the_journal_and_a_crash_replays_them(tmp_path):
     assert buf.last_values()[1] == (T0 + 15_000, 15.0)
     crash(buf)
     buf = open_test_buffer(db)
-    assert (tmp_path / f"b.db{JOURNAL_SUFFIX}").stat().st_size == 0  # merged on open
+    assert readings_after(tmp_path / f"b.db{JOURNAL_SUFFIX}", 0) == 1  # merged: the base record
     assert buf.positions == {9: (1, 15)}
     assert buf.states == {"mq": b"b"}
     assert buf.last_values()[1] == (T0 + 15_000, 15.0)
@@ -138,7 +139,9 @@ def test_a_crash_between_merge_and_truncate_replays_nothing_twice(tmp_path):
     first = cut(buf, max_readings=3)  # merges: the other 7 rows go to the table
     assert first is not None
     assert first.readings == 3
-    assert journal.stat().st_size == 0
+    assert decode_journal(journal.read_bytes()).records == [
+        Record(seq=2, rows=[(1, T0 + 10_000, 10.0, 0)])
+    ]
     crash(buf)
     journal.write_bytes(stale)  # as if the truncate never reached the disk
     buf = open_test_buffer(db)
@@ -174,4 +177,44 @@ def test_a_moved_aside_buffer_takes_its_journal_with_it(tmp_path):
     assert buf.damage is not None
     assert buf.damage.readings_lost >= 5
     assert readings_after(Path(f"{buf.damage.moved_to}{JOURNAL_SUFFIX}"), 0) == 5
+    buf.close()
+
+
+def test_newest_values_survive_a_crash_after_cuts_that_left_the_series_table_behind(tmp_path):
+    db = tmp_path / "b.db"
+    buf = open_test_buffer(db)
+    buf.commit(rows(1, 5), new_series=[(1, key(1)), (2, key(2))])
+    buf.commit([(2, T0, 7.0, 0)])
+    buf.commit(rows(6, 5))
+    assert sent_values(buf) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 7.0]
+    series = buf.conn.execute("SELECT id, last_value FROM series ORDER BY id").fetchall()
+    assert series == [(1, 5.0), (2, None)]  # the cut's merge did not write them
+    crash(buf)
+    buf = open_test_buffer(db)
+    assert buf.last_values() == {1: (T0 + 10_000, 10.0), 2: (T0, 7.0)}
+    assert buf.clock_floor_ms() == T0 + 10_000
+    buf.close()  # a clean stop writes them to the table
+    conn = sqlite3.connect(db)
+    series = conn.execute("SELECT id, last_value FROM series ORDER BY id").fetchall()
+    conn.close()
+    assert series == [(1, 10.0), (2, 7.0)]
+
+
+def test_a_crash_inside_the_reset_leaves_the_base_record_and_a_dropped_tail(tmp_path):
+    db = tmp_path / "b.db"
+    journal = tmp_path / f"b.db{JOURNAL_SUFFIX}"
+    buf = open_test_buffer(db)
+    buf.commit([], new_series=[(1, key(1))])
+    for start in range(1, 40, 5):
+        buf.commit(rows(start, 5))
+    old = journal.read_bytes()
+    assert cut(buf, max_readings=1000) is not None
+    base = journal.read_bytes()
+    crash(buf)
+    journal.write_bytes(base + old[len(base) :])  # written over the start, not yet cut short
+    buf = open_test_buffer(db)
+    assert buf.last_values() == {1: (T0 + 40_000, 40.0)}
+    assert buf.uncut() == 0
+    buf.commit(rows(41, 2))
+    assert sent_values(buf) == [float(v) for v in range(1, 43)]  # batch 1 was never acked
     buf.close()
