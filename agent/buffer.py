@@ -46,9 +46,10 @@ Invariants (each kept by one method below):
    agree after any crash. Records merge into the tables, in commit order, in the transaction
    of the next cut (whose batch takes their rows directly), of a commit that is not plain, when
    the journal passes `JOURNAL_MAX_BYTES` or the buffer would pass `max_bytes`, and on open
-   (replay) and close. After a merge the journal is reset to one base record holding every
-   series' newest value (`last_values`, the clock floor); the `series` table has them as of
-   the last slow merge or clean close, the base record from then on.
+   (replay) and close. Merged records stay in the journal (skipped by seq on replay) until it
+   passes `journal_reset_bytes`; then it is reset to one base record holding every series'
+   newest value. Those values (`last_values`, the clock floor) are the `series` table's, as of
+   the last merge outside a cut or clean close, overlaid with every journal record's rows.
 
 Not thread-safe; the runtime calls it from one worker thread. sqlite3 errors are translated to
 StoreError here and nowhere else.
@@ -120,9 +121,12 @@ CREATE TABLE IF NOT EXISTS source_state (name TEXT PRIMARY KEY, value BLOB NOT N
 _COUNTERS = ("dropped_buffer_full", "dropped_damaged", "rejected_invalid")
 NewRow = tuple[int, int, float, int]  # series_id, ts_ms, value, quality
 Position = tuple[int, int]  # an MCU's (boot, seq)
-# A merge at the latest when the journal holds this much (about 10,000 readings): it bounds the
-# replay on start and the buffer's overshoot of max_bytes between merges.
+# A merge at the latest when the journal holds this much unmerged (about 10,000 readings): it
+# bounds the replay on start and the buffer's overshoot of max_bytes between merges.
 JOURNAL_MAX_BYTES = 256 * 1024
+# Merged records are dropped (the journal reset to its base record) once the file is past this
+# size: a reset costs one more page write and sync, so not after every merge.
+JOURNAL_RESET_BYTES = 1024 * 1024
 # 1 KiB pages for a new file: a commit rewrites whole pages into the WAL (and the checkpoint
 # writes them again), so small pages are fewer bytes on the card. An older file keeps its size.
 PAGE_SIZE = 1024
@@ -174,9 +178,11 @@ class Buffer:
     lock_fd: int = -1
     journal: Journal | None = None
     journal_max_bytes: int = JOURNAL_MAX_BYTES
+    journal_reset_bytes: int = JOURNAL_RESET_BYTES
     _page_size: int = 4096
     _set_aside_logged: set[str] = field(default_factory=set)
     _pending: list[Record] = field(default_factory=list)  # journaled, not merged, oldest first
+    _pending_bytes: int = 0  # their framed size
     _journal_seq: int = 0  # the last record seq given out (merged or pending)
     _journal_stale: bool = False  # merged, but the reset failed: no appends until it works
     _merging: bool = False  # the open transaction merges the pending records
@@ -224,6 +230,7 @@ class Buffer:
             journal.append(frame)
             self._journal_seq = record.seq
             self._pending.append(record)
+            self._pending_bytes += len(frame)
         else:
             with self._transaction():
                 self._merge()  # the journal's records are older: their rows get lower ids
@@ -266,7 +273,7 @@ class Buffer:
         bounded, and a full buffer must evict at this commit as it always did (invariant 4)."""
         if self.journal is None or self._journal_stale:
             return False
-        size = self.journal.size + frame_bytes
+        size = self._pending_bytes + frame_bytes
         return size <= self.journal_max_bytes and self.used_bytes() + size <= self.max_bytes
 
     def _merge(
@@ -378,11 +385,14 @@ class Buffer:
                 else:
                     self.positions[uid] = pos
             self.states.update(r.states)
+        # A bad tail must go before anything is appended after it: stale forces the reset.
+        self._journal_stale = decoded.problem is not None
         if fresh:
             self._pending = fresh
+            self._pending_bytes = decoded.good_bytes  # an upper bound: merged ones too
             self._journal_seq = fresh[-1].seq
-            self.merge()  # resets the journal to its base record once merged
-        elif decoded.problem is not None:
+            self.merge()
+        elif self._journal_stale:
             self._reset_journal()
 
     def merge(self) -> None:
@@ -480,7 +490,7 @@ class Buffer:
             fast = (
                 not newest
                 and not any(r.events for r in self._pending)
-                and self.used_bytes() + (self.journal.size if self.journal else 0) <= self.max_bytes
+                and self.used_bytes() + self._pending_bytes <= self.max_bytes
             )
             fresh = [row for r in self._pending for row in r.rows] if fast else []
             self._merge(insert_rows=not fast)
@@ -725,13 +735,17 @@ class Buffer:
         if self._merging:
             self._merging = False
             self._pending.clear()
-            self._reset_journal()
+            self._pending_bytes = 0
+            if self._journal_stale or (
+                self.journal is not None and self.journal.size > self.journal_reset_bytes
+            ):
+                self._reset_journal()
 
     def _reset_journal(self) -> None:
         """After a merge committed: reset the journal to its base record (invariant 7). Never
-        raises: the merge stands, and a failed reset only means the old records are skipped on
-        replay (journal invariant 2); until a later merge resets it, commits go straight to
-        the tables."""
+        raises: the merge stands, and its records are skipped on replay anyway (journal
+        invariant 2); but the file's state is unknown, so until a later merge resets it,
+        commits go straight to the tables."""
         if self.journal is None:
             return
         base = Record(

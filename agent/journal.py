@@ -16,10 +16,12 @@ Invariants:
 1. A record is durable when `append` returned: written at the end of the good bytes and
    `fdatasync`ed (the size is data for fdatasync). A failed append truncates back to the good
    length, so a later record never lands after garbage.
-2. Records carry increasing `seq`. The merge transaction stores the highest merged seq in the
-   buffer's `meta` (`journal_merged_seq`) and only after it committed is the journal reset (to
-   one base record with that seq, see `agent.buffer`), so a crash between the two replays
-   nothing twice: records at or below it are skipped as readings.
+2. Records carry strictly increasing `seq`. The merge transaction stores the highest merged
+   seq in the buffer's `meta` (`journal_merged_seq`); records at or below it are skipped as
+   readings on replay, so merged records may stay in the file, and a crash between a merge and
+   a reset (`Journal.reset`, to one base record with that seq, see `agent.buffer`) replays
+   nothing twice. A record whose seq is not above the one before is where a reset was cut
+   short: decoding stops there as at a bad tail.
 3. A torn or corrupt tail (power cut mid-append, zeroed blocks) is found by the length and the
    checksum: decoding stops at the first bad record, everything before it is kept, the rest is
    reported (`Decoded.problem`) and dropped. A record whose append returned is never in that tail.
@@ -98,6 +100,9 @@ def decode_journal(data: bytes) -> Decoded:
             record = _decoder.decode(payload)
         except msgspec.DecodeError as exc:  # right checksum, wrong content: another version
             out.problem = f"undecodable record at byte {pos}: {exc}"
+            break
+        if out.records and record.seq <= out.records[-1].seq:
+            out.problem = f"stale record (seq {record.seq}) at byte {pos}: a reset cut short"
             break
         out.records.append(record)
         pos = start + length

@@ -98,7 +98,8 @@ def test_plain_commits_go_to_the_journal_and_a_crash_replays_them(tmp_path):
     assert buf.last_values()[1] == (T0 + 15_000, 15.0)
     crash(buf)
     buf = open_test_buffer(db)
-    assert readings_after(tmp_path / f"b.db{JOURNAL_SUFFIX}", 0) == 1  # merged: the base record
+    merged = buf.meta["journal_merged_seq"]
+    assert readings_after(tmp_path / f"b.db{JOURNAL_SUFFIX}", merged) == 0  # merged on open
     assert buf.positions == {9: (1, 15)}
     assert buf.states == {"mq": b"b"}
     assert buf.last_values()[1] == (T0 + 15_000, 15.0)
@@ -128,10 +129,13 @@ def test_a_torn_journal_tail_is_dropped_with_a_warning_and_the_rest_kept(tmp_pat
     buf.close()
 
 
-def test_a_crash_between_merge_and_truncate_replays_nothing_twice(tmp_path):
+@pytest.mark.parametrize("reset_bytes", [0, 1 << 20])
+def test_merged_records_left_in_the_journal_are_never_replayed(tmp_path, reset_bytes):
+    """Kept on purpose (under the reset size), or left by a crash before the reset."""
     db = tmp_path / "b.db"
     journal = tmp_path / f"b.db{JOURNAL_SUFFIX}"
     buf = open_test_buffer(db)
+    buf.journal_reset_bytes = reset_bytes
     buf.commit([], new_series=[(1, key(1))])
     buf.commit(rows(1, 5))
     buf.commit(rows(6, 5))
@@ -139,16 +143,29 @@ def test_a_crash_between_merge_and_truncate_replays_nothing_twice(tmp_path):
     first = cut(buf, max_readings=3)  # merges: the other 7 rows go to the table
     assert first is not None
     assert first.readings == 3
-    assert decode_journal(journal.read_bytes()).records == [
-        Record(seq=2, rows=[(1, T0 + 10_000, 10.0, 0)])
-    ]
+    left = decode_journal(journal.read_bytes()).records
+    if reset_bytes:
+        assert [r.seq for r in left] == [1, 2]
+    else:
+        assert left == [Record(seq=2, rows=[(1, T0 + 10_000, 10.0, 0)])]  # the base record
     crash(buf)
-    journal.write_bytes(stale)  # as if the truncate never reached the disk
+    journal.write_bytes(stale)  # as if the reset never reached the disk
     buf = open_test_buffer(db)
     assert buf.uncut() == 7
     assert sent_values(buf) == [float(v) for v in range(1, 11)]
     assert buf.meta["total_committed"] == 10
     buf.close()
+
+
+def test_a_record_older_than_the_one_before_ends_the_journal():
+    """A reset cut short can leave whole old records after the base record."""
+    base = encode_record(Record(seq=5, rows=[(1, T0 + 9000, 9.0, 0)]))
+    old = encode_record(Record(seq=3, rows=[(1, T0 + 3000, 3.0, 0)]))
+    out = decode_journal(base + old)
+    assert [r.seq for r in out.records] == [5]
+    assert out.good_bytes == len(base)
+    assert out.problem is not None
+    assert "stale" in out.problem
 
 
 @pytest.mark.parametrize("max_readings", [3, 5, 8, 20])
@@ -204,6 +221,7 @@ def test_a_crash_inside_the_reset_leaves_the_base_record_and_a_dropped_tail(tmp_
     db = tmp_path / "b.db"
     journal = tmp_path / f"b.db{JOURNAL_SUFFIX}"
     buf = open_test_buffer(db)
+    buf.journal_reset_bytes = 0
     buf.commit([], new_series=[(1, key(1))])
     for start in range(1, 40, 5):
         buf.commit(rows(start, 5))
