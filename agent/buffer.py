@@ -41,9 +41,9 @@ Invariants (each kept by one method below):
 6. A fresh file's chain is unconfirmed (`chain_confirmed = 0`) until the uplink adopts the
    receiver's head (`adopt_head`) or gets an ack, so losing the buffer never forks the chain.
 7. Append journal (`commit`, `_merge`, `agent.journal`): a plain group commit (no new series,
-   epochs or clock references) is one fsynced journal record instead of a transaction; it is
-   as durable, and its readings, events, positions and states are one record, so they still
-   agree after any crash. Records merge into the tables, in commit order, in the transaction
+   epochs or clock references; at most `JOURNAL_MAX_GROUP` readings and events) is one
+   fsynced journal record instead of a transaction; it is as durable, and its readings,
+   events, positions and states are one record, so they still agree after any crash. Records merge into the tables, in commit order, in the transaction
    of the next cut (whose batch takes their rows directly), of a commit that is not plain, when
    the journal passes `JOURNAL_MAX_BYTES` or the buffer would pass `max_bytes`, and on open
    (replay) and close. Merged records stay in the journal (skipped by seq on replay) until it
@@ -124,6 +124,8 @@ Position = tuple[int, int]  # an MCU's (boot, seq)
 # A merge at the latest when the journal holds this much unmerged (about 10,000 readings): it
 # bounds the replay on start and the buffer's overshoot of max_bytes between merges.
 JOURNAL_MAX_BYTES = 256 * 1024
+# A bigger group goes straight to the tables: it fills its pages, so the journal saves nothing.
+JOURNAL_MAX_GROUP = 2000
 # Merged records are dropped (the journal reset to its base record) once the file is past this
 # size: a reset costs one more page write and sync, so not after every merge.
 JOURNAL_RESET_BYTES = 1024 * 1024
@@ -216,17 +218,18 @@ class Buffer:
         """
         record = Record(
             seq=self._journal_seq + 1,
-            rows=[(int(r[0]), int(r[1]), float(r[2]), int(r[3])) for r in rows],
+            rows=list(rows),
             events=[(e.kind, e.ts_ms, e.quality, encode_attrs(e.attrs)) for e in events],
             positions=dict(positions or {}),
             states=dict(states or {}),
             dropped_before=dropped_before,
             rejected_before=dict(rejected_before or {}),
         )
-        frame = encode_record(record)
         plain = not (new_series or new_epochs or references)
+        small = len(rows) + len(events) <= JOURNAL_MAX_GROUP
+        frame = encode_record(record) if plain and small else b""
         journal = self.journal
-        if plain and journal is not None and self._journal_takes(len(frame)):
+        if frame and journal is not None and self._journal_takes(len(frame)):
             journal.append(frame)
             self._journal_seq = record.seq
             self._pending.append(record)
