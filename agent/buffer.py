@@ -125,7 +125,7 @@ Position = tuple[int, int]  # an MCU's (boot, seq)
 # bounds the replay on start and the buffer's overshoot of max_bytes between merges.
 JOURNAL_MAX_BYTES = 256 * 1024
 # A bigger group goes straight to the tables: it fills its pages, so the journal saves nothing.
-JOURNAL_MAX_GROUP = 2000
+JOURNAL_MAX_GROUP = 5000
 # Merged records are dropped (the journal reset to its base record) once the file is past this
 # size: a reset costs one more page write and sync, so not after every merge.
 JOURNAL_RESET_BYTES = 1024 * 1024
