@@ -43,13 +43,15 @@ Invariants (each kept by one method below):
 7. Append journal (`commit`, `_merge`, `agent.journal`): a plain group commit (no new series,
    epochs or clock references; at most `JOURNAL_MAX_GROUP` readings and events) is one
    fsynced journal record instead of a transaction; it is as durable, and its readings,
-   events, positions and states are one record, so they still agree after any crash. Records merge into the tables, in commit order, in the transaction
-   of the next cut (whose batch takes their rows directly), of a commit that is not plain, when
-   the journal passes `JOURNAL_MAX_BYTES` or the buffer would pass `max_bytes`, and on open
-   (replay) and close. Merged records stay in the journal (skipped by seq on replay) until it
-   passes `journal_reset_bytes`; then it is reset to one base record holding every series'
-   newest value. Those values (`last_values`, the clock floor) are the `series` table's, as of
-   the last merge outside a cut or clean close, overlaid with every journal record's rows.
+   events, positions and states are one record, so they still agree after any crash. Records
+   merge into the tables, in commit order, in the transaction of the next cut (whose batch
+   takes their rows directly), of a commit that is not plain, when the journal holds
+   `JOURNAL_MAX_BYTES` unmerged or the buffer would pass `max_bytes`, and on open (replay) and
+   close. Merged records stay in the journal (skipped by seq on replay) until it passes
+   `journal_reset_bytes`; then it is reset to one base record holding every series' newest
+   value. Those values (`last_values`, the clock floor) are the `series` table's, as of the
+   last merge outside a cut or clean close, overlaid with every journal record's rows. A new
+   file never replays an old journal (moved aside as `.orphaned-<time>`).
 
 Not thread-safe; the runtime calls it from one worker thread. sqlite3 errors are translated to
 StoreError here and nowhere else.
@@ -916,8 +918,21 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
         _page_size=page_size,
         _journal_seq=int(meta.get("journal_merged_seq", 0)),
     )
+    journal = Path(f"{p}{JOURNAL_SUFFIX}")
+    if version == 0 and journal.exists() and journal.stat().st_size:
+        # A new file beside an old journal (buffer.db deleted by hand): its records name series
+        # this file does not have. Kept for inspection, not replayed.
+        target = journal.with_name(f"{journal.name}.orphaned-{int(time.time())}")
+        try:
+            journal.rename(target)
+        except OSError as exc:
+            buf.close_files()
+            raise StoreError(
+                f"{journal}: cannot move the old journal aside: {exc.strerror}"
+            ) from exc
+        log.error("%s: the buffer file is new; its old journal was moved to %s", p, target)
     try:
-        buf.replay_journal(Path(f"{p}{JOURNAL_SUFFIX}"))
+        buf.replay_journal(journal)
     except BaseException:
         buf.close_files()
         raise

@@ -236,3 +236,21 @@ def test_a_crash_inside_the_reset_leaves_the_base_record_and_a_dropped_tail(tmp_
     buf.commit(rows(41, 2))
     assert sent_values(buf) == [float(v) for v in range(1, 43)]  # batch 1 was never acked
     buf.close()
+
+
+def test_an_old_journal_beside_a_new_buffer_file_is_moved_aside_not_replayed(tmp_path, caplog):
+    db = tmp_path / "b.db"
+    buf = open_test_buffer(db)
+    buf.commit([], new_series=[(1, key(1))])
+    buf.commit(rows(1, 5))
+    crash(buf)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)  # deleted by hand, the journal forgotten
+    with caplog.at_level(logging.ERROR, logger="agent.buffer"):
+        buf = open_test_buffer(db)
+    assert "old journal was moved" in caplog.text
+    assert buf.uncut() == 0
+    orphans = list(tmp_path.glob(f"b.db{JOURNAL_SUFFIX}.orphaned-*"))
+    assert len(orphans) == 1
+    assert readings_after(orphans[0], 0) == 5
+    buf.close()
