@@ -77,7 +77,7 @@ def run(size: str) -> dict[str, float]:
                 "bench.agent: PostgreSQL not reachable; agent.drain_1m_s.postgres skipped",
                 file=sys.stderr,
             )
-        seconds = 60.0 if size == "full" else 12.0
+        seconds = 60.0 if size == "full" else 15.0  # whole batch intervals: 5 s
         for series in FLOOR_SERIES:
             run_ = _steady(d / f"steady-{series}", seconds=seconds, series=series)
             suffix = "" if series == SERIES else f".{series}_series"
