@@ -560,7 +560,6 @@ class Buffer:
                         "INSERT INTO reading (series_id, ts_ms, value, quality) VALUES (?,?,?,?)",
                         left,
                     )
-                self._bound()
             if part_events:
                 self.conn.execute("DELETE FROM event WHERE id <= ?", (part_events[-1][0],))
             self.conn.execute(
@@ -585,6 +584,8 @@ class Buffer:
                 self._add_rejected(built.reasons, refused=False)
             self.depth -= built.rejected
             self.events_held -= built.events_rejected
+            if fast:  # after the counters went into this batch: an eviction rides the next
+                self._bound()
         for reason, n in built.reasons.items():
             if reason not in self._set_aside_logged:  # once per reason and run: counted anyway
                 self._set_aside_logged.add(reason)

@@ -254,3 +254,28 @@ def test_an_old_journal_beside_a_new_buffer_file_is_moved_aside_not_replayed(tmp
     assert len(orphans) == 1
     assert readings_after(orphans[0], 0) == 5
     buf.close()
+
+
+def test_an_eviction_in_a_cut_that_takes_journal_rows_is_reported_in_the_next_batch(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    buf.commit([], new_series=[(1, key(1))])
+    # not whole numbers: SQLite stores those in fewer bytes than the journal does
+    buf.commit([(1, T0 + 1000 * k, k + 0.123456789 * k, 0) for k in range(1000)])
+    assert buf.uncut() == 1000
+    buf.max_bytes = buf.used_bytes() + buf._pending_bytes  # the journal's rows just fit
+    first = cut(buf, max_readings=10)  # the 990 left go to the table, with the batch: too big
+    assert first is not None
+    assert decode(first.body).counters.dropped_buffer_full == 0
+    buf.ack(first.seq, now_ms=T0)
+    dropped = buf.meta["pending_dropped_buffer_full"]
+    assert dropped > 0
+    sent = 10
+    reported = 0
+    while (entry := cut(buf, max_readings=1000)) is not None:
+        batch = decode(entry.body)
+        sent += len(values_of(batch))
+        reported += batch.counters.dropped_buffer_full
+        buf.ack(entry.seq, now_ms=T0)
+    assert reported == dropped
+    assert sent + reported == 1000
+    buf.close()
