@@ -183,19 +183,24 @@ def _sync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def unmerged_rows(path: Path, merged_seq: int) -> list[tuple[int, int, float, int]]:
-    """The readings the journal at `path` holds beyond `merged_seq`, oldest first, read without
-    opening it for writing (for `status`, tests and the bench: the buffer's tables and `meta`
-    count merged readings only)."""
+def unmerged(path: Path, merged_seq: int) -> list[Record]:
+    """The records the journal at `path` holds beyond `merged_seq`, read without opening it for
+    writing (for `status`, tests and the bench: the buffer's tables and `meta` count merged
+    readings and events only)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         return []
     except OSError as exc:
         raise StoreError(f"{path}: cannot read the journal: {exc.strerror}") from exc
-    return [row for r in decode_journal(data).records if r.seq > merged_seq for row in r.rows]
+    return [r for r in decode_journal(data).records if r.seq > merged_seq]
+
+
+def unmerged_rows(path: Path, merged_seq: int) -> list[tuple[int, int, float, int]]:
+    """The readings of `unmerged`, oldest first."""
+    return [row for r in unmerged(path, merged_seq) for row in r.rows]
 
 
 def readings_after(path: Path, merged_seq: int) -> int:
-    """How many readings `unmerged_rows` finds."""
+    """How many readings `unmerged` finds."""
     return len(unmerged_rows(path, merged_seq))

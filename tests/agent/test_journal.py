@@ -12,6 +12,7 @@ import pytest
 
 from agent.journal import JOURNAL_SUFFIX, Record, decode_journal, encode_record, readings_after
 from tests.agent.helpers import T0, cut, decode, key, open_test_buffer, values_of
+from wire.models import Event
 
 RECORDS = [
     Record(seq=1, rows=[(1, T0, 1.0, 0), (2, T0, 2.0, 0)]),
@@ -279,3 +280,20 @@ def test_an_eviction_in_a_cut_that_takes_journal_rows_is_reported_in_the_next_ba
     assert reported == dropped
     assert sent + reported == 1000
     buf.close()
+
+
+def test_status_counts_what_the_journal_holds(tmp_path):
+    from agent.config import load_config
+    from agent.status import read_status
+    from tests.agent.helpers import write_config
+
+    config = load_config(write_config(tmp_path, url="https://ingest.test"))
+    buf = open_test_buffer(Path(config.buffer.path))
+    buf.commit([], new_series=[(1, key(1))])
+    buf.commit(rows(1, 5), events=[Event("ticket", T0, (("net_kg", 1),))])
+    crash(buf)  # a killed agent: the journal holds the group
+    status = read_status(config, now_ms=T0 + 10_000)
+    assert status["buffer"]["readings"] == 5
+    assert status["buffer"]["events"] == 1
+    assert status["buffer"]["oldest_reading_age_s"] == 9.0
+    assert status["readings_committed"] == 5
