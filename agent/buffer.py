@@ -8,10 +8,11 @@ readings: the MQTT source's redelivery record) and `meta` (chain head, loss coun
 state).
 
 Invariants (each kept by one method below):
-1. Group commit (`commit`): readings, events, MCU positions and source states reach the file in
-   one transaction per flush, never one write per reading. A position (or a source's state) is
-   committed in the same transaction as the readings it covers, so after any crash the two agree.
-   `PRAGMA synchronous=FULL`: the WAL is fsynced at every commit, so a commit that returned
+1. Group commit (`commit`): readings, events, MCU positions and source states reach the disk
+   as one unit per flush (one journal record, invariant 7, or one transaction), never one write
+   per reading. A position (or a source's state) is committed in the same unit as the readings
+   it covers, so after any crash the two agree. The journal is fdatasynced at every append and
+   `PRAGMA synchronous=FULL` fsyncs the WAL at every transaction, so a commit that returned
    survives a power cut; what is lost is what was not yet committed, i.e. at most one
    flush interval (`buffer.flush_interval_ms`) or `flush_max_readings` readings. NORMAL would
    lose an unbounded number of commits back to the last checkpoint, and (worse) could forget a
