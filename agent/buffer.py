@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
 import math
 import os
@@ -331,11 +332,14 @@ class Buffer:
         c = self.conn
         rows = [row for r in records for row in r.rows]
         if rows and insert_rows:
-            # each record's rows under the span they were committed in (invariant 7)
-            c.executemany(
-                "INSERT INTO reading (series_id, ts_ms, value, quality, cfg) VALUES (?,?,?,?,?)",
-                [(*row, r.cfg) for r in records for row in r.rows],
-            )
+            # each record's rows under the span it was committed in (invariant 7), in commit
+            # order; the span goes in the statement, not in a new tuple for every row
+            for cfg, run in _span_runs(records):
+                c.executemany(
+                    "INSERT INTO reading (series_id, ts_ms, value, quality, cfg) "  # noqa: S608
+                    f"VALUES (?,?,?,?,{cfg:d})",
+                    rows if len(run) == len(records) else [row for r in run for row in r.rows],
+                )
             # A cut (insert_rows False) leaves them to the journal's base record: one row per
             # series rewritten every cut is the biggest write left (invariant 8).
             last = {r[0]: r for r in rows}
@@ -345,10 +349,12 @@ class Buffer:
             )
         events = [e for r in records for e in r.events]
         if events:
-            c.executemany(
-                "INSERT INTO event (kind, ts_ms, quality, attrs, cfg) VALUES (?,?,?,?,?)",
-                [(*e, r.cfg) for r in records for e in r.events],
-            )
+            for cfg, run in _span_runs(records):
+                c.executemany(
+                    "INSERT INTO event (kind, ts_ms, quality, attrs, cfg) "  # noqa: S608
+                    f"VALUES (?,?,?,?,{cfg:d})",
+                    [e for r in run for e in r.events],
+                )
         positions: dict[int, tuple[int, int] | None] = {}
         states: dict[str, bytes] = {}
         rejected: Counter[str] = Counter()
@@ -639,9 +645,9 @@ class Buffer:
                 left = fresh[max(0, len(part) - in_table) :]
                 if left:
                     self.conn.executemany(
-                        "INSERT INTO reading (series_id, ts_ms, value, quality, cfg) "
-                        "VALUES (?,?,?,?,?)",
-                        [(*row, span) for row in left],
+                        "INSERT INTO reading (series_id, ts_ms, value, quality, cfg) "  # noqa: S608
+                        f"VALUES (?,?,?,?,{span or 0:d})",
+                        left,
                     )
             if part_events:
                 self.conn.execute(
@@ -854,6 +860,11 @@ class Buffer:
             self._journal_stale = True
         else:
             self._journal_stale = False
+
+
+def _span_runs(records: Sequence[Record]) -> list[tuple[int, list[Record]]]:
+    """`records` cut into runs of consecutive records of one config span, in order."""
+    return [(cfg, list(run)) for cfg, run in itertools.groupby(records, key=lambda r: r.cfg)]
 
 
 def _now_ms() -> int:

@@ -141,9 +141,11 @@ def crash(buf):
         buf.lock_fd = -1
 
 
-def plain(buf, n, *, start):
+def plain(buf, n, *, start, events=0):
     """A plain group commit (no new series): one journal record."""
-    return buf.commit([(1, T0 + 1000 * (start + j), float(start + j), 0) for j in range(n)])
+    rows = [(1, T0 + 1000 * (start + j), float(start + j), 0) for j in range(n)]
+    evs = [Event("ticket", T0 + 1000 * (start + j), (("lot", start + j),)) for j in range(events)]
+    return buf.commit(rows, events=evs)
 
 
 @pytest.mark.parametrize("killed", [False, True])
@@ -153,11 +155,12 @@ def test_journal_records_keep_their_span_across_a_switch_and_a_kill(tmp_path, ki
     buf = open_test_buffer(db)
     buf.commit([], new_series=[(1, key(1))])
     buf.set_config_version("aaaa")
-    plain(buf, 5, start=0)
+    plain(buf, 5, start=0, events=1)
     buf.set_config_version("bbbb")
-    plain(buf, 3, start=5)
-    # both groups wait in the journal, none in the table: what this test is about
+    plain(buf, 3, start=5, events=1)
+    # both groups wait in the journal, none in the tables: what this test is about
     assert buf.conn.execute("SELECT count(*) FROM reading").fetchone()[0] == 0
+    assert buf.conn.execute("SELECT count(*) FROM event").fetchone()[0] == 0
     assert len(journal_rows(db)) == 8
     if killed:
         crash(buf)
@@ -165,9 +168,9 @@ def test_journal_records_keep_their_span_across_a_switch_and_a_kill(tmp_path, ki
         assert buf.config_version == "bbbb"
     a = [float(v) for v in range(5)]
     expected: list[tuple[str, list[float], list[int]]] = (
-        [("aaaa", a[:3], []), ("aaaa", a[3:], [])] if max_readings == 3 else [("aaaa", a, [])]
+        [("aaaa", a[:3], [0]), ("aaaa", a[3:], [])] if max_readings == 3 else [("aaaa", a, [0])]
     )
-    assert drain(buf, max_readings=max_readings) == [*expected, ("bbbb", [5.0, 6.0, 7.0], [])]
+    assert drain(buf, max_readings=max_readings) == [*expected, ("bbbb", [5.0, 6.0, 7.0], [5])]
     buf.close()
 
 
