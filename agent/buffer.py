@@ -8,10 +8,11 @@ readings: the MQTT source's redelivery record), `config_span` (the config versio
 taken under, invariant 7) and `meta` (chain head, loss counters, uplink state).
 
 Invariants (each kept by one method below):
-1. Group commit (`commit`): readings, events, MCU positions and source states reach the file in
-   one transaction per flush, never one write per reading. A position (or a source's state) is
-   committed in the same transaction as the readings it covers, so after any crash the two agree.
-   `PRAGMA synchronous=FULL`: the WAL is fsynced at every commit, so a commit that returned
+1. Group commit (`commit`): readings, events, MCU positions and source states reach the disk
+   as one unit per flush (one journal record, invariant 8, or one transaction), never one write
+   per reading. A position (or a source's state) is committed in the same unit as the readings
+   it covers, so after any crash the two agree. The journal is fdatasynced at every append and
+   `PRAGMA synchronous=FULL` fsyncs the WAL at every transaction, so a commit that returned
    survives a power cut; what is lost is what was not yet committed, i.e. at most one
    flush interval (`buffer.flush_interval_ms`) or `flush_max_readings` readings. NORMAL would
    lose an unbounded number of commits back to the last checkpoint, and (worse) could forget a
@@ -41,15 +42,31 @@ Invariants (each kept by one method below):
 6. A fresh file's chain is unconfirmed (`chain_confirmed = 0`) until the uplink adopts the
    receiver's head (`adopt_head`) or gets an ack, so losing the buffer never forks the chain.
 7. Provenance (`set_config_version`, `cut`): every reading and event row carries `cfg`, the
-   `config_span` in force when it was committed (0: before spans existed, version unknown). A
-   new span starts only when the version changes, and ids only grow while rows are held, so the
-   rows of one span are a contiguous run of ids, older spans before newer ones. A cut takes the
-   rows of one span only (the oldest span present; a live cut the newest span's readings, and
-   events only when the oldest event is of that span) and names that span's version in the
-   batch: readings buffered under config A and sent after a switch to B still say A, and no
-   batch mixes two configs. The cut deletes by id range *and* span, so even rows of an older
-   agent interleaved with spans (a downgrade and back) are never taken by another span's cut.
-   What this costs: nothing for the first span, a byte a row after a change.
+   `config_span` in force when it was committed (0: before spans existed, version unknown); a
+   journal record (invariant 8) carries it for its rows, and its merge inserts them under it.
+   A new span starts only when the version changes, and ids only grow while rows are held, so
+   the rows of one span are a contiguous run of ids, older spans before newer ones. A cut
+   takes the rows of one span only (the oldest span present; a live cut the newest span's
+   readings, and events only when the oldest event is of that span) and names that span's
+   version in the batch: readings buffered under config A and sent after a switch to B still
+   say A, and no batch mixes two configs. The cut deletes by id range *and* span, so even rows
+   of an older agent interleaved with spans (a downgrade and back) are never taken by another
+   span's cut. What this costs: nothing for the first span, a byte a row after a change.
+8. Append journal (`commit`, `_merge`, `agent.journal`): a plain group commit (no new series,
+   epochs or clock references; at most `JOURNAL_MAX_GROUP` readings and events) is one
+   fsynced journal record instead of a transaction; it is as durable, and its readings,
+   events, positions and states are one record, so they still agree after any crash. Records
+   merge into the tables, in commit order, in the transaction of the next cut (whose batch
+   takes their rows directly when they are all of the span it cuts, invariant 7; otherwise
+   they are inserted and the cut is made from the tables), of a commit that is not plain,
+   when the journal holds `JOURNAL_MAX_BYTES` unmerged or the buffer would pass `max_bytes`,
+   and on open (replay) and close. Each record carries the span of its rows (`Record.cfg`;
+   0, unknown, in a record from before spans were journaled). Merged records stay in the
+   journal (skipped by seq on replay) until it passes `journal_reset_bytes`; then it is reset
+   to one base record holding every series' newest value. Those values (`last_values`, the
+   clock floor) are the `series` table's, as of the last merge outside a cut or clean close,
+   overlaid with every journal record's rows. A new file never replays an old journal (moved
+   aside as `.orphaned-<time>`).
 
 Not thread-safe; the runtime calls it from one worker thread. sqlite3 errors are translated to
 StoreError here and nowhere else.
@@ -59,10 +76,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import logging
+import math
 import os
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +91,14 @@ from typing import Any
 from agent.batcher import EventRow, Row, build_body, encode_attrs
 from agent.clock import Epoch, Reference, epoch_delta
 from agent.errors import StoreDamagedError, StoreError
+from agent.journal import (
+    JOURNAL_SUFFIX,
+    Journal,
+    Record,
+    decode_journal,
+    encode_record,
+    readings_after,
+)
 from wire.codec import MAX_EVENTS, batch_digest
 from wire.errors import EncodeError
 from wire.models import GENESIS, ClockReport, Counters, Event, SeriesKey
@@ -117,6 +145,17 @@ _CFG_COLUMNS = ("reading", "event")
 _COUNTERS = ("dropped_buffer_full", "dropped_damaged", "rejected_invalid")
 NewRow = tuple[int, int, float, int]  # series_id, ts_ms, value, quality
 Position = tuple[int, int]  # an MCU's (boot, seq)
+# A merge at the latest when the journal holds this much unmerged (about 10,000 readings): it
+# bounds the replay on start and the buffer's overshoot of max_bytes between merges.
+JOURNAL_MAX_BYTES = 256 * 1024
+# A bigger group goes straight to the tables: it fills its pages, so the journal saves nothing.
+JOURNAL_MAX_GROUP = 5000
+# Merged records are dropped (the journal reset to its base record) once the file is past this
+# size: a reset costs one more page write and sync, so not after every merge.
+JOURNAL_RESET_BYTES = 1024 * 1024
+# 1 KiB pages for a new file: a commit rewrites whole pages into the WAL (and the checkpoint
+# writes them again), so small pages are fewer bytes on the card. An older file keeps its size.
+PAGE_SIZE = 1024
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
 
@@ -162,10 +201,20 @@ class Buffer:
     states: dict[str, bytes] = field(default_factory=dict)  # source state key -> committed
     spans: dict[int, str] = field(default_factory=dict)  # config span -> version (invariant 7)
     cfg: int = 0  # the span new rows are committed under
+    last: dict[int, tuple[int, float]] = field(default_factory=dict)  # series -> newest committed
     damage: Damage | None = None
     lock_fd: int = -1
+    journal: Journal | None = None
+    journal_max_bytes: int = JOURNAL_MAX_BYTES
+    journal_reset_bytes: int = JOURNAL_RESET_BYTES
     _page_size: int = 4096
     _set_aside_logged: set[str] = field(default_factory=set)
+    _pending: list[Record] = field(default_factory=list)  # journaled, not merged, oldest first
+    _pending_bytes: int = 0  # their framed size
+    _journal_seq: int = 0  # the last record seq given out (merged or pending)
+    _journal_stale: bool = False  # merged, but the reset failed: no appends until it works
+    _merging: bool = False  # the open transaction merges the pending records
+    _evicted_unreported: int = 0  # evicted by merges, for the next CommitResult
 
     # -- reading in -------------------------------------------------------------------------
 
@@ -183,7 +232,7 @@ class Buffer:
         states: Mapping[str, bytes] | None = None,
     ) -> CommitResult:
         """Write one group of readings (and the events, MCU positions and metadata that go with
-        them) in one transaction.
+        them) durably, as one unit: one journal record, or one transaction (invariant 1).
 
         `dropped_before` counts readings and events the caller had to refuse before they got
         here (an overflowing ingest queue); they are recorded as buffer-full drops.
@@ -191,79 +240,204 @@ class Buffer:
         contract: recorded as `rejected_invalid`, reported with the next batch. `positions`
         maps an MCU uid to its new committed position, or to None to forget it. `states` maps a
         source's key to its new state (`Ingest.track_state`), replaced in this transaction.
+        `CommitResult.dropped` also carries evictions made by merges since the last commit.
         """
-        result = CommitResult()
-        with self._transaction():
-            c = self.conn
-            if new_series:
-                c.executemany(
-                    "INSERT INTO series (id, metric, unit, site, area, process, medium) "
-                    "VALUES (?,?,?,?,?,?,?)",
-                    [
-                        (i, k.metric, k.unit, k.site, k.area, k.process, k.medium)
-                        for i, k in new_series
-                    ],
-                )
-            if new_epochs:
-                c.executemany(
-                    "INSERT INTO epoch (id, kernel_boot_id, base_ms, base_mono_ms) "
-                    "VALUES (?,?,?,?)",
-                    [(e.id, e.kernel_boot_id, e.base_ms, e.base_mono_ms) for e in new_epochs],
-                )
-            for ref in references:
-                self._correct_epochs(ref)
-            if rows:
-                c.executemany(
-                    "INSERT INTO reading (series_id, ts_ms, value, quality, cfg) "  # noqa: S608
-                    f"VALUES (?,?,?,?,{self.cfg:d})",
-                    rows,
-                )
-                last = {r[0]: r for r in rows}
-                c.executemany(
-                    "UPDATE series SET last_ts_ms = ?, last_value = ? WHERE id = ?",
-                    [(r[1], r[2], sid) for sid, r in last.items()],
-                )
-            if events:
-                c.executemany(
-                    "INSERT INTO event (kind, ts_ms, quality, attrs, cfg) "  # noqa: S608
-                    f"VALUES (?,?,?,?,{self.cfg:d})",
-                    [(e.kind, e.ts_ms, e.quality, encode_attrs(e.attrs)) for e in events],
-                )
-            for uid, pos in (positions or {}).items():
-                if pos is None:
-                    c.execute("DELETE FROM mcu_position WHERE uid = ?", (_sql_uid(uid),))
-                else:
-                    c.execute(
-                        "INSERT OR REPLACE INTO mcu_position (uid, boot, seq) VALUES (?,?,?)",
-                        (_sql_uid(uid), *pos),
+        record = Record(
+            seq=self._journal_seq + 1,
+            rows=list(rows),
+            events=[(e.kind, e.ts_ms, e.quality, encode_attrs(e.attrs)) for e in events],
+            positions=dict(positions or {}),
+            states=dict(states or {}),
+            dropped_before=dropped_before,
+            rejected_before=dict(rejected_before or {}),
+            cfg=self.cfg,
+        )
+        plain = not (new_series or new_epochs or references)
+        small = len(rows) + len(events) <= JOURNAL_MAX_GROUP
+        frame = encode_record(record) if plain and small else b""
+        journal = self.journal
+        if frame and journal is not None and self._journal_takes(len(frame)):
+            journal.append(frame)
+            self._journal_seq = record.seq
+            self._pending.append(record)
+            self._pending_bytes += len(frame)
+        else:
+            with self._transaction():
+                self._merge()  # the journal's records are older: their rows get lower ids
+                if new_series:
+                    self.conn.executemany(
+                        "INSERT INTO series (id, metric, unit, site, area, process, medium) "
+                        "VALUES (?,?,?,?,?,?,?)",
+                        [
+                            (i, k.metric, k.unit, k.site, k.area, k.process, k.medium)
+                            for i, k in new_series
+                        ],
                     )
-            if states:
-                c.executemany(
-                    "INSERT OR REPLACE INTO source_state (name, value) VALUES (?,?)",
-                    list(states.items()),
-                )
-            result.committed = len(rows)
-            result.events = len(events)
-            self.depth += len(rows)
-            self.events_held += len(events)
-            self._add_counter("committed", len(rows))
-            self._add_counter("committed_events", len(events))
-            evicted, evicted_events = self._enforce_bound()
-            self._add_counter("evicted", evicted)
-            self._add_counter("evicted_events", evicted_events)
-            result.dropped = evicted + evicted_events + dropped_before
-            if result.dropped:
-                self._add_counter("dropped_buffer_full", result.dropped, pending=True)
-            self._add_rejected(rejected_before or {}, refused=True)
+                if new_epochs:
+                    self.conn.executemany(
+                        "INSERT INTO epoch (id, kernel_boot_id, base_ms, base_mono_ms) "
+                        "VALUES (?,?,?,?)",
+                        [(e.id, e.kernel_boot_id, e.base_ms, e.base_mono_ms) for e in new_epochs],
+                    )
+                for ref in references:
+                    self._correct_epochs(ref)
+                self._merge([record], journaled=False)
+        self.depth += len(rows)
+        self.events_held += len(events)
         if new_series:
             self.series.update(new_series)
-        for uid, pos in (positions or {}).items():
+        for uid, pos in record.positions.items():
             if pos is None:
                 self.positions.pop(uid, None)
             else:
                 self.positions[uid] = pos
-        self.states.update(states or {})
-        return result
+        self.states.update(record.states)
+        self.last.update((row[0], (row[1], row[2])) for row in record.rows)
+        evicted, self._evicted_unreported = self._evicted_unreported, 0
+        return CommitResult(
+            committed=len(rows), dropped=evicted + dropped_before, events=len(events)
+        )
+
+    def _journal_takes(self, frame_bytes: int) -> bool:
+        """Whether a plain commit may go to the journal, or must merge it now: the journal is
+        bounded, and a full buffer must evict at this commit as it always did (invariant 4)."""
+        if self.journal is None or self._journal_stale:
+            return False
+        size = self._pending_bytes + frame_bytes
+        return size <= self.journal_max_bytes and self.used_bytes() + size <= self.max_bytes
+
+    def _merge(
+        self,
+        records: Sequence[Record] | None = None,
+        *,
+        journaled: bool = True,
+        insert_rows: bool = True,
+    ) -> None:
+        """Inside a transaction: apply journal records to the tables, then keep the bound.
+
+        With no `records`, the pending journal records; once the transaction commits they are
+        dropped from memory and the journal is reset (journal invariant 2). `journaled`
+        False: a record that never went to the journal (a direct commit), whose rows are not
+        counted in `depth` yet. `insert_rows` False (`cut`): everything but inserting the rows
+        and keeping the bound, which the caller does for the rows its batch does not take.
+        """
+        if records is None:
+            records = self._pending
+            if self._journal_stale:
+                self._merging = True  # try the reset again after this transaction
+            if not records:
+                return
+            self._merging = True
+            self._set("journal_merged_seq", self._journal_seq)
+        c = self.conn
+        rows = [row for r in records for row in r.rows]
+        if rows and insert_rows:
+            # each record's rows under the span it was committed in (invariant 7), in commit
+            # order; the span goes in the statement, not in a new tuple for every row
+            for cfg, run in _span_runs(records):
+                c.executemany(
+                    "INSERT INTO reading (series_id, ts_ms, value, quality, cfg) "  # noqa: S608
+                    f"VALUES (?,?,?,?,{cfg:d})",
+                    rows if len(run) == len(records) else [row for r in run for row in r.rows],
+                )
+            # A cut (insert_rows False) leaves them to the journal's base record: one row per
+            # series rewritten every cut is the biggest write left (invariant 8).
+            last = {r[0]: r for r in rows}
+            c.executemany(
+                "UPDATE series SET last_ts_ms = ?, last_value = ? WHERE id = ?",
+                [(r[1], r[2], sid) for sid, r in last.items()],
+            )
+        events = [e for r in records for e in r.events]
+        if events:
+            for cfg, run in _span_runs(records):
+                c.executemany(
+                    "INSERT INTO event (kind, ts_ms, quality, attrs, cfg) "  # noqa: S608
+                    f"VALUES (?,?,?,?,{cfg:d})",
+                    [e for r in run for e in r.events],
+                )
+        positions: dict[int, tuple[int, int] | None] = {}
+        states: dict[str, bytes] = {}
+        rejected: Counter[str] = Counter()
+        for r in records:
+            positions.update(r.positions)
+            states.update(r.states)
+            rejected.update(r.rejected_before)
+        for uid, pos in positions.items():
+            if pos is None:
+                c.execute("DELETE FROM mcu_position WHERE uid = ?", (_sql_uid(uid),))
+            else:
+                c.execute(
+                    "INSERT OR REPLACE INTO mcu_position (uid, boot, seq) VALUES (?,?,?)",
+                    (_sql_uid(uid), *pos),
+                )
+        if states:
+            c.executemany(
+                "INSERT OR REPLACE INTO source_state (name, value) VALUES (?,?)",
+                list(states.items()),
+            )
+        if not journaled:
+            self.depth += len(rows)
+            self.events_held += len(events)
+        self._add_counter("committed", len(rows))
+        self._add_counter("committed_events", len(events))
+        self._add_counter(
+            "dropped_buffer_full", sum(r.dropped_before for r in records), pending=True
+        )
+        self._add_rejected(rejected, refused=True)
+        if insert_rows:
+            self._bound()
+        if not journaled:  # the caller adds the record's own rows back after the transaction
+            self.depth -= len(rows)
+            self.events_held -= len(events)
+
+    def _bound(self) -> None:
+        """Inside a transaction: evict to fit `max_bytes`, counted (invariant 4)."""
+        evicted, evicted_events = self._enforce_bound()
+        self._add_counter("evicted", evicted)
+        self._add_counter("evicted_events", evicted_events)
+        self._add_counter("dropped_buffer_full", evicted + evicted_events, pending=True)
+        self._evicted_unreported += evicted + evicted_events
+
+    def replay_journal(self, path: Path) -> None:
+        """On open: merge what the journal holds beyond the last merge, keep it open for appends.
+        A torn or corrupt tail is dropped with a warning (journal invariant 3)."""
+        self.journal = Journal.open(path)
+        decoded = decode_journal(self.journal.read())
+        for r in decoded.records:  # merged or not, and the base record: the newest values
+            self.last.update((row[0], (row[1], row[2])) for row in r.rows)
+        if decoded.problem is not None:
+            log.warning(
+                "%s: %s; the %d byte(s) from there on are dropped (an append cut short by a crash "
+                "or power loss: every commit that returned lies before it)",
+                path,
+                decoded.problem,
+                self.journal.size - decoded.good_bytes,
+            )
+        fresh = [r for r in decoded.records if r.seq > self._journal_seq]
+        for r in fresh:
+            self.depth += len(r.rows)
+            self.events_held += len(r.events)
+            for uid, pos in r.positions.items():
+                if pos is None:
+                    self.positions.pop(uid, None)
+                else:
+                    self.positions[uid] = pos
+            self.states.update(r.states)
+        # A bad tail must go before anything is appended after it: stale forces the reset.
+        self._journal_stale = decoded.problem is not None
+        if fresh:
+            self._pending = fresh
+            self._pending_bytes = decoded.good_bytes  # an upper bound: merged ones too
+            self._journal_seq = fresh[-1].seq
+            self.merge()
+        elif self._journal_stale:
+            self._reset_journal()
+
+    def merge(self) -> None:
+        """Move the journal's records into the tables now (also done by `cut` and `close`)."""
+        if self._pending:
+            with self._transaction():
+                self._merge()
 
     @property
     def config_version(self) -> str:
@@ -378,13 +552,44 @@ class Buffer:
     ) -> OutboxEntry | None:
         """Freeze the next batch (invariant 2); None when there is nothing to report."""
         with self._transaction():
+            # The journal's rows join the batch without a trip through the readings table
+            # (inserted, then deleted: pages written for nothing), unless the batch takes the
+            # newest rows, events are pending (rare; kept simple), the buffer must evict, or
+            # the journal holds rows of a span other than the one this batch is cut from
+            # (invariant 7: those are merged and wait in the table for a batch of their own).
+            pending_spans = {r.cfg for r in self._pending if r.rows}
+            table_span = None if newest else self._cut_span(newest=False)
+            fast = (
+                not newest
+                and not any(r.events for r in self._pending)
+                and self.used_bytes() + self._pending_bytes <= self.max_bytes
+                and len(pending_spans) <= 1
+                and (table_span is None or pending_spans <= {table_span})
+            )
+            fresh = [row for r in self._pending for row in r.rows] if fast else []
+            # reading and event tables as they were: a fast merge inserts neither
+            self._merge(insert_rows=not fast)
+            if not fast:
+                span = self._cut_span(newest=newest)
+            elif table_span is None and pending_spans:
+                span = min(pending_spans)  # the only one
+            else:
+                span = table_span
             order = "DESC" if newest else "ASC"
-            span = self._cut_span(newest=newest)
             rows: list[Row] = self.conn.execute(
                 f"SELECT id, series_id, ts_ms, value, quality FROM reading "  # noqa: S608
                 f"WHERE cfg = ? ORDER BY id {order} LIMIT ?",
                 (span, max_readings),
             ).fetchall()
+            in_table = len(rows)
+            # the journal's rows are of `span` and newer than every row in the table; the
+            # batch takes them only after all of the span's rows the table holds
+            if fresh and in_table < max_readings:
+                base = rows[-1][0] if rows else 0
+                rows += [
+                    (base + i, sid, ts, None if math.isnan(v) else v, q)  # as SQLite holds NaN
+                    for i, (sid, ts, v, q) in enumerate(fresh[: max_readings - in_table], 1)
+                ]
             # events go oldest first in every batch, live or not: they are few and in order; only
             # the oldest event's span keeps them a prefix of the table (invariant 7)
             events: list[EventRow] = self.conn.execute(
@@ -425,8 +630,9 @@ class Buffer:
                     break
                 take, take_events = max(1, take // 2), max(1, take_events // 2)
             digest = batch_digest(built.body)
-            if part:
-                ids = [r[0] for r in part]
+            from_table = part[:in_table]
+            if from_table:
+                ids = [r[0] for r in from_table]
                 if newest:
                     self.conn.execute(
                         "DELETE FROM reading WHERE id >= ? AND cfg = ?", (min(ids), span)
@@ -434,6 +640,14 @@ class Buffer:
                 else:
                     self.conn.execute(
                         "DELETE FROM reading WHERE id <= ? AND cfg = ?", (max(ids), span)
+                    )
+            if fast:  # the journal's rows this batch does not carry wait in the table
+                left = fresh[max(0, len(part) - in_table) :]
+                if left:
+                    self.conn.executemany(
+                        "INSERT INTO reading (series_id, ts_ms, value, quality, cfg) "  # noqa: S608
+                        f"VALUES (?,?,?,?,{span or 0:d})",
+                        left,
                     )
             if part_events:
                 self.conn.execute(
@@ -461,6 +675,8 @@ class Buffer:
                 self._add_rejected(built.reasons, refused=False)
             self.depth -= built.rejected
             self.events_held -= built.events_rejected
+            if fast:  # after the counters went into this batch: an eviction rides the next
+                self._bound()
         for reason, n in built.reasons.items():
             if reason not in self._set_aside_logged:  # once per reason and run: counted anyway
                 self._set_aside_logged.add(reason)
@@ -521,25 +737,38 @@ class Buffer:
         first = self._query("SELECT ts_ms FROM reading ORDER BY id LIMIT 1").fetchone()
         event = self._query("SELECT ts_ms FROM event ORDER BY id LIMIT 1").fetchone()
         values = [v for v in (out, first and first[0], event and event[0]) if v is not None]
+        values += [r.rows[0][1] for r in self._pending[:1] if r.rows]
+        values += [e[1] for r in self._pending for e in r.events[:1]]
         return min(values) if values else None
 
     def last_values(self) -> dict[int, tuple[int, float]]:
-        rows = self._query(
-            "SELECT id, last_ts_ms, last_value FROM series WHERE last_ts_ms IS NOT NULL"
-        ).fetchall()
-        return {sid: (ts, value) for sid, ts, value in rows}
+        """The newest (ts_ms, value) committed per series, across restarts (invariant 8)."""
+        return dict(self.last)
 
     def clock_floor_ms(self) -> int:
         """The newest timestamp this buffer ever committed: time cannot be earlier than that."""
-        return int(self._query("SELECT coalesce(max(last_ts_ms), 0) FROM series").fetchone()[0])
+        return max((ts for ts, _v in self.last.values()), default=0)
 
     def next_epoch_id(self) -> int:
         return int(self._query("SELECT coalesce(max(id), 0) + 1 FROM epoch").fetchone()[0])
 
     def close(self) -> None:
+        # what a failure leaves stays in the journal, replayed on open
+        with contextlib.suppress(StoreError), self._transaction():
+            self._merge()
+            self.conn.executemany(  # the newest values back in the table (invariant 8)
+                "UPDATE series SET last_ts_ms = ?, last_value = ? WHERE id = ?",
+                [(ts, value, sid) for sid, (ts, value) in self.last.items()],
+            )
         with contextlib.suppress(sqlite3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.close_files()
+
+    def close_files(self) -> None:
+        """Close the database and the journal as they are (no merge, no checkpoint)."""
         self.conn.close()
+        if self.journal is not None:
+            self.journal.close()
         if self.lock_fd >= 0:
             os.close(self.lock_fd)
             self.lock_fd = -1
@@ -584,7 +813,7 @@ class Buffer:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         snapshot = dict(self.meta)
-        depth, events_held = self.depth, self.events_held
+        depth, events_held, evicted = self.depth, self.events_held, self._evicted_unreported
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             yield
@@ -592,12 +821,50 @@ class Buffer:
         except BaseException as exc:
             # The in-memory mirrors must not get ahead of the file.
             self.meta, self.depth, self.events_held = snapshot, depth, events_held
+            self._evicted_unreported = evicted
+            self._merging = False
             if self.conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     self.conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"{self.path}: {exc}") from exc
             raise
+        if self._merging:
+            self._merging = False
+            self._pending.clear()
+            self._pending_bytes = 0
+            if self._journal_stale or (
+                self.journal is not None and self.journal.size > self.journal_reset_bytes
+            ):
+                self._reset_journal()
+
+    def _reset_journal(self) -> None:
+        """After a merge committed: reset the journal to its base record (invariant 8). Never
+        raises: the merge stands, and its records are skipped on replay anyway (journal
+        invariant 2); but the file's state is unknown, so until a later merge resets it,
+        commits go straight to the tables."""
+        if self.journal is None:
+            return
+        base = Record(
+            seq=self._journal_seq,  # at most the merged seq: never replayed as readings
+            rows=[
+                (sid, ts, math.nan if value is None else value, 0)
+                for sid, (ts, value) in self.last.items()
+            ],
+        )
+        try:
+            self.journal.reset(encode_record(base))
+        except StoreError as exc:
+            if not self._journal_stale:
+                log.error("%s; committing straight to the buffer until it can be emptied", exc)
+            self._journal_stale = True
+        else:
+            self._journal_stale = False
+
+
+def _span_runs(records: Sequence[Record]) -> list[tuple[int, list[Record]]]:
+    """`records` cut into runs of consecutive records of one config span, in order."""
+    return [(cfg, list(run)) for cfg, run in itertools.groupby(records, key=lambda r: r.cfg)]
 
 
 def _now_ms() -> int:
@@ -673,6 +940,7 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
     finally:
         os.umask(old_umask)
     try:
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new file only; kept by an old one
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if mode != "wal":
             raise StoreError(f"{p}: cannot switch to WAL mode (got {mode})")
@@ -698,6 +966,12 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
             meta["schema_version"] = SCHEMA_VERSION
         elif version != SCHEMA_VERSION:
             raise StoreError(f"{p}: schema version {version}, this agent knows {SCHEMA_VERSION}")
+        last = {
+            sid: (ts, value)
+            for sid, ts, value in conn.execute(
+                "SELECT id, last_ts_ms, last_value FROM series WHERE last_ts_ms IS NOT NULL"
+            )
+        }
         series = {
             row[0]: SeriesKey(*row[1:])
             for row in conn.execute(
@@ -729,7 +1003,7 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
     except StoreError:
         conn.close()
         raise
-    return Buffer(
+    buf = Buffer(
         conn=conn,
         path=str(p),
         max_bytes=max_bytes,
@@ -743,8 +1017,29 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
         states=states,
         spans=spans,
         cfg=int(meta.get("config_span", 0)),
+        last=last,
         _page_size=page_size,
+        _journal_seq=int(meta.get("journal_merged_seq", 0)),
     )
+    journal = Path(f"{p}{JOURNAL_SUFFIX}")
+    if version == 0 and journal.exists() and journal.stat().st_size:
+        # A new file beside an old journal (buffer.db deleted by hand): its records name series
+        # this file does not have. Kept for inspection, not replayed.
+        target = journal.with_name(f"{journal.name}.orphaned-{int(time.time())}")
+        try:
+            journal.rename(target)
+        except OSError as exc:
+            buf.close_files()
+            raise StoreError(
+                f"{journal}: cannot move the old journal aside: {exc.strerror}"
+            ) from exc
+        log.error("%s: the buffer file is new; its old journal was moved to %s", p, target)
+    try:
+        buf.replay_journal(journal)
+    except BaseException:
+        buf.close_files()
+        raise
+    return buf
 
 
 def _move_aside(p: Path, reason: str) -> Damage:
@@ -754,7 +1049,7 @@ def _move_aside(p: Path, reason: str) -> Damage:
     while target.exists():
         n += 1
         target = p.with_name(f"{p.name}.damaged-{stamp}-{n}")
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in ("", "-wal", "-shm", JOURNAL_SUFFIX):
         src = Path(f"{p}{suffix}")
         if src.exists():
             try:
@@ -763,7 +1058,10 @@ def _move_aside(p: Path, reason: str) -> Damage:
                 raise StoreError(
                     f"{src}: damaged, and cannot be moved aside: {exc.strerror}"
                 ) from exc
-    return Damage(str(target), _count_lost(target), reason)
+    lost = _count_lost(target)
+    with contextlib.suppress(StoreError):  # its records count too (twice, if merged: see below)
+        lost += readings_after(Path(f"{target}{JOURNAL_SUFFIX}"), 0)
+    return Damage(str(target), lost, reason)
 
 
 def _count_lost(target: Path) -> int:

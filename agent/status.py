@@ -17,6 +17,7 @@ from typing import Any
 
 from agent.config import Config
 from agent.errors import StoreError
+from agent.journal import JOURNAL_SUFFIX, unmerged
 from wire.keys import b64url_encode
 from wire.models import ClockState
 
@@ -48,7 +49,15 @@ def read_status(config: Config, *, now_ms: int | None = None) -> dict[str, Any]:
             conn.close()
     except sqlite3.Error as exc:
         raise StoreError(f"{path}: cannot read: {exc}") from exc
-    oldest_candidates = [v for v in (out_oldest, first[0] if first else None) if v is not None]
+    # committed to the append journal, not yet merged into the tables
+    records = unmerged(Path(f"{path}{JOURNAL_SUFFIX}"), int(meta.get("journal_merged_seq", 0)))
+    journaled = [row for r in records for row in r.rows]
+    uncut += len(journaled)
+    events += sum(len(r.events) for r in records)
+    journal_first = journaled[0][1] if journaled else None
+    oldest_candidates = [
+        v for v in (out_oldest, first[0] if first else None, journal_first) if v is not None
+    ]
     oldest = min(oldest_candidates) if oldest_candidates else None
     clock_state = meta.get("clock_state")
     last_sync = meta.get("last_sync_ms")
@@ -115,7 +124,7 @@ def read_status(config: Config, *, now_ms: int | None = None) -> dict[str, Any]:
             for key, value in sorted(meta.items())
             if key.startswith(_BY_REASON)
         },
-        "readings_committed": int(meta.get("total_committed", 0)),
+        "readings_committed": int(meta.get("total_committed", 0)) + len(journaled),
         "restarts": max(0, int(meta.get("agent_starts", 0)) - 1),  # as health reports say
     }
 

@@ -21,7 +21,8 @@ import traceback
 from pathlib import Path
 
 # (figure, baseline, how to read the ratio, target) — the table's rows in order. A target is the
-# ratio figure/baseline that must hold ("<=" or ">=" against the number), or None.
+# ratio figure/baseline that must hold ("<=" or ">=" against the number), an absolute bound on
+# the figure ("abs<="), or None.
 ROWS: list[tuple[str, str | None, str, tuple[str, float] | None]] = [
     ("codec.bytes_per_reading", "codec.baseline_bytes_per_reading", "bytes", ("abs<=", 2.0)),
     ("codec.bytes_per_reading.gzip", "codec.baseline_bytes_per_reading", "bytes", ("abs<=", 2.0)),
@@ -38,7 +39,15 @@ ROWS: list[tuple[str, str | None, str, tuple[str, float] | None]] = [
     ("agent.drain_1m_s.sqlite", None, "s", ("abs<=", 30.0)),
     ("agent.drain_1m_s.postgres", None, "s", ("abs<=", 30.0)),
     ("agent.rss_mb_backlog_1m", None, "MB", ("abs<=", 60.0)),
-    ("agent.disk_bytes_per_reading", None, "bytes", None),
+    ("agent.rss_mb_idle", None, "MB", None),
+    ("agent.cpu_us_per_reading", None, "µs", None),
+    ("agent.disk_bytes_per_reading", "agent.disk_floor_bytes_per_reading", "bytes", ("<=", 2.0)),
+    (
+        "agent.disk_mb_per_day_50_series",
+        "agent.disk_floor_mb_per_day_50_series",
+        "MB",
+        ("<=", 2.0),
+    ),
     ("agent.wire_bytes_per_reading", None, "bytes", None),
     ("cloud.readings_per_s.sqlite", "cloud.limit_readings_per_s.sqlite", "/s", (">=", 0.5)),
     ("cloud.readings_per_s.postgres", "cloud.limit_readings_per_s.postgres", "/s", (">=", 0.5)),
@@ -92,6 +101,8 @@ def _verdict(value: float, base: float | None, target: tuple[str, float] | None)
         return "ok" if value >= limit else f"MISS (target >= {limit:g})"
     if base is None or base == 0:
         return ""
+    if kind == "<=":
+        return "ok" if value / base <= limit else f"MISS (target <= {limit:g}x baseline)"
     return "ok" if value / base >= limit else f"MISS (target >= {limit:.0%} of baseline)"
 
 

@@ -12,8 +12,17 @@
 - live lag: during the SQLite drain a marker reading is made once the backlog is draining; the
   figure is the time until the receiver has it (fresh data is not starved by the backlog).
 - disk: a steady run (50 series at 1 Hz, default flush settings, live receiver), bytes the agent
-  process wrote to the block device (/proc/<pid>/io write_bytes, so fsynced WAL frames and
-  checkpoints) per reading committed.
+  process wrote to the block device (/proc/<pid>/io write_bytes: page-cache pages it dirtied, so
+  journal appends, WAL frames and checkpoints, each counted per 4 KiB page) per reading
+  committed; also at 10 and 500 series. Its RSS at the end of the 50-series run is
+  `agent.rss_mb_idle` (nothing backlogged).
+- disk floor: the same counter for the least a durable 1 s group commit can write: one append of
+  one commit's readings (N x `agent.sqlite_bytes_per_row`, the bytes SQLite needs per reading)
+  to an append-only file, `fdatasync`ed, once per simulated second; at 10, 50 and 500 series.
+  The loss window of both is the flush interval, 1 s.
+- cpu: a loaded steady run (200 series at 25 Hz = 5,000 readings/s, default settings, live
+  receiver): the agent process's CPU time (user + system, /proc/<pid>/stat) per reading
+  acknowledged, i.e. through source -> buffer -> batch -> signed upload.
 """
 
 from __future__ import annotations
@@ -38,6 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PG_DSN = os.environ.get("TIERLESS_PG_DSN", "postgresql://postgres@127.0.0.1:5432/tierless_test")
 SERIES = 50
+FLOOR_SERIES = (10, 50, 500)  # the reference loads, each series at 1 Hz
+CPU_SERIES, CPU_RATE_HZ = 200, 25.0
 T0 = 1_800_000_000_000
 
 
@@ -66,8 +77,35 @@ def run(size: str) -> dict[str, float]:
                 "bench.agent: PostgreSQL not reachable; agent.drain_1m_s.postgres skipped",
                 file=sys.stderr,
             )
-        out.update(_steady(d / "steady", seconds=60.0 if size == "full" else 12.0))
+        seconds = 60.0 if size == "full" else 15.0  # whole batch intervals: 5 s
+        for series in FLOOR_SERIES:
+            run_ = _steady(d / f"steady-{series}", seconds=seconds, series=series)
+            suffix = "" if series == SERIES else f".{series}_series"
+            out[f"agent.disk_bytes_per_reading{suffix}"] = run_["bytes_per_reading"]
+            out[f"agent.disk_mb_per_day_{series}_series"] = _mb_per_day(
+                run_["bytes_per_reading"], series
+            )
+            if series == SERIES:
+                out["agent.rss_mb_idle"] = run_["rss_kb"] / 1024
+        row_bytes = out["agent.sqlite_bytes_per_row"]
+        for series in FLOOR_SERIES:
+            floor = _floor(d / "floor", series, row_bytes)
+            suffix = "" if series == SERIES else f".{series}_series"
+            out[f"agent.disk_floor_bytes_per_reading{suffix}"] = floor
+            out[f"agent.disk_floor_mb_per_day_{series}_series"] = _mb_per_day(floor, series)
+            out[f"agent.disk_floor_ratio{suffix}"] = (
+                out[f"agent.disk_bytes_per_reading{suffix}"] / floor
+            )
+        out["agent.loss_window_s"] = 1.0  # the default flush interval both figures assume
+        cpu = _steady(
+            d / "steady-cpu", seconds=seconds, series=CPU_SERIES, rate_hz=CPU_RATE_HZ, cpu=True
+        )
+        out["agent.cpu_us_per_reading"] = cpu["cpu_us_per_reading"]
     return out
+
+
+def _mb_per_day(bytes_per_reading: float, series: int) -> float:
+    return bytes_per_reading * series * 86_400 / 1e6
 
 
 # -- ingest -----------------------------------------------------------------------------------
@@ -106,6 +144,7 @@ def _ingest(n: int, d: Path) -> dict[str, float]:
         g = ingest.take()
         buf.commit(g.rows, new_series=g.new_series)
         best_agent = max(best_agent, n / (time.perf_counter() - started))
+        buf.merge()  # the journal's last records into the table, to read them back below
         rows = buf.conn.execute("SELECT series_id, ts_ms, value, quality FROM reading").fetchall()
         buf.close()
 
@@ -123,10 +162,15 @@ def _ingest(n: int, d: Path) -> dict[str, float]:
         )
         raw.execute("COMMIT")
         best_raw = max(best_raw, len(rows) / (time.perf_counter() - started))
+        raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        pages = raw.execute("PRAGMA page_count").fetchone()[0]
+        page_size = raw.execute("PRAGMA page_size").fetchone()[0]
+        row_bytes = pages * page_size / len(rows)  # meter rows, 4 KiB pages: SQLite's need
         raw.close()
     return {
         "agent.ingest_readings_per_s": best_agent,
         "agent.ingest_limit_readings_per_s": best_raw,
+        "agent.sqlite_bytes_per_row": row_bytes,
     }
 
 
@@ -364,7 +408,16 @@ def _pg_schema() -> tuple[str, Any] | None:
 # -- steady run: disk bytes per reading -------------------------------------------------------
 
 
-def _steady(d: Path, *, seconds: float) -> dict[str, float]:
+def _steady(
+    d: Path,
+    *,
+    seconds: float,
+    series: int = SERIES,
+    rate_hz: float = 1.0,
+    cpu: bool = False,
+) -> dict[str, float]:
+    """A real agent (own process) with a test source against a live receiver: bytes written per
+    reading committed and final RSS, or (`cpu`) CPU time per reading acknowledged."""
     d.mkdir(parents=True)
     receiver = _Receiver(d, None)
     try:
@@ -372,7 +425,8 @@ def _steady(d: Path, *, seconds: float) -> dict[str, float]:
         config = _write_config(
             d,
             receiver.url,
-            sources=f'[[sources]]\ntype = "test"\nrate_hz = 1\nseries = {SERIES}\nstep = 0.25\n',
+            sources=f'[[sources]]\ntype = "test"\nrate_hz = {rate_hz}\nseries = {series}\n'
+            "step = 0.25\n",
         )
         with open(d / "agent.log", "wb") as log:
             proc = subprocess.Popen(
@@ -383,18 +437,58 @@ def _steady(d: Path, *, seconds: float) -> dict[str, float]:
             )
             try:
                 time.sleep(3.0)  # start-up (imports, fresh file, chain head) is not steady state
-                before = _io(proc.pid)
-                committed_before = _committed(d)
+                before, cpu_before = _io(proc.pid), _cpu_s(proc.pid)
+                committed_before, acked_before = _counts(d)
                 time.sleep(seconds)
-                after = _io(proc.pid)
-                committed_after = _committed(d)
+                after, cpu_after = _io(proc.pid), _cpu_s(proc.pid)
+                committed_after, acked_after = _counts(d)
+                rss_kb = _status_kb("VmRSS", str(proc.pid))
             finally:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(timeout=15)
     finally:
         receiver.close()
     readings = max(committed_after - committed_before, 1)
-    return {"agent.disk_bytes_per_reading": (after - before) / readings}
+    acked = max(acked_after - acked_before, 1)
+    if cpu and acked < 0.8 * readings:
+        raise RuntimeError(f"the agent fell behind: {acked} acknowledged of {readings} made")
+    return {
+        "bytes_per_reading": (after - before) / readings,
+        "rss_kb": float(rss_kb),
+        "cpu_us_per_reading": (cpu_after - cpu_before) / acked * 1e6,
+    }
+
+
+def _floor(d: Path, series: int, row_bytes: float, commits: int = 120) -> float:
+    """Bytes written per reading by the least a durable 1 s group commit needs: one append of
+    one commit's readings to an append-only file, fdatasync'ed (no sleep: fdatasync leaves the
+    page clean, so the next append dirties it again, as one a second later would)."""
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"floor-{series}.log"
+    data = b"\x5a" * round(series * row_bytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fsync(fd)
+        before = _io_self()
+        offset = 0
+        for _ in range(commits):
+            offset += os.pwrite(fd, data, offset)
+            os.fdatasync(fd)
+        after = _io_self()
+    finally:
+        os.close(fd)
+        path.unlink()
+    return (after - before) / (commits * series)
+
+
+def _io_self() -> int:
+    return _io(os.getpid())
+
+
+def _cpu_s(pid: int) -> float:
+    # fields after the command name (which may hold spaces): utime, stime are fields 14, 15
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _io(pid: int) -> int:
@@ -404,13 +498,26 @@ def _io(pid: int) -> int:
     return 0
 
 
-def _committed(d: Path) -> int:
-    conn = sqlite3.connect(f"file:{d / 'data' / 'buffer.db'}?mode=ro", uri=True, timeout=5)
+def _counts(d: Path) -> tuple[int, int]:
+    """(readings committed, readings acknowledged) so far: the buffer's meta plus what its
+    append journal holds beyond the last merge."""
+    from agent.journal import JOURNAL_SUFFIX, readings_after
+
+    db = d / "data" / "buffer.db"
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'total_committed'").fetchone()
-        return int(row[0]) if row else 0
+        meta = dict(
+            conn.execute(
+                "SELECT key, value FROM meta WHERE key IN "
+                "('total_committed', 'total_acked_readings', 'journal_merged_seq')"
+            ).fetchall()
+        )
     finally:
         conn.close()
+    journaled = readings_after(
+        Path(f"{db}{JOURNAL_SUFFIX}"), int(meta.get("journal_merged_seq", 0))
+    )
+    return int(meta.get("total_committed", 0)) + journaled, int(meta.get("total_acked_readings", 0))
 
 
 def main(argv: list[str]) -> int:

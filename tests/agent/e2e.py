@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.journal import JOURNAL_SUFFIX, readings_after
 from tests.agent.helpers import enrol_key, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -249,12 +250,20 @@ class AgentProc:
             return 0
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
         try:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'total_committed'").fetchone()
+            rows = dict(
+                conn.execute(
+                    "SELECT key, value FROM meta "
+                    "WHERE key IN ('total_committed', 'journal_merged_seq')"
+                ).fetchall()
+            )
         except sqlite3.OperationalError:  # the agent has not created its tables yet
             return 0
         finally:
             conn.close()
-        return 0 if row is None else int(row[0])
+        # plus what the append journal holds, not yet merged into the tables
+        merged = int(rows.get("journal_merged_seq", 0))
+        journaled = readings_after(Path(f"{path}{JOURNAL_SUFFIX}"), merged)
+        return int(rows.get("total_committed", 0)) + journaled
 
     def log_text(self) -> str:
         return (self.config.parent / "agent.log").read_text(errors="replace")[-3000:]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from agent.buffer import Buffer, open_buffer
+from agent.journal import JOURNAL_SUFFIX, unmerged_rows
 from wire.codec import decode_batch
 from wire.models import Batch, ClockReport, SeriesKey
 
@@ -15,6 +17,18 @@ T0 = 1_800_000_000_000  # 2027-01-15, well inside the contract's range
 
 def open_test_buffer(path: Path, *, max_bytes: int = 64 * 1024 * 1024) -> Buffer:
     return open_buffer(path, max_bytes=max_bytes, kernel_boot_id=BOOT)
+
+
+def journal_rows(db: Path) -> list[tuple[int, int, float, int]]:
+    """The readings a buffer file's append journal holds beyond its last merge (committed, not
+    yet in the `reading` table): what a test reading the file behind a running or killed agent
+    must add to the table's rows, after them."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'journal_merged_seq'").fetchone()
+    finally:
+        conn.close()
+    return unmerged_rows(Path(f"{db}{JOURNAL_SUFFIX}"), int(row[0]) if row else 0)
 
 
 def key(i: int) -> SeriesKey:

@@ -1,10 +1,18 @@
-"""Invariant 7 of agent/buffer.py: every batch names the config its readings were taken under."""
+"""Invariant 7 of agent/buffer.py: every batch names the config its readings were taken under,
+also when they waited in the append journal (invariant 8)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import zlib
+from pathlib import Path
 
-from tests.agent.helpers import T0, cut, decode, key, open_test_buffer
+import msgspec
+import pytest
+
+from agent.journal import JOURNAL_SUFFIX, decode_journal
+from tests.agent.helpers import T0, cut, decode, journal_rows, key, open_test_buffer
 from wire.models import Event
 
 
@@ -120,3 +128,80 @@ def test_rows_an_older_agent_adds_between_spans_are_never_lost(tmp_path):
         "": [3.0, 4.0],
         "aaaa": [0.0, 1.0, 2.0, 5.0],
     }
+
+
+# -- with the append journal (invariant 8): a record carries the span of its rows ------------
+
+
+def crash(buf):
+    """What kill -9 leaves: the files as they are, no merge, no checkpoint."""
+    buf.close_files()
+    if buf.lock_fd >= 0:
+        os.close(buf.lock_fd)
+        buf.lock_fd = -1
+
+
+def plain(buf, n, *, start, events=0):
+    """A plain group commit (no new series): one journal record."""
+    rows = [(1, T0 + 1000 * (start + j), float(start + j), 0) for j in range(n)]
+    evs = [Event("ticket", T0 + 1000 * (start + j), (("lot", start + j),)) for j in range(events)]
+    return buf.commit(rows, events=evs)
+
+
+@pytest.mark.parametrize("killed", [False, True])
+@pytest.mark.parametrize("max_readings", [3, 100])
+def test_journal_records_keep_their_span_across_a_switch_and_a_kill(tmp_path, killed, max_readings):
+    db = tmp_path / "b.db"
+    buf = open_test_buffer(db)
+    buf.commit([], new_series=[(1, key(1))])
+    buf.set_config_version("aaaa")
+    plain(buf, 5, start=0, events=1)
+    buf.set_config_version("bbbb")
+    plain(buf, 3, start=5, events=1)
+    # both groups wait in the journal, none in the tables: what this test is about
+    assert buf.conn.execute("SELECT count(*) FROM reading").fetchone()[0] == 0
+    assert buf.conn.execute("SELECT count(*) FROM event").fetchone()[0] == 0
+    assert len(journal_rows(db)) == 8
+    if killed:
+        crash(buf)
+        buf = open_test_buffer(db)  # replays the journal into the tables
+        assert buf.config_version == "bbbb"
+    a = [float(v) for v in range(5)]
+    expected: list[tuple[str, list[float], list[int]]] = (
+        [("aaaa", a[:3], [0]), ("aaaa", a[3:], [])] if max_readings == 3 else [("aaaa", a, [0])]
+    )
+    assert drain(buf, max_readings=max_readings) == [*expected, ("bbbb", [5.0, 6.0, 7.0], [5])]
+    buf.close()
+
+
+def test_a_cut_taking_journal_rows_directly_names_their_span_not_the_current_one(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    buf.commit([], new_series=[(1, key(1))])
+    buf.set_config_version("aaaa")
+    plain(buf, 5, start=0)
+    buf.set_config_version("bbbb")  # the table holds nothing: the journal's rows decide
+    first = decode(cut(buf, max_readings=3).body)
+    assert (first.config_version, [r.value for r in first.readings()]) == ("aaaa", [0.0, 1.0, 2.0])
+    # the two rows that batch left went to the table under their own span, not "unknown"
+    assert buf.conn.execute("SELECT DISTINCT cfg FROM reading").fetchall() == [(1,)]
+    plain(buf, 2, start=5)
+    assert drain(buf) == [("aaaa", [3.0, 4.0], []), ("bbbb", [5.0, 6.0], [])]
+    buf.close()
+
+
+def test_a_journal_record_from_before_spans_replays_as_version_unknown(tmp_path):
+    """A record an agent without journaled spans wrote (no `cfg` element) is span 0."""
+    db = tmp_path / "b.db"
+    buf = open_test_buffer(db)
+    buf.commit([], new_series=[(1, key(1))])
+    buf.set_config_version("aaaa")
+    seq = int(buf.meta.get("journal_merged_seq", 0)) + 1
+    crash(buf)
+    payload = msgspec.msgpack.encode([seq, [(1, T0, 1.0, 0)], [], {}, {}, 0, {}])
+    length = len(payload).to_bytes(4, "little")
+    crc = zlib.crc32(payload, zlib.crc32(length)).to_bytes(4, "little")
+    Path(f"{db}{JOURNAL_SUFFIX}").write_bytes(length + crc + payload)
+    assert decode_journal(length + crc + payload).records[0].cfg == 0
+    buf = open_test_buffer(db)
+    assert drain(buf) == [("", [1.0], [])]
+    buf.close()

@@ -19,7 +19,7 @@ from firmware_bridge.port import PtyDevice
 from firmware_bridge.sim.emulator import Emulator, FlashLog
 from firmware_bridge.sim.simulators import Ticket
 from tests.agent.e2e import ROOT, make_agent
-from tests.agent.helpers import write_config, write_key
+from tests.agent.helpers import journal_rows, write_config, write_key
 from tests.firmware_bridge.conftest import running, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.serial]
@@ -111,6 +111,7 @@ def _buffer_positions(db: Path) -> list[tuple[int, int]]:
         values = [v for (v,) in conn.execute("SELECT value FROM reading ORDER BY id")]
     finally:
         conn.close()
+    values += [v for _s, _t, v, _q in journal_rows(db)]  # committed, not yet merged
     return [(int(v) // 1_000_000, int(v) % 1_000_000) for v in values]
 
 

@@ -35,7 +35,7 @@ from agent.runtime import Agent, RuntimeDeps
 from agent.sources.mqtt.config import MqttSourceConfig
 from agent.sources.mqtt.source import MqttSource
 from tests.agent.fakes import FakeReceiver
-from tests.agent.helpers import write_config, write_key
+from tests.agent.helpers import journal_rows, write_config, write_key
 from tests.conftest import service_missing
 from tests.firmware_bridge.conftest import running, wait_until
 from wire.codec import decode_batch
@@ -283,6 +283,7 @@ def buffer_values(db: Path) -> list[tuple[SeriesKey, float]]:
         ]
         for (body,) in conn.execute("SELECT body FROM outbox ORDER BY seq"):
             out += [(r.series, r.value) for r in decode_batch(body).readings()]
+        out += [(series[s], v) for s, _t, v, _q in journal_rows(db)]  # not yet merged
         return out
     finally:
         conn.close()
