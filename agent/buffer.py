@@ -64,8 +64,10 @@ Invariants (each kept by one method below):
    0, unknown, in a record from before spans were journaled). Merged records stay in the
    journal (skipped by seq on replay) until it passes `journal_reset_bytes`; then it is reset
    to one base record holding every series' newest value. Those values (`last_values`, the
-   clock floor) are the `series` table's, as of the last merge outside a cut or clean close,
-   overlaid with every journal record's rows. A new file never replays an old journal (moved
+   clock floor) are the `series` table's, written whole (with `journal_series_seq`, the seq
+   it is current to) by every merge outside a fast cut and by a clean close, overlaid with the
+   rows of the journal's records above that seq only: an older record must not hide a value
+   a direct commit wrote to the table alone. A new file never replays an old journal (moved
    aside as `.orphaned-<time>`).
 
 Not thread-safe; the runtime calls it from one worker thread. sqlite3 errors are translated to
@@ -341,12 +343,12 @@ class Buffer:
                     rows if len(run) == len(records) else [row for r in run for row in r.rows],
                 )
             # A cut (insert_rows False) leaves them to the journal's base record: one row per
-            # series rewritten every cut is the biggest write left (invariant 8).
-            last = {r[0]: r for r in rows}
-            c.executemany(
-                "UPDATE series SET last_ts_ms = ?, last_value = ? WHERE id = ?",
-                [(r[1], r[2], sid) for sid, r in last.items()],
-            )
+            # series rewritten every cut is the biggest write left (invariant 8). Here every
+            # series is written, not only these rows' (a cut may have left others behind), so
+            # the table holds every newest value as of `journal_series_seq`.
+            last = dict(self.last)
+            last.update((r[0], (r[1], r[2])) for r in rows)
+            self._write_last(last)
         events = [e for r in records for e in r.events]
         if events:
             for cfg, run in _span_runs(records):
@@ -403,8 +405,12 @@ class Buffer:
         A torn or corrupt tail is dropped with a warning (journal invariant 3)."""
         self.journal = Journal.open(path)
         decoded = decode_journal(self.journal.read())
-        for r in decoded.records:  # merged or not, and the base record: the newest values
-            self.last.update((row[0], (row[1], row[2])) for row in r.rows)
+        # The newest values: the series table's, overlaid with the records written after it
+        # (merged by cuts or not, and a base record); older ones are in the table or behind it.
+        written = int(self.meta.get("journal_series_seq", 0))
+        for r in decoded.records:
+            if r.seq > written:
+                self.last.update((row[0], (row[1], row[2])) for row in r.rows)
         if decoded.problem is not None:
             log.warning(
                 "%s: %s; the %d byte(s) from there on are dropped (an append cut short by a crash "
@@ -756,10 +762,7 @@ class Buffer:
         # what a failure leaves stays in the journal, replayed on open
         with contextlib.suppress(StoreError), self._transaction():
             self._merge()
-            self.conn.executemany(  # the newest values back in the table (invariant 8)
-                "UPDATE series SET last_ts_ms = ?, last_value = ? WHERE id = ?",
-                [(ts, value, sid) for sid, (ts, value) in self.last.items()],
-            )
+            self._write_last(self.last)  # the newest values back in the table (invariant 8)
         with contextlib.suppress(sqlite3.Error):
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self.close_files()
@@ -780,6 +783,17 @@ class Buffer:
 
     def _outbox_events(self) -> int:
         return int(self._query("SELECT coalesce(sum(events), 0) FROM outbox").fetchone()[0])
+
+    def _write_last(self, last: Mapping[int, tuple[int, float]]) -> None:
+        """Inside a transaction: every series' newest value into the `series` table, which then
+        holds them as of the last journal seq given out. Replay overlays only newer records:
+        an older one (merged, or a base record) must not hide rows a direct commit wrote to
+        the table alone (invariant 8)."""
+        self.conn.executemany(
+            "UPDATE series SET last_ts_ms = ?, last_value = ? WHERE id = ?",
+            [(ts, value, sid) for sid, (ts, value) in last.items()],
+        )
+        self._set("journal_series_seq", self._journal_seq)
 
     def _set(self, key: str, value: Any) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))

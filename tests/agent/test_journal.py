@@ -297,3 +297,29 @@ def test_status_counts_what_the_journal_holds(tmp_path):
     assert status["buffer"]["events"] == 1
     assert status["buffer"]["oldest_reading_age_s"] == 9.0
     assert status["readings_committed"] == 5
+
+
+@pytest.mark.parametrize("reset_bytes", [0, 1 << 20])
+def test_newest_values_survive_a_crash_after_a_direct_commit_behind_journal_records(
+    tmp_path, reset_bytes
+):
+    """A commit that goes straight to the tables (here: a new series) writes its rows' newest
+    values to the series table only; the journal still holds older records of those series
+    (merged, or as the base record of the reset that merge did). A replay that let them
+    overlay the table reported a stale newest value, and a counter source repeated values."""
+    db = tmp_path / "b.db"
+    buf = open_test_buffer(db)
+    buf.journal_reset_bytes = reset_bytes
+    buf.commit(rows(1, 5), new_series=[(1, key(1))])
+    buf.commit(rows(6, 5))  # journaled
+    buf.commit(rows(11, 5) + [(2, T0, 7.0, 0)], new_series=[(2, key(2))])  # direct
+    assert buf.last_values() == {1: (T0 + 15_000, 15.0), 2: (T0, 7.0)}
+    crash(buf)
+    buf = open_test_buffer(db)
+    assert buf.last_values() == {1: (T0 + 15_000, 15.0), 2: (T0, 7.0)}
+    buf.commit(rows(16, 2))
+    crash(buf)
+    buf = open_test_buffer(db)
+    assert buf.last_values() == {1: (T0 + 17_000, 17.0), 2: (T0, 7.0)}
+    assert sorted(sent_values(buf)) == sorted([float(v) for v in range(1, 18)] + [7.0])
+    buf.close()
