@@ -153,6 +153,18 @@ def build_1y(path: Path, rollup_days: int, raw_s: int) -> tuple[int, int]:
     return total, now - 1
 
 
+async def _median_ms(client: httpx.AsyncClient, headers: dict[str, str], path: str) -> float:
+    """The median of REPEATS GETs of `path`, in ms; anything but a 200 stops the bench."""
+    samples = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        r = await client.get(path, headers=headers)
+        samples.append((time.perf_counter() - started) * 1000)
+        if r.status_code != 200:
+            raise RuntimeError(f"{path}: {r.status_code} {r.text[:200]}")
+    return statistics.median(samples)
+
+
 async def measure_1y(path: Path, now: int) -> dict[str, float]:
     store = SqliteStore(str(path))
     await store.open()
@@ -165,22 +177,13 @@ async def measure_1y(path: Path, now: int) -> dict[str, float]:
         transport = httpx.ASGITransport(app=app)
         gauge = int(SERIES * COUNTER_SHARE) + 1
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-
-            async def timed(path: str) -> float:
-                samples = []
-                for _ in range(REPEATS):
-                    started = time.perf_counter()
-                    r = await client.get(path, headers=headers)
-                    samples.append((time.perf_counter() - started) * 1000)
-                    if r.status_code != 200:
-                        raise RuntimeError(f"{path}: {r.status_code} {r.text[:200]}")
-                return statistics.median(samples)
-
             await client.get("/dashboard/fragment", headers=headers)
             return {
-                "dashboard.overview_ms_1y": await timed("/dashboard/fragment"),
-                "dashboard.trend_7d_ms_1y": await timed(
-                    f"/dashboard/fragment?range=7d&series={gauge}"
+                "dashboard.overview_ms_1y": await _median_ms(
+                    client, headers, "/dashboard/fragment"
+                ),
+                "dashboard.trend_7d_ms_1y": await _median_ms(
+                    client, headers, f"/dashboard/fragment?range=7d&series={gauge}"
                 ),
             }
     finally:
@@ -225,22 +228,13 @@ async def measure(path: Path, days: int) -> dict[str, float]:
         headers = {"authorization": f"Bearer {TOKEN}"}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-
-            async def timed(path: str) -> float:
-                samples = []
-                for _ in range(REPEATS):
-                    started = time.perf_counter()
-                    r = await client.get(path, headers=headers)
-                    samples.append((time.perf_counter() - started) * 1000)
-                    if r.status_code != 200:
-                        raise RuntimeError(f"{path}: {r.status_code} {r.text[:200]}")
-                return statistics.median(samples)
-
             await client.get("/dashboard/fragment", headers=headers)  # warm the page cache
             out = {
-                "dashboard.overview_ms": await timed("/dashboard/fragment"),
-                "dashboard.page_ms": await timed("/"),
-                "dashboard.figures_today_ms": await timed("/v1/figures/consumption"),
+                "dashboard.overview_ms": await _median_ms(client, headers, "/dashboard/fragment"),
+                "dashboard.page_ms": await _median_ms(client, headers, "/"),
+                "dashboard.figures_today_ms": await _median_ms(
+                    client, headers, "/v1/figures/consumption"
+                ),
             }
         samples = []
         for _ in range(REPEATS):
