@@ -1,11 +1,12 @@
 """The store-and-forward buffer: one SQLite file in WAL mode, one writer.
 
-Tables: `reading` (uncut readings, oldest = lowest id), `event` (uncut events, likewise),
-`outbox` (frozen batches: seq, digest, body), `series`, `epoch` (untrusted-clock stretches, see
-`agent.clock`), `mcu_position` (per MCU uid, the last (boot, seq) committed; see
-`agent.watermarks`), `source_state` (per source, a small opaque record committed with its
-readings: the MQTT source's redelivery record), `config_span` (the config versions readings were
-taken under, invariant 7) and `meta` (chain head, loss counters, uplink state).
+Tables: `reading` (uncut readings, oldest = lowest id), `event` (uncut events, likewise), `outbox`
+(frozen batches: seq, digest, body, stored deflated when that is smaller: `coding`), `series`,
+`epoch` (untrusted-clock stretches, see `agent.clock`), `mcu_position` (per MCU uid, the last
+(boot, seq) committed; see `agent.watermarks`), `source_state` (per source, a small opaque record
+committed with its readings: the MQTT source's redelivery record), `config_span` (the config
+versions readings were taken under, invariant 7) and `meta` (chain head, loss counters, uplink
+state).
 
 Invariants (each kept by one method below):
 1. Group commit (`commit`): readings, events, MCU positions and source states reach the disk
@@ -22,8 +23,18 @@ Invariants (each kept by one method below):
    (GENESIS for seq 1), the body is inserted into `outbox`, those readings and events are deleted
    from `reading` and `event`, and the head advances. With FULL this commit is durable before
    the body's first send, so every retry, after any crash, sends the same bytes; a reused seq
-   with other bytes would be a fork.
-3. Delete after ack (`ack`): an outbox row goes only when the receiver acknowledged its seq. A
+   with other bytes would be a fork. The body is stored deflated (`coding` 1, zlib) when that
+   is smaller, as it is for meter data by 10-20 times: the cut's pages are the biggest write
+   after the journal's on an SD card. `outbox_head` inflates it, so the bytes sent and their
+   digest are the body's own. (An older agent reading the file would send a deflated body as
+   it is: the receiver refuses it and uploads stop, nothing is lost, until this agent is back.)
+3. Delete after ack (`ack`): an outbox row goes only when the receiver acknowledged its seq.
+   The delete (and the ack counters) ride the buffer's next transaction, usually the next
+   cut's, not one of their own: a transaction costs a WAL sync and its pages on the card. Until
+   then the batch is acknowledged in memory only (`_acked`: never offered again, not counted
+   held); a crash before that transaction sends it once more after restart, which the receiver
+   answers as a duplicate (it dedupes by seq and digest), so nothing is lost, duplicated or
+   forked. The first ack of an unconfirmed chain (invariant 6) is written at once. A
    reading (or event) leaves its table only by moving into an outbox body in the same
    transaction, or by a counted drop (invariant 4), or set aside by the cut that would have
    carried it because the contract refuses it (a row an older version stored): deleted in that
@@ -84,6 +95,7 @@ import math
 import os
 import sqlite3
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -124,7 +136,7 @@ CREATE TABLE IF NOT EXISTS reading (
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY, digest BLOB NOT NULL, body BLOB NOT NULL,
     readings INTEGER NOT NULL, oldest_ts_ms INTEGER, cut_ms INTEGER NOT NULL,
-    events INTEGER NOT NULL DEFAULT 0);
+    events INTEGER NOT NULL DEFAULT 0, coding INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS epoch (
     id INTEGER PRIMARY KEY, kernel_boot_id TEXT NOT NULL, base_ms INTEGER NOT NULL,
     base_mono_ms INTEGER NOT NULL, delta_ms INTEGER);
@@ -144,6 +156,8 @@ CREATE TABLE IF NOT EXISTS config_span (id INTEGER PRIMARY KEY, version TEXT NOT
 # Fresh files get the column in CREATE TABLE; older files get it here (the DEFAULT makes both
 # cost nothing for span 0). Column names from this module only.
 _CFG_COLUMNS = ("reading", "event")
+# outbox.coding (invariant 2): how `body` is stored; added like cfg, DEFAULT 0 for older rows
+CODING_RAW, CODING_DEFLATE = 0, 1
 _COUNTERS = ("dropped_buffer_full", "dropped_damaged", "rejected_invalid")
 NewRow = tuple[int, int, float, int]  # series_id, ts_ms, value, quality
 Position = tuple[int, int]  # an MCU's (boot, seq)
@@ -217,6 +231,9 @@ class Buffer:
     _journal_stale: bool = False  # merged, but the reset failed: no appends until it works
     _merging: bool = False  # the open transaction merges the pending records
     _evicted_unreported: int = 0  # evicted by merges, for the next CommitResult
+    # acknowledged, still in the file until the next transaction (invariant 3):
+    # seq -> (readings, events, now_ms of the ack)
+    _acked: dict[int, tuple[int, int, int]] = field(default_factory=dict)
 
     # -- reading in -------------------------------------------------------------------------
 
@@ -527,14 +544,23 @@ class Buffer:
     def outbox_head(self) -> OutboxEntry | None:
         """The oldest frozen batch, to send (again) before anything new is cut."""
         row = self._query(
-            "SELECT seq, digest, body, readings, oldest_ts_ms, events FROM outbox "
-            "ORDER BY seq LIMIT 1"
+            "SELECT seq, digest, body, readings, oldest_ts_ms, events, coding "  # noqa: S608
+            f"FROM outbox WHERE {self._unacked()} ORDER BY seq LIMIT 1"
         ).fetchone()
-        return None if row is None else OutboxEntry(*row)
+        if row is None:
+            return None
+        seq, digest, body, readings, oldest_ts_ms, events, coding = row
+        try:
+            body = stored_body(body, coding)
+        except ValueError as exc:
+            raise StoreError(f"{self.path}: batch {seq}: {exc}") from exc
+        return OutboxEntry(seq, digest, body, readings, oldest_ts_ms, events)
 
     def outbox_batches(self) -> int:
         """Frozen batches not yet acknowledged."""
-        return int(self._query("SELECT count(*) FROM outbox").fetchone()[0])
+        return int(
+            self._query(f"SELECT count(*) FROM outbox WHERE {self._unacked()}").fetchone()[0]  # noqa: S608
+        )
 
     def uncut(self) -> int:
         return self.depth - self._outbox_readings()
@@ -659,17 +685,20 @@ class Buffer:
                 self.conn.execute(
                     "DELETE FROM event WHERE id <= ? AND cfg = ?", (part_events[-1][0], span)
                 )
+            stored = zlib.compress(built.body, 1)  # level 1: most of the gain, least CPU
+            coding = CODING_DEFLATE if len(stored) < len(built.body) else CODING_RAW
             self.conn.execute(
-                "INSERT INTO outbox (seq, digest, body, readings, oldest_ts_ms, cut_ms, events) "
-                "VALUES (?,?,?,?,?,?,?)",
+                "INSERT INTO outbox (seq, digest, body, readings, oldest_ts_ms, cut_ms, events, "
+                "coding) VALUES (?,?,?,?,?,?,?,?)",
                 (
                     seq,
                     digest,
-                    built.body,
+                    stored if coding == CODING_DEFLATE else built.body,
                     built.readings,
                     built.oldest_ts_ms,
                     _now_ms(),
                     built.events,
+                    coding,
                 ),
             )
             self._set("head_seq", seq)
@@ -698,22 +727,38 @@ class Buffer:
         )
 
     def ack(self, seq: int, *, now_ms: int) -> int:
-        """The receiver has batch `seq`: forget it (invariant 3). Returns its reading count."""
-        with self._transaction():
-            row = self.conn.execute(
-                "SELECT readings, events FROM outbox WHERE seq = ?", (seq,)
-            ).fetchone()
-            if row is None:
-                return 0
-            self.conn.execute("DELETE FROM outbox WHERE seq = ?", (seq,))
-            self.depth -= row[0]
-            self.events_held -= row[1]
-            self._add_counter("acked_readings", row[0])
-            self._add_counter("acked_events", row[1])
-            self._add_counter("acked_batches", 1)
-            self._set("last_sync_ms", now_ms)
+        """The receiver has batch `seq`: forget it (invariant 3). Returns its reading count.
+
+        The row is deleted by the next transaction; until then the batch is gone from every
+        query here."""
+        if seq in self._acked:
+            return 0
+        row = self._query("SELECT readings, events FROM outbox WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            return 0
+        readings, events = int(row[0]), int(row[1])
+        self._acked[seq] = (readings, events, now_ms)
+        self.depth -= readings
+        self.events_held -= events
+        if not self.chain_confirmed:  # invariant 6: the chain is ours from now on, durably
+            with self._transaction():
+                pass  # the transaction applies the ack
+        return readings
+
+    def _apply_acks(self) -> None:
+        """Inside a transaction: delete the acknowledged batches and count them (invariant 3)."""
+        acked = self._acked
+        self.conn.executemany("DELETE FROM outbox WHERE seq = ?", [(seq,) for seq in acked])
+        self._add_counter("acked_readings", sum(r for r, _e, _t in acked.values()))
+        self._add_counter("acked_events", sum(e for _r, e, _t in acked.values()))
+        self._add_counter("acked_batches", len(acked))
+        self._set("last_sync_ms", max(t for _r, _e, t in acked.values()))
+        if not self.chain_confirmed:
             self._set("chain_confirmed", 1)
-        return int(row[0])
+
+    def _unacked(self) -> str:
+        """A WHERE clause on `outbox` leaving out the batches acknowledged in memory only."""
+        return f"seq NOT IN ({','.join(str(int(s)) for s in self._acked)})" if self._acked else "1"
 
     def adopt_head(self, seq: int, digest: bytes) -> None:
         """Continue the chain from the receiver's head (invariant 6); only with an empty outbox."""
@@ -739,7 +784,8 @@ class Buffer:
                     self._set(k, v)
 
     def oldest_ts_ms(self) -> int | None:
-        out = self._query("SELECT min(oldest_ts_ms) FROM outbox").fetchone()[0]
+        sql = f"SELECT min(oldest_ts_ms) FROM outbox WHERE {self._unacked()}"  # noqa: S608
+        out = self._query(sql).fetchone()[0]
         first = self._query("SELECT ts_ms FROM reading ORDER BY id LIMIT 1").fetchone()
         event = self._query("SELECT ts_ms FROM event ORDER BY id LIMIT 1").fetchone()
         values = [v for v in (out, first and first[0], event and event[0]) if v is not None]
@@ -779,10 +825,12 @@ class Buffer:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _outbox_readings(self) -> int:
-        return int(self._query("SELECT coalesce(sum(readings), 0) FROM outbox").fetchone()[0])
+        sql = f"SELECT coalesce(sum(readings), 0) FROM outbox WHERE {self._unacked()}"  # noqa: S608
+        return int(self._query(sql).fetchone()[0])
 
     def _outbox_events(self) -> int:
-        return int(self._query("SELECT coalesce(sum(events), 0) FROM outbox").fetchone()[0])
+        sql = f"SELECT coalesce(sum(events), 0) FROM outbox WHERE {self._unacked()}"  # noqa: S608
+        return int(self._query(sql).fetchone()[0])
 
     def _write_last(self, last: Mapping[int, tuple[int, float]]) -> None:
         """Inside a transaction: every series' newest value into the `series` table, which then
@@ -830,6 +878,8 @@ class Buffer:
         depth, events_held, evicted = self.depth, self.events_held, self._evicted_unreported
         try:
             self.conn.execute("BEGIN IMMEDIATE")
+            if self._acked:
+                self._apply_acks()
             yield
             self.conn.execute("COMMIT")
         except BaseException as exc:
@@ -843,6 +893,7 @@ class Buffer:
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"{self.path}: {exc}") from exc
             raise
+        self._acked.clear()  # applied by this transaction
         if self._merging:
             self._merging = False
             self._pending.clear()
@@ -874,6 +925,20 @@ class Buffer:
             self._journal_stale = True
         else:
             self._journal_stale = False
+
+
+def stored_body(body: bytes, coding: int) -> bytes:
+    """A batch body as sent, from an outbox row's `body` and `coding` (invariant 2). ValueError
+    for a coding this agent does not know (a newer agent's file) or a body that does not
+    inflate."""
+    if coding == CODING_RAW:
+        return bytes(body)
+    if coding != CODING_DEFLATE:
+        raise ValueError(f"unknown outbox coding {coding} (written by a newer agent?)")
+    try:
+        return zlib.decompress(body)
+    except zlib.error as exc:
+        raise ValueError(f"stored body does not inflate: {exc}") from exc
 
 
 def _span_runs(records: Sequence[Record]) -> list[tuple[int, list[Record]]]:
@@ -967,6 +1032,8 @@ def _open(p: Path, max_bytes: int, kernel_boot_id: str) -> Buffer:
         for table in _CFG_COLUMNS:
             if "cfg" not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN cfg INTEGER NOT NULL DEFAULT 0")
+        if "coding" not in {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}:
+            conn.execute("ALTER TABLE outbox ADD COLUMN coding INTEGER NOT NULL DEFAULT 0")
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         version = int(meta.get("schema_version", 0))
         if version == 1:  # the tables of 2 exist by now (IF NOT EXISTS); the outbox needs a column
