@@ -92,6 +92,7 @@ import fcntl
 import itertools
 import logging
 import math
+import operator
 import os
 import sqlite3
 import time
@@ -311,7 +312,7 @@ class Buffer:
             else:
                 self.positions[uid] = pos
         self.states.update(record.states)
-        self.last.update((row[0], (row[1], row[2])) for row in record.rows)
+        self.last.update(newest_values(record.rows))
         evicted, self._evicted_unreported = self._evicted_unreported, 0
         return CommitResult(
             committed=len(rows), dropped=evicted + dropped_before, events=len(events)
@@ -349,7 +350,7 @@ class Buffer:
             self._merging = True
             self._set("journal_merged_seq", self._journal_seq)
         c = self.conn
-        rows = [row for r in records for row in r.rows]
+        rows = records[0].rows if len(records) == 1 else [row for r in records for row in r.rows]
         if rows and insert_rows:
             # each record's rows under the span it was committed in (invariant 7), in commit
             # order; the span goes in the statement, not in a new tuple for every row
@@ -364,7 +365,7 @@ class Buffer:
             # series is written, not only these rows' (a cut may have left others behind), so
             # the table holds every newest value as of `journal_series_seq`.
             last = dict(self.last)
-            last.update((r[0], (r[1], r[2])) for r in rows)
+            last.update(newest_values(rows))
             self._write_last(last)
         events = [e for r in records for e in r.events]
         if events:
@@ -427,7 +428,7 @@ class Buffer:
         written = int(self.meta.get("journal_series_seq", 0))
         for r in decoded.records:
             if r.seq > written:
-                self.last.update((row[0], (row[1], row[2])) for row in r.rows)
+                self.last.update(newest_values(r.rows))
         if decoded.problem is not None:
             log.warning(
                 "%s: %s; the %d byte(s) from there on are dropped (an append cut short by a crash "
@@ -939,6 +940,18 @@ def stored_body(body: bytes, coding: int) -> bytes:
         return zlib.decompress(body)
     except zlib.error as exc:
         raise ValueError(f"stored body does not inflate: {exc}") from exc
+
+
+def newest_values(rows: Sequence[NewRow]) -> dict[int, tuple[int, float]]:
+    """Each series' last (ts_ms, value) in `rows`. Runs once per commit over every row, so the
+    per-row part is C (dict keeps the last row of each key): no tuple a row."""
+    return {
+        sid: (row[1], row[2])
+        for sid, row in dict(zip(map(_SERIES_ID, rows), rows, strict=True)).items()
+    }
+
+
+_SERIES_ID = operator.itemgetter(0)
 
 
 def _span_runs(records: Sequence[Record]) -> list[tuple[int, list[Record]]]:
