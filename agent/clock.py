@@ -137,9 +137,9 @@ class AgentClock:
 
     def now(self) -> tuple[int, int]:
         """(timestamp ms, quality bits to OR into the reading's code) for a reading taken now."""
-        mono = self._source.mono_ms()
         if self._synced:
             return self._source.wall_ms(), 0
+        mono = self._source.mono_ms()
         if self._reference is not None:
             return self._reference.ref_ms + (mono - self._reference.ref_mono_ms), 0
         epoch = self.epoch if self.epoch is not None else self._start_epoch()

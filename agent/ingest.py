@@ -35,10 +35,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from agent.buffer import NewRow, Position
+from agent.buffer import NewRow, Position, newest_values
 from agent.clock import WIRE_QUALITY_MASK, AgentClock, Epoch, Reference
 from agent.sources.throttle import LogThrottle
 from wire.models import (
+    VALID_QUALITY_CODES,
     Event,
     Problem,
     Reason,
@@ -149,8 +150,9 @@ class Ingest:
         return sid
 
     def last_value(self, series_id: int) -> float | None:
-        """The newest value committed (or pending) for a series, across restarts."""
-        last = self._last.get(series_id)
+        """The newest value committed (or pending) for a series, across restarts. Costs a pass
+        over the pending rows: for resuming a counter, not for every reading."""
+        last = newest_values(self._rows).get(series_id) or self._last.get(series_id)
         return None if last is None else last[1]
 
     def add(
@@ -166,6 +168,36 @@ class Ingest:
         Refused (counted, logged) if its series, value, quality or final time breaks the
         contract."""
         self.readings_in += 1
+        # The common case first, the checks below inlined (this runs once per reading): a
+        # float, finite (x - x is NaN for inf and NaN), a valid final code, an agent stamp.
+        if (
+            ts_ms is None
+            and series_id >= 0
+            and type(value) is float
+            and value - value == 0.0
+            and quality in VALID_QUALITY_CODES
+        ):
+            problem = None
+        else:
+            problem = self._check(series_id, value, quality, ts_ms)
+        if problem is not None:
+            self._refuse("reading", problem, source)
+            return
+        if len(self._rows) + len(self._events) >= self._max_pending:
+            self._dropped += 1
+            return
+        if ts_ms is None:
+            ts_ms, flags = self._clock.now()
+            quality |= flags
+        # the newest value per series is taken from the rows at `take`, not kept per reading
+        self._rows.append((series_id, ts_ms, value, quality))
+        if len(self._rows) >= self._flush_max:
+            self.full.set()
+
+    def _check(
+        self, series_id: int, value: float, quality: int, ts_ms: int | None
+    ) -> Problem | None:
+        """What `add` must refuse a reading for, or None."""
         problem = self._bad_keys.get(series_id) if series_id < 0 else None
         if problem is None:
             final = quality <= WIRE_QUALITY_MASK
@@ -175,19 +207,7 @@ class Ingest:
                 ) or (None if final else _stamp_problem(ts_ms, quality))
             except (OverflowError, TypeError):  # an int too big for a float, or not a number
                 problem = Problem("value", Reason.NOT_FINITE, f"{value!r:.40} is not a float")
-        if problem is not None:
-            self._refuse("reading", problem, source)
-            return
-        if self.pending >= self._max_pending:
-            self._dropped += 1
-            return
-        if ts_ms is None:
-            ts_ms, flags = self._clock.now()
-            quality |= flags
-        self._rows.append((series_id, ts_ms, value, quality))
-        self._last[series_id] = (ts_ms, value)
-        if len(self._rows) >= self._flush_max:
-            self.full.set()
+        return problem
 
     def add_event(self, event: Event, *, source: str = "") -> None:
         """One event, as the source stamped it (`ts_ms` and quality from the agent's clock, so
@@ -270,6 +290,7 @@ class Ingest:
             if state is not None:
                 states[key] = state
         self._state_dirty = False
+        self._last.update(newest_values(self._rows))
         group = Group(
             rows=self._rows,
             new_series=self._new_series,

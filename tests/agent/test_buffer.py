@@ -68,6 +68,59 @@ def test_rows_leave_only_after_ack(tmp_path):
     assert buf.chain_confirmed
 
 
+def test_an_ack_rides_the_next_transaction_and_a_crash_before_it_resends_the_same_bytes(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    fill(buf, 20)
+    buf.ack(cut(buf).seq, now_ms=T0)  # confirms the chain: written at once (invariant 6)
+    fill(buf, 20, start=20)
+    second = cut(buf)
+    assert buf.ack(second.seq, now_ms=T0 + 1) == 20
+    assert (buf.outbox_head(), buf.outbox_batches(), buf.depth, buf.uncut()) == (None, 0, 0, 0)
+    assert buf.ack(second.seq, now_ms=T0 + 1) == 0
+    buf.close_files()  # kill -9 before any other transaction: the delete never reached the file
+
+    again = open_test_buffer(tmp_path / "b.db")
+    head = again.outbox_head()
+    assert head is not None
+    assert (head.seq, head.body) == (second.seq, second.body)  # the receiver answers "duplicate"
+    assert again.ack(second.seq, now_ms=T0 + 2) == 20
+    fill(again, 10, start=40)
+    third = cut(again)  # its transaction deletes the acknowledged batch
+    assert third.seq == second.seq + 1
+    assert decode(third.body).prev == second.digest
+    again.close_files()
+
+    last = open_test_buffer(tmp_path / "b.db")
+    assert (last_head := last.outbox_head()) is not None
+    assert last_head.seq == third.seq
+    assert last.depth == 10
+    assert last.meta["total_acked_readings"] == 40
+    assert last.meta["last_sync_ms"] == T0 + 2
+
+
+def test_bodies_are_stored_deflated_and_sent_as_cut(tmp_path):
+    buf = open_test_buffer(tmp_path / "b.db")
+    fill(buf, 500, series=50)
+    entry = cut(buf)
+    stored, coding = buf.conn.execute("SELECT body, coding FROM outbox").fetchone()
+    assert coding == 1
+    assert len(stored) < len(entry.body) / 4  # meter data: the cut writes a fraction of the body
+    assert batch_digest(entry.body) == entry.digest
+    buf.close()
+    again = open_test_buffer(tmp_path / "b.db")
+    head = again.outbox_head()
+    assert head is not None
+    assert (head.body, head.digest) == (entry.body, entry.digest)
+    # a row stored raw (by an older agent) is sent as it is; one from a newer agent is refused
+    again.conn.execute("UPDATE outbox SET body = ?, coding = 0", (entry.body,))
+    assert (raw := again.outbox_head()) is not None
+    assert raw.body == entry.body
+    again.conn.execute("UPDATE outbox SET coding = 7")
+    with pytest.raises(StoreError, match="unknown outbox coding 7"):
+        again.outbox_head()
+    again.close()
+
+
 def test_full_buffer_drops_oldest_counts_exactly_and_reports_once(tmp_path):
     bound = 256 * 1024
     buf = open_test_buffer(tmp_path / "b.db", max_bytes=bound)

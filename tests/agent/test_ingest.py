@@ -64,6 +64,22 @@ def test_series_ids_continue_after_known_ones_and_resume_values():
     assert group.new_series == [(4, SeriesKey("new"))]
 
 
+def test_last_value_is_the_newest_added_whether_pending_taken_or_refused_after():
+    ingest = make(flush_max=100, max_pending=100)
+    new = ingest.series_id(SeriesKey("new"))
+    ingest.add(3, 42.0)
+    ingest.add(new, 1.0)
+    ingest.add(3, 43.0)
+    assert (ingest.last_value(3), ingest.last_value(new)) == (43.0, 1.0)  # pending
+    ingest.take()
+    assert (ingest.last_value(3), ingest.last_value(new)) == (43.0, 1.0)  # taken
+    ingest.add(3, math.inf)  # refused: not a value the source may resume from
+    ingest.add_rows([(new, T, 2.0, 0)])
+    assert (ingest.last_value(3), ingest.last_value(new)) == (43.0, 2.0)
+    ingest.take()
+    assert ingest.last_value(new) == 2.0
+
+
 def test_full_sets_the_flush_event_and_overflow_is_counted():
     ingest = make()
     for i in range(9):

@@ -29,6 +29,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from agent.buffer import stored_body
 from agent.config import load_config
 from agent.errors import ConfigError
 from agent.runtime import Agent, RuntimeDeps
@@ -281,8 +282,8 @@ def buffer_values(db: Path) -> list[tuple[SeriesKey, float]]:
             (series[s], v)
             for s, v in conn.execute("SELECT series_id, value FROM reading ORDER BY id")
         ]
-        for (body,) in conn.execute("SELECT body FROM outbox ORDER BY seq"):
-            out += [(r.series, r.value) for r in decode_batch(body).readings()]
+        for body, coding in conn.execute("SELECT body, coding FROM outbox ORDER BY seq"):
+            out += [(r.series, r.value) for r in decode_batch(stored_body(body, coding)).readings()]
         out += [(series[s], v) for s, _t, v, _q in journal_rows(db)]  # not yet merged
         return out
     finally:
