@@ -120,8 +120,10 @@ def _rollups(start: int, end: int) -> Iterator[tuple[str, list[RollupRow]]]:
                     n = size // RAW_STEP
                     first, last = _value(sid, b), _value(sid, b + size - RAW_STEP)
                     lo, hi = min(first, last, 15.0), max(first, last, 25.0)
-                    out.append((sid, b, n, (first + last) / 2 * n, lo, hi, b, first,
-                                b + size - RAW_STEP, last))  # fmt: skip
+                    end = b + size - RAW_STEP
+                    rising = sid <= int(SERIES * COUNTER_SHARE)  # counters rise, gauges swing
+                    out.append((sid, b, n, (first + last) / 2 * n, lo, hi, b, first, end, last,
+                                n, b, first, end, last, rising, 0))  # fmt: skip
         yield "reading_hourly", hourly
         yield "reading_daily", daily
 

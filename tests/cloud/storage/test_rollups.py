@@ -150,17 +150,35 @@ def test_segments_cover_the_range_with_the_coarsest_whole_units() -> None:
 def test_aggregate_in_any_order_equals_the_naive_aggregate(rows) -> None:
     got = aggregate(rows, HOUR_MS)
     groups: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
+    usable: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
+    excluded: dict[tuple[int, int], int] = defaultdict(int)
     for sid, ts, value, quality in rows:
+        b = int(ts / HOUR_MS) * HOUR_MS  # SQL's truncating division, as the raw query
         if quality & 3 != 2:
-            b = int(ts / HOUR_MS) * HOUR_MS  # SQL's truncating division, as the raw query
             groups[(sid, b)].append((ts, value))
-    assert set(got) == set(groups)
+        if quality in (0, 1):
+            usable[(sid, b)].append((ts, value))
+        else:
+            excluded[(sid, b)] += 1
+    assert {k for k, p in got.items() if p.n > 0} == set(groups)
+    assert set(got) == set(groups) | set(excluded)
     for key, g in groups.items():
         p = got[key]
         values = [v for _, v in g]
         assert (p.n, p.total, p.lo, p.hi) == (len(g), sum(values), min(values), max(values))
         assert (p.first_ts_ms, p.first_value) == min(g)
         assert (p.last_ts_ms, p.last_value) == max(g)
+    for key, p in got.items():
+        u = sorted(usable[key])
+        assert (p.u_n, p.x_n) == (len(u), excluded[key])
+        if u:
+            assert (p.u_first_ts_ms, p.u_first_value) == u[0]
+            assert (p.u_last_ts_ms, p.u_last_value) == u[-1]
+        # rising is never claimed falsely; readings out of order may only lose the claim
+        assert not p.u_rising or all(a[1] <= b[1] for a, b in itertools.pairwise(u))
+    for key, p in aggregate(sorted(rows, key=lambda r: r[1]), HOUR_MS).items():
+        u = sorted(usable[key])
+        assert p.u_rising == all(a[1] <= b[1] for a, b in itertools.pairwise(u))
 
 
 async def test_latest_is_the_newest_reading_bad_or_not_on_any_day(store: Store) -> None:

@@ -1,0 +1,213 @@
+-- Tierless receiver, PostgreSQL schema version 9: the roll-ups learn what the counter figures
+-- need (issue 18; `cloud.storage.rollups` holds the rules, `cloud.storage.windows` the reads). Per
+-- series and UTC hour / day, over the usable readings (quality GOOD or UNCERTAIN with a trusted
+-- timestamp, a finite value): their count, the first and last of them, whether they rise (strictly
+-- increasing timestamps, values never falling), and the count of the other readings. A bucket of
+-- BAD readings only gets a row with n = 0 (bucketed reads skip it). Empty sides hold identity
+-- values (+-Infinity, +-2^62), so merging needs no special case. The statement trigger's function
+-- is replaced to keep the new columns; the columns are built here from the readings stored.
+
+SET LOCAL statement_timeout = 0;
+
+ALTER TABLE reading_hourly
+    ADD COLUMN u_n bigint NOT NULL DEFAULT 0,
+    ADD COLUMN u_first_ts_ms bigint NOT NULL DEFAULT 4611686018427387904,
+    ADD COLUMN u_first_value double precision NOT NULL DEFAULT 'Infinity',
+    ADD COLUMN u_last_ts_ms bigint NOT NULL DEFAULT -4611686018427387904,
+    ADD COLUMN u_last_value double precision NOT NULL DEFAULT '-Infinity',
+    ADD COLUMN u_rising boolean NOT NULL DEFAULT true,
+    ADD COLUMN x_n bigint NOT NULL DEFAULT 0;
+
+ALTER TABLE reading_daily
+    ADD COLUMN u_n bigint NOT NULL DEFAULT 0,
+    ADD COLUMN u_first_ts_ms bigint NOT NULL DEFAULT 4611686018427387904,
+    ADD COLUMN u_first_value double precision NOT NULL DEFAULT 'Infinity',
+    ADD COLUMN u_last_ts_ms bigint NOT NULL DEFAULT -4611686018427387904,
+    ADD COLUMN u_last_value double precision NOT NULL DEFAULT '-Infinity',
+    ADD COLUMN u_rising boolean NOT NULL DEFAULT true,
+    ADD COLUMN x_n bigint NOT NULL DEFAULT 0;
+
+-- The rows as they would be had the new function kept them from the start: the columns of the
+-- usable readings for every bucket, and a row for every bucket of BAD readings only.
+INSERT INTO reading_hourly AS r (series_id, bucket_ms, n, total, lo, hi, first_ts_ms, first_value, last_ts_ms,
+        last_value, u_n, u_first_ts_ms, u_first_value, u_last_ts_ms, u_last_value, u_rising, x_n)
+    SELECT series_id, b,
+               count(*) FILTER (WHERE nb), coalesce(sum(value) FILTER (WHERE nb), 0),
+               coalesce(min(value) FILTER (WHERE nb), 'Infinity'),
+               coalesce(max(value) FILTER (WHERE nb), '-Infinity'),
+               coalesce(min(ts_ms) FILTER (WHERE nb), 4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms) FILTER (WHERE nb))[1], 0),
+               coalesce(max(ts_ms) FILTER (WHERE nb), -4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms DESC) FILTER (WHERE nb))[1], 0),
+               count(*) FILTER (WHERE u),
+               coalesce(min(ts_ms) FILTER (WHERE u), 4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms, value DESC) FILTER (WHERE u))[1],
+                        'Infinity'),
+               coalesce(max(ts_ms) FILTER (WHERE u), -4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms DESC, value DESC) FILTER (WHERE u))[1],
+                        '-Infinity'),
+               coalesce(bool_and(pts IS NULL OR (ts_ms > pts AND value >= pv)) FILTER (WHERE u),
+                        true),
+               count(*) FILTER (WHERE NOT u)
+        FROM (SELECT series_id, b, ts_ms, value, nb, u,
+                     lag(ts_ms) OVER w AS pts, lag(value) OVER w AS pv
+              FROM (SELECT series_id, (ts_ms / 3600000) * 3600000 AS b, ts_ms, value,
+                           (quality & 3) <> 2 AS nb,
+                           quality IN (0, 1) AND value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 AS u
+                    FROM reading) x
+              WINDOW w AS (PARTITION BY series_id, b, u ORDER BY ts_ms, value)) y
+        GROUP BY series_id, b ORDER BY series_id, b
+ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
+        u_n = excluded.u_n, u_first_ts_ms = excluded.u_first_ts_ms,
+        u_first_value = excluded.u_first_value, u_last_ts_ms = excluded.u_last_ts_ms,
+        u_last_value = excluded.u_last_value, u_rising = excluded.u_rising, x_n = excluded.x_n;
+
+INSERT INTO reading_daily AS r (series_id, bucket_ms, n, total, lo, hi, first_ts_ms, first_value, last_ts_ms,
+        last_value, u_n, u_first_ts_ms, u_first_value, u_last_ts_ms, u_last_value, u_rising, x_n)
+    SELECT series_id, b,
+               count(*) FILTER (WHERE nb), coalesce(sum(value) FILTER (WHERE nb), 0),
+               coalesce(min(value) FILTER (WHERE nb), 'Infinity'),
+               coalesce(max(value) FILTER (WHERE nb), '-Infinity'),
+               coalesce(min(ts_ms) FILTER (WHERE nb), 4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms) FILTER (WHERE nb))[1], 0),
+               coalesce(max(ts_ms) FILTER (WHERE nb), -4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms DESC) FILTER (WHERE nb))[1], 0),
+               count(*) FILTER (WHERE u),
+               coalesce(min(ts_ms) FILTER (WHERE u), 4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms, value DESC) FILTER (WHERE u))[1],
+                        'Infinity'),
+               coalesce(max(ts_ms) FILTER (WHERE u), -4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms DESC, value DESC) FILTER (WHERE u))[1],
+                        '-Infinity'),
+               coalesce(bool_and(pts IS NULL OR (ts_ms > pts AND value >= pv)) FILTER (WHERE u),
+                        true),
+               count(*) FILTER (WHERE NOT u)
+        FROM (SELECT series_id, b, ts_ms, value, nb, u,
+                     lag(ts_ms) OVER w AS pts, lag(value) OVER w AS pv
+              FROM (SELECT series_id, (ts_ms / 86400000) * 86400000 AS b, ts_ms, value,
+                           (quality & 3) <> 2 AS nb,
+                           quality IN (0, 1) AND value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 AS u
+                    FROM reading) x
+              WINDOW w AS (PARTITION BY series_id, b, u ORDER BY ts_ms, value)) y
+        GROUP BY series_id, b ORDER BY series_id, b
+ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
+        u_n = excluded.u_n, u_first_ts_ms = excluded.u_first_ts_ms,
+        u_first_value = excluded.u_first_value, u_last_ts_ms = excluded.u_last_ts_ms,
+        u_last_value = excluded.u_last_value, u_rising = excluded.u_rising, x_n = excluded.x_n;
+
+-- Merge the aggregate of the statement's new readings into both roll-up tables (`Partial.merge`).
+-- Of two usable readings at one instant the larger value is first and last (the figures keep
+-- the larger), and such a bucket is not rising. Static statements: plans kept for the session.
+CREATE OR REPLACE FUNCTION reading_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO reading_hourly AS r (series_id, bucket_ms, n, total, lo, hi, first_ts_ms, first_value, last_ts_ms,
+        last_value, u_n, u_first_ts_ms, u_first_value, u_last_ts_ms, u_last_value, u_rising, x_n)
+        SELECT series_id, b,
+               count(*) FILTER (WHERE nb), coalesce(sum(value) FILTER (WHERE nb), 0),
+               coalesce(min(value) FILTER (WHERE nb), 'Infinity'),
+               coalesce(max(value) FILTER (WHERE nb), '-Infinity'),
+               coalesce(min(ts_ms) FILTER (WHERE nb), 4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms) FILTER (WHERE nb))[1], 0),
+               coalesce(max(ts_ms) FILTER (WHERE nb), -4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms DESC) FILTER (WHERE nb))[1], 0),
+               count(*) FILTER (WHERE u),
+               coalesce(min(ts_ms) FILTER (WHERE u), 4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms, value DESC) FILTER (WHERE u))[1],
+                        'Infinity'),
+               coalesce(max(ts_ms) FILTER (WHERE u), -4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms DESC, value DESC) FILTER (WHERE u))[1],
+                        '-Infinity'),
+               coalesce(bool_and(pts IS NULL OR (ts_ms > pts AND value >= pv)) FILTER (WHERE u),
+                        true),
+               count(*) FILTER (WHERE NOT u)
+        FROM (SELECT series_id, b, ts_ms, value, nb, u,
+                     lag(ts_ms) OVER w AS pts, lag(value) OVER w AS pv
+              FROM (SELECT series_id, (ts_ms / 3600000) * 3600000 AS b, ts_ms, value,
+                           (quality & 3) <> 2 AS nb,
+                           quality IN (0, 1) AND value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 AS u
+                    FROM new_readings) x
+              WINDOW w AS (PARTITION BY series_id, b, u ORDER BY ts_ms, value)) y
+        GROUP BY series_id, b ORDER BY series_id, b
+    ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
+        n = r.n + excluded.n,
+        total = r.total + excluded.total,
+        lo = least(r.lo, excluded.lo),
+        hi = greatest(r.hi, excluded.hi),
+        first_ts_ms = least(r.first_ts_ms, excluded.first_ts_ms),
+        first_value = CASE WHEN excluded.first_ts_ms < r.first_ts_ms
+                           THEN excluded.first_value ELSE r.first_value END,
+        last_ts_ms = greatest(r.last_ts_ms, excluded.last_ts_ms),
+        last_value = CASE WHEN excluded.last_ts_ms > r.last_ts_ms
+                          THEN excluded.last_value ELSE r.last_value END,
+        u_rising = CASE WHEN r.u_last_ts_ms < excluded.u_first_ts_ms
+                        THEN r.u_rising AND excluded.u_rising
+                             AND r.u_last_value <= excluded.u_first_value
+                        WHEN excluded.u_last_ts_ms < r.u_first_ts_ms
+                        THEN r.u_rising AND excluded.u_rising
+                             AND excluded.u_last_value <= r.u_first_value
+                        ELSE false END,
+        u_n = r.u_n + excluded.u_n,
+        x_n = r.x_n + excluded.x_n,
+        u_first_ts_ms = least(r.u_first_ts_ms, excluded.u_first_ts_ms),
+        u_first_value = CASE WHEN excluded.u_first_ts_ms < r.u_first_ts_ms
+                             THEN excluded.u_first_value ELSE r.u_first_value END,
+        u_last_ts_ms = greatest(r.u_last_ts_ms, excluded.u_last_ts_ms),
+        u_last_value = CASE WHEN excluded.u_last_ts_ms > r.u_last_ts_ms
+                            THEN excluded.u_last_value ELSE r.u_last_value END;
+    INSERT INTO reading_daily AS r (series_id, bucket_ms, n, total, lo, hi, first_ts_ms, first_value, last_ts_ms,
+        last_value, u_n, u_first_ts_ms, u_first_value, u_last_ts_ms, u_last_value, u_rising, x_n)
+        SELECT series_id, b,
+               count(*) FILTER (WHERE nb), coalesce(sum(value) FILTER (WHERE nb), 0),
+               coalesce(min(value) FILTER (WHERE nb), 'Infinity'),
+               coalesce(max(value) FILTER (WHERE nb), '-Infinity'),
+               coalesce(min(ts_ms) FILTER (WHERE nb), 4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms) FILTER (WHERE nb))[1], 0),
+               coalesce(max(ts_ms) FILTER (WHERE nb), -4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms DESC) FILTER (WHERE nb))[1], 0),
+               count(*) FILTER (WHERE u),
+               coalesce(min(ts_ms) FILTER (WHERE u), 4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms, value DESC) FILTER (WHERE u))[1],
+                        'Infinity'),
+               coalesce(max(ts_ms) FILTER (WHERE u), -4611686018427387904),
+               coalesce((array_agg(value ORDER BY ts_ms DESC, value DESC) FILTER (WHERE u))[1],
+                        '-Infinity'),
+               coalesce(bool_and(pts IS NULL OR (ts_ms > pts AND value >= pv)) FILTER (WHERE u),
+                        true),
+               count(*) FILTER (WHERE NOT u)
+        FROM (SELECT series_id, b, ts_ms, value, nb, u,
+                     lag(ts_ms) OVER w AS pts, lag(value) OVER w AS pv
+              FROM (SELECT series_id, (ts_ms / 86400000) * 86400000 AS b, ts_ms, value,
+                           (quality & 3) <> 2 AS nb,
+                           quality IN (0, 1) AND value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 AS u
+                    FROM new_readings) x
+              WINDOW w AS (PARTITION BY series_id, b, u ORDER BY ts_ms, value)) y
+        GROUP BY series_id, b ORDER BY series_id, b
+    ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
+        n = r.n + excluded.n,
+        total = r.total + excluded.total,
+        lo = least(r.lo, excluded.lo),
+        hi = greatest(r.hi, excluded.hi),
+        first_ts_ms = least(r.first_ts_ms, excluded.first_ts_ms),
+        first_value = CASE WHEN excluded.first_ts_ms < r.first_ts_ms
+                           THEN excluded.first_value ELSE r.first_value END,
+        last_ts_ms = greatest(r.last_ts_ms, excluded.last_ts_ms),
+        last_value = CASE WHEN excluded.last_ts_ms > r.last_ts_ms
+                          THEN excluded.last_value ELSE r.last_value END,
+        u_rising = CASE WHEN r.u_last_ts_ms < excluded.u_first_ts_ms
+                        THEN r.u_rising AND excluded.u_rising
+                             AND r.u_last_value <= excluded.u_first_value
+                        WHEN excluded.u_last_ts_ms < r.u_first_ts_ms
+                        THEN r.u_rising AND excluded.u_rising
+                             AND excluded.u_last_value <= r.u_first_value
+                        ELSE false END,
+        u_n = r.u_n + excluded.u_n,
+        x_n = r.x_n + excluded.x_n,
+        u_first_ts_ms = least(r.u_first_ts_ms, excluded.u_first_ts_ms),
+        u_first_value = CASE WHEN excluded.u_first_ts_ms < r.u_first_ts_ms
+                             THEN excluded.u_first_value ELSE r.u_first_value END,
+        u_last_ts_ms = greatest(r.u_last_ts_ms, excluded.u_last_ts_ms),
+        u_last_value = CASE WHEN excluded.u_last_ts_ms > r.u_last_ts_ms
+                            THEN excluded.u_last_value ELSE r.u_last_value END;
+    RETURN NULL;
+END
+$$;
