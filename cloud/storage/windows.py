@@ -17,13 +17,18 @@ budget. Both backends' read parts serve `ReadStore.series_windows` from `WindowR
 
 from __future__ import annotations
 
+import bisect
+import math
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cloud.errors import RowBudgetError
-from cloud.storage.reads import Row
+from cloud.storage import queries
+from cloud.storage.reads import CounterWindow, Row
 
 CHUNK = 25  # series per round trip
+HOUR_MS = 3_600_000
 _USABLE = "quality IN (0, 1)"  # GOOD or UNCERTAIN, with a trusted timestamp (wire.models)
 
 
@@ -115,3 +120,177 @@ class WindowReads:
                 for sid, ts, value, quality in group:  # ints and floats from both drivers
                     out[sid].append((ts, value, quality))
             yield list(out.items())
+
+
+# -- counter windows from the hourly roll-ups ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HourSummary:
+    """The usable readings of one series-hour, from `reading_hourly` (`cloud.storage.rollups`)."""
+
+    bucket_ms: int
+    hi: float  # the largest reading that is not BAD: a bound on the usable ones
+    u_n: int
+    first: Row
+    last: Row
+    rising: bool
+    x_n: int
+
+
+def compressible(
+    hours: Sequence[HourSummary], before: float | None, after: float | None, margin_h: int
+) -> set[int]:
+    """The hours (bucket_ms) whose usable readings can stand as their first and last alone.
+
+    An hour is *clean* when its usable readings rise and its first is not below any usable
+    reading before it (the probe `before` included): the counter rules then keep every reading as
+    its level, no drop, no excursion, no break. The rules look `excursion_ms` ahead of and behind
+    a drop, so an hour is compressible when it is clean and no hour within `margin_h` hours of
+    it (`ceil(excursion_ms / 1 h)`) is dirty; an `after` probe below the levels counts as dirty at
+    the hour after the window. Then the readings the rules look at near any drop are all there,
+    and inside a compressible hour every step lies in one hour, attributed whole, so first and
+    last give the same consumption and covered time (to float rounding of the sum)."""
+    dirty: list[int] = []
+    clean: list[int] = []
+    running = -math.inf if before is None else before
+    end = 0
+    for h in hours:
+        end = h.bucket_ms + HOUR_MS
+        if h.u_n == 0:
+            continue
+        if h.rising and h.first[1] >= running:
+            clean.append(h.bucket_ms)
+        else:
+            dirty.append(h.bucket_ms)
+        top = h.last[1] if h.rising else h.hi
+        running = math.inf if top != top else max(running, top)  # NaN: no bound
+    if after is not None and after < running:
+        dirty.append(end)
+    reach = margin_h * HOUR_MS
+    out = set()
+    for b in clean:
+        i = bisect.bisect_left(dirty, b - reach)
+        if i == len(dirty) or dirty[i] > b + reach:
+            out.add(b)
+    return out
+
+
+def rollup_sql(kind: str, n: int) -> str:
+    """Params as `window_sql`."""
+    columns = (
+        "SELECT series_id, bucket_ms, hi, u_n, u_first_ts_ms, u_first_value, u_last_ts_ms,"
+        " u_last_value, u_rising, x_n FROM reading_hourly"
+    )
+    if kind == "postgres":
+        where = " WHERE series_id = ANY(%s) AND bucket_ms >= %s AND bucket_ms < %s"
+    else:
+        where = f" WHERE series_id IN ({_sqlite_in(n)}) AND bucket_ms >= ? AND bucket_ms < ?"
+    return columns + where + " ORDER BY series_id, bucket_ms"
+
+
+def _summary(r: Sequence[Any]) -> HourSummary:
+    return HourSummary(
+        int(r[1]), float(r[2]), int(r[3]), (int(r[4]), float(r[5]), 0), (int(r[6]), float(r[7]), 0),
+        bool(r[8]), int(r[9]),
+    )  # fmt: skip
+
+
+class CounterWindowReads(WindowReads):
+    """`ReadStore.counter_windows`: the rows of `series_windows`, with every compressible hour
+    (`compressible`) replaced by its first and last usable reading from the hourly roll-ups, so
+    a day of 10-second readings costs 24 roll-up rows per series instead of 8,640. Dirty hours
+    and their neighbours are read raw. `cloud.apps.figures` computes the same figures from these
+    rows as from `series_windows`' whenever every interval boundary is a whole UTC hour; the
+    caller checks that. A range not on whole hours is served by `series_windows`.
+
+    Where retention has deleted raw readings but kept their roll-ups, the compressed hours still
+    hold the expired readings' first and last: the figures then show consumption the raw rows
+    no longer can (docs/figures.md)."""
+
+    async def counter_windows(
+        self,
+        series_ids: Sequence[int],
+        from_ms: int,
+        to_ms: int,
+        *,
+        context_ms: int,
+        excursion_ms: int,
+        budget_rows: int,
+        probe_after: bool = True,
+    ) -> AsyncIterator[list[CounterWindow]]:
+        """Per chunk of series, their `CounterWindow`s (see the class)."""
+        lo, hi = from_ms - context_ms, to_ms + context_ms
+        if lo % HOUR_MS or hi % HOUR_MS:
+            async for chunk in self.series_windows(
+                series_ids,
+                from_ms,
+                to_ms,
+                context_ms=context_ms,
+                budget_rows=budget_rows,
+                probe_after=probe_after,
+            ):
+                yield [CounterWindow(sid, rows) for sid, rows in chunk]
+            return
+        kind = self.kind
+        margin_h = -(-excursion_ms // HOUR_MS)
+        read = 0
+        for start in range(0, len(series_ids), CHUNK):
+            ids = series_ids[start : start + CHUNK]
+            before = {
+                int(r[0]): (int(r[1]), float(r[2]), int(r[3]))
+                for r in await self._fetch_rows(
+                    probe_sql(kind, len(ids), before=True), [lo, *_params(kind, ids)]
+                )
+            }
+            after: dict[int, Row] = {}
+            if probe_after:
+                after = {
+                    int(r[0]): (int(r[1]), float(r[2]), int(r[3]))
+                    for r in await self._fetch_rows(
+                        probe_sql(kind, len(ids), before=False), [hi, *_params(kind, ids)]
+                    )
+                }
+            summaries: dict[int, list[HourSummary]] = {sid: [] for sid in ids}
+            found = await self._fetch_rows(rollup_sql(kind, len(ids)), _params(kind, ids, lo, hi))
+            read += len(found)
+            for r in found:
+                summaries[int(r[0])].append(_summary(r))
+            out = []
+            for sid in ids:
+                hours = summaries[sid]
+                b, a = before.get(sid), after.get(sid)
+                keep = compressible(
+                    hours, None if b is None else b[1], None if a is None else a[1], margin_h
+                )
+                rows: list[Row] = [b] if b is not None else []
+                excluded = 0
+                raw_from: int | None = None  # the start of a run of hours read raw
+                for h in [*hours, None]:
+                    if h is not None and h.u_n > 0 and h.bucket_ms not in keep:
+                        if raw_from is None:
+                            raw_from = h.bucket_ms
+                        continue
+                    if raw_from is not None:
+                        end = h.bucket_ms if h is not None else hi
+                        raw = await self._fetch_rows(
+                            queries.fmt(queries.READINGS_ALL, "%s" if kind == "postgres" else "?")
+                            + " ORDER BY ts_ms",
+                            (sid, raw_from, end),
+                        )
+                        read += len(raw)
+                        rows.extend((int(t), float(v), int(q)) for t, v, q in raw)
+                        raw_from = None
+                    if h is None:
+                        break
+                    excluded += h.x_n
+                    if h.u_n > 0:
+                        rows.append(h.first)
+                        if h.u_n > 1:
+                            rows.append(h.last)
+                if read > budget_rows:
+                    raise RowBudgetError(f"more than {budget_rows} readings to read")
+                if a is not None:
+                    rows.append(a)
+                out.append(CounterWindow(sid, rows, excluded))
+            yield out
