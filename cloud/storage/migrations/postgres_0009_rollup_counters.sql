@@ -41,21 +41,21 @@ INSERT INTO reading_hourly AS r (series_id, bucket_ms, n, total, lo, hi, first_t
                coalesce((array_agg(value ORDER BY ts_ms DESC) FILTER (WHERE nb))[1], 0),
                count(*) FILTER (WHERE u),
                coalesce(min(ts_ms) FILTER (WHERE u), 4611686018427387904),
-               coalesce((array_agg(value ORDER BY ts_ms, value DESC) FILTER (WHERE u))[1],
-                        'Infinity'),
+               coalesce(min(fv) FILTER (WHERE u), 'Infinity'),
                coalesce(max(ts_ms) FILTER (WHERE u), -4611686018427387904),
-               coalesce((array_agg(value ORDER BY ts_ms DESC, value DESC) FILTER (WHERE u))[1],
-                        '-Infinity'),
+               coalesce(min(lv) FILTER (WHERE u), '-Infinity'),
                coalesce(bool_and(pts IS NULL OR (ts_ms > pts AND value >= pv)) FILTER (WHERE u),
                         true),
                count(*) FILTER (WHERE NOT u)
         FROM (SELECT series_id, b, ts_ms, value, nb, u,
-                     lag(ts_ms) OVER w AS pts, lag(value) OVER w AS pv
+                     lag(ts_ms) OVER w AS pts, lag(value) OVER w AS pv,
+                     first_value(value) OVER w AS fv, last_value(value) OVER wa AS lv
               FROM (SELECT series_id, (ts_ms / 3600000) * 3600000 AS b, ts_ms, value,
                            (quality & 3) <> 2 AS nb,
                            quality IN (0, 1) AND value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 AS u
                     FROM reading) x
-              WINDOW w AS (PARTITION BY series_id, b, u ORDER BY ts_ms, value)) y
+              WINDOW w AS (PARTITION BY series_id, b, u ORDER BY ts_ms, value),
+                     wa AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) y
         GROUP BY series_id, b ORDER BY series_id, b
 ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
         u_n = excluded.u_n, u_first_ts_ms = excluded.u_first_ts_ms,
@@ -74,21 +74,21 @@ INSERT INTO reading_daily AS r (series_id, bucket_ms, n, total, lo, hi, first_ts
                coalesce((array_agg(value ORDER BY ts_ms DESC) FILTER (WHERE nb))[1], 0),
                count(*) FILTER (WHERE u),
                coalesce(min(ts_ms) FILTER (WHERE u), 4611686018427387904),
-               coalesce((array_agg(value ORDER BY ts_ms, value DESC) FILTER (WHERE u))[1],
-                        'Infinity'),
+               coalesce(min(fv) FILTER (WHERE u), 'Infinity'),
                coalesce(max(ts_ms) FILTER (WHERE u), -4611686018427387904),
-               coalesce((array_agg(value ORDER BY ts_ms DESC, value DESC) FILTER (WHERE u))[1],
-                        '-Infinity'),
+               coalesce(min(lv) FILTER (WHERE u), '-Infinity'),
                coalesce(bool_and(pts IS NULL OR (ts_ms > pts AND value >= pv)) FILTER (WHERE u),
                         true),
                count(*) FILTER (WHERE NOT u)
         FROM (SELECT series_id, b, ts_ms, value, nb, u,
-                     lag(ts_ms) OVER w AS pts, lag(value) OVER w AS pv
+                     lag(ts_ms) OVER w AS pts, lag(value) OVER w AS pv,
+                     first_value(value) OVER w AS fv, last_value(value) OVER wa AS lv
               FROM (SELECT series_id, (ts_ms / 86400000) * 86400000 AS b, ts_ms, value,
                            (quality & 3) <> 2 AS nb,
                            quality IN (0, 1) AND value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 AS u
                     FROM reading) x
-              WINDOW w AS (PARTITION BY series_id, b, u ORDER BY ts_ms, value)) y
+              WINDOW w AS (PARTITION BY series_id, b, u ORDER BY ts_ms, value),
+                     wa AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) y
         GROUP BY series_id, b ORDER BY series_id, b
 ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
         u_n = excluded.u_n, u_first_ts_ms = excluded.u_first_ts_ms,
@@ -96,8 +96,9 @@ ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
         u_last_value = excluded.u_last_value, u_rising = excluded.u_rising, x_n = excluded.x_n;
 
 -- Merge the aggregate of the statement's new readings into both roll-up tables (`Partial.merge`).
--- Of two usable readings at one instant the larger value is first and last (the figures keep
--- the larger), and such a bucket is not rising. Static statements: plans kept for the session.
+-- The usable readings' first, last and rising come from one sort per bucket (the window); of
+-- two usable readings at one instant either may be first or last: such a bucket is not rising,
+-- and the figures read a bucket that does not rise raw. Static statements: plans kept for the session.
 CREATE OR REPLACE FUNCTION reading_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO reading_hourly AS r (series_id, bucket_ms, n, total, lo, hi, first_ts_ms, first_value, last_ts_ms,
@@ -112,21 +113,21 @@ BEGIN
                coalesce((array_agg(value ORDER BY ts_ms DESC) FILTER (WHERE nb))[1], 0),
                count(*) FILTER (WHERE u),
                coalesce(min(ts_ms) FILTER (WHERE u), 4611686018427387904),
-               coalesce((array_agg(value ORDER BY ts_ms, value DESC) FILTER (WHERE u))[1],
-                        'Infinity'),
+               coalesce(min(fv) FILTER (WHERE u), 'Infinity'),
                coalesce(max(ts_ms) FILTER (WHERE u), -4611686018427387904),
-               coalesce((array_agg(value ORDER BY ts_ms DESC, value DESC) FILTER (WHERE u))[1],
-                        '-Infinity'),
+               coalesce(min(lv) FILTER (WHERE u), '-Infinity'),
                coalesce(bool_and(pts IS NULL OR (ts_ms > pts AND value >= pv)) FILTER (WHERE u),
                         true),
                count(*) FILTER (WHERE NOT u)
         FROM (SELECT series_id, b, ts_ms, value, nb, u,
-                     lag(ts_ms) OVER w AS pts, lag(value) OVER w AS pv
+                     lag(ts_ms) OVER w AS pts, lag(value) OVER w AS pv,
+                     first_value(value) OVER w AS fv, last_value(value) OVER wa AS lv
               FROM (SELECT series_id, (ts_ms / 3600000) * 3600000 AS b, ts_ms, value,
                            (quality & 3) <> 2 AS nb,
                            quality IN (0, 1) AND value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 AS u
                     FROM new_readings) x
-              WINDOW w AS (PARTITION BY series_id, b, u ORDER BY ts_ms, value)) y
+              WINDOW w AS (PARTITION BY series_id, b, u ORDER BY ts_ms, value),
+                     wa AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) y
         GROUP BY series_id, b ORDER BY series_id, b
     ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
         n = r.n + excluded.n,
@@ -166,21 +167,21 @@ BEGIN
                coalesce((array_agg(value ORDER BY ts_ms DESC) FILTER (WHERE nb))[1], 0),
                count(*) FILTER (WHERE u),
                coalesce(min(ts_ms) FILTER (WHERE u), 4611686018427387904),
-               coalesce((array_agg(value ORDER BY ts_ms, value DESC) FILTER (WHERE u))[1],
-                        'Infinity'),
+               coalesce(min(fv) FILTER (WHERE u), 'Infinity'),
                coalesce(max(ts_ms) FILTER (WHERE u), -4611686018427387904),
-               coalesce((array_agg(value ORDER BY ts_ms DESC, value DESC) FILTER (WHERE u))[1],
-                        '-Infinity'),
+               coalesce(min(lv) FILTER (WHERE u), '-Infinity'),
                coalesce(bool_and(pts IS NULL OR (ts_ms > pts AND value >= pv)) FILTER (WHERE u),
                         true),
                count(*) FILTER (WHERE NOT u)
         FROM (SELECT series_id, b, ts_ms, value, nb, u,
-                     lag(ts_ms) OVER w AS pts, lag(value) OVER w AS pv
+                     lag(ts_ms) OVER w AS pts, lag(value) OVER w AS pv,
+                     first_value(value) OVER w AS fv, last_value(value) OVER wa AS lv
               FROM (SELECT series_id, (ts_ms / 86400000) * 86400000 AS b, ts_ms, value,
                            (quality & 3) <> 2 AS nb,
                            quality IN (0, 1) AND value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 AS u
                     FROM new_readings) x
-              WINDOW w AS (PARTITION BY series_id, b, u ORDER BY ts_ms, value)) y
+              WINDOW w AS (PARTITION BY series_id, b, u ORDER BY ts_ms, value),
+                     wa AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) y
         GROUP BY series_id, b ORDER BY series_id, b
     ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
         n = r.n + excluded.n,
