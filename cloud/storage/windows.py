@@ -13,6 +13,13 @@ Series are read in chunks of `CHUNK` so that one large request does not hold the
 thread (which also serves the batch path's key look-ups) for long, and the caller computes each
 chunk before the next is read. `RowBudgetError` stops a request that would read more than its
 budget. Both backends' read parts serve `ReadStore.series_windows` from `WindowReads`.
+
+`ReadStore.counter_windows` (`CounterWindowReads`) serves the same rows for counters from the
+hourly roll-ups where the counter rules have nothing to do (`compressible`): `ROLLUP`, one range
+scan on the `reading_hourly` primary key per chunk, plus raw readings only for the hours around a
+drop. Its invariant: on a grid of whole UTC hours, `cloud.apps.figures` computes from its rows
+the trace breaks, excursions, exclusions, gaps, statuses and covered times of the raw rows, and
+the same values to float rounding (`tests/cloud/storage/test_counter_windows.py`).
 """
 
 from __future__ import annotations
@@ -177,7 +184,7 @@ def compressible(
 
 
 def rollup_sql(kind: str, n: int) -> str:
-    """Params as `window_sql`."""
+    """`ROLLUP`: the hourly summaries of a chunk of series. Params as `window_sql`."""
     columns = (
         "SELECT series_id, bucket_ms, hi, u_n, u_first_ts_ms, u_first_value, u_last_ts_ms,"
         " u_last_value, u_rising, x_n FROM reading_hourly"
@@ -202,7 +209,8 @@ class CounterWindowReads(WindowReads):
     a day of 10-second readings costs 24 roll-up rows per series instead of 8,640. Dirty hours
     and their neighbours are read raw. `cloud.apps.figures` computes the same figures from these
     rows as from `series_windows`' whenever every interval boundary is a whole UTC hour; the
-    caller checks that. A range not on whole hours is served by `series_windows`.
+    caller checks that. A range not on whole hours (or before 1970) is served by
+    `series_windows`.
 
     Where retention has deleted raw readings but kept their roll-ups, the compressed hours still
     hold the expired readings' first and last: the figures then show consumption the raw rows
@@ -221,7 +229,8 @@ class CounterWindowReads(WindowReads):
     ) -> AsyncIterator[list[CounterWindow]]:
         """Per chunk of series, their `CounterWindow`s (see the class)."""
         lo, hi = from_ms - context_ms, to_ms + context_ms
-        if lo % HOUR_MS or hi % HOUR_MS:
+        # Roll-up buckets truncate toward zero: before 1970 an "hour" is two hours wide.
+        if lo % HOUR_MS or hi % HOUR_MS or lo < 0:
             async for chunk in self.series_windows(
                 series_ids,
                 from_ms,
