@@ -95,30 +95,32 @@ ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
         u_first_value = excluded.u_first_value, u_last_ts_ms = excluded.u_last_ts_ms,
         u_last_value = excluded.u_last_value, u_rising = excluded.u_rising, x_n = excluded.x_n;
 
--- Merge the aggregate of the statement's new readings into both roll-up tables (`Partial.merge`).
--- The usable readings' first, last and rising come from one sort per bucket (the window); of
--- two usable readings at one instant either may be first or last: such a bucket is not rising,
--- and the figures read a bucket that does not rise raw. Static statements: plans kept for the session.
+-- Merge the aggregate of the statement's new readings into both roll-up tables (`Partial.merge`):
+-- the hourly parts from the readings, the daily parts from the hourly ones (a day's readings
+-- rise when its hours do and no hour starts below the one before), so each reading is sorted
+-- once. The usable readings' first, last and rising come from one window per hour; of two
+-- usable readings at one instant either may be first or last: such a bucket is not rising, and
+-- the figures read a bucket that does not rise raw. Static statements: plans kept per session.
 CREATE OR REPLACE FUNCTION reading_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO reading_hourly AS r (series_id, bucket_ms, n, total, lo, hi, first_ts_ms, first_value, last_ts_ms,
-        last_value, u_n, u_first_ts_ms, u_first_value, u_last_ts_ms, u_last_value, u_rising, x_n)
-        SELECT series_id, b,
-               count(*) FILTER (WHERE nb), coalesce(sum(value) FILTER (WHERE nb), 0),
-               coalesce(min(value) FILTER (WHERE nb), 'Infinity'),
-               coalesce(max(value) FILTER (WHERE nb), '-Infinity'),
-               coalesce(min(ts_ms) FILTER (WHERE nb), 4611686018427387904),
-               coalesce((array_agg(value ORDER BY ts_ms) FILTER (WHERE nb))[1], 0),
-               coalesce(max(ts_ms) FILTER (WHERE nb), -4611686018427387904),
-               coalesce((array_agg(value ORDER BY ts_ms DESC) FILTER (WHERE nb))[1], 0),
-               count(*) FILTER (WHERE u),
-               coalesce(min(ts_ms) FILTER (WHERE u), 4611686018427387904),
-               coalesce(min(fv) FILTER (WHERE u), 'Infinity'),
-               coalesce(max(ts_ms) FILTER (WHERE u), -4611686018427387904),
-               coalesce(min(lv) FILTER (WHERE u), '-Infinity'),
+    WITH h AS (
+        SELECT series_id, b AS bucket_ms,
+               count(*) FILTER (WHERE nb) AS n,
+               coalesce(sum(value) FILTER (WHERE nb), 0) AS total,
+               coalesce(min(value) FILTER (WHERE nb), 'Infinity') AS lo,
+               coalesce(max(value) FILTER (WHERE nb), '-Infinity') AS hi,
+               coalesce(min(ts_ms) FILTER (WHERE nb), 4611686018427387904) AS first_ts_ms,
+               coalesce((array_agg(value ORDER BY ts_ms) FILTER (WHERE nb))[1], 0) AS first_value,
+               coalesce(max(ts_ms) FILTER (WHERE nb), -4611686018427387904) AS last_ts_ms,
+               coalesce((array_agg(value ORDER BY ts_ms DESC) FILTER (WHERE nb))[1], 0) AS last_value,
+               count(*) FILTER (WHERE u) AS u_n,
+               coalesce(min(ts_ms) FILTER (WHERE u), 4611686018427387904) AS u_first_ts_ms,
+               coalesce(min(fv) FILTER (WHERE u), 'Infinity') AS u_first_value,
+               coalesce(max(ts_ms) FILTER (WHERE u), -4611686018427387904) AS u_last_ts_ms,
+               coalesce(min(lv) FILTER (WHERE u), '-Infinity') AS u_last_value,
                coalesce(bool_and(pts IS NULL OR (ts_ms > pts AND value >= pv)) FILTER (WHERE u),
-                        true),
-               count(*) FILTER (WHERE NOT u)
+                        true) AS u_rising,
+               count(*) FILTER (WHERE NOT u) AS x_n
         FROM (SELECT series_id, b, ts_ms, value, nb, u,
                      lag(ts_ms) OVER w AS pts, lag(value) OVER w AS pv,
                      first_value(value) OVER w AS fv, last_value(value) OVER wa AS lv
@@ -128,8 +130,12 @@ BEGIN
                     FROM new_readings) x
               WINDOW w AS (PARTITION BY series_id, b, u ORDER BY ts_ms, value),
                      wa AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) y
-        GROUP BY series_id, b ORDER BY series_id, b
-    ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
+        GROUP BY series_id, b
+    ), hourly AS (
+        INSERT INTO reading_hourly AS r (series_id, bucket_ms, n, total, lo, hi, first_ts_ms, first_value, last_ts_ms,
+        last_value, u_n, u_first_ts_ms, u_first_value, u_last_ts_ms, u_last_value, u_rising, x_n)
+            SELECT * FROM h ORDER BY series_id, bucket_ms
+        ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
         n = r.n + excluded.n,
         total = r.total + excluded.total,
         lo = least(r.lo, excluded.lo),
@@ -154,35 +160,23 @@ BEGIN
                              THEN excluded.u_first_value ELSE r.u_first_value END,
         u_last_ts_ms = greatest(r.u_last_ts_ms, excluded.u_last_ts_ms),
         u_last_value = CASE WHEN excluded.u_last_ts_ms > r.u_last_ts_ms
-                            THEN excluded.u_last_value ELSE r.u_last_value END;
+                            THEN excluded.u_last_value ELSE r.u_last_value END
+    )
     INSERT INTO reading_daily AS r (series_id, bucket_ms, n, total, lo, hi, first_ts_ms, first_value, last_ts_ms,
         last_value, u_n, u_first_ts_ms, u_first_value, u_last_ts_ms, u_last_value, u_rising, x_n)
-        SELECT series_id, b,
-               count(*) FILTER (WHERE nb), coalesce(sum(value) FILTER (WHERE nb), 0),
-               coalesce(min(value) FILTER (WHERE nb), 'Infinity'),
-               coalesce(max(value) FILTER (WHERE nb), '-Infinity'),
-               coalesce(min(ts_ms) FILTER (WHERE nb), 4611686018427387904),
-               coalesce((array_agg(value ORDER BY ts_ms) FILTER (WHERE nb))[1], 0),
-               coalesce(max(ts_ms) FILTER (WHERE nb), -4611686018427387904),
-               coalesce((array_agg(value ORDER BY ts_ms DESC) FILTER (WHERE nb))[1], 0),
-               count(*) FILTER (WHERE u),
-               coalesce(min(ts_ms) FILTER (WHERE u), 4611686018427387904),
-               coalesce(min(fv) FILTER (WHERE u), 'Infinity'),
-               coalesce(max(ts_ms) FILTER (WHERE u), -4611686018427387904),
-               coalesce(min(lv) FILTER (WHERE u), '-Infinity'),
-               coalesce(bool_and(pts IS NULL OR (ts_ms > pts AND value >= pv)) FILTER (WHERE u),
-                        true),
-               count(*) FILTER (WHERE NOT u)
-        FROM (SELECT series_id, b, ts_ms, value, nb, u,
-                     lag(ts_ms) OVER w AS pts, lag(value) OVER w AS pv,
-                     first_value(value) OVER w AS fv, last_value(value) OVER wa AS lv
-              FROM (SELECT series_id, (ts_ms / 86400000) * 86400000 AS b, ts_ms, value,
-                           (quality & 3) <> 2 AS nb,
-                           quality IN (0, 1) AND value BETWEEN -1.7976931348623157e308 AND 1.7976931348623157e308 AS u
-                    FROM new_readings) x
-              WINDOW w AS (PARTITION BY series_id, b, u ORDER BY ts_ms, value),
-                     wa AS (w ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) y
-        GROUP BY series_id, b ORDER BY series_id, b
+        SELECT series_id, d, sum(n), sum(total), min(lo), max(hi), min(first_ts_ms),
+               (array_agg(first_value ORDER BY first_ts_ms))[1], max(last_ts_ms),
+               (array_agg(last_value ORDER BY last_ts_ms DESC))[1], sum(u_n),
+               min(u_first_ts_ms), (array_agg(u_first_value ORDER BY u_first_ts_ms))[1],
+               max(u_last_ts_ms), (array_agg(u_last_value ORDER BY u_last_ts_ms DESC))[1],
+               bool_and(u_rising AND u_first_ts_ms > pts AND u_first_value >= pv), sum(x_n)
+        FROM (SELECT h.*, (bucket_ms / 86400000) * 86400000 AS d,
+                     coalesce(lag(u_last_ts_ms) OVER w, -4611686018427387904) AS pts,
+                     coalesce(lag(u_last_value) OVER w, '-Infinity') AS pv
+              FROM h
+              WINDOW w AS (PARTITION BY series_id, (bucket_ms / 86400000) * 86400000, u_n > 0
+                           ORDER BY bucket_ms)) x
+        GROUP BY series_id, d ORDER BY series_id, d
     ON CONFLICT (series_id, bucket_ms) DO UPDATE SET
         n = r.n + excluded.n,
         total = r.total + excluded.total,
