@@ -27,8 +27,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from cloud.errors import RowBudgetError
 from cloud.storage import queries
@@ -132,16 +131,19 @@ class WindowReads:
 # -- counter windows from the hourly roll-ups ---------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class HourSummary:
-    """The usable readings of one series-hour, from `reading_hourly` (`cloud.storage.rollups`)."""
+class HourSummary(NamedTuple):
+    """A `reading_hourly` row as `ROLLUP` reads it (`cloud.storage.rollups` has the columns): a
+    tuple, so a driver's row becomes one without a copy per field."""
 
+    series_id: int
     bucket_ms: int
     hi: float  # the largest reading that is not BAD: a bound on the usable ones
     u_n: int
-    first: Row
-    last: Row
-    rising: bool
+    u_first_ts_ms: int
+    u_first_value: float
+    u_last_ts_ms: int
+    u_last_value: float
+    u_rising: bool
     x_n: int
 
 
@@ -166,11 +168,11 @@ def compressible(
         end = h.bucket_ms + HOUR_MS
         if h.u_n == 0:
             continue
-        if h.rising and h.first[1] >= running:
+        if h.u_rising and h.u_first_value >= running:
             clean.append(h.bucket_ms)
         else:
             dirty.append(h.bucket_ms)
-        top = h.last[1] if h.rising else h.hi
+        top = h.u_last_value if h.u_rising else h.hi
         running = math.inf if top != top else max(running, top)  # NaN: no bound
     if after is not None and after < running:
         dirty.append(end)
@@ -194,13 +196,6 @@ def rollup_sql(kind: str, n: int) -> str:
     else:
         where = f" WHERE series_id IN ({_sqlite_in(n)}) AND bucket_ms >= ? AND bucket_ms < ?"
     return columns + where + " ORDER BY series_id, bucket_ms"
-
-
-def _summary(r: Sequence[Any]) -> HourSummary:
-    return HourSummary(
-        int(r[1]), float(r[2]), int(r[3]), (int(r[4]), float(r[5]), 0), (int(r[6]), float(r[7]), 0),
-        bool(r[8]), int(r[9]),
-    )  # fmt: skip
 
 
 class CounterWindowReads(WindowReads):
@@ -264,7 +259,7 @@ class CounterWindowReads(WindowReads):
             found = await self._fetch_rows(rollup_sql(kind, len(ids)), _params(kind, ids, lo, hi))
             read += len(found)
             for r in found:
-                summaries[int(r[0])].append(_summary(r))
+                summaries[r[0]].append(HourSummary._make(r))
             out = []
             for sid in ids:
                 hours = summaries[sid]
@@ -294,9 +289,9 @@ class CounterWindowReads(WindowReads):
                         break
                     excluded += h.x_n
                     if h.u_n > 0:
-                        rows.append(h.first)
+                        rows.append((h.u_first_ts_ms, h.u_first_value, 0))
                         if h.u_n > 1:
-                            rows.append(h.last)
+                            rows.append((h.u_last_ts_ms, h.u_last_value, 0))
                 if read > budget_rows:
                     raise RowBudgetError(f"more than {budget_rows} readings to read")
                 if a is not None:

@@ -220,8 +220,8 @@ async def test_a_clean_counter_is_read_as_two_rows_an_hour(store: Store) -> None
 
 
 def _hour(b: int, first: float, last: float, *, rising: bool = True) -> HourSummary:
-    return HourSummary(b * HOUR_MS, max(first, last), 2, (b * HOUR_MS, first, 0),
-                       (b * HOUR_MS + 1, last, 0), rising, 0)  # fmt: skip
+    return HourSummary(1, b * HOUR_MS, max(first, last), 2, b * HOUR_MS, first, b * HOUR_MS + 1,
+                       last, rising, 0)  # fmt: skip
 
 
 def test_compressible_keeps_a_margin_around_every_dirty_hour() -> None:
