@@ -20,8 +20,9 @@ stretch (full: a year of roll-ups and a week of raw readings, 30 M; small: 30 da
 - `dashboard.overview_ms_1y`: the refresh request, as above (target <= 150 ms);
 - `dashboard.trend_7d_ms_1y`: the refresh with the 7-day trend of a gauge, hourly buckets that
   the roll-ups serve.
-The table holds about a year of one series in ~525,600 rows; the queries only touch today's rows
-of the counters and one index entry per series, so their cost follows the day, not the table.
+The table holds about a year of one series in ~525,600 rows; the queries touch today's hourly
+roll-ups of the counters (their consumption: `ReadStore.counter_windows`, raw readings only where
+a counter drops) and one index entry per series, so their cost follows the day, not the table.
 """
 
 from __future__ import annotations
@@ -120,8 +121,10 @@ def _rollups(start: int, end: int) -> Iterator[tuple[str, list[RollupRow]]]:
                     n = size // RAW_STEP
                     first, last = _value(sid, b), _value(sid, b + size - RAW_STEP)
                     lo, hi = min(first, last, 15.0), max(first, last, 25.0)
-                    out.append((sid, b, n, (first + last) / 2 * n, lo, hi, b, first,
-                                b + size - RAW_STEP, last))  # fmt: skip
+                    end = b + size - RAW_STEP
+                    rising = sid <= int(SERIES * COUNTER_SHARE)  # counters rise, gauges swing
+                    out.append((sid, b, n, (first + last) / 2 * n, lo, hi, b, first, end, last,
+                                n, b, first, end, last, rising, 0))  # fmt: skip
         yield "reading_hourly", hourly
         yield "reading_daily", daily
 

@@ -18,7 +18,7 @@ a bucketed read at 100,000 buckets, a figure at 10,000 intervals, 400 days and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -43,7 +43,7 @@ from cloud.apps.views import (
 )
 from cloud.bearer import require_bearer
 from cloud.errors import RejectedError, RowBudgetError
-from cloud.storage.reads import Agg, ReadStore, SeriesFilter, SeriesInfo
+from cloud.storage.reads import Agg, CounterWindow, ReadStore, SeriesFilter, SeriesInfo
 from wire.admin import DeviceList
 from wire.http import (
     CONSUMPTION_PATH,
@@ -58,6 +58,7 @@ from wire.http import (
 from wire.query import BucketedReadings, EventList, LatestList, RawReadings, SeriesList
 
 DAY_MS = 24 * 3600 * 1000
+HOUR_MS = 3600 * 1000
 MAX_BUCKETS = 100_000
 FILTERS = ("device", "metric", "site", "area", "process", "medium")
 GROUP_TAGS = ("device", "site", "area", "process", "medium")
@@ -108,19 +109,29 @@ async def counter_results(
     first = next(iter(grids.values()))
     from_ms, to_ms = first[0], first[-1]
     out = []
-    chunks = reads.series_windows(
-        list(by_id),
-        from_ms,
-        to_ms,
-        context_ms=policy.context_ms,
-        budget_rows=budget_rows,
-        probe_after=to_ms + policy.context_ms < until_ms,
-    )
-    async for chunk in chunks:
-        for sid, points in chunk:
+    probe_after = to_ms + policy.context_ms < until_ms
+    windows: AsyncIterator[list[CounterWindow]]
+    if all(b % HOUR_MS == 0 for g in grids.values() for b in g):
+        # Every step inside one UTC hour falls in one interval: the roll-ups can stand for the
+        # hours where the counter rules have nothing to do (`ReadStore.counter_windows`).
+        windows = reads.counter_windows(
+            list(by_id),
+            from_ms,
+            to_ms,
+            context_ms=policy.context_ms,
+            excursion_ms=policy.excursion_ms,
+            budget_rows=budget_rows,
+            probe_after=probe_after,
+        )
+    else:
+        windows = _raw_windows(reads, list(by_id), from_ms, to_ms, policy, budget_rows, probe_after)
+    async for chunk in windows:
+        for window in chunk:
+            sid = window.series_id
             info = by_id[sid]
             unit, factor = figures.COUNTER_UNITS[info.unit.strip()]
-            trace = figures.clean_counter(points, policy)
+            trace = figures.clean_counter(window.rows, policy)
+            trace.excluded += window.excluded
             result = SeriesResult(info, role_of[sid], unit, factor, trace)
             for name, boundaries in grids.items():
                 result.figures[name] = figures.attribute(
@@ -128,6 +139,27 @@ async def counter_results(
                 )
             out.append(result)
     return out
+
+
+async def _raw_windows(
+    reads: ReadStore,
+    ids: list[int],
+    from_ms: int,
+    to_ms: int,
+    policy: CounterPolicy,
+    budget_rows: int,
+    probe_after: bool,  # noqa: FBT001
+) -> AsyncIterator[list[CounterWindow]]:
+    chunks = reads.series_windows(
+        ids,
+        from_ms,
+        to_ms,
+        context_ms=policy.context_ms,
+        budget_rows=budget_rows,
+        probe_after=probe_after,
+    )
+    async for chunk in chunks:
+        yield [CounterWindow(sid, rows) for sid, rows in chunk]
 
 
 def group_results(results: list[SeriesResult], group_by: tuple[str, ...]) -> list[GroupResult]:

@@ -18,10 +18,10 @@ from cloud.storage.reads import (
 )
 from cloud.storage.rollups import RollupReads
 from cloud.storage.rows import device_state, event_record, series_info
-from cloud.storage.windows import WindowReads
+from cloud.storage.windows import CounterWindowReads
 
 
-class PostgresReads(PostgresDb, RollupReads, WindowReads):
+class PostgresReads(PostgresDb, RollupReads, CounterWindowReads):
     """`ReadStore` on PostgreSQL."""
 
     async def list_devices(self) -> list[DeviceState]:

@@ -113,6 +113,16 @@ class BatchRecord:
     max_ts_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class CounterWindow:
+    """A series' rows for the counter rules (`ReadStore.counter_windows`), and how many
+    unusable readings were left out of them (`cloud.apps.figures.Trace.excluded` adds them)."""
+
+    series_id: int
+    rows: list[Row]
+    excluded: int = 0
+
+
 class ReadStore(HealthReads, ProductionReads, Protocol):
     """Series, readings, buckets, latest values, events, devices, the gateways' health reports
     (`cloud.storage.health`), operators' production entries (`cloud.storage.production`) and the
@@ -160,4 +170,20 @@ class ReadStore(HealthReads, ProductionReads, Protocol):
         readings of [from_ms - context_ms, to_ms + context_ms) plus the nearest usable reading
         outside that range on each side (`cloud.storage.windows.WindowReads` has the whole
         contract). `RowBudgetError` once more than `budget_rows` readings would be read."""
+        ...
+
+    def counter_windows(
+        self,
+        series_ids: Sequence[int],
+        from_ms: int,
+        to_ms: int,
+        *,
+        context_ms: int,
+        excursion_ms: int,
+        budget_rows: int,
+        probe_after: bool = True,
+    ) -> AsyncIterator[list[CounterWindow]]:
+        """`series_windows` with the hours where the counter rules have nothing to do read from
+        the hourly roll-ups (`cloud.storage.windows.CounterWindowReads` has the contract): the
+        same figures on grids of whole UTC hours, from a few rows per series-hour."""
         ...

@@ -20,8 +20,28 @@ from cloud.storage.sqlite_db import translate
 from wire.models import GENESIS
 
 ReadingRow = tuple[int, int, float, int]  # (series_id, ts_ms, value, quality)
-# (series_id, bucket_ms, n, total, lo, hi, first_ts_ms, first_value, last_ts_ms, last_value)
-RollupRow = tuple[int, int, int, float, float, float, int, float, int, float]
+# (series_id, bucket_ms, *cloud.storage.rollups.COLUMNS): n, total, lo, hi, first_ts_ms,
+# first_value, last_ts_ms, last_value, u_n, u_first_ts_ms, u_first_value, u_last_ts_ms,
+# u_last_value, u_rising, x_n
+RollupRow = tuple[
+    int,
+    int,
+    int,
+    float,
+    float,
+    float,
+    int,
+    float,
+    int,
+    float,
+    int,
+    int,
+    float,
+    int,
+    float,
+    bool,
+    int,
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,10 +21,10 @@ from cloud.storage.reads import (
 from cloud.storage.rollups import RollupReads
 from cloud.storage.rows import device_state, event_record, series_info
 from cloud.storage.sqlite_db import PH, SqliteDb
-from cloud.storage.windows import WindowReads
+from cloud.storage.windows import CounterWindowReads
 
 
-class SqliteReads(SqliteDb, RollupReads, WindowReads):
+class SqliteReads(SqliteDb, RollupReads, CounterWindowReads):
     """`ReadStore` on SQLite."""
 
     async def list_devices(self) -> list[DeviceState]:

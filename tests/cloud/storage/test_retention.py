@@ -158,7 +158,7 @@ async def test_migration_0008_converts_the_table_and_keeps_every_row(pg_dsn: str
     store = PostgresStore(pg_dsn, pool_size=2)
     await store.open()
     try:
-        assert await store.migrate() == [8]
+        assert await store.migrate() == [8, 9]
         async with await psycopg.AsyncConnection.connect(pg_dsn) as conn:
             cur = await conn.execute(
                 "SELECT count(*), sum(value), count(DISTINCT tableoid) FROM reading"
@@ -171,6 +171,26 @@ async def test_migration_0008_converts_the_table_and_keeps_every_row(pg_dsn: str
                 " UNION ALL SELECT count(*), sum(value) FROM reading WHERE (quality & 3) <> 2"
             )
             assert len({tuple(r) for r in await cur.fetchall()}) == 1
+            # 0009: the counter columns, built from the same rows
+            cur = await conn.execute(
+                "SELECT sum(u_n), sum(x_n) FROM reading_hourly"
+                " UNION ALL SELECT sum(u_n), sum(x_n) FROM reading_daily"
+                " UNION ALL SELECT count(*) FILTER (WHERE quality IN (0, 1)),"
+                " count(*) FILTER (WHERE quality NOT IN (0, 1)) FROM reading"
+            )
+            assert len({tuple(r) for r in await cur.fetchall()}) == 1
+            cur = await conn.execute(
+                "SELECT series_id, bucket_ms FROM reading_hourly WHERE NOT u_rising"
+            )
+            falling = {(int(r[0]), int(r[1])) for r in await cur.fetchall()}
+        usable: dict[tuple[int, int], list[int]] = {}
+        for g in range(105120):
+            if g % 7:
+                ts = 1750000000000 + g * 600000
+                usable.setdefault((1 + g % 3, ts // HOUR_MS * HOUR_MS), []).append(g % 1000)
+        want = {k for k, vs in usable.items() if vs != sorted(vs)}
+        assert falling == want
+        assert want  # the data has hours that fall (at the wrap of g % 1000)
         hours = await store.buckets(1, 1750000000000 // HOUR_MS * HOUR_MS, 2**42, HOUR_MS, Agg.SUM)
         assert sum(p.count for p in hours) == sum(1 for g in range(105120) if g % 3 == 0 and g % 7)
     finally:
@@ -203,18 +223,16 @@ async def test_sqlite_0006_builds_the_rollups_of_the_readings_already_stored(tmp
     store = SqliteStore(str(path))
     await store.open()
     try:
-        assert await store.migrate() == [6]
+        assert await store.migrate() == [6, 7]  # 7: the counter columns, from the same rows
     finally:
         await store.close()
     conn = sqlite3.connect(path)
     try:
         for table, size in (("reading_hourly", HOUR_MS), ("reading_daily", DAY_MS)):
             got = {(r[0], r[1]): r[2:] for r in conn.execute(f"SELECT * FROM {table}")}
-            want = {
-                k: (p.n, p.total, p.lo, p.hi, p.first_ts_ms, p.first_value, p.last_ts_ms,
-                    p.last_value)
-                for k, p in aggregate(rows, size).items()
-            }  # fmt: skip
+            # in time order, so that `u_rising` is exact (the migration's is)
+            in_order = sorted(rows, key=lambda r: r[1])
+            want = {k: p.columns() for k, p in aggregate(in_order, size).items()}
             assert got.keys() == want.keys()
             for k, w in want.items():
                 assert got[k][0] == w[0]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from cloud.storage.batches import Outcome
 from cloud.storage.reads import Agg, SeriesFilter
-from cloud.storage.rollups import DAY_MS, HOUR_MS, aggregate, segments
+from cloud.storage.rollups import COLUMNS, DAY_MS, HOUR_MS, LEVELS, aggregate, segments
 from cloud.storage.store import Store
 from tests.cloud.helpers import START_MS, Frozen, Gateway, register
 from wire.codec import batch_digest, encode_batch
@@ -118,6 +118,27 @@ async def test_rollups_equal_raw_aggregates_after_out_of_order_batches(
         for b in want:
             assert math.isclose(got[b], want[b], rel_tol=1e-9, abs_tol=1e-9), (b, agg)
             assert math.isclose(raw[b], want[b], rel_tol=1e-9, abs_tol=1e-9), (b, agg)
+    # the counter columns, row by row (PostgreSQL's trigger builds the daily rows from hourly ones)
+    for (i, key), (table, size) in itertools.product(enumerate(KEYS), LEVELS):
+        if key.metric not in ids:
+            continue
+        sid = ids[key.metric]
+        ph = "%s" if store.kind == "postgres" else "?"
+        stored = {
+            int(r[0]): r[1:]
+            for r in await store._fetch_rows(  # type: ignore[attr-defined]
+                f"SELECT bucket_ms, {', '.join(COLUMNS)} FROM {table} WHERE series_id = {ph}",
+                (sid,),
+            )
+        }
+        expected = aggregate(sorted((sid, t, v, q) for t, v, q in sent[i]), size)
+        assert stored.keys() == {b for _, b in expected}
+        for (_, b), p in expected.items():
+            row = p.columns()
+            assert tuple(stored[b][:1]) + tuple(stored[b][2:8]) == row[:1] + row[2:8]
+            assert tuple(stored[b][8:13]) + (stored[b][14],) == row[8:13] + row[14:]
+            # rising is never claimed falsely; interleaved batches may only lose the claim
+            assert not stored[b][13] or row[13]
 
 
 def test_segments_cover_the_range_with_the_coarsest_whole_units() -> None:
@@ -150,17 +171,35 @@ def test_segments_cover_the_range_with_the_coarsest_whole_units() -> None:
 def test_aggregate_in_any_order_equals_the_naive_aggregate(rows) -> None:
     got = aggregate(rows, HOUR_MS)
     groups: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
+    usable: dict[tuple[int, int], list[tuple[int, float]]] = defaultdict(list)
+    excluded: dict[tuple[int, int], int] = defaultdict(int)
     for sid, ts, value, quality in rows:
+        b = int(ts / HOUR_MS) * HOUR_MS  # SQL's truncating division, as the raw query
         if quality & 3 != 2:
-            b = int(ts / HOUR_MS) * HOUR_MS  # SQL's truncating division, as the raw query
             groups[(sid, b)].append((ts, value))
-    assert set(got) == set(groups)
+        if quality in (0, 1):
+            usable[(sid, b)].append((ts, value))
+        else:
+            excluded[(sid, b)] += 1
+    assert {k for k, p in got.items() if p.n > 0} == set(groups)
+    assert set(got) == set(groups) | set(excluded)
     for key, g in groups.items():
         p = got[key]
         values = [v for _, v in g]
         assert (p.n, p.total, p.lo, p.hi) == (len(g), sum(values), min(values), max(values))
         assert (p.first_ts_ms, p.first_value) == min(g)
         assert (p.last_ts_ms, p.last_value) == max(g)
+    for key, p in got.items():
+        u = sorted(usable[key])
+        assert (p.u_n, p.x_n) == (len(u), excluded[key])
+        if u:
+            assert (p.u_first_ts_ms, p.u_first_value) == u[0]
+            assert (p.u_last_ts_ms, p.u_last_value) == u[-1]
+        # rising is never claimed falsely; readings out of order may only lose the claim
+        assert not p.u_rising or all(a[1] <= b[1] for a, b in itertools.pairwise(u))
+    for key, p in aggregate(sorted(rows, key=lambda r: r[1]), HOUR_MS).items():
+        u = sorted(usable[key])
+        assert p.u_rising == all(a[1] <= b[1] for a, b in itertools.pairwise(u))
 
 
 async def test_latest_is_the_newest_reading_bad_or_not_on_any_day(store: Store) -> None:

@@ -9,8 +9,9 @@ from tests.cloud.helpers import START_MS, row_counts
 
 
 def test_latest_schema_versions() -> None:
-    # PostgreSQL 0008 (partitions, roll-ups) and SQLite 0006 (roll-ups), issue 18
-    assert (latest_version("postgres"), latest_version("sqlite")) == (8, 6)
+    # PostgreSQL 0008 (partitions, roll-ups) and SQLite 0006 (roll-ups), issue 18; 0009 and 0007:
+    # the roll-ups' counter columns
+    assert (latest_version("postgres"), latest_version("sqlite")) == (9, 7)
 
 
 async def test_migrate_is_idempotent(store: Store) -> None:
