@@ -53,13 +53,22 @@ ROWS: list[tuple[str, str | None, str, tuple[str, float] | None]] = [
     ("cloud.readings_per_s.postgres", "cloud.limit_readings_per_s.postgres", "/s", (">=", 0.5)),
     ("cloud.small_batches_per_s.sqlite", "cloud.empty_post_per_s", "/s", (">=", 1 / 3)),
     ("cloud.small_batches_per_s.postgres", "cloud.empty_post_per_s", "/s", (">=", 1 / 3)),
+    # Per worker with `serve --workers 1` and `--workers 2`, each against the one-process empty
+    # handler (the target); then the 2-worker total against two empty-handler processes on the
+    # same machine, which says how much of the drop is the cores the processes share.
+    (
+        "cloud.small_batches_per_s.postgres.workers1",
+        "cloud.empty_post_per_s",
+        "/s",
+        (">=", 1 / 3),
+    ),
+    ("cloud.batches_per_s_per_worker", "cloud.empty_post_per_s", "/s", (">=", 1 / 3)),
     (
         "cloud.small_batches_per_s.postgres.workers2",
-        "cloud.small_batches_per_s.postgres",
+        "cloud.empty_post_per_s.workers2",
         "/s",
         None,
     ),
-    ("cloud.batches_per_s_per_worker", "cloud.empty_post_per_s", "/s", (">=", 1 / 3)),
     ("mqtt.msgs_per_s", "mqtt.baseline_msgs_per_s", "/s", None),
     ("mqtt.readings_per_s", None, "/s", None),
     ("opcua.readings_per_s", "opcua.baseline_readings_per_s", "/s", None),

@@ -9,11 +9,15 @@ What is measured, each next to its limit in the same run:
 - `cloud.small_batches_per_s.<db>`: signed batches of 10 readings per second, same 16 gateways;
 - `cloud.empty_post_per_s`: POSTs per second to an empty Starlette handler on the same uvicorn
   stack, same client: the HTTP limit;
-- `cloud.small_batches_per_s.postgres.workers2`: the small batches through `serve --workers 2`
-  on one PostgreSQL (total), and `cloud.batches_per_s_per_worker`, that total over 2, next to
-  the empty handler (one process) — on this 2-core machine the client takes one core of its own.
+- `cloud.small_batches_per_s.postgres.workers1` and `.workers2`: the small batches through
+  `serve --workers 1` and `serve --workers 2`, each on a fresh PostgreSQL schema (totals), and
+  `cloud.batches_per_s_per_worker`, the 2-worker total over 2; the target compares each
+  per-worker figure with the one-process empty handler;
+- `cloud.empty_post_per_s.workers2`: the empty handler in two processes on one port
+  (SO_REUSEPORT, as `serve --workers 2` listens), total: what the HTTP stack alone gets from
+  two processes on this machine, where the client and PostgreSQL take their share of the cores.
 Every request is built and signed before the clock starts; the client is a few lines of raw
-asyncio HTTP/1.1 in this process, the server a separate process, so each has a core.
+asyncio HTTP/1.1 in this process, the servers separate processes.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -298,12 +302,16 @@ async def _raw_limit(db: str, batches: list[list[tuple[int, int, float, int]]]) 
         await store.close()
 
 
-async def _empty_post_rate(size: Size) -> float:
+async def _empty_post_rate(size: Size, processes: int = 1) -> float:
+    """POSTs/s to the empty handler in `processes` processes sharing one port."""
     port = _free_port()
     body = b"x" * 64
     request = _request("/empty", {"content-type": "application/octet-stream"}, body, port)
     rates = []
-    async with _process(["-m", "bench.cloud", "empty-server", str(port)], "listening on"):
+    args = ["-m", "bench.cloud", "empty-server", str(port), str(processes)]
+    async with AsyncExitStack() as servers:
+        for _ in range(processes):
+            await servers.enter_async_context(_process(args, "listening on"))
         for _ in range(size.repeats):
             elapsed = await _blast(port, [[request] * size.empty_posts for _ in range(GATEWAYS)])
             rates.append(GATEWAYS * size.empty_posts / elapsed)
@@ -311,10 +319,10 @@ async def _empty_post_rate(size: Size) -> float:
 
 
 @asynccontextmanager
-async def _databases(kind: str, tmp: str) -> AsyncIterator[tuple[str, str, str] | None]:
-    """Three fresh databases of one kind: for the receiver, the raw limit and the workers."""
+async def _databases(kind: str, tmp: str) -> AsyncIterator[list[str] | None]:
+    """Four fresh databases of one kind: for the receiver, the raw limit, 1 and 2 workers."""
     if kind == "sqlite":
-        yield f"sqlite:///{tmp}/receiver.db", f"sqlite:///{tmp}/raw.db", f"sqlite:///{tmp}/w.db"
+        yield [f"sqlite:///{tmp}/{name}.db" for name in ("receiver", "raw", "w1", "w2")]
         return
     import psycopg
 
@@ -324,13 +332,12 @@ async def _databases(kind: str, tmp: str) -> AsyncIterator[tuple[str, str, str] 
         print(f"bench cloud: PostgreSQL not reachable, skipped ({exc})", file=sys.stderr)
         yield None
         return
-    schemas = [f"bench_{uuid.uuid4().hex[:10]}" for _ in range(3)]
+    schemas = [f"bench_{uuid.uuid4().hex[:10]}" for _ in range(4)]
     sep = "&" if "?" in PG_DSN else "?"
     try:
         for s in schemas:
             await admin.execute(f'CREATE SCHEMA "{s}"')
-        dsn = [f"{PG_DSN}{sep}options=-csearch_path%3D{s}" for s in schemas]
-        yield dsn[0], dsn[1], dsn[2]
+        yield [f"{PG_DSN}{sep}options=-csearch_path%3D{s}" for s in schemas]
     finally:
         for s in schemas:
             await admin.execute(f'DROP SCHEMA IF EXISTS "{s}" CASCADE')
@@ -338,7 +345,10 @@ async def _databases(kind: str, tmp: str) -> AsyncIterator[tuple[str, str, str] 
 
 
 async def _run(size: Size) -> dict[str, float]:
-    out = {"cloud.empty_post_per_s": await _empty_post_rate(size)}
+    out = {
+        "cloud.empty_post_per_s": await _empty_post_rate(size),
+        "cloud.empty_post_per_s.workers2": await _empty_post_rate(size, processes=2),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for kind in ("sqlite", "postgres"):
             async with _databases(kind, tmp) as dbs:
@@ -349,9 +359,11 @@ async def _run(size: Size) -> dict[str, float]:
                 out[f"cloud.small_batches_per_s.{kind}"] = statistics.median(small)
                 out[f"cloud.limit_readings_per_s.{kind}"] = await _raw_limit(dbs[1], raw_batches)
                 if kind == "postgres":
-                    total = await _small_rate_workers(dbs[2], size, 2)
-                    out["cloud.small_batches_per_s.postgres.workers2"] = total
-                    out["cloud.batches_per_s_per_worker"] = total / 2
+                    one = await _small_rate_workers(dbs[2], size, 1)
+                    two = await _small_rate_workers(dbs[3], size, 2)
+                    out["cloud.small_batches_per_s.postgres.workers1"] = one
+                    out["cloud.small_batches_per_s.postgres.workers2"] = two
+                    out["cloud.batches_per_s_per_worker"] = two / 2
     return out
 
 
@@ -463,8 +475,9 @@ async def _drivers(repeats: int = 3) -> None:
         print(f"{name:8} small tx/s {small:10,.0f}   COPY rows/s {bulk:12,.0f}")
 
 
-def _serve_empty(port: int) -> None:
-    """The HTTP limit: the receiver's stack (uvicorn, h11, Starlette) with an empty handler."""
+def _serve_empty(port: int, processes: int) -> None:
+    """The HTTP limit: the receiver's stack (uvicorn, h11, Starlette) with an empty handler; with
+    `processes` > 1, one of that many on the port, listening as `serve --workers` does."""
     import uvicorn
     from starlette.applications import Starlette
     from starlette.requests import Request
@@ -481,6 +494,7 @@ def _serve_empty(port: int) -> None:
             print("listening on", port, file=sys.stderr, flush=True)
 
     from cloud.server import tune_gc
+    from cloud.workers import bind_shared
 
     app = Starlette(routes=[Route("/empty", empty, methods=["POST"])])
     config = uvicorn.Config(
@@ -493,12 +507,12 @@ def _serve_empty(port: int) -> None:
         limit_concurrency=1000,
     )
     tune_gc()  # as `edge-cloud serve` does: the same process settings on both sides
-    Server(config).run()
+    Server(config).run(sockets=bind_shared("127.0.0.1", port, 1) if processes > 1 else None)
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["empty-server"]:
-        _serve_empty(int(sys.argv[2]))
+        _serve_empty(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 1)
     elif sys.argv[1:2] == ["drivers"]:
         asyncio.run(_drivers())
     else:

@@ -78,7 +78,10 @@ def bind_shared(host: str, port: int, count: int, *, backlog: int = 2048) -> lis
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY on an accepted connection
+            # only when its socket says TCP, and without it Nagle holds a response's body
+            # (written after its head) until the client's delayed ACK, ~40 ms a request.
+            sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
