@@ -13,7 +13,7 @@ from typing import Any
 from agent.batcher import EventRow, Row, build_body
 from agent.buffer_commit import BufferCommits
 from agent.buffer_state import OutboxEntry
-from agent.errors import StoreError
+from agent.errors import StoreError, UnreadableBatchError
 from wire.codec import MAX_EVENTS, batch_digest
 from wire.errors import EncodeError
 from wire.models import GENESIS, ClockReport, Counters
@@ -43,7 +43,11 @@ class BufferOutbox(BufferCommits):
         try:
             body = stored_body(body, coding)
         except ValueError as exc:
-            raise StoreError(f"{self.path}: batch {seq}: {exc}") from exc
+            raise UnreadableBatchError(f"{self.path}: batch {seq}: {exc}") from exc
+        if batch_digest(body) != bytes(digest):  # damage SQLite's checks do not see
+            raise UnreadableBatchError(
+                f"{self.path}: batch {seq}: stored body does not match its digest"
+            )
         return OutboxEntry(seq, digest, body, readings, oldest_ts_ms, events)
 
     def outbox_batches(self) -> int:
@@ -240,6 +244,9 @@ class BufferOutbox(BufferCommits):
             return 0
         readings, events = int(row[0]), int(row[1])
         self._acked[seq] = (readings, events, now_ms)
+        # status, health and a config push's health window read the last ack now, not at the
+        # next transaction that writes it
+        self.meta["last_sync_ms"] = max(int(self.meta.get("last_sync_ms", 0) or 0), now_ms)
         self.depth -= readings
         self.events_held -= events
         if not self.chain_confirmed:  # invariant 6: the chain is ours from now on, durably

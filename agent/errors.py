@@ -52,6 +52,11 @@ class StoreDamagedError(StoreError):
     """The buffer file is not a usable database."""
 
 
+class UnreadableBatchError(StoreError):
+    """A frozen batch no longer reads back as it was cut (its stored body does not inflate or
+    does not match its digest): the file is damaged under an intact database structure."""
+
+
 class UplinkError(AgentError):
     """A request to the receiver did not end in an acknowledgement."""
 

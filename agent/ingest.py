@@ -114,6 +114,8 @@ class Ingest:
         self._dropped = 0
         self._generation = 0
         self._committed_generation = 0
+        self._pending_newest: dict[int, tuple[int, float]] = {}
+        self._pending_newest_of = (-1, 0)
         self._waiters: list[_Waiter] = []
         self._rejected: Counter[str] = Counter()
         self._bad_ids: dict[Problem, int] = {}  # one id per problem, not per key: bounded
@@ -151,8 +153,13 @@ class Ingest:
 
     def last_value(self, series_id: int) -> float | None:
         """The newest value committed (or pending) for a series, across restarts. Costs a pass
-        over the pending rows: for resuming a counter, not for every reading."""
-        last = newest_values(self._rows).get(series_id) or self._last.get(series_id)
+        over the pending rows when they changed since the last call: a source resuming many
+        counters pays it once, not once per series."""
+        state = (self._generation, len(self._rows))  # rows only grow between takes
+        if self._pending_newest_of != state:
+            self._pending_newest = newest_values(self._rows)
+            self._pending_newest_of = state
+        last = self._pending_newest.get(series_id) or self._last.get(series_id)
         return None if last is None else last[1]
 
     def add(
@@ -175,11 +182,14 @@ class Ingest:
             and series_id >= 0
             and type(value) is float
             and value - value == 0.0
+            and type(quality) is int
             and quality in VALID_QUALITY_CODES
         ):
             problem = None
         else:
             problem = self._check(series_id, value, quality, ts_ms)
+            if problem is None:  # an int (or bool) value: stored as the float it stands for,
+                value = float(value)  # not as an int SQLite may not hold (2**63 and above)
         if problem is not None:
             self._refuse("reading", problem, source)
             return

@@ -13,6 +13,9 @@ Decisions, per outcome of `agent.uplink`:
   state "stopped: <reason>" in status and metrics, the batch and all new readings stay buffered,
   and the same bytes are offered again every `refused_recheck_s` (an operator may have re-enabled
   the device). Nothing is ever dropped because the receiver said no.
+- A frozen batch that no longer reads back from the buffer file (damage SQLite's own checks do
+  not see: a body that does not inflate or match its digest): the same "stopped" state and
+  re-check, the sources still collecting. Not sent, and not skipped: either would fork the chain.
 - 409 seq_gap: resend from `expected_seq` if the outbox still has it. With one batch in flight
   every earlier batch was acknowledged, so a gap means the receiver lost batches it had acked:
   that is an alarm, not something the agent can repair.
@@ -52,7 +55,12 @@ import tenacity
 
 from agent.buffer import OutboxEntry
 from agent.clock import AgentClock
-from agent.errors import RefusedError, SeqGapError, TransientUplinkError
+from agent.errors import (
+    RefusedError,
+    SeqGapError,
+    TransientUplinkError,
+    UnreadableBatchError,
+)
 from agent.keyfile import DeviceKey
 from agent.metrics import Metrics
 from agent.outage import STILL_DOWN_EVERY_S, Backlog, Notice, Outages
@@ -169,7 +177,11 @@ class Syncer:
                     await self._resync()
                 self._probed = True
                 await self._log_back()
-            entry = await self._worker.call(self._buffer.outbox_head)
+            try:
+                entry = await self._worker.call(self._buffer.outbox_head)
+            except UnreadableBatchError as exc:
+                await self._unreadable(exc)
+                continue
             if entry is None:
                 entry = await self._next_cut()
             await self._with_refusals(functools.partial(self._deliver, entry))
@@ -348,6 +360,22 @@ class Syncer:
             )
             await self._set_state("stopped", error=str(exc))
             await self._wait_after_refusal()
+
+    async def _unreadable(self, exc: UnreadableBatchError) -> None:
+        """A frozen batch that no longer reads back (a damaged file) stops uploads like a
+        refusal: the sources go on collecting into the buffer, the alarm shows in status and
+        metrics, and the batch is read again every `refused_recheck_s`. Sending anything else
+        in its place would fork the chain, and ending the agent would stop collection too."""
+        self._metrics.refusals["unreadable"] = self._metrics.refusals.get("unreadable", 0) + 1
+        self._metrics.uplink_up = 0
+        log.error(
+            "uploads stopped: %s; new readings stay buffered, re-reading it in %.0f s "
+            "(docs/agent.md, guarantee 6)",
+            exc,
+            self._s.refused_recheck_s,
+        )
+        await self._set_state("stopped", error=str(exc))
+        await self._sleep(self._s.refused_recheck_s)
 
     async def _wait_after_refusal(self) -> None:
         """Wait `refused_recheck_s`, but try again at once when the key file is replaced: a

@@ -174,3 +174,39 @@ async def test_unsigned_foreign_or_bad_configs_are_refused_and_the_running_one_s
         await asyncio.wait_for(task, 10)
     assert not (path.parent / PUSHED_NAME).exists()
     assert not (path.parent / GOOD_NAME).exists()
+
+
+METER_4S = '[[sources]]\ntype = "test"\nname = "meter"\nrate_hz = 0.25\nseries = 1\n'
+
+
+async def test_a_good_push_to_a_gateway_that_reads_every_4_s_is_applied(tmp_path):
+    """One meter read every 4 s, a batch cut as soon as a reading waits, a 2 s health window:
+    the restarted source reads at once and its batch is acknowledged well inside the window.
+    The window must see that ack when it lands, not when the ack's delete is next written (one
+    reading, 4 s, later): a push that worked must not be rolled back as "no upload
+    acknowledged"."""
+    receiver = FakeReceiver(write_key(tmp_path / "keys" / "device.key"))
+    path = write_config(
+        tmp_path,
+        url="https://ingest.test",
+        sources=METER_4S,
+        cloud={
+            "health_interval_s": 1,
+            "config_apply_window_s": 2.0,
+            "batch_max_readings": 1,
+            "batch_interval_ms": 60_000,
+        },
+    )
+    (tmp_path / PINNED_NAME).write_text(
+        b64url_encode(public_key_to_raw(CLOUD_KEY.public_key())) + "\n"
+    )
+    _agent, stop, task = await run(path, receiver)
+    try:
+        await wait_for(lambda: len(receiver.values()) >= 2)
+        await asyncio.sleep(1.0)  # between two readings: nothing uncut at the switch
+        push(receiver, 1, METER_4S.replace("rate_hz = 0.25", "rate_hz = 0.24"))
+        await wait_for(lambda: last_result(receiver) is not None, limit_s=30)
+        assert last_result(receiver) == "applied"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
+import zlib
 
 import pytest
 
 from agent.buffer import open_buffer
 from agent.clock import EPOCH_SHIFT, Epoch, Reference
-from agent.errors import StoreError
+from agent.errors import StoreError, UnreadableBatchError
 from tests.agent.helpers import BOOT, T0, cut, decode, key, open_test_buffer, values_of
 from wire.codec import batch_digest
 from wire.models import GENESIS, TIME_UNTRUSTED, Counters, Event, SeriesKey
@@ -360,4 +361,60 @@ def test_a_failed_commit_leaves_the_state_with_the_readings_it_covers(tmp_path):
     again = open_test_buffer(tmp_path / "b.db")
     assert again.states == {"mq": b"one"}
     assert again.uncut() == 1
+    again.close()
+
+
+# -- found in review of the deferred ack and the deflated bodies ------------------------------
+
+
+def _fill(buf, n, start=0):
+    buf.commit(
+        [(1, T0 + 1000 * i, float(i), 0) for i in range(start, start + n)],
+        new_series=[] if 1 in buf.series else [(1, key(1))],
+    )
+
+
+def test_last_sync_ms_is_current_right_after_a_deferred_ack(tmp_path):
+    """Status, health and a config push's window read `last_sync_ms` at once, not one cut
+    later when the ack's delete is written."""
+    buf = open_test_buffer(tmp_path / "b.db")
+    _fill(buf, 10)
+    buf.ack(cut(buf).seq, now_ms=T0)  # first ack: unconfirmed chain, written at once
+    _fill(buf, 10, start=10)
+    buf.ack(cut(buf).seq, now_ms=T0 + 5000)  # deferred
+    assert buf.meta.get("last_sync_ms") == T0 + 5000
+    buf.close()
+    again = open_test_buffer(tmp_path / "b.db")  # and a clean close writes it
+    assert again.meta.get("last_sync_ms") == T0 + 5000
+    again.close()
+
+
+def _damage_body(db, *, raw: bool) -> None:
+    """Flip one byte in the only outbox body (stored raw first if `raw`, as an agent does when
+    deflating would not shrink it): damage `PRAGMA quick_check` does not see."""
+    conn = sqlite3.connect(db)
+    body, coding = conn.execute("SELECT body, coding FROM outbox").fetchone()
+    assert coding == 1  # deflated, as every body this small is
+    if raw:
+        body, coding = zlib.decompress(body), 0
+    bad = bytearray(body)
+    bad[len(bad) // 2] ^= 0xFF
+    conn.execute("UPDATE outbox SET body = ?, coding = ?", (bytes(bad), coding))
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_a_damaged_stored_body_is_named_not_sent(tmp_path, raw):
+    """A deflated body that no longer inflates, or a raw one that no longer matches its digest:
+    an UnreadableBatchError naming the file and the batch, every time it is read."""
+    buf = open_test_buffer(tmp_path / "b.db")
+    _fill(buf, 500)
+    entry = cut(buf)
+    buf.close()
+    _damage_body(tmp_path / "b.db", raw=raw)
+    again = open_test_buffer(tmp_path / "b.db")  # opens fine: the structure is intact
+    for _ in range(2):
+        with pytest.raises(UnreadableBatchError, match=rf"b\.db: batch {entry.seq}: stored body"):
+            again.outbox_head()
     again.close()

@@ -11,6 +11,7 @@ from agent.buffer import SCHEMA_VERSION
 from agent.clock import EPOCH_SHIFT, Epoch, Reference
 from agent.errors import StoreError
 from tests.agent.helpers import BOOT, T0, cut, decode, key, open_test_buffer
+from wire.codec import batch_digest
 from wire.models import TIME_UNTRUSTED, Counters, Event
 
 TICKET = (("ticket", 1042), ("material", "GRAVEL"), ("net_kg", 25340.5), ("tared", True))
@@ -133,9 +134,10 @@ def test_a_schema_1_file_is_migrated(tmp_path):
         CREATE TABLE outbox (
             seq INTEGER PRIMARY KEY, digest BLOB NOT NULL, body BLOB NOT NULL,
             readings INTEGER NOT NULL, oldest_ts_ms INTEGER, cut_ms INTEGER NOT NULL);
-        INSERT INTO outbox VALUES (1, x'00', x'00', 5, NULL, 0);
         """
     )
+    body = b"\x00"  # a body and its digest, as a schema-1 agent stored them
+    conn.execute("INSERT INTO outbox VALUES (1, ?, ?, 5, NULL, 0)", (batch_digest(body), body))
     conn.commit()
     conn.close()
     buf = open_test_buffer(path)

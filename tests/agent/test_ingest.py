@@ -207,6 +207,40 @@ def test_values_qualities_and_final_times_are_checked_at_the_door():
     assert group.rejected == {"not_finite": 3, "quality_code": 1, "timestamp_range": 1}
 
 
+def test_the_fast_path_refuses_what_the_full_check_refuses(tmp_path):
+    """The common reading is checked inline; whatever it lets through must be what the full
+    check lets through: a quality code that is not an int is refused (it equals 0, but `|=`
+    the clock's flags would raise), and an int value is stored as the float it stands for,
+    so one at 2**63 or above cannot break the buffer's commit."""
+    ingest = make(flush_max=100, max_pending=100)
+    ingest.add(3, 1.0, 0.0)
+    ingest.add(3, 2**63)
+    ingest.add(3, True)
+    ingest.add(3, 4.0)
+    group = ingest.take()
+    assert sum(group.rejected.values()) == 1  # refused and counted, not raised
+    assert [(r[2], type(r[2])) for r in group.rows] == [
+        (float(2**63), float),
+        (1.0, float),
+        (4.0, float),
+    ]
+    buf = open_test_buffer(tmp_path / "b.db")
+    buf.commit(group.rows, new_series=[(3, SeriesKey("old"))])
+    assert [r.value for r in decode(cut(buf).body).readings()] == [float(2**63), 1.0, 4.0]
+    buf.close()
+
+
+def test_last_value_follows_readings_added_after_it_was_asked():
+    ingest = make(flush_max=100, max_pending=100)
+    ingest.add(3, 42.0)
+    assert ingest.last_value(3) == 42.0
+    ingest.add(3, 44.0)
+    assert ingest.last_value(3) == 44.0
+    ingest.take()
+    ingest.add(3, 45.0)
+    assert ingest.last_value(3) == 45.0
+
+
 def test_events_are_checked_at_the_door_and_refusals_survive_a_failed_commit():
     ingest = make()
     sink = ingest.for_source("bridge")

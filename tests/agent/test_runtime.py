@@ -19,7 +19,7 @@ from firmware_bridge.port_config import PortConfig
 from tests.agent.fakes import SERVER_MS, FakeReceiver
 from tests.agent.helpers import write_config, write_key
 from wire.codec import decode_batch
-from wire.models import TIME_UNTRUSTED, Event, SeriesKey
+from wire.models import TIME_UNTRUSTED, ClockReport, Event, SeriesKey
 
 T_EVENT = 1_800_000_000_000
 
@@ -281,6 +281,48 @@ async def test_a_buffer_already_holding_a_bad_row_still_flows(setup):
     await asyncio.wait_for(task, 5)
     assert sorted(receiver.values()) == [1.0, 2.0, 100.5, 101.5]
     assert agent.worker.buffer.meta["total_rejected_by_control_characters"] == 2
+
+
+async def test_a_damaged_frozen_batch_stops_uploads_not_the_agent(setup, caplog):
+    """One flipped byte inside a frozen batch's stored body (damage `quick_check` does not
+    see): uploads stop with the file and batch named, nothing is sent in its place, and the
+    sources go on collecting into the buffer (the agent does not exit into a restart loop)."""
+    receiver, make = setup
+    caplog.set_level(logging.INFO)
+    config = make(cloud={"refused_recheck_s": 0.2})
+    old = open_buffer(config.buffer.path, max_bytes=1 << 26, kernel_boot_id="k")
+    old.adopt_head(0, bytes(32))
+    old.commit(
+        [(1, T_EVENT + i, float(i), 0) for i in range(500)], new_series=[(1, SeriesKey("m"))]
+    )
+    old.cut(
+        device_id="gw-test", boot_id="k", clock=ClockReport(), max_readings=500, max_bytes=1 << 20
+    )
+    old.close()
+    conn = sqlite3.connect(config.buffer.path)
+    (body,) = conn.execute("SELECT body FROM outbox").fetchone()
+    bad = bytearray(body)
+    bad[len(bad) // 2] ^= 0xFF
+    conn.execute("UPDATE outbox SET body = ?", (bytes(bad),))
+    conn.commit()
+    conn.close()
+    agent, stop, task = await run_agent(config, receiver)
+    await wait_for(
+        lambda: (
+            task.done()
+            or (
+                getattr(agent, "syncer", None) is not None
+                and agent.syncer.state.startswith("stopped: ")
+                and agent.metrics.readings_committed > 20
+            )
+        )
+    )
+    assert not task.done(), task.exception()
+    assert "batch 1: stored body does not inflate" in agent.syncer.state
+    assert receiver.batches == {}  # not sent, nothing sent in its place
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert "uploads stopped" in caplog.text
 
 
 async def test_outage_and_full_buffer_are_in_the_log_and_the_metrics(setup, caplog):
