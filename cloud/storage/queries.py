@@ -188,10 +188,9 @@ def latest(flt: SeriesFilter, ph: str, *, backend: str) -> tuple[str, list[str]]
     where, params = series_where(flt, ph)
     if backend == "postgres":
         # `reading` is partitioned by month: unbounded, the probe visits every partition's index.
-        # The newest reading is at least as new as the newest non-BAD one, whose day is the
-        # series' newest daily roll-up: a lower bound with which the executor skips the older
-        # partitions ("never executed" in EXPLAIN ANALYZE). No roll-up (only BAD readings so
-        # far): no bound.
+        # Every reading's day has a daily roll-up row (a BAD-only day one with n = 0), so the
+        # newest roll-up's day is a lower bound with which the executor skips the older
+        # partitions ("never executed" in EXPLAIN ANALYZE). No roll-up yet: no bound.
         join = (
             " CROSS JOIN LATERAL (SELECT coalesce(max(bucket_ms), -9223372036854775808) AS since"
             " FROM reading_daily d WHERE d.series_id = s.id) b"

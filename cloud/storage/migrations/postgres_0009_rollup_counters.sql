@@ -8,6 +8,12 @@
 -- is replaced to keep the new columns; the columns are built here from the readings stored.
 
 SET LOCAL statement_timeout = 0;
+-- Receivers may go on ingesting while this runs. Without this lock a batch's insert passes, its
+-- trigger (the old function) waits on the roll-ups, then runs against the new columns after the
+-- commit, leaving them at their defaults for good. With it, inserts wait here and their trigger
+-- is the new function. Ingest waits for the whole migration (about 6 s per million readings
+-- here): receivers answer 503 and gateways retry, nothing is lost.
+LOCK TABLE reading IN SHARE MODE;
 
 ALTER TABLE reading_hourly
     ADD COLUMN u_n bigint NOT NULL DEFAULT 0,
