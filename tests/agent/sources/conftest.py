@@ -21,6 +21,7 @@ class Recorder:
         self._by_id: dict[int, SeriesKey] = {}
         self.readings: list[Reading] = []
         self.events: list[Event] = []
+        self.readings_before: list[int] = []  # per event: how many readings came before it
         self.changed = asyncio.Event()
         self.commits_allowed = asyncio.Event()
         if commits:
@@ -38,6 +39,7 @@ class Recorder:
 
     def add_event(self, event: Event) -> None:
         self.events.append(event)
+        self.readings_before.append(len(self.readings))
         self.changed.set()
 
     def room(self) -> int:

@@ -185,8 +185,10 @@ async def test_a_restarted_server_is_one_gap_then_every_value_and_a_lost_node_on
     assert sum(m.startswith("opcua: back after ") for _, m in lines) == 1, lines
     assert sum(f"no node {gone}" in m for _, m in lines) == 1, lines  # reported once
     assert source.stats.outages.downs == source.stats.outages.ups == 1
-    up_ts = rec.events[1].ts_ms
-    gone_after = [r for r in received(rec, metric(gone)) if r.ts_ms >= up_ts]
+    # what came after the up event, by arrival: a missed poll's marker may carry the same
+    # millisecond as the up event on a loaded machine (seen once in the 10-run loop)
+    after_up = rec.readings[rec.readings_before[1] :]
+    gone_after = [r for r in after_up if r.series.metric == metric(gone)]
     assert {r.quality for r in gone_after} <= {Quality.BAD}
     assert len(gone_after) <= 1  # its one marker when found missing, then silence
     for node_id in others:
