@@ -86,6 +86,12 @@ class FaultProxy:
         await asyncio.gather(*tasks, return_exceptions=True)
         await server.wait_closed()
 
+    def _first(self, fault: str) -> bool:
+        """Each fault at least once, the first time it can happen: how often the draws hit
+        depends on how many chunks a run has, and a test that saw none proved nothing (the
+        10-run loop had a run with no cut)."""
+        return self.counts[fault] == 0
+
     async def _pipe(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
         self.counts["connections"] += 1
         try:
@@ -97,10 +103,10 @@ class FaultProxy:
 
         async def upstream() -> None:
             while data := await cr.read(65536):
-                if self.faults and self.rng.random() < 0.3:
+                if self.faults and (self._first("delays") or self.rng.random() < 0.3):
                     self.counts["delays"] += 1
                     await asyncio.sleep(self.rng.uniform(0, self.max_delay_s))
-                if self.faults and self.rng.random() < self.p_reset:
+                if self.faults and (self._first("resets") or self.rng.random() < self.p_reset):
                     self.counts["resets"] += 1
                     done.set()
                     return
@@ -110,7 +116,7 @@ class FaultProxy:
 
         async def downstream() -> None:
             while data := await sr.read(65536):
-                if self.faults and self.rng.random() < self.p_cut:
+                if self.faults and (self._first("cuts") or self.rng.random() < self.p_cut):
                     self.counts["cuts"] += 1
                     done.set()
                     return
