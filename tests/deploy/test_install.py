@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
-from tests.deploy.conftest import WHEELHOUSE
+from tests.deploy.conftest import DIST, WHEELHOUSE
+from tests.deploy.test_unit import RELEASE_FILES
 from wire.extras import EXIT_MISSING_EXTRA
 
 COMMANDS = ("edge-agent", "edge-cloud", "edgectl", "tierless-mcu-emulator")
@@ -88,3 +90,12 @@ def test_offline_install_of_a_role(extras, wheelhouse, tmp_path):
             assert len(lines) == 1, done.stderr
             assert lines[0].startswith(f'{command}: the "{extra}" extra is not installed here')
             assert lines[0].endswith(f"pip install 'tierless[{extra}]'")
+
+
+def test_the_source_release_carries_the_unit_and_the_docs(deploy_tests):
+    releases = sorted(DIST.glob("tierless-*.tar.gz"))
+    assert releases, f"{DIST}: no source release; run make dist"
+    with tarfile.open(releases[-1]) as tar:
+        names = {name.partition("/")[2] for name in tar.getnames()}
+    missing = [name for name in RELEASE_FILES if name not in names]
+    assert not missing, f"{releases[-1].name} lacks {missing}"
