@@ -22,6 +22,9 @@ from agent.config import Config, parse_config
 from agent.errors import ConfigError
 from provisioning.errors import LocalError
 
+# The gateway's one directory: `--dir`'s default for every gateway command, the directory of
+# the agent's own default `--config` (agent.cli.DEFAULT_CONFIG; a test keeps the two equal).
+GATEWAY_DIR = Path("/var/lib/edge-agent")
 CONFIG_NAME = "agent.toml"
 KEY_NAME = "device.key"
 CA_NAME = "ca.pem"

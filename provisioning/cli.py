@@ -4,7 +4,7 @@ Operator commands talk to the receiver's admin API. The admin token comes from
 `--admin-token-file FILE` (mode 0600), or the environment (`TIERLESS_ADMIN_TOKEN_FILE`,
 `TIERLESS_ADMIN_TOKEN`), never from a command-line value, and it never appears in output, logs or
 errors. Gateway commands (`enroll`, `rotate-key`, `doctor`, `opcua cert`) run on the gateway
-and use the files in `--dir`.
+and use the files in `--dir` (default /var/lib/edge-agent, `agentconfig.GATEWAY_DIR`).
 
 Ids may start with "-": a key id is base64url (about one in 64 starts with "-") and a device id
 is any printable text. In a command's own arguments, a word that starts with "-" but is none of
@@ -289,7 +289,12 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     p = add(sub, "enroll", _enroll, "make this gateway's key and enrol it (run on the gateway)")
-    p.add_argument("--dir", required=True, type=Path, help="the agent's directory")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=agentconfig.GATEWAY_DIR,
+        help=f"the agent's directory (default {agentconfig.GATEWAY_DIR})",
+    )
     p.add_argument("--cloud", metavar="URL", help="receiver URL (from the bundle if given)")
     p.add_argument(
         "--device",
@@ -320,11 +325,21 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     p = add(sub, "rotate-key", _rotate_key, "replace the device key (run on the gateway)")
-    p.add_argument("--dir", required=True, type=Path, help="the agent's directory")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=agentconfig.GATEWAY_DIR,
+        help=f"the agent's directory (default {agentconfig.GATEWAY_DIR})",
+    )
     p.add_argument("--config", type=Path, help="agent.toml if not DIR/agent.toml")
 
     p = add(sub, "doctor", _doctor, "check this gateway's setup (run on the gateway)")
-    p.add_argument("--dir", required=True, type=Path, help="the agent's directory")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=agentconfig.GATEWAY_DIR,
+        help=f"the agent's directory (default {agentconfig.GATEWAY_DIR})",
+    )
     p.add_argument("--config", type=Path, help="agent.toml if not DIR/agent.toml")
 
     opcua = sub.add_parser(
@@ -337,7 +352,12 @@ def _parser() -> argparse.ArgumentParser:
         "make an OPC UA source's client certificate and key (run on the gateway, as the "
         "agent's user)",
     )
-    p.add_argument("--dir", required=True, type=Path, help="the agent's directory")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=agentconfig.GATEWAY_DIR,
+        help=f"the agent's directory (default {agentconfig.GATEWAY_DIR})",
+    )
     p.add_argument("--config", type=Path, help="agent.toml if not DIR/agent.toml")
     p.add_argument(
         "--source", metavar="NAME", help="the opcua source (needed when several use security)"

@@ -23,12 +23,13 @@ Conn = sqlite3.Connection
 PH = "?"  # the placeholder of `cloud.storage.queries`
 
 
-def translate(exc: sqlite3.Error) -> StoreError:
+def translate(exc: sqlite3.Error, path: str | None = None) -> StoreError:
+    where = f"sqlite: {path}: " if path is not None else "sqlite: "
     if isinstance(exc, sqlite3.IntegrityError):
-        return IntegrityError(f"sqlite: {exc}")
+        return IntegrityError(f"{where}{exc}")
     if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
-        return StoreUnavailableError(f"sqlite: {exc}")
-    return StoreError(f"sqlite: {exc}")
+        return StoreUnavailableError(f"{where}{exc}")
+    return StoreError(f"{where}{exc}")
 
 
 class SqliteDb:
@@ -48,11 +49,18 @@ class SqliteDb:
         self._rconn: Conn | None = None
 
     def _connect(self) -> Conn:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0)
-        conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        conn.execute("PRAGMA foreign_keys = ON")
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=0
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as exc:
+            # sqlite3 names no file ("unable to open database file"): a wrong directory or
+            # a permission is found here, so the line names the path.
+            raise translate(exc, self.path) from exc
         return conn
 
     async def open(self) -> None:

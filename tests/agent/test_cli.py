@@ -274,3 +274,42 @@ def test_status_does_not_keep_showing_an_error_a_sync_or_a_new_key_answered(tmp_
     # and a sync succeeded after it: the 403 is history
     shown = last_error(last_sync_ms=key_ms + 180_000)
     assert shown == f"none since the last sync (before it: {forbidden})"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_the_agents_log_is_one_format_with_timestamps(tmp_path, fmt):
+    """A real agent from start to SIGTERM, through an outage: every stderr line one JSON object
+    with a UTC time, or one text line starting with that time (issue 14)."""
+    stamp = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    write_key(tmp_path / "keys" / "device.key")
+    path = write_config(tmp_path, url="http://127.0.0.1:9")  # discard port: refused
+    lines: list[str] = []
+    with subprocess.Popen(
+        [sys.executable, "-m", "agent.cli", "run", "--config", str(path), "--log-format", fmt],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stderr is not None
+        try:
+            # No deadline of its own: start-up time varies with the machine's load, and the
+            # suite's per-test timeout ends a hang.
+            while not any("uplink down" in line for line in lines):
+                line = proc.stderr.readline()
+                assert line, lines  # the agent ended before the outage was logged
+                lines.append(line.rstrip("\n"))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            rest = proc.communicate(timeout=20)[1]
+    assert proc.returncode == 0, lines
+    lines += [line for line in rest.splitlines() if line]
+    assert any(line.endswith("stopped") or '"msg": "stopped"' in line for line in lines), lines
+    for line in lines:
+        if fmt == "json":
+            body = json.loads(line)
+            assert stamp.match(body["ts"]), line
+            assert body["prog"] == "edge-agent", line
+            assert body["level"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}, line
+        else:
+            assert stamp.match(line.split(" ", 1)[0]), line
+            assert line.split(" ")[1] == "edge-agent", line

@@ -301,6 +301,30 @@ def test_a_busy_port_is_a_configuration_error_and_creates_nothing(
     assert list(tmp_path.iterdir()) == []  # no database, no token files
 
 
+@pytest.mark.parametrize("kind", ["postgres", "sqlite"])
+def test_a_database_it_cannot_open_is_exit_1_and_one_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """docs/deploy-cloud.md: an unreachable or refused database exits with status 1."""
+    import socket
+
+    if kind == "postgres":
+        with socket.socket() as closed:  # a port nothing listens on: connection refused
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        db, named = f"postgresql://tierless@127.0.0.1:{port}/tierless", f"port {port} failed"
+    else:
+        missing = tmp_path / "no-such-dir" / "c.db"
+        db, named = f"sqlite:///{missing}", f"sqlite: {missing}: unable to open database file"
+    env = {"TIERLESS_DB": db, "TIERLESS_TOKEN_DIR": str(tmp_path)}
+    assert main(["serve", "--port", str(free_port())], env) == 1
+    # Before it: the notices of the token files created on a first start (kept for the next).
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("edge-cloud: error: ")
+    assert named in errors[0]
+
+
 def test_dashboard_time_zone_and_viewer_token_from_flags_and_environment(tmp_path: Path) -> None:
     base = {"TIERLESS_DB": f"sqlite:///{tmp_path}/c.db", "TIERLESS_TOKEN_DIR": str(tmp_path)}
     s, _ = _settings([], base)

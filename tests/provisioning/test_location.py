@@ -9,7 +9,9 @@ import re
 import tomllib
 from pathlib import Path
 
+from agent.cli import DEFAULT_CONFIG
 from provisioning import agentconfig
+from provisioning.cli import _parser
 
 ROOT = Path(__file__).resolve().parents[2]
 GATEWAY_DIR = Path("/var/lib/edge-agent")
@@ -79,3 +81,10 @@ def test_an_enrolled_directory_stays_right_after_a_move(tmp_path):
     after = agentconfig.read(moved / agentconfig.CONFIG_NAME)
     assert after.key_file == moved.resolve() / agentconfig.KEY_NAME
     assert after.buffer_path == moved.resolve() / agentconfig.BUFFER_NAME
+
+
+def test_every_gateway_command_defaults_to_the_one_directory():
+    assert agentconfig.GATEWAY_DIR == GATEWAY_DIR
+    assert Path(DEFAULT_CONFIG) == CONFIG  # edge-agent's --config default
+    for argv in (["enroll"], ["rotate-key"], ["doctor"], ["opcua", "cert"]):
+        assert _parser().parse_args(argv).dir == GATEWAY_DIR, argv

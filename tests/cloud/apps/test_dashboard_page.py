@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
@@ -101,12 +102,12 @@ class Site:
 
 
 @contextlib.asynccontextmanager
-async def new_site(store: Store) -> AsyncIterator[Site]:
+async def new_site(store: Store, timezone: str = "UTC") -> AsyncIterator[Site]:
     clock = FakeClock(NOW - 3 * HOUR)
 
     def make(url: str) -> Starlette:
         config = Config(url, admin=BearerCheck(ADMIN_TOKEN), read=BearerCheck(READ_TOKEN))
-        dash = DashboardConfig(viewer=BearerCheck(VIEWER_TOKEN), cache_s=0)
+        dash = DashboardConfig(viewer=BearerCheck(VIEWER_TOKEN), cache_s=0, timezone=timezone)
         return create_app(
             config, store, now_ms=clock.now_ms, monotonic=clock.monotonic, dashboard_config=dash
         )
@@ -228,3 +229,24 @@ async def test_fresh_data_is_a_visible_line_over_a_range_that_fits(site: Site) -
     text = re.sub(r"<[^>]+>", " ", html)
     for ascii_spelling in (" m3 ", " Nm3 ", " degC ", "[degC]", "[m3]"):
         assert ascii_spelling not in text
+
+
+async def test_today_is_the_plants_calendar_day(store: Store) -> None:
+    """`--timezone` (TIERLESS_TIMEZONE) sets whose midnight starts "today"; `?tz=` overrides it
+    for one page. At 10:30 UTC it is already 00:30 tomorrow on Kiritimati (UTC+14), so the meter
+    that began at 10:17 UTC fills that day's first hour, not its eleventh."""
+
+    def hour_bars(html: str) -> list[tuple[str, str]]:
+        hourly = html.split('data-chart="hourly-electricity-kWh"')[1].split("</svg>")[0]
+        bars = re.findall(r'class="bar ([a-z]+)"[^>]*>\s*<title>([^<]+)</title>', hourly)
+        return [(status, title) for status, title in bars if status != "future"]
+
+    utc_day = time.strftime("%Y-%m-%d", time.gmtime(NOW / 1000))
+    next_day = time.strftime("%Y-%m-%d", time.gmtime(NOW / 1000 + 86_400))
+    async with new_site(store, timezone="Pacific/Kiritimati") as s:
+        html = await s.page()
+        assert f"day {next_day} (Pacific/Kiritimati)" in html
+        assert hour_bars(html) == [("complete", "00:00–01:00: 26.0 kWh")]
+        html = await s.page("?tz=UTC")
+        assert f"day {utc_day} (UTC)" in html
+        assert hour_bars(html) == [("complete", "10:00–11:00: 26.0 kWh")]

@@ -6,8 +6,10 @@ import logging
 
 import pytest
 
+from cloud.config import Limits
 from cloud.receiver.audit import AUDIT_LOGGER
-from tests.cloud.conftest import ADMIN_TOKEN, Receiver
+from cloud.storage.store import Store
+from tests.cloud.conftest import ADMIN_TOKEN, Receiver, running_receiver
 
 
 def _audit(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -62,3 +64,26 @@ async def test_refused_requests_are_rate_limited_lines_per_class(
         "audit: refused 401 unauthorized on admin_devices from 127.0.0.1"
         " (4 more since the last line)"
     )
+
+
+async def test_a_gateways_refusals_are_audit_lines_too(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The device routes refuse through the same path as the admin ones: a revoked key (403)
+    and a rate limit (429) each give their class's line, and a flood of 429s one line."""
+    caplog.set_level(logging.INFO, logger=AUDIT_LOGGER)
+    async with running_receiver(store, Limits(device_rate_per_s=1.0, device_burst=1)) as rc:
+        gw = await rc.enrolled("gw-audit")
+        assert (await rc.send(gw, gw.next_batch())).status_code == 200
+        for _ in range(3):
+            assert (await rc.send(gw, gw.next_batch())).status_code == 429
+        rc.clock.advance(1000)
+        r = await rc.admin("POST", f"/v1/admin/keys/{gw.keyid}/revoke")
+        assert r.status_code == 200, r.text
+        refused = await rc.send(gw, gw.next_batch())
+        assert refused.status_code == 403, refused.text
+    code = refused.json()["error"]
+    assert [line for line in _audit(caplog) if "refused" in line] == [
+        "audit: refused 429 rate_limited on batches from 127.0.0.1",
+        f"audit: refused 403 {code} on batches from 127.0.0.1",
+    ]
