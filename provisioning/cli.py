@@ -180,6 +180,16 @@ class _RefuseSecretValue(argparse.Action):
         )
 
 
+def _add_gateway_dir(p: argparse.ArgumentParser) -> None:
+    """`--dir` of the commands that run on the gateway: its one directory by default."""
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=agentconfig.GATEWAY_DIR,
+        help=f"the agent's directory (default {agentconfig.GATEWAY_DIR})",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -289,12 +299,7 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     p = add(sub, "enroll", _enroll, "make this gateway's key and enrol it (run on the gateway)")
-    p.add_argument(
-        "--dir",
-        type=Path,
-        default=agentconfig.GATEWAY_DIR,
-        help=f"the agent's directory (default {agentconfig.GATEWAY_DIR})",
-    )
+    _add_gateway_dir(p)
     p.add_argument("--cloud", metavar="URL", help="receiver URL (from the bundle if given)")
     p.add_argument(
         "--device",
@@ -325,21 +330,11 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     p = add(sub, "rotate-key", _rotate_key, "replace the device key (run on the gateway)")
-    p.add_argument(
-        "--dir",
-        type=Path,
-        default=agentconfig.GATEWAY_DIR,
-        help=f"the agent's directory (default {agentconfig.GATEWAY_DIR})",
-    )
+    _add_gateway_dir(p)
     p.add_argument("--config", type=Path, help="agent.toml if not DIR/agent.toml")
 
     p = add(sub, "doctor", _doctor, "check this gateway's setup (run on the gateway)")
-    p.add_argument(
-        "--dir",
-        type=Path,
-        default=agentconfig.GATEWAY_DIR,
-        help=f"the agent's directory (default {agentconfig.GATEWAY_DIR})",
-    )
+    _add_gateway_dir(p)
     p.add_argument("--config", type=Path, help="agent.toml if not DIR/agent.toml")
 
     opcua = sub.add_parser(
@@ -352,12 +347,7 @@ def _parser() -> argparse.ArgumentParser:
         "make an OPC UA source's client certificate and key (run on the gateway, as the "
         "agent's user)",
     )
-    p.add_argument(
-        "--dir",
-        type=Path,
-        default=agentconfig.GATEWAY_DIR,
-        help=f"the agent's directory (default {agentconfig.GATEWAY_DIR})",
-    )
+    _add_gateway_dir(p)
     p.add_argument("--config", type=Path, help="agent.toml if not DIR/agent.toml")
     p.add_argument(
         "--source", metavar="NAME", help="the opcua source (needed when several use security)"

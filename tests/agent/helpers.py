@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,21 @@ def journal_rows(db: Path) -> list[tuple[int, int, float, int]]:
     finally:
         conn.close()
     return unmerged_rows(Path(f"{db}{JOURNAL_SUFFIX}"), int(row[0]) if row else 0)
+
+
+def damage_outbox_body(db: Path, *, raw: bool = False) -> None:
+    """Flip one byte in the only outbox body (stored raw first if `raw`, as an agent does when
+    deflating would not shrink it): damage `PRAGMA quick_check` does not see."""
+    conn = sqlite3.connect(db)
+    body, coding = conn.execute("SELECT body, coding FROM outbox").fetchone()
+    assert coding == 1  # deflated, as every body this small is
+    if raw:
+        body, coding = zlib.decompress(body), 0
+    bad = bytearray(body)
+    bad[len(bad) // 2] ^= 0xFF
+    conn.execute("UPDATE outbox SET body = ?, coding = ?", (bytes(bad), coding))
+    conn.commit()
+    conn.close()
 
 
 def key(i: int) -> SeriesKey:

@@ -5,14 +5,22 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-import zlib
 
 import pytest
 
 from agent.buffer import open_buffer
 from agent.clock import EPOCH_SHIFT, Epoch, Reference
 from agent.errors import StoreError, UnreadableBatchError
-from tests.agent.helpers import BOOT, T0, cut, decode, key, open_test_buffer, values_of
+from tests.agent.helpers import (
+    BOOT,
+    T0,
+    cut,
+    damage_outbox_body,
+    decode,
+    key,
+    open_test_buffer,
+    values_of,
+)
 from wire.codec import batch_digest
 from wire.models import GENESIS, TIME_UNTRUSTED, Counters, Event, SeriesKey
 
@@ -389,21 +397,6 @@ def test_last_sync_ms_is_current_right_after_a_deferred_ack(tmp_path):
     again.close()
 
 
-def _damage_body(db, *, raw: bool) -> None:
-    """Flip one byte in the only outbox body (stored raw first if `raw`, as an agent does when
-    deflating would not shrink it): damage `PRAGMA quick_check` does not see."""
-    conn = sqlite3.connect(db)
-    body, coding = conn.execute("SELECT body, coding FROM outbox").fetchone()
-    assert coding == 1  # deflated, as every body this small is
-    if raw:
-        body, coding = zlib.decompress(body), 0
-    bad = bytearray(body)
-    bad[len(bad) // 2] ^= 0xFF
-    conn.execute("UPDATE outbox SET body = ?, coding = ?", (bytes(bad), coding))
-    conn.commit()
-    conn.close()
-
-
 @pytest.mark.parametrize("raw", [False, True])
 def test_a_damaged_stored_body_is_named_not_sent(tmp_path, raw):
     """A deflated body that no longer inflates, or a raw one that no longer matches its digest:
@@ -412,7 +405,7 @@ def test_a_damaged_stored_body_is_named_not_sent(tmp_path, raw):
     _fill(buf, 500)
     entry = cut(buf)
     buf.close()
-    _damage_body(tmp_path / "b.db", raw=raw)
+    damage_outbox_body(tmp_path / "b.db", raw=raw)
     again = open_test_buffer(tmp_path / "b.db")  # opens fine: the structure is intact
     for _ in range(2):
         with pytest.raises(UnreadableBatchError, match=rf"b\.db: batch {entry.seq}: stored body"):

@@ -17,7 +17,7 @@ from firmware_bridge.ascii_protocol import AnswerParser, AsciiConfig, compile_sp
 from firmware_bridge.errors import UnexpectedUnitError
 from firmware_bridge.port_config import PortConfig
 from tests.agent.fakes import SERVER_MS, FakeReceiver
-from tests.agent.helpers import write_config, write_key
+from tests.agent.helpers import damage_outbox_body, write_config, write_key
 from wire.codec import decode_batch
 from wire.models import TIME_UNTRUSTED, ClockReport, Event, SeriesKey
 
@@ -299,13 +299,7 @@ async def test_a_damaged_frozen_batch_stops_uploads_not_the_agent(setup, caplog)
         device_id="gw-test", boot_id="k", clock=ClockReport(), max_readings=500, max_bytes=1 << 20
     )
     old.close()
-    conn = sqlite3.connect(config.buffer.path)
-    (body,) = conn.execute("SELECT body FROM outbox").fetchone()
-    bad = bytearray(body)
-    bad[len(bad) // 2] ^= 0xFF
-    conn.execute("UPDATE outbox SET body = ?", (bytes(bad),))
-    conn.commit()
-    conn.close()
+    damage_outbox_body(config.buffer.path)
     agent, stop, task = await run_agent(config, receiver)
     await wait_for(
         lambda: (
